@@ -1,0 +1,187 @@
+"""Immutable events the decoder yields, one per decoded protocol message.
+
+Events carry decoded values only (numbers, names, small tuples); bulk data such
+as read and write payloads is counted, never kept, so memory does not grow with
+the traffic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from nbdscope.capture.items import Direction
+
+Phase = Literal["handshake", "transmission"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    dir: Direction
+    frame: int
+    time: float
+    phase: Phase
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerGreeting(Event):
+    """NBDMAGIC and what follows it: the newstyle flags or the oldstyle export."""
+
+    style: Literal["oldstyle", "newstyle", "fixed-newstyle"]
+    handshake_flags: int | None = None  # newstyle only
+    size: int | None = None  # oldstyle only
+    transmission_flags: int | None = None  # oldstyle only (low 16 bits of its 32-bit field)
+    oldstyle_high_flags: int = 0  # oldstyle: the upper 16 bits, reserved
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClientFlags(Event):
+    flags: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OptionRequest(Event):
+    option: int
+    length: int
+    export_name: str | None = None
+    info_requests: tuple[int, ...] = ()
+    queries: tuple[str, ...] = ()
+    problem: str | None = None  # payload disagrees with its own length fields
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OptionReply(Event):
+    option: int
+    reply: int
+    length: int
+    info_type: int | None = None
+    size: int | None = None
+    transmission_flags: int | None = None
+    min_block: int | None = None
+    preferred_block: int | None = None
+    max_payload: int | None = None
+    name: str | None = None  # NBD_INFO_NAME, NBD_REP_SERVER export, NBD_REP_META_CONTEXT context
+    description: str | None = None
+    context_id: int | None = None
+    message: str | None = None  # error replies: the server's text
+    solicited: bool = True  # False when no matching option was pending
+    problem: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExportNameReply(Event):
+    """The server's answer to NBD_OPT_EXPORT_NAME: size and flags, maybe 124 zeroes."""
+
+    size: int
+    transmission_flags: int
+    zeroes: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TransmissionStart(Event):
+    """Both sides have left the handshake; summarises what was agreed."""
+
+    how: Literal["oldstyle", "export-name", "go", "mid-stream"]
+    export_name: str | None
+    size: int | None
+    transmission_flags: int | None
+    structured_replies: bool | None  # None: the capture began after the handshake
+    extended_headers: bool | None
+    meta_contexts: tuple[tuple[int, str], ...] = ()
+    min_block: int | None = None
+    preferred_block: int | None = None
+    max_payload: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TlsStart(Event):
+    """STARTTLS was acknowledged: everything after this is encrypted."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TlsData(Event):
+    nbytes: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Request(Event):
+    cookie: int
+    command: int
+    flags: int
+    offset: int
+    length: int
+    extended: bool  # sent with the 32-byte extended header
+    payload_length: int  # data bytes following the header
+    effect_length: int | None = None  # BLOCK_STATUS payload form: the length it asks about
+    context_ids: tuple[int, ...] = ()  # BLOCK_STATUS payload form: contexts it asks for
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reply(Event):
+    """Fields shared by simple replies and reply chunks: the request they answer."""
+
+    cookie: int
+    command: int | None = None  # None: no request with this cookie was in flight
+    request_frame: int | None = None
+    request_offset: int | None = None
+    request_length: int | None = None
+    completes: bool = True  # last message of its reply
+    latency_us: float | None = None  # set on the message that completes the reply
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SimpleReply(Reply):
+    error: int
+    data_length: int | None  # None: unknown (cookie not in flight and capture mid-stream)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReplyChunk(Reply):
+    reply_type: int
+    flags: int
+    length: int
+    extended: bool
+    header_offset: int | None = None  # extended replies echo the request offset
+    offset: int | None = None  # OFFSET_DATA, OFFSET_HOLE, ERROR_OFFSET
+    data_length: int | None = None  # OFFSET_DATA payload bytes
+    hole_length: int | None = None
+    context_id: int | None = None
+    context: str | None = None  # name of context_id when negotiation was seen
+    extents: tuple[tuple[int, int], ...] = ()  # (length, status)
+    descriptor_count: int | None = None  # BLOCK_STATUS_EXT header field
+    extents_truncated: bool = False  # more extents than we keep
+    error: int | None = None
+    message: str | None = None
+    problem: str | None = None  # payload disagrees with the chunk length or type
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Gap(Event):
+    """Bytes the capture lost; ``resync`` says whether framing was lost with them."""
+
+    nbytes: int
+    resync: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Resync(Event):
+    """Decoding found its footing again after skipping bytes it could not frame."""
+
+    skipped: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Malformed(Event):
+    """Bytes that cannot be what the protocol allows at this point."""
+
+    what: str  # short machine-readable category, e.g. "bad-magic"
+    message: str
+    values: dict[str, int | str | None] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConnectionEnd(Event):
+    how: Literal["fin", "rst", "end-of-capture"]
+    soft: bool  # NBD_CMD_DISC was sent
+    in_flight: tuple[tuple[int, int, int], ...] = ()  # (cookie, command, request frame)
+    unparsed: dict[str, int] = field(default_factory=dict)  # bytes left undecoded per direction
