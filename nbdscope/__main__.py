@@ -1,0 +1,5 @@
+import sys
+
+from nbdscope.cli import main
+
+sys.exit(main())

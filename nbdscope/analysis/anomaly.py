@@ -1,0 +1,42 @@
+"""Anomalies and the rule metadata they carry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Severity = Literal["error", "warning", "info"]
+Blame = Literal["client", "server", "capture"]
+SEVERITY_RANK: dict[str, int] = {"info": 0, "warning": 1, "error": 2}
+
+
+@dataclass(frozen=True, slots=True)
+class RuleInfo:
+    id: str
+    severity: Severity
+    blame: Blame | Literal["either"]  # "either": decided per finding by who sent the bytes
+    spec: str  # section of doc/proto.md the rule rests on
+    summary: str  # one line, our own words
+
+
+@dataclass(frozen=True, slots=True)
+class Anomaly:
+    rule: str
+    severity: Severity
+    blame: Blame
+    session: str
+    frame: int
+    time: float
+    message: str
+    spec: str
+    source: str = ""
+    values: dict[str, object] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, object]:
+        out: dict[str, object] = {
+            "rule": self.rule, "severity": self.severity, "blame": self.blame, "session": self.session,
+            "frame": self.frame, "time": round(self.time, 6), "message": self.message, "spec": self.spec,
+        }
+        if self.values:
+            out["values"] = self.values
+        return out

@@ -1,0 +1,85 @@
+"""Rules for what the decoder itself notices: lost bytes, broken framing,
+payloads that contradict their own length fields, and how connections end."""
+
+from __future__ import annotations
+
+from nbdscope.analysis.anomaly import RuleInfo
+from nbdscope.analysis.rules.base import Rule
+from nbdscope.analysis.session import Session
+from nbdscope.decoder import events as ev
+from nbdscope.spec import COMMANDS, OPTIONS, REPLY_TYPES
+
+
+class CaptureGap(Rule):
+    INFO = RuleInfo("capture-gap", "warning", "capture", "(capture completeness)",
+                    "the capture lost bytes of a connection; findings near the gap may be incomplete")
+
+    def on_event(self, session: Session, event: ev.Event) -> None:
+        if isinstance(event, ev.Gap):
+            framing = "decoding resynchronised on the next valid header" if event.resync else \
+                "the bytes were inside a payload, so message framing survived"
+            self.flag(session, event, f"{event.nbytes} bytes missing in {event.dir}; {framing}",
+                      nbytes=event.nbytes, dir=event.dir)
+
+
+class MalformedMessage(Rule):
+    INFO = RuleInfo("malformed-message", "error", "either", "Protocol phases; Transmission",
+                    "bytes that are not a valid message at that point of the protocol (bad magic, garbage)")
+
+    def on_event(self, session: Session, event: ev.Event) -> None:
+        if isinstance(event, ev.Malformed) and event.what != "option-after-handshake":
+            self.flag(session, event, event.message, what=event.what, **event.values)
+        elif isinstance(event, ev.Resync) and event.skipped:
+            self.flag(session, event, f"skipped {event.skipped} undecodable bytes before the next valid header",
+                      skipped=event.skipped)
+
+
+class OptionFraming(Rule):
+    INFO = RuleInfo("option-protocol", "error", "either", "Option types; Option reply types",
+                    "option haggling broken: payload disagrees with its lengths, reply for an option not asked, "
+                    "options after the handshake")
+
+    def on_event(self, session: Session, event: ev.Event) -> None:
+        if isinstance(event, ev.OptionRequest) and event.problem:
+            self.flag(session, event, f"{OPTIONS.name(event.option)}: {event.problem}", option=event.option)
+        elif isinstance(event, ev.OptionReply):
+            if event.problem:
+                self.flag(session, event, f"reply to {OPTIONS.name(event.option)}: {event.problem}",
+                          option=event.option, reply=event.reply)
+            if not event.solicited:
+                self.flag(session, event, f"server replied to {OPTIONS.name(event.option)}, which the client "
+                          "did not ask for (or had already been answered)", option=event.option)
+        elif isinstance(event, ev.Malformed) and event.what == "option-after-handshake":
+            self.flag(session, event, "client sent an option after the handshake ended")
+
+
+class ChunkFraming(Rule):
+    INFO = RuleInfo("bad-reply-chunk", "error", "server", "Structured reply chunk message; Structured reply types",
+                    "a reply chunk that breaks the chunk rules (lengths, order, coverage, type for the command)")
+
+    def on_event(self, session: Session, event: ev.Event) -> None:
+        if isinstance(event, ev.ReplyChunk) and event.problem:
+            cmd = COMMANDS.name(event.command) if event.command is not None else "unknown request"
+            self.flag(session, event, f"{REPLY_TYPES.name(event.reply_type)} for {cmd} "
+                      f"(cookie {event.cookie:#x}): {event.problem}", cookie=event.cookie, length=event.length)
+
+
+class HardDisconnect(Rule):
+    INFO = RuleInfo("hard-disconnect", "warning", "either", "Terminating the transmission phase",
+                    "a connection in transmission closed without NBD_CMD_DISC, or with requests unanswered")
+
+    def on_event(self, session: Session, event: ev.Event) -> None:
+        if not isinstance(event, ev.ConnectionEnd) or event.how == "end-of-capture" or not session.transmission:
+            return
+        if session.tls:
+            return  # the disconnect is inside the encrypted stream
+        pending = ", ".join(f"{COMMANDS.name(cmd)} cookie {cookie:#x} (frame {frame})"
+                            for cookie, cmd, frame in event.in_flight[:10])
+        more = f" and {len(event.in_flight) - 10} more" if len(event.in_flight) > 10 else ""
+        if not event.soft:
+            msg = f"connection closed ({event.how}) without NBD_CMD_DISC"
+            self.flag(session, event, msg + (f"; unanswered: {pending}{more}" if pending else ""),
+                      blame="client" if not event.in_flight else "server", in_flight=len(event.in_flight))
+        elif event.in_flight:
+            self.flag(session, event, f"soft disconnect with requests still unanswered: {pending}{more}",
+                      blame="server", in_flight=len(event.in_flight))

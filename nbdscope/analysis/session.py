@@ -1,0 +1,136 @@
+"""What one NBD connection negotiated and did, built from decoder events only."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from nbdscope.analysis.stats import CommandStats
+from nbdscope.capture.items import Endpoint
+from nbdscope.decoder import events as ev
+from nbdscope.spec import COMMANDS, TRANSMISSION_FLAGS, Cmd, ReplyType
+
+
+@dataclass
+class Session:
+    id: str
+    client: Endpoint
+    server: Endpoint
+    source: str
+    first_frame: int
+    saw_start: bool
+    last_frame: int = 0
+    start_time: float = 0.0
+    last_time: float = 0.0
+    handshake: str = "unknown"
+    tls: bool = False
+    tls_bytes: int = 0
+    export_name: str | None = None
+    size: int | None = None
+    transmission_flags: int | None = None
+    min_block: int | None = None
+    preferred_block: int | None = None
+    max_payload: int | None = None
+    structured_replies: bool | None = None
+    extended_headers: bool | None = None
+    meta_contexts: dict[int, str] = field(default_factory=dict)
+    transmission: bool = False
+    commands: dict[int, CommandStats] = field(default_factory=dict)
+    messages: int = 0
+    disconnect: str = "open"
+    closed: bool = False
+    anomaly_count: int = 0
+    _failed: set[int] = field(default_factory=set)  # cookies with an error chunk, reply not yet complete
+
+    def observe(self, e: ev.Event) -> None:
+        """Fold one decoder event into the summary."""
+        self.last_frame = max(self.last_frame, e.frame)
+        self.last_time = e.time
+        self.messages += 1
+        if isinstance(e, ev.Request):
+            stats = self._stats(e.command)
+            stats.count += 1
+            if e.command == Cmd.WRITE:
+                stats.bytes += e.payload_length
+        elif isinstance(e, ev.SimpleReply):
+            if e.command is not None:
+                stats = self._stats(e.command)
+                if e.error:
+                    stats.errors += 1
+                if e.command == Cmd.READ and e.data_length:
+                    stats.bytes += e.data_length
+                if e.latency_us is not None:
+                    stats.add_latency(e.latency_us)
+        elif isinstance(e, ev.ReplyChunk):
+            self._chunk(e)
+        elif isinstance(e, ev.ServerGreeting):
+            self.handshake = e.style
+            if e.style == "oldstyle":
+                self.size, self.transmission_flags = e.size, e.transmission_flags
+        elif isinstance(e, ev.TransmissionStart):
+            self.transmission = True
+            if e.how != "mid-stream":
+                self.export_name = e.export_name
+                self.size, self.transmission_flags = e.size, e.transmission_flags
+                self.min_block, self.preferred_block, self.max_payload = e.min_block, e.preferred_block, e.max_payload
+                self.meta_contexts = dict(e.meta_contexts)
+            self.structured_replies, self.extended_headers = e.structured_replies, e.extended_headers
+        elif isinstance(e, ev.TlsStart):
+            self.tls = True
+        elif isinstance(e, ev.TlsData):
+            self.tls_bytes += e.nbytes
+        elif isinstance(e, ev.ConnectionEnd):
+            self.closed = True
+            if e.soft:
+                self.disconnect = "soft"
+            elif e.how != "end-of-capture":
+                self.disconnect = "hard"
+
+    def _chunk(self, e: ev.ReplyChunk) -> None:
+        if e.command is None:
+            return
+        stats = self._stats(e.command)
+        if e.error is not None:
+            self._failed.add(e.cookie)
+        if e.reply_type == ReplyType.OFFSET_DATA and e.data_length:
+            stats.bytes += e.data_length
+        if e.completes:
+            if e.cookie in self._failed:
+                self._failed.discard(e.cookie)
+                stats.errors += 1
+            if e.latency_us is not None:
+                stats.add_latency(e.latency_us)
+
+    def _stats(self, command: int) -> CommandStats:
+        stats = self.commands.get(command)
+        if stats is None:
+            stats = self.commands[command] = CommandStats()
+        return stats
+
+    def as_json(self) -> dict[str, object]:
+        tflags = self.transmission_flags
+        return {
+            "id": self.id,
+            "input": self.source,
+            "client": str(self.client),
+            "server": str(self.server),
+            "first_frame": self.first_frame,
+            "last_frame": self.last_frame,
+            "handshake": self.handshake,
+            "tls": self.tls,
+            "export": {
+                "name": self.export_name,
+                "size": self.size,
+                "transmission_flags": tflags,
+                "flags": TRANSMISSION_FLAGS.names(tflags) if tflags is not None else None,
+                "min_block": self.min_block,
+                "preferred_block": self.preferred_block,
+                "max_payload": self.max_payload,
+            },
+            "structured_replies": self.structured_replies,
+            "extended_headers": self.extended_headers,
+            "meta_contexts": {str(k): v for k, v in sorted(self.meta_contexts.items())},
+            "commands": {COMMANDS.name(cmd): s.as_json() for cmd, s in sorted(self.commands.items())},
+            "messages": self.messages,
+            "tls_bytes": self.tls_bytes,
+            "disconnect": self.disconnect,
+        }

@@ -1,0 +1,171 @@
+"""The `nbdscope` command line (names as in CONTRACT.md)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from typing import IO, Any
+
+from nbdscope import __version__
+from nbdscope.analysis.anomaly import SEVERITY_RANK, Anomaly
+from nbdscope.analysis.engine import Engine, Result
+from nbdscope.analysis.rules import ALL_RULES
+from nbdscope.analysis.session import Session
+from nbdscope.decoder import events as ev
+
+EXIT_OK, EXIT_ANOMALY, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """A problem with what the user asked for; reported in one line, exit 2."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="nbdscope", description="Decode NBD traffic and judge it against the spec.")
+    p.add_argument("--version", action="version", version=f"nbdscope {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    a = sub.add_parser("analyze", help="decode pcap/pcapng files and print a report")
+    a.add_argument("files", nargs="+", metavar="FILE")
+    a.add_argument("--format", choices=("text", "json", "jsonl"), default="text")
+    a.add_argument("--messages", action="store_true", help="text: print the decoded timeline too")
+    a.add_argument("--port", type=int, action="append", default=[], metavar="N",
+                   help="extra TCP port to treat as NBD (repeatable)")
+    a.add_argument("--fail-on", choices=("error", "warning", "never"), default="never")
+    a.add_argument("-o", "--output", metavar="FILE", help="write the report here instead of stdout")
+
+    r = sub.add_parser("rules", help="list every anomaly rule")
+    r.add_argument("--format", choices=("text", "json"), default="text")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "analyze":
+            return analyze(args)
+        return rules(args)
+    except UsageError as exc:
+        print(f"nbdscope: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("nbdscope: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # the reader of our output went away (e.g. `| head`); nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+
+
+def _open_output(stack: ExitStack, path: str | None) -> IO[str]:
+    if path is None:
+        return sys.stdout
+    try:
+        return stack.enter_context(open(path, "w", encoding="utf-8"))
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot write: {exc.strerror}") from None
+
+
+def _items_with_progress(files: list[str], ports: list[int]) -> Iterator[Any]:
+    from nbdscope.capture import read_captures
+    from nbdscope.report.progress import ProgressTicker
+
+    with ProgressTicker(files) as ticker:
+        for item in read_captures(files, extra_ports=ports):
+            ticker.tick(item)
+            yield item
+
+
+def analyze(args: argparse.Namespace) -> int:
+    from nbdscope.capture import CaptureError
+    from nbdscope.report.records import message_record
+
+    for path in args.files:
+        if not os.path.exists(path):
+            raise UsageError(f"{path}: no such file")
+        if os.path.isdir(path):
+            raise UsageError(f"{path}: is a directory")
+    with ExitStack() as stack:
+        out = _open_output(stack, args.output)
+        on_message: Callable[[Session, ev.Event], None] | None = None
+        on_anomaly: Callable[[Anomaly], None] | None = None
+        engine: Engine
+        if args.format == "jsonl":
+            def on_message(session: Session, e: ev.Event) -> None:
+                out.write(json.dumps(message_record(session.id, e, engine.t0())) + "\n")
+
+            def on_anomaly(a: Anomaly) -> None:
+                out.write(json.dumps({"type": "ANOMALY", **a.as_json()}) + "\n")
+        elif args.format == "text" and args.messages:
+            from nbdscope.report.timeline import message_line
+
+            def on_message(session: Session, e: ev.Event) -> None:
+                out.write(message_line(session.id, e, engine.t0()) + "\n")
+        engine = Engine(on_message=on_message, on_anomaly=on_anomaly)
+        try:
+            result = engine.run(_items_with_progress(args.files, args.port))
+        except CaptureError as exc:
+            raise UsageError(str(exc)) from None
+        _write_report(args, result, out)
+        for problem in result.problems:
+            print(f"nbdscope: warning: {problem.source}: frame {problem.frame}: {problem.message}; "
+                  "results up to there are kept", file=sys.stderr)
+    return _exit_code(args.fail_on, result)
+
+
+def _write_report(args: argparse.Namespace, result: Result, out: IO[str]) -> None:
+    if args.format == "json":
+        json.dump(json_report(args.files, result), out, indent=2)
+        out.write("\n")
+    elif args.format == "text":
+        from rich.console import Console
+
+        from nbdscope.report.text import render
+
+        console = Console(file=out, width=None if out.isatty() else 140, highlight=False)
+        render(result, args.files, console)
+
+
+def json_report(inputs: list[str], result: Result) -> dict[str, object]:
+    return {
+        "nbdscope": __version__,
+        "inputs": inputs,
+        "sessions": [s.as_json() for s in result.sessions],
+        "anomalies": [a.as_json() for a in result.anomalies],
+        "capture_problems": [{"input": p.source, "frame": p.frame, "message": p.message} for p in result.problems],
+    }
+
+
+def _exit_code(fail_on: str, result: Result) -> int:
+    if fail_on == "never":
+        return EXIT_OK
+    threshold = SEVERITY_RANK[fail_on]
+    return EXIT_ANOMALY if any(SEVERITY_RANK[a.severity] >= threshold for a in result.anomalies) else EXIT_OK
+
+
+def rules(args: argparse.Namespace) -> int:
+    infos = [cls.INFO for cls in ALL_RULES]
+    if args.format == "json":
+        json.dump([{"id": i.id, "severity": i.severity, "blame": i.blame, "spec": i.spec, "summary": i.summary}
+                   for i in infos], sys.stdout, indent=2)
+        print()
+        return EXIT_OK
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{len(infos)} rules")
+    for col in ("id", "severity", "blame", "spec", "meaning"):
+        table.add_column(col, overflow="fold")
+    for i in infos:
+        table.add_row(i.id, i.severity, i.blame, i.spec, i.summary)
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
+    return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
