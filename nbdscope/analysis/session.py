@@ -39,6 +39,7 @@ class Session:
     disconnect: str = "open"
     closed: bool = False
     anomaly_count: int = 0
+    lost_sync: int = 0  # gaps and resyncs: replies to unseen requests are then expected
     _failed: set[int] = field(default_factory=set)  # cookies with an error chunk, reply not yet complete
 
     def observe(self, e: ev.Event) -> None:
@@ -74,6 +75,8 @@ class Session:
                 self.min_block, self.preferred_block, self.max_payload = e.min_block, e.preferred_block, e.max_payload
                 self.meta_contexts = dict(e.meta_contexts)
             self.structured_replies, self.extended_headers = e.structured_replies, e.extended_headers
+        elif isinstance(e, ev.Resync) or (isinstance(e, ev.Gap) and e.resync):
+            self.lost_sync += 1
         elif isinstance(e, ev.TlsStart):
             self.tls = True
         elif isinstance(e, ev.TlsData):
@@ -84,6 +87,14 @@ class Session:
                 self.disconnect = "soft"
             elif e.how != "end-of-capture":
                 self.disconnect = "hard"
+
+    @property
+    def reliable(self) -> bool:
+        """True when the capture saw the whole connection so far without losing framing."""
+        return self.saw_start and not self.lost_sync
+
+    def has_flag(self, mask: int) -> bool:
+        return bool(self.transmission_flags is not None and self.transmission_flags & mask)
 
     def _chunk(self, e: ev.ReplyChunk) -> None:
         if e.command is None:

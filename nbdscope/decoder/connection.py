@@ -58,6 +58,11 @@ _REPLY_MAGICS = (M.SIMPLE_REPLY_MAGIC_BYTES, M.STRUCTURED_REPLY_MAGIC_BYTES, M.E
 _FINAL_OK = {Opt.STARTTLS, Opt.STRUCTURED_REPLY, Opt.EXTENDED_HEADERS, Opt.ABORT}
 
 
+def _looks_like_tls(buf: bytearray, p: int) -> bool:
+    """A TLS record header: handshake or alert content type, then protocol major version 3."""
+    return buf[p] in (0x15, 0x16) and buf[p + 1] == 3
+
+
 @dataclass(slots=True)
 class _Flight:
     command: int
@@ -270,6 +275,8 @@ class Connection:
             if buf[p:p + 4] in _REPLY_MAGICS and self._c.state == "requests":
                 side.state = "replies"  # handshake ended without us seeing why
                 return True
+            if _looks_like_tls(buf, p):
+                return self._malformed(side, "tls-without-starttls", "TLS record where a plaintext reply was due")
             return self._malformed(side, "bad-magic", "expected an option reply magic", magic=magic)
         keep = min(length, HANDSHAKE_KEEP)
         if side.avail() < OPTION_REPLY_HEADER + keep:
@@ -374,6 +381,8 @@ class Connection:
             return False
         magic, option, length = _OPT.unpack_from(buf, p)
         if magic != M.IHAVEOPT:
+            if _looks_like_tls(buf, p):
+                return self._malformed(side, "tls-without-starttls", "TLS record where a plaintext option was due")
             return self._malformed(side, "bad-magic", "expected IHAVEOPT before an option", magic=magic)
         keep = min(length, HANDSHAKE_KEEP)
         if side.avail() < OPTION_HEADER + keep:
@@ -422,7 +431,7 @@ class Connection:
         self._emit(ev.Request, side, cookie=cookie, command=cmd, flags=flags, offset=offset, length=length,
                    extended=extended, payload_length=payload, **extra)
         self._consume(side, hsize, payload)
-        self.in_flight[cookie] = _Flight(cmd, flags, offset, length, side.frame, side.time)
+        self.in_flight[cookie] = _Flight(cmd, flags, offset, extra.get("effect_length", length), side.frame, side.time)
         if cmd == Cmd.DISC:
             self.disc = True
             self.in_flight.pop(cookie, None)  # no reply will come
@@ -444,7 +453,8 @@ class Connection:
         if completes:
             del self.in_flight[cookie]
         return {"cookie": cookie, "command": flight.command, "request_frame": flight.frame,
-                "request_offset": flight.offset, "request_length": flight.length, "completes": completes,
+                "request_offset": flight.offset, "request_length": flight.length, "request_flags": flight.flags,
+                "completes": completes,
                 "latency_us": round((side.time - flight.time) * 1e6, 1) if completes else None}
 
     def _st_replies(self, side: _Side) -> bool:

@@ -125,6 +125,7 @@ class Reply(Event):
     request_frame: int | None = None
     request_offset: int | None = None
     request_length: int | None = None
+    request_flags: int | None = None
     completes: bool = True  # last message of its reply
     latency_us: float | None = None  # set on the message that completes the reply
 

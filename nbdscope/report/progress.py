@@ -51,8 +51,9 @@ class ProgressTicker:
         if self.progress is None:
             if time.monotonic() - self.start < DELAY:
                 return
-            self.progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("frame {task.fields[frame]}"),
-                                     TimeElapsedColumn(), console=Console(stderr=True), transient=True)
+            self.progress = Progress(TextColumn("{task.description}"), BarColumn(),
+                                     TextColumn("frame {task.fields[frame]}"), TimeElapsedColumn(),
+                                     console=Console(stderr=True), transient=True)
             self.task = self.progress.add_task("reading", total=self.total, frame=0)
             self.progress.start()
         source = getattr(item, "source", None) or getattr(self, "_source", self.files[0])

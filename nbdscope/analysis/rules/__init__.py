@@ -1,12 +1,39 @@
-"""The rule catalog."""
+"""The rule catalog: every rule nbdscope applies, in the order `nbdscope rules` lists them."""
 
 from __future__ import annotations
 
+from nbdscope.analysis.rules.advertised import (
+    CacheFlagMismatch,
+    CommandNotAdvertised,
+    FlagNotAdvertised,
+    MultiConnWithoutFlag,
+    WriteToReadOnly,
+)
 from nbdscope.analysis.rules.base import Rule
-from nbdscope.analysis.rules.framing import CaptureGap, ChunkFraming, HardDisconnect, MalformedMessage, OptionFraming
+from nbdscope.analysis.rules.blocks import (
+    PayloadTooLarge,
+    RequestBeyondExport,
+    SizeNotBlockMultiple,
+    UnalignedExtent,
+    UnalignedRequest,
+)
+from nbdscope.analysis.rules.fields import ReservedBitsSet, TransmissionFlagsInvalid, UnknownCommand
+from nbdscope.analysis.rules.framing import CaptureGap, HardDisconnect, MalformedMessage
+from nbdscope.analysis.rules.handshake import OptionProtocol, TlsProtocol
+from nbdscope.analysis.rules.replies import (
+    BadReplyChunk,
+    CookieReuse,
+    ReplyKind,
+    SimpleReplyToStructuredRead,
+    UnmatchedReply,
+)
 
 ALL_RULES: tuple[type[Rule], ...] = (
-    CaptureGap, MalformedMessage, OptionFraming, ChunkFraming, HardDisconnect,
+    CacheFlagMismatch, UnalignedExtent, SizeNotBlockMultiple, UnalignedRequest, RequestBeyondExport,
+    PayloadTooLarge, CommandNotAdvertised, FlagNotAdvertised, WriteToReadOnly, MultiConnWithoutFlag,
+    CookieReuse, UnmatchedReply, ReplyKind, SimpleReplyToStructuredRead, BadReplyChunk, ReservedBitsSet,
+    TransmissionFlagsInvalid, UnknownCommand, OptionProtocol, TlsProtocol, HardDisconnect,
+    CaptureGap, MalformedMessage,
 )
 
 __all__ = ["ALL_RULES", "Rule"]

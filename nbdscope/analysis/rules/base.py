@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import ClassVar
 
-from nbdscope.analysis.anomaly import Anomaly, Blame, RuleInfo
+from nbdscope.analysis.anomaly import Anomaly, Blame, RuleInfo, Severity
 from nbdscope.analysis.session import Session
 from nbdscope.decoder import events as ev
 
@@ -31,14 +31,18 @@ class Rule:
         """Called once after all inputs; for findings that need the whole run."""
 
     def flag(self, session: Session, event: ev.Event, message: str, *, blame: Blame | None = None,
-             **values: object) -> None:
+             severity: Severity | None = None, **values: object) -> None:
+        if blame is None and self.INFO.blame == "either":
+            blame = "client" if event.dir == "c2s" else "server"
+        self.flag_at(session, event.frame, event.time, message, blame=blame, severity=severity, **values)
+
+    def flag_at(self, session: Session, frame: int, time: float, message: str, *, blame: Blame | None = None,
+                severity: Severity | None = None, **values: object) -> None:
+        """Report at a given frame and absolute capture time (for findings no single event carries)."""
         info = self.INFO
         if blame is None:
-            if info.blame == "either":
-                blame = "client" if event.dir == "c2s" else "server"
-            else:
-                blame = info.blame
+            blame = "server" if info.blame == "either" else info.blame
         session.anomaly_count += 1
-        self._report(Anomaly(rule=info.id, severity=info.severity, blame=blame, session=session.id,
-                             frame=event.frame, time=event.time - self._t0(), message=message, spec=info.spec,
+        self._report(Anomaly(rule=info.id, severity=severity or info.severity, blame=blame, session=session.id,
+                             frame=frame, time=time - self._t0(), message=message, spec=info.spec,
                              source=session.source, values=values))

@@ -7,7 +7,7 @@ from nbdscope.analysis.anomaly import RuleInfo
 from nbdscope.analysis.rules.base import Rule
 from nbdscope.analysis.session import Session
 from nbdscope.decoder import events as ev
-from nbdscope.spec import COMMANDS, OPTIONS, REPLY_TYPES
+from nbdscope.spec import COMMANDS
 
 
 class CaptureGap(Rule):
@@ -32,36 +32,6 @@ class MalformedMessage(Rule):
         elif isinstance(event, ev.Resync) and event.skipped:
             self.flag(session, event, f"skipped {event.skipped} undecodable bytes before the next valid header",
                       skipped=event.skipped)
-
-
-class OptionFraming(Rule):
-    INFO = RuleInfo("option-protocol", "error", "either", "Option types; Option reply types",
-                    "option haggling broken: payload disagrees with its lengths, reply for an option not asked, "
-                    "options after the handshake")
-
-    def on_event(self, session: Session, event: ev.Event) -> None:
-        if isinstance(event, ev.OptionRequest) and event.problem:
-            self.flag(session, event, f"{OPTIONS.name(event.option)}: {event.problem}", option=event.option)
-        elif isinstance(event, ev.OptionReply):
-            if event.problem:
-                self.flag(session, event, f"reply to {OPTIONS.name(event.option)}: {event.problem}",
-                          option=event.option, reply=event.reply)
-            if not event.solicited:
-                self.flag(session, event, f"server replied to {OPTIONS.name(event.option)}, which the client "
-                          "did not ask for (or had already been answered)", option=event.option)
-        elif isinstance(event, ev.Malformed) and event.what == "option-after-handshake":
-            self.flag(session, event, "client sent an option after the handshake ended")
-
-
-class ChunkFraming(Rule):
-    INFO = RuleInfo("bad-reply-chunk", "error", "server", "Structured reply chunk message; Structured reply types",
-                    "a reply chunk that breaks the chunk rules (lengths, order, coverage, type for the command)")
-
-    def on_event(self, session: Session, event: ev.Event) -> None:
-        if isinstance(event, ev.ReplyChunk) and event.problem:
-            cmd = COMMANDS.name(event.command) if event.command is not None else "unknown request"
-            self.flag(session, event, f"{REPLY_TYPES.name(event.reply_type)} for {cmd} "
-                      f"(cookie {event.cookie:#x}): {event.problem}", cookie=event.cookie, length=event.length)
 
 
 class HardDisconnect(Rule):

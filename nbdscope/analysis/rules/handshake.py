@@ -1,0 +1,127 @@
+"""Handshake rules: option haggling and TLS (spec "Option types", "Option reply
+types", "NBD_INFO_BLOCK_SIZE", "TLS support", "Protocol downgrade attacks")."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from nbdscope.analysis.anomaly import RuleInfo
+from nbdscope.analysis.rules.base import Rule
+from nbdscope.analysis.session import Session
+from nbdscope.decoder import events as ev
+from nbdscope.spec import OPTIONS, ClientFlag, HandshakeFlag, Info, Opt, Rep
+
+MAX_MIN_BLOCK = 1 << 16
+
+
+def _pow2(n: int) -> bool:
+    return n > 0 and n & (n - 1) == 0
+
+
+@dataclass
+class _State:
+    structured: bool = False
+    export_info_seen: bool = False  # NBD_INFO_EXPORT since the current INFO/GO began
+    context_ids: dict[int, str] = field(default_factory=dict)
+    tls_required_frame: int | None = None
+
+
+class OptionProtocol(Rule):
+    INFO = RuleInfo("option-protocol", "error", "either", "Option types; Option reply types",
+                    "option haggling broken: payloads that contradict their lengths, replies to options not "
+                    "asked, options after the handshake, GO without NBD_INFO_EXPORT, NO_ZEROES not offered, "
+                    "context ids reused, SET_META_CONTEXT before structured replies, invalid block sizes")
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)  # type: ignore[arg-type]
+        self.state: dict[str, _State] = {}
+        self.greeting_flags: dict[str, int] = {}
+
+    def on_event(self, session: Session, event: ev.Event) -> None:
+        st = self.state.setdefault(session.id, _State())
+        if isinstance(event, ev.ServerGreeting) and event.handshake_flags is not None:
+            self.greeting_flags[session.id] = event.handshake_flags
+        elif isinstance(event, ev.ClientFlags):
+            server = self.greeting_flags.get(session.id, 0)
+            if event.flags & ClientFlag.C_NO_ZEROES and not server & HandshakeFlag.NO_ZEROES:
+                self.flag(session, event, "client set NBD_FLAG_C_NO_ZEROES but the server did not offer "
+                          "NBD_FLAG_NO_ZEROES")
+        elif isinstance(event, ev.Malformed) and event.what == "option-after-handshake":
+            self.flag(session, event, "client sent an option after the handshake ended")
+        elif isinstance(event, ev.OptionRequest):
+            if event.problem:
+                self.flag(session, event, f"{OPTIONS.name(event.option)}: {event.problem}")
+            if event.option in (Opt.INFO, Opt.GO):
+                st.export_info_seen = False
+            if event.option == Opt.SET_META_CONTEXT and not st.structured:
+                self.flag(session, event, "NBD_OPT_SET_META_CONTEXT before structured replies or extended headers "
+                          "were agreed")
+            if event.option in (Opt.SET_META_CONTEXT, Opt.LIST_META_CONTEXT):
+                st.context_ids = {}
+        elif isinstance(event, ev.OptionReply):
+            self._reply(session, st, event)
+        elif isinstance(event, ev.ConnectionEnd):
+            self.state.pop(session.id, None)
+            self.greeting_flags.pop(session.id, None)
+
+    def _reply(self, session: Session, st: _State, event: ev.OptionReply) -> None:
+        if event.problem:
+            self.flag(session, event, f"reply to {OPTIONS.name(event.option)}: {event.problem}")
+        if not event.solicited:
+            self.flag(session, event, f"server replied to {OPTIONS.name(event.option)}, which the client did not "
+                      "ask for (or which was already answered)")
+        if event.reply == Rep.ACK and event.option in (Opt.STRUCTURED_REPLY, Opt.EXTENDED_HEADERS):
+            st.structured = True
+        if event.reply == Rep.INFO and event.info_type == Info.EXPORT:
+            st.export_info_seen = True
+        if event.reply == Rep.INFO and event.info_type == Info.BLOCK_SIZE and event.min_block is not None:
+            self._block_sizes(session, event)
+        if event.reply == Rep.ACK and event.option in (Opt.INFO, Opt.GO) and not st.export_info_seen:
+            self.flag(session, event, f"{OPTIONS.name(event.option)} acknowledged without an NBD_INFO_EXPORT "
+                      "reply before it", blame="server")
+        if event.reply == Rep.META_CONTEXT and event.context_id is not None:
+            prior = st.context_ids.get(event.context_id)
+            if prior is not None and prior != event.name:
+                self.flag(session, event, f"context id {event.context_id} given to both {prior!r} and "
+                          f"{event.name!r} in one reply", blame="server", context_id=event.context_id)
+            st.context_ids[event.context_id] = event.name or ""
+
+    def _block_sizes(self, session: Session, e: ev.OptionReply) -> None:
+        mn, pref, mx = e.min_block or 0, e.preferred_block or 0, e.max_payload or 0
+        problems = []
+        if not _pow2(mn) or mn > MAX_MIN_BLOCK:
+            problems.append(f"minimum block size {mn} must be a power of two no larger than {MAX_MIN_BLOCK}")
+        if not _pow2(pref) or pref < max(mn, 512):
+            problems.append(f"preferred block size {pref} must be a power of two at least max(minimum, 512)")
+        if mx < pref:
+            problems.append(f"maximum payload {mx} is smaller than the preferred block size {pref}")
+        for text in problems:
+            self.flag(session, e, f"NBD_INFO_BLOCK_SIZE: {text}", blame="server", min_block=mn,
+                      preferred_block=pref, max_payload=mx)
+
+
+class TlsProtocol(Rule):
+    INFO = RuleInfo("tls-protocol", "error", "either", "TLS support; Protocol downgrade attacks",
+                    "TLS misuse: TLS bytes before STARTTLS was acknowledged, or plaintext option haggling or "
+                    "transmission after the server required TLS (a downgrade)")
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)  # type: ignore[arg-type]
+        self.required: dict[str, int] = {}
+
+    def on_event(self, session: Session, event: ev.Event) -> None:
+        if isinstance(event, ev.Malformed) and event.what == "tls-without-starttls":
+            self.flag(session, event, f"{event.message}: STARTTLS was not acknowledged, so this stream cannot be "
+                      "decoded and the peer is out of step")
+        elif isinstance(event, ev.OptionReply) and event.reply == Rep.ERR_TLS_REQD:
+            self.required.setdefault(session.id, event.frame)
+        elif isinstance(event, ev.OptionRequest) and session.id in self.required and not session.tls \
+                and event.option not in (Opt.STARTTLS, Opt.ABORT):
+            self.flag(session, event, f"client keeps haggling in plaintext ({OPTIONS.name(event.option)}) after the "
+                      f"server required TLS in frame {self.required[session.id]}", severity="warning")
+        elif isinstance(event, ev.TransmissionStart) and session.id in self.required and not session.tls:
+            self.flag(session, event, f"transmission began in plaintext although the server required TLS in "
+                      f"frame {self.required[session.id]}: a downgrade the spec's TLS section forbids",
+                      blame="server")
+        elif isinstance(event, ev.ConnectionEnd):
+            self.required.pop(session.id, None)

@@ -1,0 +1,234 @@
+"""Request/reply matching and reply-shape rules (spec "Transmission", "Simple
+reply message", "Structured reply chunk message", "Structured reply types")."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from nbdscope.analysis.anomaly import RuleInfo
+from nbdscope.analysis.rules.base import Rule
+from nbdscope.analysis.session import Session
+from nbdscope.decoder import events as ev
+from nbdscope.spec import COMMANDS, REPLY_TYPES, Cmd, CommandFlag, ReplyType
+
+RECENT = 256  # completed cookies remembered per session, to tell "chunk after DONE" from a stray reply
+_STATUS = (ReplyType.BLOCK_STATUS, ReplyType.BLOCK_STATUS_EXT)
+_VALID_TYPES = {Cmd.READ: {ReplyType.OFFSET_DATA, ReplyType.OFFSET_HOLE},
+                Cmd.BLOCK_STATUS: set(_STATUS)}
+
+
+@dataclass
+class _Open:
+    command: int
+    offset: int
+    length: int
+    request_frame: int
+    chunks: int = 0
+    errors: int = 0
+    covered: list[tuple[int, int]] = field(default_factory=list)  # read ranges delivered
+    contexts: set[int] = field(default_factory=set)
+
+
+class _Tracker:
+    """What one session has in flight, as the rules see it."""
+
+    def __init__(self) -> None:
+        self.open: dict[int, _Open] = {}
+        self.recent: OrderedDict[int, int] = OrderedDict()  # cookie -> command, recently completed
+
+    def done(self, cookie: int, command: int) -> None:
+        self.open.pop(cookie, None)
+        self.recent[cookie] = command
+        self.recent.move_to_end(cookie)
+        while len(self.recent) > RECENT:
+            self.recent.popitem(last=False)
+
+
+class _TrackingRule(Rule):
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)  # type: ignore[arg-type]
+        self.sessions: dict[str, _Tracker] = {}
+
+    def tracker(self, session: Session) -> _Tracker:
+        t = self.sessions.get(session.id)
+        if t is None:
+            t = self.sessions[session.id] = _Tracker()
+        return t
+
+
+class CookieReuse(_TrackingRule):
+    INFO = RuleInfo("cookie-reuse", "warning", "client", "Transmission",
+                    "a cookie reused while a request with that cookie is still in flight, so replies are ambiguous")
+
+    def on_event(self, session: Session, event: ev.Event) -> None:
+        t = self.tracker(session)
+        if isinstance(event, ev.Request):
+            prior = t.open.get(event.cookie)
+            if prior is not None:
+                self.flag(session, event, f"cookie {event.cookie:#x} reused by {COMMANDS.name(event.command)} while "
+                          f"{COMMANDS.name(prior.command)} from frame {prior.request_frame} is unanswered",
+                          cookie=event.cookie, first_frame=prior.request_frame)
+            if event.command != Cmd.DISC:
+                t.open[event.cookie] = _Open(event.command, event.offset, event.length, event.frame)
+        elif isinstance(event, ev.Reply) and event.completes:
+            t.done(event.cookie, event.command if event.command is not None else -1)
+        elif isinstance(event, ev.ConnectionEnd):
+            self.sessions.pop(session.id, None)
+
+
+class UnmatchedReply(_TrackingRule):
+    INFO = RuleInfo("unmatched-reply", "error", "server", "Transmission",
+                    "a reply whose cookie matches no request in flight: a double reply or an invented cookie")
+
+    def on_event(self, session: Session, event: ev.Event) -> None:
+        t = self.tracker(session)
+        if isinstance(event, ev.Request):
+            t.open[event.cookie] = _Open(event.command, event.offset, event.length, event.frame)
+        elif isinstance(event, ev.Reply):
+            if event.command is None and session.reliable:
+                previous = t.recent.get(event.cookie)
+                if isinstance(event, ev.ReplyChunk) and previous is not None:
+                    pass  # reported by bad-reply-chunk as a chunk after the final one
+                elif previous is not None:
+                    self.flag(session, event, f"second reply for cookie {event.cookie:#x} "
+                              f"({COMMANDS.name(previous)} already answered)", cookie=event.cookie)
+                else:
+                    self.flag(session, event, f"reply for cookie {event.cookie:#x}, which no request in flight uses",
+                              cookie=event.cookie)
+            if event.completes:
+                t.done(event.cookie, event.command if event.command is not None else -1)
+        elif isinstance(event, ev.ConnectionEnd):
+            self.sessions.pop(session.id, None)
+
+
+class ReplyKind(Rule):
+    INFO = RuleInfo("structured-reply-not-negotiated", "error", "either",
+                    "Structured reply chunk message; Extended reply chunk message",
+                    "a reply or request header style the handshake did not agree on (structured or extended "
+                    "chunks without negotiation, simple replies or compact requests under extended headers)")
+
+    def on_event(self, session: Session, event: ev.Event) -> None:
+        if session.handshake == "unknown" or session.tls:
+            return
+        extended, structured = session.extended_headers, session.structured_replies
+        if isinstance(event, ev.ReplyChunk):
+            if event.extended and not extended:
+                self.flag(session, event, "extended reply chunk although NBD_OPT_EXTENDED_HEADERS was not agreed",
+                          cookie=event.cookie)
+            elif not event.extended and extended:
+                self.flag(session, event, "structured (20-byte) reply chunk although extended headers were agreed, "
+                          "so every reply must use the extended header", cookie=event.cookie)
+            elif not event.extended and not structured:
+                self.flag(session, event, "structured reply chunk although NBD_OPT_STRUCTURED_REPLY was not agreed",
+                          cookie=event.cookie)
+        elif isinstance(event, ev.SimpleReply) and extended:
+            self.flag(session, event, "simple reply although extended headers were agreed", cookie=event.cookie)
+        elif isinstance(event, ev.Request) and event.extended != bool(extended):
+            style = "extended (32-byte)" if event.extended else "compact (28-byte)"
+            agreed = "were" if extended else "were not"
+            self.flag(session, event, f"{style} request header although extended headers {agreed} agreed",
+                      cookie=event.cookie)
+
+
+class SimpleReplyToStructuredRead(Rule):
+    INFO = RuleInfo("simple-reply-to-structured-read", "error", "server", "Structured reply chunk message",
+                    "a simple reply to NBD_CMD_READ after structured replies were agreed")
+
+    def on_event(self, session: Session, event: ev.Event) -> None:
+        if isinstance(event, ev.SimpleReply) and event.command == Cmd.READ and session.structured_replies \
+                and not session.extended_headers:
+            self.flag(session, event, f"simple reply (error {event.error}) to NBD_CMD_READ cookie {event.cookie:#x} "
+                      "although structured replies were agreed", cookie=event.cookie)
+
+
+class BadReplyChunk(_TrackingRule):
+    INFO = RuleInfo("bad-reply-chunk", "error", "server", "Structured reply chunk message; Structured reply types",
+                    "a reply chunk that breaks the chunk rules: order, DONE, coverage of a read, offsets outside "
+                    "the request, lengths, or a type not valid for the command")
+
+    def on_event(self, session: Session, event: ev.Event) -> None:
+        t = self.tracker(session)
+        if isinstance(event, ev.Request):
+            t.open[event.cookie] = _Open(event.command, event.offset, event.length, event.frame)
+            return
+        if isinstance(event, ev.ConnectionEnd):
+            for cookie, o in t.open.items():
+                if o.chunks:
+                    self.flag(session, event, f"connection ended after {o.chunks} chunk(s) of the reply to "
+                              f"{COMMANDS.name(o.command)} cookie {cookie:#x} without a chunk marked DONE",
+                              cookie=cookie)
+            self.sessions.pop(session.id, None)
+            return
+        if not isinstance(event, ev.ReplyChunk):
+            if isinstance(event, ev.SimpleReply) and event.completes:
+                t.done(event.cookie, event.command if event.command is not None else -1)
+            return
+        name, cookie = REPLY_TYPES.name(event.reply_type), event.cookie
+        if event.command is None:
+            if cookie in t.recent and session.reliable:
+                self.flag(session, event, f"{name} for cookie {cookie:#x} after its reply was already complete "
+                          "(a chunk after the one marked DONE)", cookie=cookie)
+            return
+        o = t.open.get(cookie)
+        if o is None:
+            o = t.open[cookie] = _Open(event.command, event.request_offset or 0, event.request_length or 0,
+                                       event.request_frame or 0)
+        o.chunks += 1
+        cmd = COMMANDS.name(event.command)
+        if event.problem:
+            self.flag(session, event, f"{name} for {cmd} (cookie {cookie:#x}): {event.problem}", cookie=cookie)
+        valid = _VALID_TYPES.get(event.command, set())  # type: ignore[call-overload]
+        rtype = event.reply_type
+        if rtype in (ReplyType.OFFSET_DATA, ReplyType.OFFSET_HOLE, *_STATUS) and rtype not in valid:
+            self.flag(session, event, f"{name} is not a valid reply to {cmd}", cookie=cookie)
+        if rtype == ReplyType.NONE and not event.completes:
+            self.flag(session, event, "NBD_REPLY_TYPE_NONE without NBD_REPLY_FLAG_DONE", cookie=cookie)
+        if (rtype == ReplyType.BLOCK_STATUS and session.extended_headers) or \
+                (rtype == ReplyType.BLOCK_STATUS_EXT and not session.extended_headers):
+            self.flag(session, event, f"{name} does not match the header style agreed", cookie=cookie)
+        if event.error is not None:
+            o.errors += 1
+        if event.offset is not None and rtype in (ReplyType.OFFSET_DATA, ReplyType.OFFSET_HOLE,
+                                                  ReplyType.ERROR_OFFSET):
+            extent = event.data_length or event.hole_length or (1 if rtype == ReplyType.ERROR_OFFSET else 0)
+            if event.offset < o.offset or event.offset + extent > o.offset + o.length:
+                self.flag(session, event, f"{name} covers {event.offset}+{extent}, outside the request "
+                          f"{o.offset}+{o.length}", cookie=cookie, offset=event.offset, length=extent)
+            elif rtype != ReplyType.ERROR_OFFSET:
+                o.covered.append((event.offset, event.offset + extent))
+        if rtype in _STATUS and event.context_id is not None:
+            if event.context_id in o.contexts:
+                self.flag(session, event, f"second status chunk for context {event.context_id} in one reply",
+                          cookie=cookie)
+            o.contexts.add(event.context_id)
+        if event.completes:
+            self._complete(session, event, o)
+            t.done(cookie, event.command)
+
+    def _complete(self, session: Session, event: ev.ReplyChunk, o: _Open) -> None:
+        if o.errors:
+            return
+        if o.command == Cmd.READ and session.reliable:
+            ranges = sorted(o.covered)
+            pos, overlap = o.offset, None
+            gaps = 0
+            for lo, hi in ranges:
+                if lo < pos:
+                    overlap = (lo, hi)
+                elif lo > pos:
+                    gaps += lo - pos
+                pos = max(pos, hi)
+            gaps += max(0, o.offset + o.length - pos)
+            if overlap:
+                self.flag(session, event, f"successful read reply delivers {overlap[0]}..{overlap[1]} more than "
+                          "once", cookie=event.cookie)
+            if gaps:
+                self.flag(session, event, f"successful read reply leaves {gaps} of {o.length} requested bytes "
+                          "uncovered by data or hole chunks", cookie=event.cookie, missing=gaps)
+        if o.command == Cmd.BLOCK_STATUS and session.meta_contexts:
+            missing = set(session.meta_contexts) - o.contexts
+            if missing and not (event.request_flags or 0) & CommandFlag.PAYLOAD_LEN:  # payload form narrows it
+                self.flag(session, event, "successful block status reply lacks a chunk for context(s) "
+                          + ", ".join(f"{c} ({session.meta_contexts[c]})" for c in sorted(missing)),
+                          cookie=event.cookie)

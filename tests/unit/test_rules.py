@@ -1,0 +1,235 @@
+"""Rule tests: hand-built sessions through the whole engine; each case states
+the spec requirement it breaks and checks the rule id, blame and key values."""
+
+from __future__ import annotations
+
+from nbdscope.analysis.anomaly import Anomaly
+from nbdscope.analysis.engine import Engine, Result
+from nbdscope.capture import items as it
+from tests import nbdwire as w
+
+READ, WRITE, DISC, FLUSH, TRIM, CACHE, ZEROES, BSTATUS = range(8)
+DONE = 1
+HAS_FLAGS, READ_ONLY, SEND_FLUSH, SEND_FUA = 1, 2, 4, 8
+SEND_TRIM, SEND_WZ, SEND_DF, MULTI, SEND_CACHE = 1 << 5, 1 << 6, 1 << 7, 1 << 8, 1 << 10
+
+
+def handshake(tflags: int, size: int = 1 << 20, block: tuple[int, int, int] | None = None,
+              structured: bool = True, contexts: bool = True) -> list[tuple[str, bytes]]:
+    s: list[tuple[str, bytes]] = [("s2c", w.greeting_newstyle()), ("c2s", w.client_flags())]
+    if structured:
+        s += [("c2s", w.option(8)), ("s2c", w.opt_reply(8, 1))]
+        if contexts:
+            s += [("c2s", w.option(10, w.opt_meta_data("", ["base:allocation"]))),
+                  ("s2c", w.opt_reply(10, 4, w.meta_context(1, "base:allocation"))), ("s2c", w.opt_reply(10, 1))]
+    s += [("c2s", w.option(7, w.opt_go_data("", (3,) if block else ()))),
+          ("s2c", w.opt_reply(7, 3, w.info_export(size, tflags)))]
+    if block:
+        s.append(("s2c", w.opt_reply(7, 3, w.info_block_size(*block))))
+    s.append(("s2c", w.opt_reply(7, 1)))
+    return s
+
+
+def analyze(*sessions: list[tuple[str, bytes]], client_ports: tuple[int, ...] = ()) -> Result:
+    engine = Engine()
+    frame = 0
+    for n in range(len(sessions)):
+        port = client_ports[n] if client_ports else 40000 + n
+        engine.feed(it.StreamOpen(conn=n, client=it.Endpoint("127.0.0.1", port), server=it.Endpoint("127.0.0.1", 10809),
+                                  frame=frame, time=frame / 1000, saw_start=True, source="t.pcap"))
+    for n, script in enumerate(sessions):
+        for direction, data in script:
+            frame += 1
+            engine.feed(it.StreamData(conn=n, dir=direction, data=data, frame=frame, time=frame / 1000))  # type: ignore[arg-type]
+    return engine.finish()
+
+
+def found(result: Result, rule: str) -> list[Anomaly]:
+    return [a for a in result.anomalies if a.rule == rule]
+
+
+def test_clean_session_has_no_anomalies() -> None:
+    script = handshake(HAS_FLAGS | SEND_FLUSH | SEND_FUA, block=(512, 4096, 1 << 25)) + [
+        ("c2s", w.request(WRITE, 1, 0, 512, flags=1, data=bytes(512))), ("s2c", w.simple_reply(1)),
+        ("c2s", w.request(READ, 2, 512, 1024)),
+        ("s2c", w.chunk(2, 1, (512).to_bytes(8, "big") + bytes(512))),
+        ("s2c", w.chunk(2, 2, (1024).to_bytes(8, "big") + (512).to_bytes(4, "big"), DONE)),
+        ("c2s", w.request(BSTATUS, 3, 0, 4096)), ("s2c", w.chunk(3, 5, w.extents(1, [(4096, 0)]), DONE)),
+        ("c2s", w.request(FLUSH, 4, 0, 0)), ("s2c", w.simple_reply(4)),
+        ("c2s", w.request(DISC, 5, 0, 0))]
+    result = analyze(script)
+    assert result.anomalies == []
+
+
+def test_seed_unaligned_extent() -> None:
+    script = handshake(HAS_FLAGS, size=1024, block=(512, 4096, 1 << 25)) + [
+        ("c2s", w.request(BSTATUS, 1, 0, 1024)),
+        ("s2c", w.chunk(1, 5, w.extents(1, [(1000, 0), (24, 3)]), DONE)), ("c2s", w.request(DISC, 2, 0, 0))]
+    hits = found(analyze(script), "unaligned-extent")
+    assert len(hits) == 1
+    assert hits[0].blame == "server" and hits[0].values["length"] == 1000 and hits[0].values["offset"] == 0
+    assert hits[0].message == "extent of 1000 bytes at offset 0 is not a multiple of the minimum block size 512"
+
+
+def test_final_extent_at_unaligned_export_end_is_allowed() -> None:
+    script = handshake(HAS_FLAGS, size=1000, block=(512, 4096, 1 << 25)) + [
+        # the single (final) extent may run past the request, and ends exactly at the unaligned export end
+        ("c2s", w.request(BSTATUS, 1, 0, 512)), ("s2c", w.chunk(1, 5, w.extents(1, [(1000, 0)]), DONE)),
+        ("c2s", w.request(BSTATUS, 2, 0, 512)), ("s2c", w.chunk(2, 5, w.extents(1, [(512, 0), (488, 3)]), DONE))]
+    result = analyze(script)
+    hits = found(result, "unaligned-extent")
+    # but extents after the one that reaches the end of the request are not allowed
+    assert len(hits) == 1 and hits[0].values["cookie"] == 2 and "more extents follow" in hits[0].message
+    size = found(result, "size-not-block-multiple")
+    assert len(size) == 1 and size[0].values == {"size": 1000, "min_block": 512}
+
+
+def test_extent_past_export_and_zero_length() -> None:
+    script = handshake(HAS_FLAGS, size=4096, block=(512, 4096, 1 << 25)) + [
+        ("c2s", w.request(BSTATUS, 1, 3584, 512)), ("s2c", w.chunk(1, 5, w.extents(1, [(0, 0), (1024, 0)]), DONE))]
+    msgs = [a.message for a in found(analyze(script), "unaligned-extent")]
+    assert any("length 0" in m for m in msgs) and any("past the export size 4096" in m for m in msgs)
+
+
+def test_cache_flag_mismatch_client_side() -> None:
+    script = handshake(HAS_FLAGS | MULTI) + [("c2s", w.request(CACHE, 1, 0, 4096)), ("s2c", w.simple_reply(1, 22))]
+    hits = found(analyze(script), "cache-flag-mismatch")
+    assert len(hits) == 1 and hits[0].blame == "client" and "bit 8" in hits[0].message
+
+
+def test_cache_flag_mismatch_server_side_names_other_connections() -> None:
+    one = handshake(HAS_FLAGS | MULTI | SEND_FLUSH) + [("c2s", w.request(CACHE, 1, 0, 4096)), ("s2c", w.simple_reply(1))]
+    two = handshake(HAS_FLAGS | MULTI | SEND_FLUSH) + [("c2s", w.request(READ, 1, 0, 512)),
+                                                       ("s2c", w.chunk(1, 2, (0).to_bytes(8, "big") + (512).to_bytes(4, "big"), DONE))]
+    hits = found(analyze(one, two), "cache-flag-mismatch")
+    server = [a for a in hits if a.blame == "server"]
+    assert len(server) == 2
+    assert "CAN_MULTI_CONN claim cannot be trusted" in server[0].message
+    assert server[1].values["sessions"] == ["s1", "s2"]
+
+
+def test_requests_against_size_constraints() -> None:
+    script = handshake(HAS_FLAGS | SEND_TRIM, size=8192, block=(512, 4096, 65536)) + [
+        ("c2s", w.request(READ, 1, 100, 512)), ("c2s", w.request(READ, 2, 7680, 1024)),
+        ("c2s", w.request(WRITE, 3, 0, 131072, data=bytes(131072))), ("c2s", w.request(FLUSH, 4, 0, 0)),
+        ("c2s", w.request(ZEROES, 5, 0, 512, flags=1 << 1))]
+    result = analyze(script)
+    assert [a.values["offset"] for a in found(result, "unaligned-request")] == [100]
+    assert [a.values["cookie"] for a in found(result, "request-beyond-export")] == [2, 3]
+    assert [a.values["max_payload"] for a in found(result, "payload-too-large")] == [65536]
+    assert sorted(a.message.split(" sent")[0] for a in found(result, "command-not-advertised")) == [
+        "NBD_CMD_FLUSH", "NBD_CMD_WRITE_ZEROES"]
+
+
+def test_flags_not_advertised_or_not_valid() -> None:
+    script = handshake(HAS_FLAGS | SEND_WZ) + [
+        ("c2s", w.request(WRITE, 1, 0, 1, flags=1, data=b"x")), ("c2s", w.request(READ, 2, 0, 1, flags=1 << 2)),
+        ("c2s", w.request(ZEROES, 3, 0, 1, flags=1 << 4)), ("c2s", w.request(READ, 4, 0, 1, flags=1 << 3))]
+    msgs = [a.message for a in found(analyze(script), "flag-not-advertised")]
+    assert any("FUA without" in m for m in msgs) and any("DF without" in m for m in msgs)
+    assert any("FAST_ZERO without" in m for m in msgs) and any("REQ_ONE is not documented for NBD_CMD_READ" in m for m in msgs)
+
+
+def test_write_to_read_only_and_server_success() -> None:
+    script = handshake(HAS_FLAGS | READ_ONLY) + [("c2s", w.request(WRITE, 1, 0, 1, data=b"x")), ("s2c", w.simple_reply(1))]
+    hits = found(analyze(script), "write-to-read-only")
+    assert [(a.blame, a.severity) for a in hits] == [("client", "warning"), ("server", "error")]
+
+
+def test_multi_conn_without_flag() -> None:
+    def conn(cookie: int) -> list[tuple[str, bytes]]:
+        return handshake(HAS_FLAGS | SEND_FLUSH) + [("c2s", w.request(WRITE, cookie, 0, 1, data=b"x"))]
+    hits = found(analyze(conn(1), conn(2)), "multi-conn-without-flag")
+    assert len(hits) == 1 and hits[0].values["sessions"] == ["s1", "s2"]
+    ok = [handshake(HAS_FLAGS | SEND_FLUSH | MULTI) + [("c2s", w.request(WRITE, c, 0, 1, data=b"x"))] for c in (1, 2)]
+    assert found(analyze(*ok), "multi-conn-without-flag") == []
+
+
+def test_cookie_reuse_unmatched_and_double_reply() -> None:
+    script = handshake(HAS_FLAGS | SEND_FLUSH, structured=False) + [
+        ("c2s", w.request(FLUSH, 1, 0, 0) + w.request(FLUSH, 1, 0, 0)),
+        ("s2c", w.simple_reply(1) + w.simple_reply(1)), ("s2c", w.simple_reply(99, 5))]
+    result = analyze(script)
+    assert len(found(result, "cookie-reuse")) == 1
+    unmatched = found(result, "unmatched-reply")
+    assert len(unmatched) == 2 and "second reply" in unmatched[0].message and "no request" in unmatched[1].message
+
+
+def test_reply_styles() -> None:
+    plain = handshake(HAS_FLAGS, structured=False) + [("c2s", w.request(READ, 1, 0, 8)),
+                                                     ("s2c", w.chunk(1, 0, b"", DONE))]
+    assert len(found(analyze(plain), "structured-reply-not-negotiated")) == 1
+    structured = handshake(HAS_FLAGS) + [("c2s", w.request(READ, 1, 0, 8)), ("s2c", w.simple_reply(1, 0, bytes(8)))]
+    assert len(found(analyze(structured), "simple-reply-to-structured-read")) == 1
+
+
+def test_bad_read_chunks() -> None:
+    script = handshake(HAS_FLAGS) + [
+        ("c2s", w.request(READ, 1, 4096, 1024)),
+        ("s2c", w.chunk(1, 1, (4096).to_bytes(8, "big") + bytes(512))),
+        ("s2c", w.chunk(1, 1, (4096 + 256).to_bytes(8, "big") + bytes(256))),
+        ("s2c", w.chunk(1, 2, (8192).to_bytes(8, "big") + (16).to_bytes(4, "big"))),
+        ("s2c", w.chunk(1, 0, b"", DONE)),
+        ("s2c", w.chunk(1, 0, b"", DONE)),
+        ("c2s", w.request(WRITE, 2, 0, 1, data=b"x")), ("s2c", w.chunk(2, 5, w.extents(1, [(512, 0)]), DONE)),
+        ("c2s", w.request(READ, 3, 0, 512)), ("s2c", w.chunk(3, 0, b""))]
+    msgs = [a.message for a in found(analyze(script), "bad-reply-chunk")]
+    assert any("outside the request" in m for m in msgs)
+    assert any("more than once" in m for m in msgs)
+    assert any("leaves 512 of 1024" in m for m in msgs)
+    assert any("after its reply was already complete" in m for m in msgs)
+    assert any("not a valid reply to NBD_CMD_WRITE" in m for m in msgs)
+    assert any("NONE without NBD_REPLY_FLAG_DONE" in m for m in msgs)
+    assert any("without a chunk marked DONE" in m for m in msgs)
+
+
+def test_reserved_bits_and_unknown_command() -> None:
+    script = [("s2c", w.greeting_newstyle(0b111)), ("c2s", w.client_flags(0b1011)),
+              ("c2s", w.option(7, w.opt_go_data(""))), ("s2c", w.opt_reply(7, 3, w.info_export(4096, 1 | 1 << 15))),
+              ("s2c", w.opt_reply(7, 1)), ("c2s", w.request(READ, 1, 0, 512, flags=1 << 9)),
+              ("c2s", w.request(42, 2, 0, 0))]
+    result = analyze(script)
+    reserved = found(result, "reserved-bits-set")
+    assert [(a.blame, a.severity) for a in reserved] == [("server", "error"), ("client", "error"),
+                                                          ("server", "warning"), ("client", "error")]
+    assert [a.values["command"] for a in found(result, "unknown-command")] == [42]
+
+
+def test_option_protocol_findings() -> None:
+    script = [("s2c", w.greeting_newstyle(0b01)), ("c2s", w.client_flags(0b11)),
+              ("c2s", w.option(10, w.opt_meta_data("", ["base:allocation", "qemu:dirty-bitmap:b"]))),
+              ("s2c", w.opt_reply(10, 4, w.meta_context(1, "base:allocation"))),
+              ("s2c", w.opt_reply(10, 4, w.meta_context(1, "qemu:dirty-bitmap:b"))), ("s2c", w.opt_reply(10, 1)),
+              ("c2s", w.option(7, w.opt_go_data("", (3,)))), ("s2c", w.opt_reply(7, 3, w.info_block_size(1000, 256, 128))),
+              ("s2c", w.opt_reply(7, 1))]
+    msgs = [a.message for a in found(analyze(script), "option-protocol")]
+    assert any("NO_ZEROES" in m for m in msgs)
+    assert any("before structured replies" in m for m in msgs)
+    assert any("context id 1 given to both" in m for m in msgs)
+    assert any("without an NBD_INFO_EXPORT" in m for m in msgs)
+    assert sum("NBD_INFO_BLOCK_SIZE" in m for m in msgs) == 3
+
+
+def test_tls_downgrade_and_tls_without_starttls() -> None:
+    script = [("s2c", w.greeting_newstyle()), ("c2s", w.client_flags()),
+              ("c2s", w.option(7, w.opt_go_data(""))), ("s2c", w.opt_reply(7, (1 << 31) | 5)),
+              ("c2s", w.option(7, w.opt_go_data(""))), ("s2c", w.opt_reply(7, 3, w.info_export(4096, 1))),
+              ("s2c", w.opt_reply(7, 1))]
+    msgs = [(a.blame, a.message) for a in found(analyze(script), "tls-protocol")]
+    assert msgs[0][0] == "client" and "plaintext" in msgs[0][1]
+    assert msgs[1][0] == "server" and "downgrade" in msgs[1][1]
+    early = [("s2c", w.greeting_newstyle()), ("c2s", w.client_flags()), ("c2s", b"\x16\x03\x01\x00\x10" + bytes(16))]
+    assert len(found(analyze(early), "tls-protocol")) == 1
+
+
+def test_hard_disconnect_names_unanswered() -> None:
+    engine_result = analyze(handshake(HAS_FLAGS) + [("c2s", w.request(READ, 7, 0, 512))])
+    assert found(engine_result, "hard-disconnect") == []  # end of capture is not a disconnect
+    engine = Engine()
+    engine.feed(it.StreamOpen(conn=1, client=it.Endpoint("::1", 5), server=it.Endpoint("::1", 10809), frame=1,
+                              time=0, saw_start=True, source="x"))
+    for i, (d, data) in enumerate(handshake(HAS_FLAGS) + [("c2s", w.request(READ, 7, 0, 512))]):
+        engine.feed(it.StreamData(conn=1, dir=d, data=data, frame=i + 2, time=i))  # type: ignore[arg-type]
+    engine.feed(it.StreamClose(conn=1, how="rst", frame=99, time=99))
+    hits = found(engine.finish(), "hard-disconnect")
+    assert len(hits) == 1 and "NBD_CMD_READ cookie 0x7" in hits[0].message
