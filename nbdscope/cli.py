@@ -83,13 +83,16 @@ def _items_with_progress(files: list[str], ports: list[int]) -> Iterator[Any]:
 
 def analyze(args: argparse.Namespace) -> int:
     from nbdscope.capture import CaptureError
+    from nbdscope.capture.files import open_capture
     from nbdscope.report.records import message_record
 
-    for path in args.files:
-        if not os.path.exists(path):
-            raise UsageError(f"{path}: no such file")
+    for path in args.files:  # refuse unreadable inputs before any output is written
         if os.path.isdir(path):
             raise UsageError(f"{path}: is a directory")
+        try:
+            open_capture(path)[0].close()
+        except CaptureError as exc:
+            raise UsageError(str(exc)) from None
     with ExitStack() as stack:
         out = _open_output(stack, args.output)
         on_message: Callable[[Session, ev.Event], None] | None = None

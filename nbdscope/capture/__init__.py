@@ -1,0 +1,54 @@
+"""Sources: capture files to per-connection byte streams (see items.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterator, Sequence
+
+from nbdscope.capture.files import CaptureError, frames
+from nbdscope.capture.items import CaptureProblem, StreamItem
+from nbdscope.capture.linklayer import tcp_segment
+from nbdscope.capture.tcp import TcpStreams
+
+__all__ = ["CaptureError", "PacketStream", "read_captures"]
+
+
+class PacketStream:
+    """Incremental packets-to-streams conversion, shared by files and live capture."""
+
+    def __init__(self, source: str, extra_ports: Collection[int] = (), first_conn_id: int = 0) -> None:
+        self.tcp = TcpStreams(source, extra_ports, first_conn_id)
+        self.last_frame = 0
+        self.last_time = 0.0
+
+    def feed_packet(self, time: float, linktype: int, buf: bytes, frame: int) -> list[StreamItem]:
+        self.last_frame, self.last_time = frame, time
+        seg = tcp_segment(linktype, buf)
+        return self.tcp.feed(seg, frame, time) if seg is not None else []
+
+    def finish(self) -> list[StreamItem]:
+        return self.tcp.finish(self.last_frame, self.last_time)
+
+    @property
+    def next_conn_id(self) -> int:
+        return self.tcp.next_id
+
+
+def read_captures(paths: Sequence[str], extra_ports: Collection[int] = ()) -> Iterator[StreamItem]:
+    """Stream items of every NBD connection in the given files, file by file.
+
+    Raises CaptureError (before yielding anything for that file) when a file is
+    not a capture at all; damage part-way yields a CaptureProblem and the rest
+    of what was read."""
+    conn_id = 0
+    for path in paths:
+        problems: list[str] = []
+        stream = PacketStream(path, extra_ports, conn_id)
+        feed = stream.feed_packet
+        for fr in frames(path, problems):
+            items = feed(fr.time, fr.linktype, fr.data, fr.number)
+            if items:
+                yield from items
+        for message in problems:
+            yield CaptureProblem(path, stream.last_frame, message)
+        yield from stream.finish()
+        conn_id = stream.next_conn_id

@@ -1,0 +1,280 @@
+"""TCP reassembly and NBD stream detection.
+
+Each direction delivers bytes in sequence order exactly once: retransmissions
+and overlaps are trimmed, out-of-order segments wait (bounded) for the hole to
+fill, and a hole that cannot fill becomes a StreamGap. Memory is the open
+connections plus their out-of-order backlog; delivered bytes are never kept.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Collection
+from dataclasses import dataclass, field
+
+from nbdscope.capture.items import (
+    Direction,
+    Endpoint,
+    StreamClose,
+    StreamData,
+    StreamGap,
+    StreamItem,
+    StreamOpen,
+)
+from nbdscope.capture.linklayer import ACK, FIN, RST, SYN, Segment
+from nbdscope.spec import magics as M
+
+OOO_LIMIT = 16 << 20  # out-of-order bytes held per direction before the hole is declared lost
+DETECT_SEGMENTS = 8  # payload segments examined before a connection on an unknown port is dropped
+RECENTLY_CLOSED = 4096
+_SERVER_FIRST = (M.NBDMAGIC_BYTES, M.OPTION_REPLY_MAGIC_BYTES)
+_SERVER_WORDS = (M.SIMPLE_REPLY_MAGIC_BYTES, M.STRUCTURED_REPLY_MAGIC_BYTES, M.EXTENDED_REPLY_MAGIC_BYTES)
+_CLIENT_WORDS = (M.REQUEST_MAGIC_BYTES, M.EXTENDED_REQUEST_MAGIC_BYTES)
+
+
+def _signed(delta: int) -> int:
+    delta &= 0xFFFFFFFF
+    return delta - (1 << 32) if delta & 0x80000000 else delta
+
+
+@dataclass
+class _Half:
+    """One direction of a connection."""
+
+    next_seq: int | None = None
+    ooo: dict[int, bytes] = field(default_factory=dict)
+    ooo_bytes: int = 0
+    fin: bool = False
+    first: bytes = b""  # the first payload bytes, for detection
+
+
+@dataclass
+class _Conn:
+    key: tuple[bytes, int, bytes, int]  # (a, a_port, b, b_port) as first seen
+    halves: tuple[_Half, _Half] = field(default_factory=lambda: (_Half(), _Half()))
+    client_side: int | None = None  # 0: "a" is the client, 1: "b" is
+    syn_seen: bool = False
+    state: str = "detect"  # detect, nbd, ignored
+    conn_id: int = -1
+    pending: list[tuple[int, bytes, int, float]] = field(default_factory=list)  # side, data, frame, time
+    segments: int = 0
+
+
+class TcpStreams:
+    """Feeds decoded TCP segments, returns stream items for NBD connections."""
+
+    def __init__(self, source: str, extra_ports: Collection[int] = (), first_conn_id: int = 0) -> None:
+        self.source = source
+        self.ports = {M.DEFAULT_PORT, *extra_ports}
+        self.conns: dict[tuple[bytes, int, bytes, int], _Conn] = {}
+        self.closed: dict[tuple[bytes, int, bytes, int], None] = {}
+        self.next_id = first_conn_id
+        self.out: list[StreamItem] = []
+
+    # ------------------------------------------------------------------ input
+
+    def feed(self, seg: Segment, frame: int, time: float) -> list[StreamItem]:
+        self.out = out = []
+        fwd = (seg.src, seg.sport, seg.dst, seg.dport)
+        rev = (seg.dst, seg.dport, seg.src, seg.sport)
+        conn = self.conns.get(fwd) or self.conns.get(rev)
+        flags = seg.flags
+        if conn is None:
+            key = fwd
+            if key in self.closed or rev in self.closed:
+                if not flags & SYN or flags & ACK:
+                    return out  # stragglers of a connection already closed
+                self.closed.pop(key, None)
+                self.closed.pop(rev, None)
+            if not seg.payload and not flags & SYN:
+                return out
+            conn = self.conns[key] = _Conn(key)
+        elif flags & SYN and not flags & ACK and conn.syn_seen and conn.key == fwd:
+            self._close(conn, "fin", frame, time)  # port reuse: a new connection on the same tuple
+            conn = self.conns[fwd] = _Conn(fwd)
+        if conn.state == "ignored":
+            if flags & (FIN | RST):
+                self._forget(conn)
+            return out
+        side = 0 if conn.key == fwd else 1
+        half = conn.halves[side]
+        if flags & SYN:
+            conn.syn_seen = True
+            half.next_seq = (seg.seq + 1) & 0xFFFFFFFF
+            if not flags & ACK:
+                conn.client_side = side
+            elif conn.client_side is None:
+                conn.client_side = 1 - side
+            if conn.state == "detect" and self._port_says(conn) is not None:
+                self._open(conn, frame, time)
+        if flags & ACK:
+            self._ack_reveals_loss(conn, 1 - side, seg.ack, frame, time)
+        if seg.payload:
+            self._data(conn, side, seg.seq + (1 if flags & SYN else 0), seg.payload, frame, time)
+        if flags & RST:
+            self._close(conn, "rst", frame, time)
+        elif flags & FIN:
+            half.fin = True
+            if conn.halves[1 - side].fin:
+                self._close(conn, "fin", frame, time)
+        return out
+
+    def finish(self, frame: int, time: float) -> list[StreamItem]:
+        self.out = out = []
+        for conn in list(self.conns.values()):
+            if conn.state == "detect" and conn.pending and self._port_says(conn) is not None:
+                self._open(conn, frame, time)
+            self._close(conn, "end-of-capture", frame, time)
+        return out
+
+    # ------------------------------------------------------------- reassembly
+
+    def _data(self, conn: _Conn, side: int, seq: int, payload: bytes, frame: int, time: float) -> None:
+        half = conn.halves[side]
+        if half.next_seq is None:
+            half.next_seq = seq  # capture began mid-connection
+        delta = _signed(seq - half.next_seq)
+        if delta < 0:
+            if -delta >= len(payload):
+                return  # pure retransmission
+            payload, seq, delta = payload[-delta:], half.next_seq, 0
+        if delta > 0:
+            if seq not in half.ooo or len(half.ooo[seq]) < len(payload):
+                half.ooo_bytes += len(payload) - len(half.ooo.get(seq, b""))
+                half.ooo[seq] = payload
+            if half.ooo_bytes > OOO_LIMIT:
+                self._give_up_hole(conn, side, frame, time)
+            return
+        self._deliver(conn, side, payload, frame, time)
+        self._drain(conn, side, frame, time)
+
+    def _deliver(self, conn: _Conn, side: int, data: bytes, frame: int, time: float) -> None:
+        half = conn.halves[side]
+        half.next_seq = (half.next_seq + len(data)) & 0xFFFFFFFF  # type: ignore[operator]
+        if conn.state == "nbd":
+            self.out.append(StreamData(conn.conn_id, self._dir(conn, side), data, frame, time))
+        elif conn.state == "detect":
+            conn.pending.append((side, data, frame, time))
+            if len(half.first) < 8:
+                half.first += data[:8 - len(half.first)]
+            conn.segments += 1
+            self._detect(conn, frame, time)
+
+    def _drain(self, conn: _Conn, side: int, frame: int, time: float) -> None:
+        half = conn.halves[side]
+        while half.ooo:
+            ready = [s for s in half.ooo if _signed(s - half.next_seq) <= 0]  # type: ignore[operator]
+            if not ready:
+                return
+            for s in ready:
+                data = half.ooo.pop(s)
+                half.ooo_bytes -= len(data)
+                delta = _signed(s - half.next_seq)  # type: ignore[operator]
+                if -delta < len(data):
+                    self._deliver(conn, side, data[-delta:] if delta else data, frame, time)
+
+    def _give_up_hole(self, conn: _Conn, side: int, frame: int, time: float, upto: int | None = None) -> None:
+        """Declare the bytes before the earliest waiting segment (or before ``upto``) lost."""
+        half = conn.halves[side]
+        if half.next_seq is None:
+            return
+        targets = [_signed(s - half.next_seq) for s in half.ooo]
+        if upto is not None:
+            targets.append(_signed(upto - half.next_seq))
+        positive = [t for t in targets if t > 0]
+        if not positive:
+            return
+        missing = min(positive)
+        half.next_seq = (half.next_seq + missing) & 0xFFFFFFFF
+        if conn.state == "nbd":
+            self.out.append(StreamGap(conn.conn_id, self._dir(conn, side), missing, frame, time))
+        self._drain(conn, side, frame, time)
+
+    def _ack_reveals_loss(self, conn: _Conn, side: int, ack: int, frame: int, time: float) -> None:
+        """The peer acknowledged bytes we never saw while later bytes already wait:
+        the capture, not the network, lost them (no retransmission will come)."""
+        half = conn.halves[side]
+        if half.ooo and half.next_seq is not None and _signed(ack - half.next_seq) > 0:
+            self._give_up_hole(conn, side, frame, time, upto=ack)
+
+    # -------------------------------------------------------------- detection
+
+    def _port_says(self, conn: _Conn) -> int | None:
+        """Client side by port, when one end uses an NBD port."""
+        a_port, b_port = conn.key[1], conn.key[3]
+        if conn.client_side is not None and (a_port in self.ports or b_port in self.ports):
+            return conn.client_side
+        if b_port in self.ports and a_port not in self.ports:
+            return 0
+        if a_port in self.ports and b_port not in self.ports:
+            return 1
+        if a_port in self.ports:
+            return 0 if a_port > b_port else 1
+        return None
+
+    def _detect(self, conn: _Conn, frame: int, time: float) -> None:
+        verdicts = [self._magic_says(conn, side) for side in (0, 1)]
+        by_magic = next((v for v in verdicts if v is not None), None)
+        by_port = self._port_says(conn)
+        if by_magic is not None:
+            if conn.client_side is None:
+                conn.client_side = by_magic
+        elif by_port is None:
+            decided = all(len(h.first) >= 8 or not h.first for h in conn.halves)
+            if decided or conn.segments >= DETECT_SEGMENTS:
+                conn.state = "ignored"
+                conn.pending.clear()
+            return
+        if conn.client_side is None:
+            conn.client_side = by_port
+        self._open(conn, frame, time)
+
+    @staticmethod
+    def _magic_says(conn: _Conn, side: int) -> int | None:
+        first = conn.halves[side].first
+        if len(first) < 8:
+            return None
+        if first in _SERVER_FIRST or first[:4] in _SERVER_WORDS:
+            return 1 - side
+        if first == M.IHAVEOPT_BYTES or first[:4] in _CLIENT_WORDS:
+            return side
+        return None
+
+    def _open(self, conn: _Conn, frame: int, time: float) -> None:
+        assert conn.client_side is not None
+        conn.state = "nbd"
+        conn.conn_id = self.next_id
+        self.next_id += 1
+        a = Endpoint(str(ipaddress.ip_address(conn.key[0])), conn.key[1])
+        b = Endpoint(str(ipaddress.ip_address(conn.key[2])), conn.key[3])
+        client, server = (a, b) if conn.client_side == 0 else (b, a)
+        server_half = conn.halves[1 - conn.client_side]
+        saw_start = conn.syn_seen or server_half.first.startswith(M.NBDMAGIC_BYTES)
+        self.out.append(StreamOpen(conn.conn_id, client, server, conn.pending[0][2] if conn.pending else frame,
+                                   conn.pending[0][3] if conn.pending else time, saw_start, self.source))
+        for side, data, f, t in conn.pending:
+            self.out.append(StreamData(conn.conn_id, self._dir(conn, side), data, f, t))
+        conn.pending.clear()
+
+    @staticmethod
+    def _dir(conn: _Conn, side: int) -> Direction:
+        return "c2s" if side == conn.client_side else "s2c"
+
+    # ---------------------------------------------------------------- closing
+
+    def _close(self, conn: _Conn, how: str, frame: int, time: float) -> None:
+        if conn.state == "nbd":
+            for side in (0, 1):
+                while conn.halves[side].ooo:
+                    before = len(conn.halves[side].ooo)
+                    self._give_up_hole(conn, side, frame, time)
+                    if len(conn.halves[side].ooo) == before:
+                        break
+            self.out.append(StreamClose(conn.conn_id, how, frame, time))  # type: ignore[arg-type]
+        self._forget(conn)
+
+    def _forget(self, conn: _Conn) -> None:
+        self.conns.pop(conn.key, None)
+        self.closed[conn.key] = None
+        if len(self.closed) > RECENTLY_CLOSED:
+            self.closed.pop(next(iter(self.closed)))
