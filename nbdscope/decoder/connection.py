@@ -121,6 +121,7 @@ class Connection:
         self.contexts: dict[int, str] = {}
         self._pending_contexts: dict[int, str] = {}
         self.pending: deque[ev.OptionRequest] = deque()
+        self._answered_early: list[int] = []
         self.in_flight: dict[int, _Flight] = {}
         self.disc = False
         self._closing = False
@@ -286,8 +287,13 @@ class Connection:
         if keep < length:
             fields["problem"] = f"option reply length {length} exceeds what we decode ({HANDSHAKE_KEEP})"
         request = next((o for o in self.pending if o.option == option), None)
+        early = request is None and self._option_in_progress() == option
+        if early and (reply == Rep.ACK or is_rep_error(reply)):
+            # the server answered from the option header alone, before the client's payload
+            # finished arriving (nbdkit does this when it requires TLS)
+            self._answered_early.append(option)
         event = self._emit(ev.OptionReply, side, option=option, reply=reply, length=length,
-                           solicited=request is not None, **fields)
+                           solicited=request is not None or early, **fields)
         self._consume(side, OPTION_REPLY_HEADER, length)
         self._apply_option_reply(side, request, event)
         return True
@@ -326,6 +332,13 @@ class Connection:
         elif option == Opt.GO:
             self.export_name = request.export_name
             self._start_transmission(side, "go")
+
+    def _option_in_progress(self) -> int | None:
+        """The option whose header the client has sent but whose payload is still arriving."""
+        c = self._c
+        if c.state == "options" and c.avail() >= OPTION_HEADER and c.buf[c.pos:c.pos + 8] == M.IHAVEOPT_BYTES:
+            return _OPT.unpack_from(c.buf, c.pos)[1]
+        return None
 
     def _export_name_reply(self, side: _Side, request: ev.OptionRequest) -> bool:
         zeroes = not (self.handshake_flags & HandshakeFlag.NO_ZEROES and self.client_flags & ClientFlag.C_NO_ZEROES)
@@ -393,7 +406,10 @@ class Connection:
             fields["problem"] = f"option length {length} exceeds what we decode ({HANDSHAKE_KEEP})"
         request = self._emit(ev.OptionRequest, side, option=option, length=length, **fields)
         self._consume(side, OPTION_HEADER, length)
-        self.pending.append(request)
+        if option in self._answered_early:
+            self._answered_early.remove(option)
+        else:
+            self.pending.append(request)
         if option == Opt.SET_META_CONTEXT:
             self._pending_contexts = {}
         return True

@@ -110,7 +110,7 @@ def test_mid_stream_on_unknown_port_found_by_magic(tmp_path: Path) -> None:
 def test_server_detected_without_syn_from_greeting(tmp_path: Path) -> None:
     f = pb.Flow(sport=30000, cport=60000)  # the client has the higher port, server speaks first
     items = run(tmp_path, [f.s2c(GREETING), f.c2s(b"\x00\x00\x00\x03")])
-    opened = [i for i in items if isinstance(i, it.StreamOpen)][0]
+    opened = next(i for i in items if isinstance(i, it.StreamOpen))
     assert opened.server.port == 30000 and opened.saw_start
 
 
@@ -161,5 +161,5 @@ def test_truncated_file_keeps_what_was_read(tmp_path: Path) -> None:
 def test_garbage_file_is_refused_with_its_name(tmp_path: Path) -> None:
     path = tmp_path / "junk.pcap"
     path.write_bytes(b"this is not a capture at all")
-    with pytest.raises(CaptureError, match="junk.pcap: not a pcap"):
+    with pytest.raises(CaptureError, match=r"junk\.pcap: not a pcap"):
         list(read_captures([str(path)]))

@@ -140,3 +140,14 @@ def test_hostile_option_length_does_not_allocate() -> None:
     assert len(conn._c.buf) <= 65536 * 50 + 64
     events = conn.close("fin", frame=99, time=1)
     assert isinstance(events[-1], ev.ConnectionEnd)
+
+
+def test_reply_before_option_payload_completes() -> None:
+    # nbdkit --tls=require answers from the option header, before the payload is all there
+    go = w.option(6, w.opt_go_data("", (3, 1, 2)))
+    script = [("s2c", w.greeting_newstyle()), ("c2s", w.client_flags()), ("c2s", go[:22]),
+              ("s2c", w.opt_reply(6, (1 << 31) | 5)), ("c2s", go[22:]), ("c2s", w.option(2)),
+              ("s2c", w.opt_reply(2, 1))]
+    events = run(script)
+    assert [r.solicited for r in of(events, ev.OptionReply)] == [True, True]
+    assert of(events, ev.OptionRequest)[0].info_requests == (3, 1, 2)
