@@ -46,7 +46,7 @@ class Peer:
         structured = False
         while True:
             magic, opt, length = struct.unpack(">8sII", await r.readexactly(16))
-            data = await r.readexactly(length) if length <= 65536 else b""
+            await r.readexactly(length)  # option payloads are not needed by this peer
             if magic != IHAVEOPT:
                 return
             if opt == OPT_EXPORT_NAME:
@@ -80,7 +80,7 @@ class Peer:
     async def transmission(self, r: asyncio.StreamReader, w: asyncio.StreamWriter, structured: bool) -> None:
         a = self.a
         while True:
-            magic, flags, cmd, cookie, offset, length = struct.unpack(">IHHQQI", await r.readexactly(28))
+            magic, _flags, cmd, cookie, offset, length = struct.unpack(">IHHQQI", await r.readexactly(28))
             if magic != REQ_MAGIC:
                 return
             if cmd == CMD_DISC:
