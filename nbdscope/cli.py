@@ -73,12 +73,10 @@ def _open_output(stack: ExitStack, path: str | None) -> IO[str]:
 
 def _items_with_progress(files: list[str], ports: list[int]) -> Iterator[Any]:
     from nbdscope.capture import read_captures
-    from nbdscope.report.progress import ProgressTicker
+    from nbdscope.report.progress import ProgressBar
 
-    with ProgressTicker(files) as ticker:
-        for item in read_captures(files, extra_ports=ports):
-            ticker.tick(item)
-            yield item
+    with ProgressBar(files) as bar:
+        yield from read_captures(files, extra_ports=ports, progress=bar.update)
 
 
 def analyze(args: argparse.Namespace) -> int:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 
 from nbdscope.capture.files import CaptureError, frames
 from nbdscope.capture.items import CaptureProblem, StreamItem
@@ -33,7 +33,12 @@ class PacketStream:
         return self.tcp.next_id
 
 
-def read_captures(paths: Sequence[str], extra_ports: Collection[int] = ()) -> Iterator[StreamItem]:
+Progress = Callable[[str, int, int], None]  # path, frame number, bytes of the file read so far
+PROGRESS_EVERY = 4096  # frames between progress callbacks
+
+
+def read_captures(paths: Sequence[str], extra_ports: Collection[int] = (),
+                  progress: Progress | None = None) -> Iterator[StreamItem]:
     """Stream items of every NBD connection in the given files, file by file.
 
     Raises CaptureError (before yielding anything for that file) when a file is
@@ -42,12 +47,15 @@ def read_captures(paths: Sequence[str], extra_ports: Collection[int] = ()) -> It
     conn_id = 0
     for path in paths:
         problems: list[str] = []
+        position: list[Callable[[], int]] = []
         stream = PacketStream(path, extra_ports, conn_id)
         feed = stream.feed_packet
-        for fr in frames(path, problems):
+        for fr in frames(path, problems, position):
             items = feed(fr.time, fr.linktype, fr.data, fr.number)
             if items:
                 yield from items
+            if progress is not None and not fr.number % PROGRESS_EVERY:
+                progress(path, fr.number, position[0]())
         for message in problems:
             yield CaptureProblem(path, stream.last_frame, message)
         yield from stream.finish()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import gzip
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO
 
@@ -63,7 +63,10 @@ class _ShortReadGuard:
 
 
 def open_capture(path: str) -> tuple[IO[bytes], str]:
-    """Open a capture, transparently gunzipping; return the stream and its format."""
+    """Open a capture, transparently gunzipping; return the stream and its format.
+
+    For gzip input the returned stream carries the compressed file as ``raw`` so
+    progress can be measured against the size on disk."""
     try:
         raw = open(path, "rb")
     except OSError as exc:
@@ -78,8 +81,10 @@ def open_capture(path: str) -> tuple[IO[bytes], str]:
         except (OSError, EOFError, zlib.error) as exc:
             raw.close()
             raise CaptureError(f"{path}: corrupt gzip data: {exc}") from None
-        f = gzip.open(open(path, "rb"), "rb")  # type: ignore[assignment]
         raw.close()
+        raw = open(path, "rb")
+        f = gzip.open(raw, "rb")  # type: ignore[assignment]
+        f.raw = raw  # type: ignore[attr-defined]
     if len(head) < 4:
         f.close()
         raise CaptureError(f"{path}: empty or too short to be a capture")
@@ -91,10 +96,14 @@ def open_capture(path: str) -> tuple[IO[bytes], str]:
     raise CaptureError(f"{path}: not a pcap or pcapng file (starts with {head.hex()})")
 
 
-def frames(path: str, problems: list[str]) -> Iterator[Frame]:
+def frames(path: str, problems: list[str], position: list[Callable[[], int]] | None = None) -> Iterator[Frame]:
     """Every frame of one capture file, in file order. Damage part-way through
-    ends the iteration after appending a one-line description to ``problems``."""
+    ends the iteration after appending a one-line description to ``problems``.
+    ``position``, if given, receives a function telling how far into the file
+    (in bytes on disk) reading has got."""
     f, kind = open_capture(path)
+    if position is not None:
+        position.append(getattr(f, "raw", f).tell)
     try:
         if kind == "pcap":
             yield from _pcap(path, f, problems)

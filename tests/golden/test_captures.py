@@ -42,7 +42,7 @@ def test_every_capture_decodes_cleanly(capture: Path) -> None:
 
 @pytest.mark.parametrize("capture", LOGGED, ids=lambda p: p.name)
 def test_requests_match_nbdkit_log(capture: Path) -> None:
-    logged, connects = nbdkit_log(ORACLES / f"{capture.stem}.nbdkit.log")
+    logged, _ = nbdkit_log(ORACLES / f"{capture.stem}.nbdkit.log")
     records = jsonl(capture)
     per_session: dict[str, list[dict]] = {}
     for r in records:
