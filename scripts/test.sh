@@ -10,7 +10,7 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
-.venv/bin/ruff check nbdscope tests benchmarks captures
+.venv/bin/ruff check .
 rc=0
 .venv/bin/python -m pytest "$@" || rc=$?
 # pytest's "no tests collected" must not pass silently
