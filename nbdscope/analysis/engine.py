@@ -48,6 +48,13 @@ class Engine:
             self._on_anomaly(anomaly)
 
     def feed(self, item: it.StreamItem) -> None:
+        if type(item) is it.StreamData:  # the common case first
+            entry = self._open.get(item.conn)
+            if entry is not None:
+                events = entry[1].feed(item.dir, item.data, frame=item.frame, time=item.time)
+                for event in events:
+                    self._dispatch(entry[0], event)
+            return
         if isinstance(item, it.CaptureProblem):
             self.problems.append(item)
             return

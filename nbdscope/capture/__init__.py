@@ -50,12 +50,12 @@ def read_captures(paths: Sequence[str], extra_ports: Collection[int] = (),
         position: list[Callable[[], int]] = []
         stream = PacketStream(path, extra_ports, conn_id)
         feed = stream.feed_packet
-        for fr in frames(path, problems, position):
-            items = feed(fr.time, fr.linktype, fr.data, fr.number)
+        for number, time, linktype, data in frames(path, problems, position):
+            items = feed(time, linktype, data, number)
             if items:
                 yield from items
-            if progress is not None and not fr.number % PROGRESS_EVERY:
-                progress(path, fr.number, position[0]())
+            if progress is not None and not number % PROGRESS_EVERY:
+                progress(path, number, position[0]())
         for message in problems:
             yield CaptureProblem(path, stream.last_frame, message)
         yield from stream.finish()

@@ -58,8 +58,18 @@ def _ip_offset(linktype: int, buf: bytes) -> int:
     return -1
 
 
+_ETH_IPV4_TCP = struct.Struct(">12xHBxHxxHxB2x4s4sHHIIBB")  # Ethernet + option-less IPv4 + TCP
+
+
 def tcp_segment(linktype: int, buf: bytes) -> Segment | None:
     """The TCP segment in a frame, or None for anything else (or a non-first IP fragment)."""
+    if linktype == DLT_EN10MB and len(buf) >= 54:
+        # fast path for the common case: untagged Ethernet, IPv4 without options, no fragments
+        etype, vihl, total, frag, proto, src, dst, sport, dport, seq, ack, doff, flags = _ETH_IPV4_TCP.unpack_from(buf)
+        if etype == ETH_IPV4 and vihl == 0x45 and proto == IPPROTO_TCP and not frag & 0x3FFF:
+            start = 34 + (doff >> 4) * 4
+            end = min(14 + total, len(buf)) if total else len(buf)
+            return Segment(src, sport, dst, dport, seq, ack, flags, buf[start:end] if start < end else b"")
     off = _ip_offset(linktype, buf)
     if off < 0 or len(buf) < off + 20:
         return None

@@ -74,11 +74,27 @@ class TcpStreams:
     # ------------------------------------------------------------------ input
 
     def feed(self, seg: Segment, frame: int, time: float) -> list[StreamItem]:
-        self.out = out = []
         fwd = (seg.src, seg.sport, seg.dst, seg.dport)
-        rev = (seg.dst, seg.dport, seg.src, seg.sport)
-        conn = self.conns.get(fwd) or self.conns.get(rev)
+        conn = self.conns.get(fwd)
         flags = seg.flags
+        if conn is not None and conn.state == "nbd" and not flags & (SYN | FIN | RST) and seg.payload:
+            # fast path: the next in-order segment of an established connection
+            side = 0
+            half = conn.halves[0]
+            if half.next_seq == seg.seq and not half.ooo:
+                half.next_seq = (seg.seq + len(seg.payload)) & 0xFFFFFFFF
+                return [StreamData(conn.conn_id, "c2s" if conn.client_side == side else "s2c", seg.payload,
+                                   frame, time)]
+        rev = (seg.dst, seg.dport, seg.src, seg.sport)
+        if conn is None:
+            conn = self.conns.get(rev)
+            if conn is not None and conn.state == "nbd" and not flags & (SYN | FIN | RST) and seg.payload:
+                half = conn.halves[1]
+                if half.next_seq == seg.seq and not half.ooo:
+                    half.next_seq = (seg.seq + len(seg.payload)) & 0xFFFFFFFF
+                    return [StreamData(conn.conn_id, "c2s" if conn.client_side == 1 else "s2c", seg.payload,
+                                       frame, time)]
+        self.out = out = []
         if conn is None:
             key = fwd
             if key in self.closed or rev in self.closed:

@@ -133,6 +133,9 @@ class Connection:
     def feed(self, direction: Direction, data: bytes, *, frame: int, time: float) -> list[ev.Event]:
         side = self._c if direction == "c2s" else self._s
         side.frame, side.time = frame, time
+        if side.skip >= len(data) and side.pos == len(side.buf):
+            side.skip -= len(data)  # inside a read or write payload: nothing to decode
+            return []
         self._out = out = []
         start = 0
         if side.state == "tls":
