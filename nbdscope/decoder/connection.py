@@ -76,7 +76,7 @@ class _Flight:
 class _Side:
     """Receive state of one direction."""
 
-    __slots__ = ("buf", "dir", "frame", "pos", "resync_from", "skip", "skipped", "state", "time")
+    __slots__ = ("after_gap", "buf", "dir", "frame", "pos", "resync_from", "skip", "skipped", "state", "time")
 
     def __init__(self, direction: Direction, state: str) -> None:
         self.dir: Direction = direction
@@ -88,6 +88,7 @@ class _Side:
         self.time = 0.0
         self.resync_from: str | None = None  # the state to resume when sync is found
         self.skipped = 0  # bytes dropped while hunting for sync
+        self.after_gap = False  # hunting because the capture lost bytes, not because the peer sent garbage
 
     def avail(self) -> int:
         return len(self.buf) - self.pos
@@ -105,6 +106,7 @@ class Connection:
             self._c = _Side("c2s", "hunt")
             self._s = _Side("s2c", "hunt")
             self._c.resync_from = self._s.resync_from = "any"
+            self._c.after_gap = self._s.after_gap = True  # the capture began part-way through
         self.style: str = "unknown"
         self.handshake_flags = 0
         self.client_flags = 0
@@ -165,6 +167,7 @@ class Connection:
             side.buf.clear()
             side.pos = 0
             side.skip = 0
+            side.after_gap = True
             if side.state != "hunt":
                 side.resync_from = side.state if side.state not in ("greeting", "wait-greeting") else "any"
                 side.state = "hunt"
@@ -226,6 +229,7 @@ class Connection:
     def _malformed(self, side: _Side, what: str, message: str, **values: int | str | None) -> bool:
         """Report bytes that cannot be valid here and hunt for the next message."""
         self._emit(ev.Malformed, side, what=what, message=message, values=values)
+        side.after_gap = False
         side.resync_from = side.state
         side.state = "hunt"
         side.pos += 1
@@ -578,7 +582,8 @@ class Connection:
         skipped, side.skipped = side.skipped, 0
         state = self._state_for_magic(side)
         if skipped or side.resync_from != "any":
-            self._emit(ev.Resync, side, skipped=skipped)
+            self._emit(ev.Resync, side, skipped=skipped, after_gap=side.after_gap)
+        side.after_gap = False
         side.state = state
         side.resync_from = None
         return True

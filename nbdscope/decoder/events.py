@@ -169,6 +169,7 @@ class Resync(Event):
     """Decoding found its footing again after skipping bytes it could not frame."""
 
     skipped: int
+    after_gap: bool = False  # the skipped bytes followed a capture gap (not the peer's fault)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

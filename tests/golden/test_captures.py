@@ -24,6 +24,8 @@ EXPECTED_RULES: dict[str, set[str]] = {
     "ipv6": {"hard-disconnect"},  # nbdsh -c exits without shutdown
     "linux-cooked-any": {"hard-disconnect"},
     "oldstyle-nbdkit": {"hard-disconnect"},
+    # nbd-server 3.24 answers NBD_OPT_INFO with size 0 and the GO that follows with the real size
+    "nbd-server-nbdinfo-nbdcopy": {"option-protocol"},
 }
 
 
@@ -159,3 +161,11 @@ def test_tls_session_is_marked_and_not_misparsed() -> None:
     assert len(tls) == 1 and tls[0]["commands"] == {} and tls[0]["tls_bytes"] > 1000
     assert "alice" in (ORACLES / "tls-psk.nbdinfo.txt").read_text() or "export-size" in (
         ORACLES / "tls-psk.nbdinfo.txt").read_text()
+
+
+def test_nbd_server_info_go_disagreement() -> None:
+    # nbdinfo printed export-size 0 (it asks with NBD_OPT_INFO) although the export file is 1 MiB
+    assert "export-size: 0" in (ORACLES / "nbd-server-nbdinfo-nbdcopy.step0.txt").read_text()
+    rep = report(CAPTURES / "nbd-server-nbdinfo-nbdcopy.pcap")
+    hits = [a for a in rep["anomalies"] if a["rule"] == "option-protocol"]
+    assert len(hits) == 1 and hits[0]["blame"] == "server" and "size 0 vs 1048576" in hits[0]["message"]

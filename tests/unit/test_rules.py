@@ -233,3 +233,15 @@ def test_hard_disconnect_names_unanswered() -> None:
     engine.feed(it.StreamClose(conn=1, how="rst", frame=99, time=99))
     hits = found(engine.finish(), "hard-disconnect")
     assert len(hits) == 1 and "NBD_CMD_READ cookie 0x7" in hits[0].message
+
+
+def test_go_must_repeat_the_info_answer() -> None:
+    info = w.opt_go_data("d", (3,))
+    script = [("s2c", w.greeting_newstyle()), ("c2s", w.client_flags()),
+              ("c2s", w.option(6, info)), ("s2c", w.opt_reply(6, 3, w.info_export(0, 1))), ("s2c", w.opt_reply(6, 1)),
+              ("c2s", w.option(7, info)), ("s2c", w.opt_reply(7, 3, w.info_export(4096, 1))), ("s2c", w.opt_reply(7, 1))]
+    hits = [a for a in found(analyze(script), "option-protocol") if "answered differently" in a.message]
+    assert len(hits) == 1 and "size 0 vs 4096" in hits[0].message
+    # an intervening option lifts the requirement
+    script[5:5] = [("c2s", w.option(8)), ("s2c", w.opt_reply(8, 1))]
+    assert not [a for a in found(analyze(script), "option-protocol") if "answered differently" in a.message]

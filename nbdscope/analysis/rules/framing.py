@@ -16,10 +16,13 @@ class CaptureGap(Rule):
 
     def on_event(self, session: Session, event: ev.Event) -> None:
         if isinstance(event, ev.Gap):
-            framing = "decoding resynchronised on the next valid header" if event.resync else \
+            framing = "decoding resumes at the next valid header" if event.resync else \
                 "the bytes were inside a payload, so message framing survived"
             self.flag(session, event, f"{event.nbytes} bytes missing in {event.dir}; {framing}",
                       nbytes=event.nbytes, dir=event.dir)
+        elif isinstance(event, ev.TransmissionStart) and event.how == "mid-stream":
+            self.flag(session, event, "capture began after the handshake: negotiated features, export size and "
+                      "block sizes are unknown, so checks that need them are skipped", severity="info")
 
 
 class MalformedMessage(Rule):
@@ -29,7 +32,7 @@ class MalformedMessage(Rule):
     def on_event(self, session: Session, event: ev.Event) -> None:
         if isinstance(event, ev.Malformed) and event.what != "option-after-handshake":
             self.flag(session, event, event.message, what=event.what, **event.values)
-        elif isinstance(event, ev.Resync) and event.skipped:
+        elif isinstance(event, ev.Resync) and event.skipped and not event.after_gap:
             self.flag(session, event, f"skipped {event.skipped} undecodable bytes before the next valid header",
                       skipped=event.skipped)
 
