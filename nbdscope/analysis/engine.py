@@ -29,7 +29,8 @@ class Engine:
     """Streaming analysis: memory follows open connections, not the input size."""
 
     def __init__(self, *, rules: Iterable[type[Rule]] = ALL_RULES, on_message: MessageListener | None = None,
-                 on_anomaly: AnomalyListener | None = None) -> None:
+                 on_anomaly: AnomalyListener | None = None, keep_data: bool = False) -> None:
+        self.keep_data = keep_data
         self.sessions: list[Session] = []
         self.anomalies: list[Anomaly] = []
         self.problems: list[it.CaptureProblem] = []
@@ -65,7 +66,7 @@ class Engine:
                               source=item.source, first_frame=item.frame, saw_start=item.saw_start,
                               start_time=item.time)
             self.sessions.append(session)
-            self._open[item.conn] = (session, Connection(saw_start=item.saw_start))
+            self._open[item.conn] = (session, Connection(saw_start=item.saw_start, keep_data=self.keep_data))
             return
         entry = self._open.get(item.conn)
         if entry is None:

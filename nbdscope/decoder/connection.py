@@ -39,6 +39,7 @@ from nbdscope.spec.flags import COMMAND_FLAGS, REPLY_FLAGS
 HANDSHAKE_KEEP = 1 << 20  # option payload bytes we hold at most; the rest is skipped
 CHUNK_KEEP = 16 << 20  # reply chunk payload bytes we hold at most (2^20 extents is ~8 MiB)
 MAX_EXTENTS = 1 << 20  # extents kept per chunk; the spec asks servers not to exceed this
+DATA_KEEP = 64 << 20  # keep_data: payloads longer than this are not gathered
 SANE_PAYLOAD = 64 << 20  # a header announcing more is implausible when hunting for sync
 
 _REQ = struct.Struct(">IHHQQI")
@@ -73,10 +74,22 @@ class _Flight:
     time: float
 
 
+@dataclass(slots=True)
+class _Sink:
+    """A read or write payload being gathered for the data checks (keep_data)."""
+
+    cookie: int
+    offset: int
+    kind: str  # "write" or "read"
+    parts: list[bytes]
+    lost: bool = False
+
+
 class _Side:
     """Receive state of one direction."""
 
-    __slots__ = ("after_gap", "buf", "dir", "frame", "pos", "resync_from", "skip", "skipped", "state", "time")
+    __slots__ = ("after_gap", "buf", "dir", "frame", "pos", "resync_from", "sink", "skip", "skipped", "state",
+                 "time")
 
     def __init__(self, direction: Direction, state: str) -> None:
         self.dir: Direction = direction
@@ -89,6 +102,7 @@ class _Side:
         self.resync_from: str | None = None  # the state to resume when sync is found
         self.skipped = 0  # bytes dropped while hunting for sync
         self.after_gap = False  # hunting because the capture lost bytes, not because the peer sent garbage
+        self.sink: _Sink | None = None  # collects the payload being skipped, when data is wanted
 
     def avail(self) -> int:
         return len(self.buf) - self.pos
@@ -97,8 +111,9 @@ class _Side:
 class Connection:
     """Decoder state machine for one NBD connection (both directions)."""
 
-    def __init__(self, *, saw_start: bool = True) -> None:
+    def __init__(self, *, saw_start: bool = True, keep_data: bool = False) -> None:
         self.saw_start = saw_start
+        self.keep_data = keep_data
         if saw_start:
             self._c = _Side("c2s", "wait-greeting")
             self._s = _Side("s2c", "greeting")
@@ -135,7 +150,7 @@ class Connection:
     def feed(self, direction: Direction, data: bytes, *, frame: int, time: float) -> list[ev.Event]:
         side = self._c if direction == "c2s" else self._s
         side.frame, side.time = frame, time
-        if side.skip >= len(data) and side.pos == len(side.buf):
+        if side.skip >= len(data) and side.pos == len(side.buf) and side.sink is None:
             side.skip -= len(data)  # inside a read or write payload: nothing to decode
             return []
         self._out = out = []
@@ -146,6 +161,10 @@ class Connection:
         if side.skip and not side.avail():
             start = min(side.skip, len(data))
             side.skip -= start
+            if side.sink is not None:
+                side.sink.parts.append(bytes(data[:start]))
+                if not side.skip:
+                    self._sink_done(side)
         if start < len(data):
             side.buf += data[start:] if start else data
         self._pump()
@@ -161,12 +180,17 @@ class Connection:
             self.tls_bytes[direction] += nbytes
         elif side.skip >= nbytes and not side.avail():
             side.skip -= nbytes  # lost bytes were payload: framing survives
+            if side.sink is not None:
+                side.sink.lost = True
+                if not side.skip:
+                    self._sink_done(side)
             out.append(ev.Gap(dir=direction, frame=frame, time=time, phase=phase, nbytes=nbytes, resync=False))
         else:
             out.append(ev.Gap(dir=direction, frame=frame, time=time, phase=phase, nbytes=nbytes, resync=True))
             side.buf.clear()
             side.pos = 0
             side.skip = 0
+            side.sink = None
             side.after_gap = True
             if side.state != "hunt":
                 side.resync_from = side.state if side.state not in ("greeting", "wait-greeting") else "any"
@@ -195,13 +219,28 @@ class Connection:
         self._out.append(event)
         return event
 
-    def _consume(self, side: _Side, n: int, payload: int = 0) -> None:
-        """Drop a parsed header of ``n`` bytes and arrange to skip ``payload`` more."""
+    def _consume(self, side: _Side, n: int, payload: int = 0, sink: _Sink | None = None) -> None:
+        """Drop a parsed header of ``n`` bytes and arrange to skip ``payload`` more
+        (handing the payload to ``sink`` when data is wanted)."""
         side.pos += n
         if payload:
             take = min(payload, side.avail())
+            if sink is not None:
+                sink.parts.append(bytes(side.buf[side.pos:side.pos + take]))
+                side.sink = sink
             side.pos += take
             side.skip = payload - take
+            if sink is not None and not side.skip:
+                self._sink_done(side)
+
+    def _sink(self, cookie: int, offset: int, kind: str, length: int) -> _Sink | None:
+        return _Sink(cookie, offset, kind, []) if self.keep_data and length <= DATA_KEEP else None
+
+    def _sink_done(self, side: _Side) -> None:
+        sink, side.sink = side.sink, None
+        if sink is not None and not sink.lost:
+            self._emit(ev.PayloadData, side, cookie=sink.cookie, offset=sink.offset, kind=sink.kind,
+                       data=b"".join(sink.parts))
 
     def _pump(self) -> None:
         progress = True
@@ -453,7 +492,8 @@ class Connection:
             extra = payloads.block_status_payload(bytes(buf[p + hsize:p + hsize + payload]))
         self._emit(ev.Request, side, cookie=cookie, command=cmd, flags=flags, offset=offset, length=length,
                    extended=extended, payload_length=payload, **extra)
-        self._consume(side, hsize, payload)
+        self._consume(side, hsize, payload, self._sink(cookie, offset, "write", payload)
+                      if cmd == Cmd.WRITE and payload else None)
         self.in_flight[cookie] = _Flight(cmd, flags, offset, extra.get("effect_length", length), side.frame, side.time)
         if cmd == Cmd.DISC:
             self.disc = True
@@ -523,7 +563,8 @@ class Connection:
             if nxt:
                 data = 0 if nxt in _REPLY_MAGICS else None
         self._emit(ev.SimpleReply, side, error=error, data_length=data, **self._reply_fields(side, cookie, True))
-        self._consume(side, SIMPLE_REPLY_HEADER, data or 0)
+        self._consume(side, SIMPLE_REPLY_HEADER, data or 0,
+                      self._sink(cookie, flight.offset, "read", data) if data and flight is not None else None)
         if data is None:
             side.resync_from, side.state = "replies", "hunt"
         if not self.transmission:
@@ -545,7 +586,10 @@ class Connection:
         done = bool(flags & ReplyFlag.DONE)
         self._emit(ev.ReplyChunk, side, reply_type=rtype, flags=flags, length=length, extended=extended,
                    header_offset=hoffset, **fields, **self._reply_fields(side, cookie, done))
-        self._consume(side, hsize + keep, length - keep)
+        sink = None
+        if rtype == ReplyType.OFFSET_DATA and "data_length" in fields:
+            sink = self._sink(cookie, fields["offset"], "read", fields["data_length"])
+        self._consume(side, hsize + keep, length - keep, sink)
         if not self.transmission:
             self._begin_mid_stream(side)
         return True

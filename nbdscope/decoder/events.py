@@ -157,6 +157,17 @@ class ReplyChunk(Reply):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class PayloadData(Event):
+    """The complete payload of a write request or of read data, emitted only when
+    the decoder was asked to keep data (the shadow-disk checks need it)."""
+
+    cookie: int
+    offset: int
+    kind: Literal["write", "read"]
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Gap(Event):
     """Bytes the capture lost; ``resync`` says whether framing was lost with them."""
 

@@ -30,8 +30,8 @@ def handshake(tflags: int, size: int = 1 << 20, block: tuple[int, int, int] | No
     return s
 
 
-def analyze(*sessions: list[tuple[str, bytes]], client_ports: tuple[int, ...] = ()) -> Result:
-    engine = Engine()
+def analyze(*sessions: list[tuple[str, bytes]], client_ports: tuple[int, ...] = (), keep_data: bool = False) -> Result:
+    engine = Engine(keep_data=keep_data)
     frame = 0
     for n in range(len(sessions)):
         port = client_ports[n] if client_ports else 40000 + n
@@ -245,3 +245,28 @@ def test_go_must_repeat_the_info_answer() -> None:
     # an intervening option lifts the requirement
     script[5:5] = [("c2s", w.option(8)), ("s2c", w.opt_reply(8, 1))]
     assert not [a for a in found(analyze(script), "option-protocol") if "answered differently" in a.message]
+
+
+def test_stale_read_after_acknowledged_write() -> None:
+    new, old = b"N" * 1024, b"O" * 1024
+    script = handshake(HAS_FLAGS | SEND_WZ, structured=False) + [
+        ("c2s", w.request(WRITE, 1, 4096, 1024, data=new)), ("s2c", w.simple_reply(1)),
+        ("c2s", w.request(READ, 2, 4096, 1024)), ("s2c", w.simple_reply(2, 0, new)),  # fine
+        ("c2s", w.request(READ, 3, 3584, 2048)), ("s2c", w.simple_reply(3, 0, bytes(512) + old + bytes(512))),
+        ("c2s", w.request(ZEROES, 4, 0, 512)), ("s2c", w.simple_reply(4)),
+        ("c2s", w.request(READ, 5, 0, 512)), ("s2c", w.simple_reply(5, 0, b"x" * 512)),
+    ]
+    hits = found(analyze(script, keep_data=True), "stale-read")
+    assert [(a.values["offset"], a.values["cookie"]) for a in hits] == [(4096, 3), (0, 5)]
+    assert found(analyze(script), "stale-read") == []  # data is only kept when asked
+
+
+def test_racing_write_is_not_a_stale_read() -> None:
+    new = b"N" * 512
+    script = handshake(HAS_FLAGS, structured=False) + [
+        ("c2s", w.request(WRITE, 1, 0, 512, data=new)), ("s2c", w.simple_reply(1)),
+        # the read is sent while a second write to the same sector is in flight: either answer is valid
+        ("c2s", w.request(WRITE, 2, 0, 512, data=b"M" * 512) + w.request(READ, 3, 0, 512)),
+        ("s2c", w.simple_reply(3, 0, b"M" * 512) + w.simple_reply(2)),
+    ]
+    assert found(analyze(script, keep_data=True), "stale-read") == []

@@ -17,6 +17,7 @@ from nbdscope.analysis.rules.blocks import (
     UnalignedExtent,
     UnalignedRequest,
 )
+from nbdscope.analysis.rules.data import StaleRead
 from nbdscope.analysis.rules.fields import ReservedBitsSet, TransmissionFlagsInvalid, UnknownCommand
 from nbdscope.analysis.rules.framing import CaptureGap, HardDisconnect, MalformedMessage
 from nbdscope.analysis.rules.handshake import OptionProtocol, TlsProtocol
@@ -33,7 +34,7 @@ ALL_RULES: tuple[type[Rule], ...] = (
     PayloadTooLarge, CommandNotAdvertised, FlagNotAdvertised, WriteToReadOnly, MultiConnWithoutFlag,
     CookieReuse, UnmatchedReply, ReplyKind, SimpleReplyToStructuredRead, BadReplyChunk, ReservedBitsSet,
     TransmissionFlagsInvalid, UnknownCommand, OptionProtocol, TlsProtocol, HardDisconnect,
-    CaptureGap, MalformedMessage,
+    StaleRead, CaptureGap, MalformedMessage,
 )
 
 __all__ = ["ALL_RULES", "Rule"]
