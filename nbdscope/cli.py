@@ -37,7 +37,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="extra TCP port to treat as NBD (repeatable)")
     a.add_argument("--fail-on", choices=("error", "warning", "never"), default="never")
     a.add_argument("-o", "--output", metavar="FILE", help="write the report here instead of stdout")
-    a.add_argument("--check-data", action="store_true",
+    a.add_argument("--verify-data", action="store_true",
                    help="also compare read data with earlier writes (stale-read); slower")
 
     r = sub.add_parser("rules", help="list every anomaly rule")
@@ -109,7 +109,7 @@ def analyze(args: argparse.Namespace) -> int:
 
             def on_message(session: Session, e: ev.Event) -> None:
                 out.write(message_line(session.id, e, engine.t0()) + "\n")
-        engine = Engine(on_message=on_message, on_anomaly=on_anomaly, keep_data=args.check_data)
+        engine = Engine(on_message=on_message, on_anomaly=on_anomaly, keep_data=args.verify_data)
         try:
             result = engine.run(_items_with_progress(args.files, args.port))
         except CaptureError as exc:

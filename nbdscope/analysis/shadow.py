@@ -1,77 +1,69 @@
-"""A model of what one connection has written, to catch reads that return
-something else (spec "Ordering of messages and writes": a read sent after a
-write's reply must see that write).
+"""A model of each export's contents as the capture shows them, to catch reads
+that return something other than acknowledged writes (spec "Ordering of
+messages and writes", NBD_FLAG_CAN_MULTI_CONN).
 
-Contents are kept as a digest per sector, not as data, and the number of
-sectors is capped, so memory stays small whatever the capture size."""
+Contents are a 64-bit digest per 512-byte sector, never the data: about 150
+bytes of memory per sector written, i.e. roughly 300 MB per GiB of export
+touched, capped at MAX_SECTORS (past the cap, new sectors go untracked and
+the report says so)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 SECTOR = 512
-MAX_SECTORS = 1 << 20  # ~100 MB at most; past it new sectors are not tracked
+MAX_SECTORS = 1 << 20
 
 
-def _digest(chunk: bytes) -> int:
+def digest(chunk: bytes) -> int:
     return hash(chunk)
 
 
-ZERO_DIGEST = _digest(bytes(SECTOR))
+ZERO_DIGEST = digest(bytes(SECTOR))
+
+
+@dataclass(slots=True)
+class Sector:
+    digest: int
+    writer: str  # session that wrote it
+    write_frame: int
+    acked: int  # event sequence number of the write's successful reply
+    shared: int | None = None  # sequence number from which every connection must see it (flush/FUA)
+    flush_frame: int | None = None
 
 
 @dataclass
 class ShadowDisk:
-    sectors: dict[int, tuple[int, int]] = field(default_factory=dict)  # sector -> (digest, frame written)
+    sectors: dict[int, Sector] = field(default_factory=dict)
     full: bool = False
 
-    def write(self, offset: int, data: bytes, frame: int) -> None:
-        """Record completed write data; sectors only partly covered become unknown."""
-        self._forget_partial(offset, len(data))
-        first = -(-offset // SECTOR)
-        for sector in range(first, (offset + len(data)) // SECTOR):
-            start = sector * SECTOR - offset
-            self._set(sector, _digest(data[start:start + SECTOR]), frame)
-
-    def zero(self, offset: int, length: int, frame: int) -> None:
-        self._forget_partial(offset, length)
-        for sector in range(-(-offset // SECTOR), (offset + length) // SECTOR):
-            self._set(sector, ZERO_DIGEST, frame)
+    def store(self, offset: int, data: bytes | None, length: int, entry: Sector) -> list[int]:
+        """Record acknowledged contents (``data`` None: zeroes); returns the sectors set."""
+        self.forget_partial(offset, length)
+        done = []
+        for n in range(-(-offset // SECTOR), (offset + length) // SECTOR):
+            if data is None:
+                d = ZERO_DIGEST
+            else:
+                start = n * SECTOR - offset
+                d = digest(data[start:start + SECTOR])
+            if len(self.sectors) >= MAX_SECTORS and n not in self.sectors:
+                self.full = True
+                continue
+            self.sectors[n] = Sector(d, entry.writer, entry.write_frame, entry.acked, entry.shared,
+                                     entry.flush_frame)
+            done.append(n)
+        return done
 
     def forget(self, offset: int, length: int) -> None:
-        for sector in range(offset // SECTOR, -(-(offset + length) // SECTOR)):
-            self.sectors.pop(sector, None)
+        for n in range(offset // SECTOR, -(-(offset + length) // SECTOR)):
+            self.sectors.pop(n, None)
 
-    def compare(self, offset: int, data: bytes | None, length: int,
-                skip: list[tuple[int, int]]) -> tuple[int, int] | None:
-        """First known sector that the read disagrees with: (sector offset, frame of the write).
-
-        ``data`` None means the range reads as zeroes (a hole chunk). Sectors
-        overlapping a range in ``skip`` (writes racing with the read) are ignored."""
-        for sector in range(-(-offset // SECTOR), (offset + length) // SECTOR):
-            known = self.sectors.get(sector)
-            if known is None:
-                continue
-            lo = sector * SECTOR
-            if any(a < lo + SECTOR and lo < b for a, b in skip):
-                continue
-            if data is None:
-                got = ZERO_DIGEST
-            else:
-                start = lo - offset
-                got = _digest(data[start:start + SECTOR])
-            if got != known[0]:
-                return lo, known[1]
-        return None
-
-    def _forget_partial(self, offset: int, length: int) -> None:
+    def forget_partial(self, offset: int, length: int) -> None:
         if offset % SECTOR:
             self.sectors.pop(offset // SECTOR, None)
         if (offset + length) % SECTOR:
             self.sectors.pop((offset + length) // SECTOR, None)
 
-    def _set(self, sector: int, digest: int, frame: int) -> None:
-        if len(self.sectors) >= MAX_SECTORS and sector not in self.sectors:
-            self.full = True
-            return
-        self.sectors[sector] = (digest, frame)
+    def covered(self, offset: int, length: int) -> range:
+        return range(-(-offset // SECTOR), (offset + length) // SECTOR)

@@ -270,3 +270,32 @@ def test_racing_write_is_not_a_stale_read() -> None:
         ("s2c", w.simple_reply(3, 0, b"M" * 512) + w.simple_reply(2)),
     ]
     assert found(analyze(script, keep_data=True), "stale-read") == []
+
+
+def test_stale_read_across_connections_needs_flush_and_multi_conn() -> None:
+    new = b"N" * 4096
+
+    def writer(tflags: int, flush: bool) -> list[tuple[str, bytes]]:
+        s = handshake(tflags, structured=False) + [("c2s", w.request(WRITE, 1, 0, 4096, data=new)),
+                                                    ("s2c", w.simple_reply(1))]
+        return s + ([("c2s", w.request(FLUSH, 2, 0, 0)), ("s2c", w.simple_reply(2))] if flush else [])
+
+    def reader(tflags: int) -> list[tuple[str, bytes]]:
+        return handshake(tflags, structured=False) + [("c2s", w.request(READ, 7, 0, 4096)),
+                                                      ("s2c", w.simple_reply(7, 0, bytes(4096)))]
+
+    flags = HAS_FLAGS | SEND_FLUSH | MULTI
+    hits = found(analyze(writer(flags, True), reader(flags), keep_data=True), "stale-read")
+    assert len(hits) == 1 and hits[0].session == "s2" and hits[0].values["writer"] == "s1"
+    assert hits[0].values["flush_frame"] is not None and "CAN_MULTI_CONN" in hits[0].message
+    assert found(analyze(writer(flags, False), reader(flags), keep_data=True), "stale-read") == []
+    no_multi = HAS_FLAGS | SEND_FLUSH
+    assert found(analyze(writer(no_multi, True), reader(no_multi), keep_data=True), "stale-read") == []
+
+
+def test_block_status_zero_over_written_data() -> None:
+    script = handshake(HAS_FLAGS) + [
+        ("c2s", w.request(WRITE, 1, 0, 4096, data=b"D" * 4096)), ("s2c", w.simple_reply(1)),
+        ("c2s", w.request(BSTATUS, 2, 0, 8192)), ("s2c", w.chunk(2, 5, w.extents(1, [(8192, 3)]), DONE))]
+    hits = found(analyze(script, keep_data=True), "stale-read")
+    assert len(hits) == 1 and "block status says zero" in hits[0].message

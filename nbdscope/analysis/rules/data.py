@@ -1,6 +1,6 @@
-"""Data consistency: a read that does not return what the same connection wrote
-and saw acknowledged before sending the read (spec "Ordering of messages and
-writes"). Needs payload bytes, so it only runs with `analyze --check-data`."""
+"""Data consistency over the shadow disk (analyze --verify-data): reads and block
+status that contradict writes the server had acknowledged (spec "Ordering of
+messages and writes", "Transmission flags" NBD_FLAG_CAN_MULTI_CONN)."""
 
 from __future__ import annotations
 
@@ -9,88 +9,168 @@ from dataclasses import dataclass, field
 from nbdscope.analysis.anomaly import RuleInfo
 from nbdscope.analysis.rules.base import Rule
 from nbdscope.analysis.session import Session
-from nbdscope.analysis.shadow import ShadowDisk
+from nbdscope.analysis.shadow import SECTOR, ZERO_DIGEST, Sector, ShadowDisk, digest
 from nbdscope.decoder import events as ev
-from nbdscope.spec import Cmd
+from nbdscope.spec import Cmd, CommandFlag, TransmissionFlag
+from nbdscope.spec.metacontexts import BASE_ALLOCATION
 
 _WRITES = (Cmd.WRITE, Cmd.WRITE_ZEROES, Cmd.TRIM)
+STATE_ZERO = 2  # base:allocation NBD_STATE_ZERO
+
+
+@dataclass
+class _Write:
+    command: int
+    offset: int
+    length: int
+    flags: int
+    frame: int
+    data: bytes | None = None
+
+
+@dataclass
+class _Read:
+    sent: int  # event sequence number of the request
+    racing: list[tuple[int, int]]  # ranges written concurrently: either answer is valid there
 
 
 @dataclass
 class _Conn:
-    disk: ShadowDisk = field(default_factory=ShadowDisk)
-    writes: dict[int, tuple[int, int, int, bytes | None]] = field(default_factory=dict)  # cookie -> cmd, off, len, data
-    reads: dict[int, list[tuple[int, int]]] = field(default_factory=dict)  # read cookie -> racing write ranges
-    awaiting: dict[int, list[tuple[int, int]]] = field(default_factory=dict)  # simple replies whose data follows
-    flagged: int = 0
+    export: tuple[str, str | None]
+    writes: dict[int, _Write] = field(default_factory=dict)
+    reads: dict[int, _Read] = field(default_factory=dict)
+    awaiting: dict[int, _Read] = field(default_factory=dict)  # simple replies whose data follows
+    unflushed: set[int] = field(default_factory=set)  # sectors written here, not yet flushed
+    flushes: dict[int, tuple[set[int], int]] = field(default_factory=dict)  # flush cookie -> sectors, frame
 
 
 class StaleRead(Rule):
     INFO = RuleInfo("stale-read", "error", "server", "Ordering of messages and writes",
-                    "a read returned data other than what this connection wrote and saw acknowledged before "
-                    "the read was sent (needs --check-data)")
+                    "a read (or a block status zero claim) contradicting data the server had acknowledged: on "
+                    "the same connection, or on another one after a flush or FUA when CAN_MULTI_CONN was "
+                    "advertised (needs --verify-data)")
 
-    MAX_REPORTS = 10  # per connection; one broken cache produces thousands
+    MAX_REPORTS = 10  # per session: one broken cache produces thousands of findings
 
     def __init__(self, *args: object) -> None:
         super().__init__(*args)  # type: ignore[arg-type]
+        self.disks: dict[tuple[str, str | None], ShadowDisk] = {}
         self.conns: dict[str, _Conn] = {}
+        self.multi: dict[str, bool] = {}
+        self.seq = 0
+        self.reported: dict[str, int] = {}
 
-    def on_event(self, session: Session, event: ev.Event) -> None:
+    def _conn(self, session: Session) -> _Conn:
         c = self.conns.get(session.id)
         if c is None:
-            c = self.conns[session.id] = _Conn()
+            c = self.conns[session.id] = _Conn((str(session.server), session.export_name))
+        return c
+
+    def _racing(self, export: tuple[str, str | None]) -> list[tuple[int, int]]:
+        return [(w.offset, w.offset + w.length) for c in self.conns.values() if c.export == export
+                for w in c.writes.values()]
+
+    def on_event(self, session: Session, event: ev.Event) -> None:
+        self.seq += 1
+        c = self._conn(session)
+        self.multi[session.id] = session.has_flag(TransmissionFlag.CAN_MULTI_CONN)
         if isinstance(event, ev.Request):
             if event.command in _WRITES:
-                c.writes[event.cookie] = (event.command, event.offset, event.length, None)
+                c.writes[event.cookie] = _Write(event.command, event.offset, event.length, event.flags, event.frame)
                 span = (event.offset, event.offset + event.length)
-                for racing in c.reads.values():
-                    racing.append(span)
-            elif event.command == Cmd.READ:
-                c.reads[event.cookie] = [(o, o + n) for _cmd, o, n, _d in c.writes.values()]
+                for other in self.conns.values():
+                    if other.export == c.export:
+                        for read in (*other.reads.values(), *other.awaiting.values()):
+                            read.racing.append(span)
+            elif event.command in (Cmd.READ, Cmd.BLOCK_STATUS):
+                c.reads[event.cookie] = _Read(self.seq, self._racing(c.export))
+            elif event.command == Cmd.FLUSH:
+                c.flushes[event.cookie] = (set(c.unflushed), event.frame)
         elif isinstance(event, ev.PayloadData):
             if event.kind == "write" and event.cookie in c.writes:
-                cmd, off, n, _ = c.writes[event.cookie]
-                c.writes[event.cookie] = (cmd, off, n, event.data)
+                c.writes[event.cookie].data = event.data
             elif event.kind == "read":
-                racing = c.reads.get(event.cookie)
-                if racing is None:
-                    racing = c.awaiting.pop(event.cookie, None)
-                if racing is not None:
-                    self._check(session, c, event, event.offset, event.data, racing)
-        elif isinstance(event, ev.ReplyChunk) and event.hole_length and event.cookie in c.reads:
-            self._check(session, c, event, event.offset or 0, None, c.reads[event.cookie], event.hole_length)
+                read = c.reads.get(event.cookie) or c.awaiting.pop(event.cookie, None)
+                if read is not None:
+                    self._check(session, c, event, read, event.offset, event.data, len(event.data))
+        elif isinstance(event, ev.ReplyChunk) and event.cookie in c.reads:
+            read = c.reads[event.cookie]
+            if event.hole_length:
+                self._check(session, c, event, read, event.offset or 0, None, event.hole_length)
+            if event.extents and event.context == BASE_ALLOCATION and event.request_offset is not None:
+                off = event.request_offset
+                for length, status in event.extents:
+                    if status & STATE_ZERO:
+                        self._check(session, c, event, read, off, None, length, claim="block status says zero")
+                    off += length
         if isinstance(event, ev.Reply) and event.completes:
-            self._complete(c, event)
+            self._complete(session, c, event)
         elif isinstance(event, ev.ConnectionEnd):
             self.conns.pop(session.id, None)
 
-    def _complete(self, c: _Conn, reply: ev.Reply) -> None:
-        racing = c.reads.pop(reply.cookie, None)
-        if racing is not None and isinstance(reply, ev.SimpleReply) and reply.data_length:
-            c.awaiting[reply.cookie] = racing  # the read data arrives right after this header
-        entry = c.writes.pop(reply.cookie, None)
-        if entry is None:
+    def _complete(self, session: Session, c: _Conn, reply: ev.Reply) -> None:
+        read = c.reads.pop(reply.cookie, None)
+        if read is not None and isinstance(reply, ev.SimpleReply) and reply.data_length:
+            c.awaiting[reply.cookie] = read  # the read data arrives right after this header
+        ok = not ((isinstance(reply, ev.SimpleReply) and reply.error) or
+                  (isinstance(reply, ev.ReplyChunk) and reply.error is not None))
+        flush = c.flushes.pop(reply.cookie, None)
+        if flush is not None and ok:
+            self._share(c, flush[0], reply.frame)
+            c.unflushed -= flush[0]
+        w = c.writes.pop(reply.cookie, None)
+        if w is None:
             return
-        cmd, off, n, data = entry
-        failed = (isinstance(reply, ev.SimpleReply) and reply.error) or \
-            (isinstance(reply, ev.ReplyChunk) and reply.error is not None)
-        if failed or cmd == Cmd.TRIM or (cmd == Cmd.WRITE and data is None):
-            c.disk.forget(off, n)  # contents now unknown
-        elif cmd == Cmd.WRITE and data is not None:
-            c.disk.write(off, data, reply.frame)
-        elif cmd == Cmd.WRITE_ZEROES:
-            c.disk.zero(off, n, reply.frame)
+        disk = self.disks.setdefault(c.export, ShadowDisk())
+        if not ok or w.command == Cmd.TRIM or (w.command == Cmd.WRITE and w.data is None):
+            disk.forget(w.offset, w.length)  # contents now unknown
+            return
+        fua = bool(w.flags & CommandFlag.FUA)
+        entry = Sector(0, session.id, w.frame, self.seq, self.seq if fua else None, reply.frame if fua else None)
+        written = disk.store(w.offset, w.data if w.command == Cmd.WRITE else None, w.length, entry)
+        if not fua:
+            c.unflushed.update(written)
 
-    def _check(self, session: Session, c: _Conn, event: ev.Event, offset: int, data: bytes | None,
-               racing: list[tuple[int, int]], length: int | None = None) -> None:
-        cookie = getattr(event, "cookie", 0)
-        bad = c.disk.compare(offset, data, len(data) if data is not None else length or 0, racing)
-        if bad is None or c.flagged >= self.MAX_REPORTS:
+    def _share(self, c: _Conn, sectors: set[int], frame: int) -> None:
+        disk = self.disks.get(c.export)
+        if disk is None:
             return
-        c.flagged += 1
-        sector, frame = bad
-        what = "a hole (zeroes)" if data is None else "data"
-        self.flag(session, event, f"read at offset {offset} returned {what} that differs at offset {sector} from "
-                  f"what this connection wrote there (write acknowledged in frame {frame}) before sending the read",
-                  offset=sector, write_frame=frame, cookie=cookie)
+        for n in sectors:
+            s = disk.sectors.get(n)
+            if s is not None and s.shared is None:
+                s.shared, s.flush_frame = self.seq, frame
+
+    def _check(self, session: Session, c: _Conn, event: ev.Event, read: _Read, offset: int, data: bytes | None,
+               length: int, claim: str | None = None) -> None:
+        disk = self.disks.get(c.export)
+        if disk is None or self.reported.get(session.id, 0) >= self.MAX_REPORTS:
+            return
+        for n in disk.covered(offset, length):
+            s = disk.sectors.get(n)
+            if s is None:
+                continue
+            lo = n * SECTOR
+            if any(a < lo + SECTOR and lo < b for a, b in read.racing):
+                continue
+            same = s.writer == session.id
+            if same and s.acked > read.sent:
+                continue  # acknowledged only after this read was sent
+            if not same and not (self.multi.get(s.writer) and s.shared is not None and s.shared < read.sent):
+                continue  # nothing obliges another connection to see it yet
+            if data is None:
+                got = ZERO_DIGEST
+            else:
+                start = lo - offset
+                got = digest(data[start:start + SECTOR])
+            if got == s.digest or (claim and s.digest == ZERO_DIGEST):
+                continue
+            self.reported[session.id] = self.reported.get(session.id, 0) + 1
+            how = claim or ("read returned zeroes (a hole)" if data is None else "read returned other data")
+            where = "this connection" if same else (
+                f"connection {s.writer}, flushed or written with FUA in frame {s.flush_frame}, and the server "
+                "advertised NBD_FLAG_CAN_MULTI_CONN")
+            self.flag(session, event, f"{how} at offset {lo} where {where} wrote in frame {s.write_frame} "
+                      "and the write was acknowledged before this request was sent",
+                      offset=lo, write_frame=s.write_frame, writer=s.writer, flush_frame=s.flush_frame,
+                      cookie=getattr(event, "cookie", None))
+            return
