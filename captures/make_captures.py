@@ -119,7 +119,7 @@ def seed_unaligned_extent(out: Path) -> None:
     server = nbdkit(port, "eval", "get_size=echo 1024", "block_size=echo 512 4096 33554432",
                     "pread=dd if=/dev/zero count=$3 iflag=count_bytes status=none",
                     "extents=echo 0 1000 0; echo 1000 24 3", "can_extents=exit 0", log=log)
-    with tcpdump(out, port), process(server, port=port):
+    with process(server, port=port), tcpdump(out, port):
         run(["qemu-img", "map", "--output=json", f"nbd://127.0.0.1:{port}"],
             ORACLES / "seed-unaligned-extent.qemu-img-map.json")
         run(["nbdinfo", "--map", f"nbd://127.0.0.1:{port}"], ORACLES / "seed-unaligned-extent.nbdinfo-map.txt",
@@ -139,7 +139,7 @@ def seed_cache_flag(out: Path) -> None:
               "print('read', len(h.pread(4096, 0)))\n"
               "h2 = nbd.NBD(); h2.connect_uri(h.get_uri())\n"
               "h2.pwrite(b'x' * 512, 0)\nh2.shutdown()\n")
-    with tcpdump(out, port), process(server, port=port):
+    with process(server, port=port), tcpdump(out, port):
         run(nbdsh(f"nbd://127.0.0.1:{port}", script), ORACLES / "seed-cache-flag.nbdsh.txt")
 
 
@@ -151,8 +151,22 @@ def seed_cache_flag_server(out: Path) -> None:
     script = ("h.set_strict_mode(0)\nh.cache(4096, 0)\nprint('cache ok')\n"
               "h2 = nbd.NBD(); h2.connect_uri(h.get_uri())\n"
               "h.pwrite(b'a' * 512, 0)\nh2.pwrite(b'b' * 512, 512)\nh.flush()\nh2.shutdown()\n")
-    with tcpdump(out, port), process(peer, port=port):
+    with process(peer, port=port), tcpdump(out, port):
         run(nbdsh(f"nbd://127.0.0.1:{port}", script), ORACLES / "seed-cache-flag-server.nbdsh.txt")
+
+
+def stale_read(out: Path) -> None:
+    """A server with CAN_MULTI_CONN that acknowledges writes and flushes but keeps serving old data:
+    what a client trusting multi-conn would see from qemu 3.0's misnumbered flag (scripted peer)."""
+    port = 20012
+    peer = [SYSTEM_PYTHON, str(PEER), "--port", str(port), "--tflags", hex(0x1 | 0x4 | 0x8 | 0x100),
+            "--drop-writes", "--sessions", "2", "--timeout", "20"]
+    script = ("h2 = nbd.NBD(); h2.connect_uri(h.get_uri())\n"
+              "h.pwrite(b'N' * 4096, 0)\nh.flush()\n"
+              "print('read back on the second connection:', h2.pread(4096, 0)[:16])\n"
+              "h.shutdown()\nh2.shutdown()\n")
+    with process(peer, port=port), tcpdump(out, port):
+        run(nbdsh(f"nbd://127.0.0.1:{port}", script), ORACLES / "stale-read-multi-conn.nbdsh.txt")
 
 
 def qemu_img_convert_map(out: Path, work: Path) -> None:
@@ -166,7 +180,7 @@ def qemu_img_convert_map(out: Path, work: Path) -> None:
     with open(dst, "wb") as f:
         f.truncate(2 << 20)
     server = ["qemu-nbd", "-t", "-f", "raw", "-p", str(port), "-b", "127.0.0.1", str(dst)]
-    with tcpdump(out, port), process(server, port=port):
+    with process(server, port=port), tcpdump(out, port):
         run(["qemu-img", "convert", "-n", "-f", "raw", "-O", "raw", str(src), f"nbd://127.0.0.1:{port}"])
         run(["qemu-img", "map", "--output=json", f"nbd://127.0.0.1:{port}"],
             ORACLES / "qemu-img-convert-map.map.json")
@@ -181,7 +195,7 @@ def nbdcopy_4conn(out: Path, work: Path) -> None:
     data = work / "data.bin"
     data.write_bytes(os.urandom(256 << 10))
     server = nbdkit(port, "memory", "256K", log=log)
-    with tcpdump(out, port), process(server, port=port):
+    with process(server, port=port), tcpdump(out, port):
         uri = f"nbd://127.0.0.1:{port}"
         run(["nbdcopy", "--connections=4", "--threads=4", "--request-size=65536", str(data), uri])
         run(["nbdcopy", "--connections=4", "--threads=4", "--request-size=65536", uri, str(work / "back.bin")])
@@ -194,7 +208,7 @@ def nbdinfo_list_map(out: Path) -> None:
     log = ORACLES / "nbdinfo-list-map.nbdkit.log"
     log.unlink(missing_ok=True)
     server = nbdkit(port, "data", "data=@4096 1 2 3 4 @65536 0xff @^131072", log=log)
-    with tcpdump(out, port), process(server, port=port):
+    with process(server, port=port), tcpdump(out, port):
         uri = f"nbd://127.0.0.1:{port}"
         run(["nbdinfo", "--list", uri], ORACLES / "nbdinfo-list-map.list.txt")
         run(["nbdinfo", "--map", uri], ORACLES / "nbdinfo-list-map.map.txt")
@@ -209,7 +223,7 @@ def dirty_bitmap(out: Path, work: Path) -> None:
     run(["qemu-img", "bitmap", "--add", str(img), "b0"])
     run(["qemu-io", "-f", "qcow2", "-c", "write -P 2 1M 64k", "-c", "write -P 3 3M 4k", str(img)])
     server = ["qemu-nbd", "-t", "-r", "-f", "qcow2", "-B", "b0", "-p", str(port), "-b", "127.0.0.1", str(img)]
-    with tcpdump(out, port), process(server, port=port):
+    with process(server, port=port), tcpdump(out, port):
         uri = f"nbd://127.0.0.1:{port}"
         run(["nbdinfo", "--map=qemu:dirty-bitmap:b0", uri], ORACLES / "qemu-nbd-dirty-bitmap.dirty.txt")
         run(["nbdinfo", "--map", uri], ORACLES / "qemu-nbd-dirty-bitmap.alloc.txt")
@@ -242,7 +256,7 @@ def fio_iodepth8(out: Path) -> None:
     log = ORACLES / "fio-iodepth8.nbdkit.log"
     log.unlink(missing_ok=True)
     server = nbdkit(port, "memory", "1M", log=log)
-    with tcpdump(out, port), process(server, port=port):
+    with process(server, port=port), tcpdump(out, port):
         run(["fio", "--name=nbd", "--ioengine=nbd", f"--uri=nbd://127.0.0.1:{port}", "--rw=randrw",
              "--bs=4k", "--iodepth=8", "--size=1M", "--number_ios=200", "--output-format=json"],
             ORACLES / "fio-iodepth8.fio.json")
@@ -254,7 +268,7 @@ def oldstyle(out: Path) -> None:
     log.unlink(missing_ok=True)
     server = nbdkit(port, "memory", "1M", log=log)
     server.insert(1, "-o")
-    with tcpdump(out, port), process(server, port=port):
+    with process(server, port=port), tcpdump(out, port):
         run(nbdsh(f"nbd://127.0.0.1:{port}", "h.pwrite(b'o' * 4096, 0)\nprint(h.pread(16, 0))\n"),
             ORACLES / "oldstyle-nbdkit.nbdsh.txt")
 
@@ -266,7 +280,7 @@ def tls_psk(out: Path, work: Path) -> None:
     run(["psktool", "-u", "alice", "-p", str(keys)])
     server = nbdkit(port, "--tls=require", f"--tls-psk={keys}", "memory", "1M")
     uri = f"nbds://alice@127.0.0.1:{port}/?tls-psk-file={keys}"
-    with tcpdump(out, port), process(server, port=port):
+    with process(server, port=port), tcpdump(out, port):
         run(["nbdinfo", uri], ORACLES / "tls-psk.nbdinfo.txt")
         run(["nbdinfo", f"nbd://127.0.0.1:{port}"], ORACLES / "tls-psk.plaintext-refused.txt", check=False)
 
@@ -277,7 +291,7 @@ def ipv6(out: Path) -> None:
     log.unlink(missing_ok=True)
     server = nbdkit(port, "memory", "1M", log=log, host="::1")
     raw = out.with_suffix(".tmp.pcap")
-    with tcpdump(raw, port), process(server, host="::1", port=port):
+    with process(server, host="::1", port=port), tcpdump(raw, port):
         run(nbdsh(f"nbd://[::1]:{port}", "h.pwrite(b'6' * 8192, 4096)\nh.pread(4096, 0)\nh.zero(4096, 0)\n"),
             ORACLES / "ipv6.nbdsh.txt")
     run(["editcap", "-F", "pcapng", str(raw), str(out)])
@@ -292,7 +306,7 @@ def linux_cooked(out: Path) -> None:
     script = ("h.pwrite(b'c' * 4096, 0, nbd.CMD_FLAG_FUA)\nh.pread(8192, 0)\nh.flush()\n"
               "h.trim(4096, 65536)\nh.zero(4096, 131072, nbd.CMD_FLAG_NO_HOLE)\n"
               "h.block_status(65536, 0, lambda *a: 0)\n")
-    with tcpdump(out, port, iface="any"), process(server, port=port):
+    with process(server, port=port), tcpdump(out, port, iface="any"):
         run(nbdsh(f"nbd://127.0.0.1:{port}", script, base_allocation=True), ORACLES / "linux-cooked-any.nbdsh.txt")
 
 
@@ -300,6 +314,7 @@ CAPTURES: dict[str, tuple[str, Callable[..., None]]] = {
     "seed-unaligned-extent": ("pcap", seed_unaligned_extent),
     "seed-cache-flag": ("pcap", seed_cache_flag),
     "seed-cache-flag-server": ("pcap", seed_cache_flag_server),
+    "stale-read-multi-conn": ("pcap", stale_read),
     "qemu-img-convert-map": ("pcap", qemu_img_convert_map),
     "nbdcopy-4conn-nbdkit-memory": ("pcap", nbdcopy_4conn),
     "nbdinfo-list-map": ("pcap", nbdinfo_list_map),

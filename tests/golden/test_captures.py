@@ -169,3 +169,18 @@ def test_nbd_server_info_go_disagreement() -> None:
     rep = report(CAPTURES / "nbd-server-nbdinfo-nbdcopy.pcap")
     hits = [a for a in rep["anomalies"] if a["rule"] == "option-protocol"]
     assert len(hits) == 1 and hits[0]["blame"] == "server" and "size 0 vs 1048576" in hits[0]["message"]
+
+
+@pytest.mark.parametrize("capture", ALL, ids=lambda p: p.name)
+def test_verify_data_is_silent_on_consistent_captures(capture: Path) -> None:
+    rules = {a["rule"] for a in report(capture, "--verify-data")["anomalies"]}
+    assert ("stale-read" in rules) == (capture.stem == "stale-read-multi-conn")
+
+
+def test_stale_read_across_two_connections() -> None:
+    # the client itself printed zeroes where it had written and flushed 'N's
+    assert "bytearray(b'\\x00" in (ORACLES / "stale-read-multi-conn.nbdsh.txt").read_text()
+    rep = report(CAPTURES / "stale-read-multi-conn.pcap", "--verify-data")
+    hits = [a for a in rep["anomalies"] if a["rule"] == "stale-read"]
+    assert len(hits) == 1 and hits[0]["blame"] == "server"
+    assert hits[0]["values"]["writer"] != hits[0]["session"] and hits[0]["values"]["flush_frame"]

@@ -87,7 +87,8 @@ class Peer:
                 return
             if cmd == CMD_WRITE:
                 data = await r.readexactly(length)
-                self.disk[offset:offset + len(data)] = data[: max(0, a.size - offset)]
+                if not a.drop_writes:
+                    self.disk[offset:offset + len(data)] = data[: max(0, a.size - offset)]
                 w.write(struct.pack(">IIQ", SIMPLE_MAGIC, 0, cookie))
             elif cmd == CMD_READ:
                 chunk = bytes(self.disk[offset:offset + length]).ljust(length, b"\0")
@@ -124,6 +125,7 @@ async def main() -> None:
     p.add_argument("--structured", action="store_true")
     p.add_argument("--extents", type=_extents, default=[], help="LEN:STATUS,... for every BLOCK_STATUS")
     p.add_argument("--cache-reply", choices=("success", "einval"), default="success")
+    p.add_argument("--drop-writes", action="store_true", help="acknowledge writes but keep the old data")
     p.add_argument("--sessions", type=int, default=1)
     p.add_argument("--timeout", type=float, default=30)
     args = p.parse_args()

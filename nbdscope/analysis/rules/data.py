@@ -166,11 +166,13 @@ class StaleRead(Rule):
                 continue
             self.reported[session.id] = self.reported.get(session.id, 0) + 1
             how = claim or ("read returned zeroes (a hole)" if data is None else "read returned other data")
-            where = "this connection" if same else (
-                f"connection {s.writer}, flushed or written with FUA in frame {s.flush_frame}, and the server "
-                "advertised NBD_FLAG_CAN_MULTI_CONN")
-            self.flag(session, event, f"{how} at offset {lo} where {where} wrote in frame {s.write_frame} "
-                      "and the write was acknowledged before this request was sent",
+            if same:
+                why = f"this connection wrote there in frame {s.write_frame} and had the write acknowledged"
+            else:
+                why = (f"connection {s.writer} wrote there in frame {s.write_frame}, made it durable in frame "
+                       f"{s.flush_frame} (flush or FUA), and the server advertises NBD_FLAG_CAN_MULTI_CONN, so "
+                       "every connection must see it")
+            self.flag(session, event, f"{how} at offset {lo}: {why} before this request was sent",
                       offset=lo, write_frame=s.write_frame, writer=s.writer, flush_frame=s.flush_frame,
                       cookie=getattr(event, "cookie", None))
             return
