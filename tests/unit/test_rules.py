@@ -299,3 +299,26 @@ def test_block_status_zero_over_written_data() -> None:
         ("c2s", w.request(BSTATUS, 2, 0, 8192)), ("s2c", w.chunk(2, 5, w.extents(1, [(8192, 3)]), DONE))]
     hits = found(analyze(script, keep_data=True), "stale-read")
     assert len(hits) == 1 and "block status says zero" in hits[0].message
+
+
+def test_header_styles_must_match_negotiation() -> None:
+    ext = [("s2c", w.greeting_newstyle()), ("c2s", w.client_flags()), ("c2s", w.option(11)), ("s2c", w.opt_reply(11, 1)),
+           ("c2s", w.option(7, w.opt_go_data(""))), ("s2c", w.opt_reply(7, 3, w.info_export(1 << 20, HAS_FLAGS))),
+           ("s2c", w.opt_reply(7, 1))]
+    script = ext + [("c2s", w.request(READ, 1, 0, 512)),  # compact request under extended headers
+                    ("s2c", w.simple_reply(1, 22)),  # simple reply under extended headers
+                    ("c2s", w.ext_request(FLUSH, 2, 0, 0)), ("s2c", w.chunk(2, 0, b"", DONE))]  # 20-byte chunk
+    msgs = [a.message for a in found(analyze(script), "structured-reply-not-negotiated")]
+    assert len(msgs) == 3
+    assert any("compact" in m for m in msgs) and any("simple reply" in m for m in msgs)
+    assert any("20-byte" in m for m in msgs)
+    plain = handshake(HAS_FLAGS, structured=False) + [("c2s", w.ext_request(READ, 1, 0, 8)),
+                                                      ("s2c", w.ext_chunk(1, 0, 0, b"", DONE))]
+    msgs = [a.message for a in found(analyze(plain), "structured-reply-not-negotiated")]
+    assert any("extended (32-byte) request" in m for m in msgs) and any("extended reply chunk" in m for m in msgs)
+
+
+def test_transmission_flags_that_contradict_themselves() -> None:
+    script = handshake(SEND_DF | (1 << 11) | (1 << 12), structured=False)
+    msgs = [a.message for a in found(analyze(script), "transmission-flags-invalid")]
+    assert len(msgs) == 4  # HAS_FLAGS clear, FAST_ZERO w/o WRITE_ZEROES, DF w/o structured, PAYLOAD w/o extended
