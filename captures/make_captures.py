@@ -169,6 +169,27 @@ def stale_read(out: Path) -> None:
         run(nbdsh(f"nbd://127.0.0.1:{port}", script), ORACLES / "stale-read-multi-conn.nbdsh.txt")
 
 
+def client_misbehaves(out: Path) -> None:
+    """nbdsh with strict mode off sends what the server did not advertise or allow."""
+    port = 20013
+    log = ORACLES / "client-misbehaves-nbdsh.nbdkit.log"
+    log.unlink(missing_ok=True)
+    server = nbdkit(port, "eval", "get_size=echo 1048576", "block_size=echo 512 4096 65536",
+                    "can_write=exit 0", "can_flush=exit 3", "can_fua=echo none", "can_trim=exit 3",
+                    "can_multi_conn=exit 3", "pread=dd if=/dev/zero count=$3 iflag=count_bytes status=none",
+                    "pwrite=cat >/dev/null", log=log)
+    steps = [("unaligned read", "h.pread(100, 1)"), ("read past the end", "h.pread(4096, 1048576 - 512)"),
+             ("flush not advertised", "h.flush()"), ("FUA not advertised", "h.pwrite(b'f' * 512, 0, nbd.CMD_FLAG_FUA)"),
+             ("oversized write", "h.pwrite(b'o' * 131072, 0)"), ("trim not advertised", "h.trim(4096, 0)"),
+             ("second connection writes", "h2.pwrite(b's' * 512, 4096)")]
+    script = "h.set_strict_mode(0)\nh2 = nbd.NBD(); h2.connect_uri(h.get_uri()); h2.set_strict_mode(0)\n"
+    for label, call in steps:
+        script += f"try:\n    {call}\n    print({label!r}, 'ok')\nexcept nbd.Error as e:\n    print({label!r}, e)\n"
+    script += "h.shutdown()\nh2.shutdown()\n"
+    with process(server, port=port), tcpdump(out, port):
+        run(nbdsh(f"nbd://127.0.0.1:{port}", script), ORACLES / "client-misbehaves-nbdsh.nbdsh.txt")
+
+
 def qemu_img_convert_map(out: Path, work: Path) -> None:
     port = 10809
     src, dst = work / "src.raw", work / "dst.raw"
@@ -315,6 +336,7 @@ CAPTURES: dict[str, tuple[str, Callable[..., None]]] = {
     "seed-cache-flag": ("pcap", seed_cache_flag),
     "seed-cache-flag-server": ("pcap", seed_cache_flag_server),
     "stale-read-multi-conn": ("pcap", stale_read),
+    "client-misbehaves-nbdsh": ("pcap", client_misbehaves),
     "qemu-img-convert-map": ("pcap", qemu_img_convert_map),
     "nbdcopy-4conn-nbdkit-memory": ("pcap", nbdcopy_4conn),
     "nbdinfo-list-map": ("pcap", nbdinfo_list_map),

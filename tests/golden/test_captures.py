@@ -24,6 +24,9 @@ EXPECTED_RULES: dict[str, set[str]] = {
     "ipv6": {"hard-disconnect"},  # nbdsh -c exits without shutdown
     "linux-cooked-any": {"hard-disconnect"},
     "oldstyle-nbdkit": {"hard-disconnect"},
+    # nbdsh with strict mode off, on purpose (see captures/README.md)
+    "client-misbehaves-nbdsh": {"multi-conn-without-flag", "unaligned-request", "request-beyond-export",
+                                "command-not-advertised", "flag-not-advertised", "payload-too-large"},
     # nbd-server 3.24 answers NBD_OPT_INFO with size 0 and the GO that follows with the real size
     "nbd-server-nbdinfo-nbdcopy": {"option-protocol"},
 }
@@ -184,3 +187,23 @@ def test_stale_read_across_two_connections() -> None:
     hits = [a for a in rep["anomalies"] if a["rule"] == "stale-read"]
     assert len(hits) == 1 and hits[0]["blame"] == "server"
     assert hits[0]["values"]["writer"] != hits[0]["session"] and hits[0]["values"]["flush_frame"]
+
+
+def test_client_misbehaviour_with_strict_mode_off() -> None:
+    rep = report(CAPTURES / "client-misbehaves-nbdsh.pcap")
+    by_rule: dict[str, list[dict]] = {}
+    for a in rep["anomalies"]:
+        by_rule.setdefault(a["rule"], []).append(a)
+    assert by_rule["unaligned-request"][0]["values"] == {"offset": 1, "length": 100, "min_block": 512,
+                                                         "cookie": by_rule["unaligned-request"][0]["values"]["cookie"]}
+    # nbdsh printed "unaligned read ok": nbdkit accepted it, which the spec says it should refuse
+    assert "unaligned read ok" in (ORACLES / "client-misbehaves-nbdsh.nbdsh.txt").read_text()
+    assert [a["blame"] for a in by_rule["unaligned-request"]] == ["client", "server"]
+    assert by_rule["payload-too-large"][0]["values"]["max_payload"] == 65536
+    assert {a["message"].split(" sent")[0] for a in by_rule["command-not-advertised"]} == {"NBD_CMD_FLUSH",
+                                                                                           "NBD_CMD_TRIM"}
+    # every request nbdsh saw refused with EINVAL was decoded with error 22 in its reply
+    refused = [line.split(" nbd_")[0] for line in (ORACLES / "client-misbehaves-nbdsh.nbdsh.txt").read_text()
+               .splitlines() if "EINVAL" in line]
+    errors = [r for r in jsonl(CAPTURES / "client-misbehaves-nbdsh.pcap") if r.get("error") == 22]
+    assert len(refused) == 4 and len(errors) == len(refused)

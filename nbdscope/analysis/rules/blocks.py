@@ -27,11 +27,33 @@ class SizeNotBlockMultiple(Rule):
                       size=event.size, min_block=event.min_block)
 
 
-class UnalignedRequest(Rule):
+class _ServerShouldRefuse(Rule):
+    """Requests the client should not have sent, which the server then should have refused
+    with NBD_EINVAL ("Size constraints": the server SHOULD report NBD_EINVAL)."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)  # type: ignore[arg-type]
+        self.bad: dict[tuple[str, int], str] = {}
+
+    def remember(self, session: Session, event: ev.Request, what: str) -> None:
+        self.bad[(session.id, event.cookie)] = what
+
+    def check_reply(self, session: Session, event: ev.Event) -> None:
+        if isinstance(event, ev.SimpleReply | ev.ReplyChunk) and event.completes:
+            what = self.bad.pop((session.id, event.cookie), None)
+            failed = (isinstance(event, ev.SimpleReply) and event.error) or \
+                (isinstance(event, ev.ReplyChunk) and event.error is not None)
+            if what and not failed:
+                self.flag(session, event, f"server reported success for the {what} (it should fail it with "
+                          "NBD_EINVAL)", blame="server", severity="warning", cookie=event.cookie)
+
+
+class UnalignedRequest(_ServerShouldRefuse):
     INFO = RuleInfo("unaligned-request", "error", "client", "Size constraints",
                     "request offset or length is not a multiple of the advertised minimum block size")
 
     def on_event(self, session: Session, event: ev.Event) -> None:
+        self.check_reply(session, event)
         block = session.min_block
         if not isinstance(event, ev.Request) or not block or block == 1 or event.command not in RANGED:
             return
@@ -41,13 +63,15 @@ class UnalignedRequest(Rule):
             self.flag(session, event, f"{COMMANDS.name(event.command)} {' and '.join(bad)} not a multiple of the "
                       f"minimum block size {block}", offset=event.offset, length=length, min_block=block,
                       cookie=event.cookie)
+            self.remember(session, event, f"unaligned {COMMANDS.name(event.command)}")
 
 
-class RequestBeyondExport(Rule):
+class RequestBeyondExport(_ServerShouldRefuse):
     INFO = RuleInfo("request-beyond-export", "error", "client", "Size constraints",
                     "request offset + length runs past the end of the export")
 
     def on_event(self, session: Session, event: ev.Event) -> None:
+        self.check_reply(session, event)
         if not isinstance(event, ev.Request) or session.size is None or event.command not in RANGED:
             return
         length = event.effect_length if event.effect_length is not None else event.length
@@ -55,6 +79,7 @@ class RequestBeyondExport(Rule):
             self.flag(session, event, f"{COMMANDS.name(event.command)} of {length} bytes at offset {event.offset} "
                       f"ends at {event.offset + length}, past the export size {session.size}",
                       offset=event.offset, length=length, size=session.size, cookie=event.cookie)
+            self.remember(session, event, f"{COMMANDS.name(event.command)} past the end of the export")
 
 
 class PayloadTooLarge(Rule):
