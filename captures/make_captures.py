@@ -11,89 +11,17 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+from tests.live import SYSTEM_PYTHON, nbdsh, process, run, tcpdump  # noqa: E402  (shared with the live tests)
+
 ORACLES = HERE / "oracles"
 PEER = HERE.parent / "tests" / "peers" / "nbd_misbehave.py"
-SYSTEM_PYTHON = "/usr/bin/python3"  # python3-libnbd (nbdsh) only works with Debian's interpreter
-ENV = {**os.environ, "PATH": "/usr/bin:/bin:/usr/sbin:/sbin:" + os.environ.get("PATH", ""),
-       "LIBNBD_DEBUG": "0"}
-
-
-def run(cmd: list[str], oracle: Path | None = None, timeout: float = 60, check: bool = True) -> str:
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=ENV)
-    if oracle is not None:
-        oracle.write_text(proc.stdout + (f"--- stderr ---\n{proc.stderr}" if proc.stderr else "")
-                          + f"--- exit status {proc.returncode} ---\n")
-    if check and proc.returncode:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr.strip()}")
-    return proc.stdout
-
-
-def wait_port(host: str, port: int, timeout: float = 10) -> None:
-    """Wait until something listens, without connecting: a probe connection would be
-    captured, and nbd-server -d would spend its single session on it."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        out = subprocess.run(["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True).stdout
-        if out.strip():
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on {host}:{port}")
-
-
-@contextmanager
-def process(cmd: list[str], host: str | None = None, port: int | None = None) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
-    try:
-        if port is not None:
-            wait_port(host or "127.0.0.1", port)
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-
-
-@contextmanager
-def tcpdump(out: Path, port: int, iface: str = "lo") -> Iterator[None]:
-    # immediate mode: without it libpcap hands packets over in blocks and those still
-    # in the ring when tcpdump is stopped are lost
-    cmd = ["tcpdump", "-i", iface, "-B", "65536", "-s", "0", "-U", "--immediate-mode", "-n", "-w", str(out),
-           f"tcp port {port}"]
-    err = tempfile.TemporaryFile()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        err.seek(0)
-        if b"listening on" in err.read():
-            break
-        time.sleep(0.05)
-    try:
-        yield
-        time.sleep(0.5)
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        err.seek(0)
-        report = err.read().decode(errors="replace")
-        if "0 packets dropped by kernel" not in report:
-            print(f"  tcpdump: {report.strip()}", file=sys.stderr)
 
 
 def nbdkit(port: int, *args: str, log: Path | None = None, host: str = "127.0.0.1") -> list[str]:
@@ -103,11 +31,6 @@ def nbdkit(port: int, *args: str, log: Path | None = None, host: str = "127.0.0.
     else:
         cmd += list(args)
     return cmd
-
-
-def nbdsh(uri: str, script: str, base_allocation: bool = False) -> list[str]:
-    return [SYSTEM_PYTHON, "-m", "nbd", *(["--base-allocation"] if base_allocation else []), "-u", uri,
-            "-c", script]
 
 
 # ---------------------------------------------------------------- captures

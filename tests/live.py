@@ -1,0 +1,100 @@
+"""Running real NBD peers and tcpdump on loopback, for the live tests and for
+captures/make_captures.py. Every process is stopped by its PID; every wait is bounded."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+SYSTEM_PYTHON = "/usr/bin/python3"  # python3-libnbd (nbdsh) only works with Debian's interpreter
+ENV = {**os.environ, "PATH": "/usr/bin:/bin:/usr/sbin:/sbin:" + os.environ.get("PATH", ""),
+       "LIBNBD_DEBUG": "0"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def run(cmd: list[str], oracle: Path | None = None, timeout: float = 60, check: bool = True) -> str:
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=ENV)
+    if oracle is not None:
+        oracle.write_text(proc.stdout + (f"--- stderr ---\n{proc.stderr}" if proc.stderr else "")
+                          + f"--- exit status {proc.returncode} ---\n")
+    if check and proc.returncode:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr.strip()}")
+    return proc.stdout
+
+
+def wait_port(host: str, port: int, timeout: float = 10) -> None:
+    """Wait until something listens, without connecting: a probe connection would be
+    captured, and nbd-server -d would spend its single session on it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = subprocess.run(["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True).stdout
+        if out.strip():
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {host}:{port}")
+
+
+@contextmanager
+def process(cmd: list[str], host: str | None = None, port: int | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
+    try:
+        if port is not None:
+            wait_port(host or "127.0.0.1", port)
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+
+@contextmanager
+def tcpdump(out: Path, port: int, iface: str = "lo") -> Iterator[None]:
+    # immediate mode: without it libpcap hands packets over in blocks and those still
+    # in the ring when tcpdump is stopped are lost
+    cmd = ["tcpdump", "-i", iface, "-B", "65536", "-s", "0", "-U", "--immediate-mode", "-n", "-w", str(out),
+           f"tcp port {port}"]
+    err = tempfile.TemporaryFile()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        err.seek(0)
+        if b"listening on" in err.read():
+            break
+        time.sleep(0.05)
+    try:
+        yield
+        time.sleep(0.5)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        err.seek(0)
+        report = err.read().decode(errors="replace")
+        if "0 packets dropped by kernel" not in report:
+            print(f"  tcpdump: {report.strip()}", file=sys.stderr)
+
+
+
+
+def nbdsh(uri: str, script: str, base_allocation: bool = False) -> list[str]:
+    return [SYSTEM_PYTHON, "-m", "nbd", *(["--base-allocation"] if base_allocation else []), "-u", uri,
+            "-c", script]
