@@ -35,12 +35,13 @@ def run(cmd: list[str], oracle: Path | None = None, timeout: float = 60, check: 
     return proc.stdout
 
 
-def wait_port(host: str, port: int, timeout: float = 10) -> None:
+def wait_port(host: str, port: int, timeout: float = 10, netns: str | None = None) -> None:
     """Wait until something listens, without connecting: a probe connection would be
     captured, and nbd-server -d would spend its single session on it."""
     deadline = time.monotonic() + timeout
+    prefix = ["ip", "netns", "exec", netns] if netns else []
     while time.monotonic() < deadline:
-        out = subprocess.run(["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True).stdout
+        out = subprocess.run([*prefix, "ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True).stdout
         if out.strip():
             return
         time.sleep(0.05)
@@ -48,11 +49,12 @@ def wait_port(host: str, port: int, timeout: float = 10) -> None:
 
 
 @contextmanager
-def process(cmd: list[str], host: str | None = None, port: int | None = None) -> Iterator[subprocess.Popen[bytes]]:
+def process(cmd: list[str], host: str | None = None, port: int | None = None,
+            netns: str | None = None) -> Iterator[subprocess.Popen[bytes]]:
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
     try:
         if port is not None:
-            wait_port(host or "127.0.0.1", port)
+            wait_port(host or "127.0.0.1", port, netns=netns)
         yield proc
     finally:
         if proc.poll() is None:
@@ -65,11 +67,13 @@ def process(cmd: list[str], host: str | None = None, port: int | None = None) ->
 
 
 @contextmanager
-def tcpdump(out: Path, port: int, iface: str = "lo") -> Iterator[None]:
-    # immediate mode: without it libpcap hands packets over in blocks and those still
-    # in the ring when tcpdump is stopped are lost
-    cmd = ["tcpdump", "-i", iface, "-B", "65536", "-s", "0", "-U", "--immediate-mode", "-n", "-w", str(out),
-           f"tcp port {port}"]
+def tcpdump(out: Path, port: int, iface: str = "lo", netns: str | None = None, buffer_kib: int = 65536,
+            immediate: bool = True) -> Iterator[None]:
+    """Capture one TCP port. Immediate mode suits small exchanges (without it libpcap hands
+    packets over in blocks, and a block still in the ring when tcpdump stops is lost); bulk
+    transfers need it off and a big buffer, or the kernel drops packets."""
+    cmd = [*(["ip", "netns", "exec", netns] if netns else []), "tcpdump", "-i", iface, "-B", str(buffer_kib),
+           "-s", "0", "-n", "-w", str(out), *(["-U", "--immediate-mode"] if immediate else []), f"tcp port {port}"]
     err = tempfile.TemporaryFile()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
     deadline = time.monotonic() + 10
@@ -80,7 +84,7 @@ def tcpdump(out: Path, port: int, iface: str = "lo") -> Iterator[None]:
         time.sleep(0.05)
     try:
         yield
-        time.sleep(0.5)
+        time.sleep(0.5 if immediate else 2.5)  # let the last ring block reach the file
     finally:
         proc.send_signal(signal.SIGINT)
         try:

@@ -111,10 +111,12 @@ def _pcap(path: str, f: IO[bytes], problems: list[str]) -> Iterator[Frame]:
     linktype, divisor = fh.linktype & 0x0FFFFFFF, 1e9 if nano else 1e6
     record = struct.Struct("<IIII" if little else ">IIII")
     number, buf, pos = 0, b"", 0
+    view = memoryview(buf)
     while True:
         if len(buf) - pos < 16:
             more = f.read(READ_SIZE)
             buf, pos = buf[pos:] + more, 0
+            view = memoryview(buf)
             if len(buf) < 16:
                 if buf:
                     problems.append(f"file truncated inside the record header after frame {number}")
@@ -127,11 +129,14 @@ def _pcap(path: str, f: IO[bytes], problems: list[str]) -> Iterator[Frame]:
         if end > len(buf):
             more = f.read(max(READ_SIZE, end - len(buf)))
             buf, end, pos = buf[pos:] + more, end - pos, 0
+            view = memoryview(buf)
             if end > len(buf):
                 problems.append(f"file truncated inside frame {number + 1}")
                 return
         number += 1
-        yield number, sec + frac / divisor, linktype, buf[pos + 16:end]  # a plain tuple: this is per packet
+        # a plain tuple and a zero-copy view: this runs once per packet, and most payload
+        # bytes are only counted downstream, never copied
+        yield number, sec + frac / divisor, linktype, view[pos + 16:end]
         pos = end
 
 

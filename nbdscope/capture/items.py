@@ -43,7 +43,7 @@ class StreamOpen:
 class StreamData:
     conn: int
     dir: Direction
-    data: bytes
+    data: bytes | memoryview  # may view the reader's buffer: copy it to keep it past this call
     frame: int  # frame in which the last byte of this chunk arrived
     time: float
 

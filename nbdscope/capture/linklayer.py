@@ -30,7 +30,7 @@ class Segment(NamedTuple):
     seq: int
     ack: int
     flags: int
-    payload: bytes
+    payload: bytes | memoryview  # may be a view into the reader's buffer: copy before keeping it
 
 
 def _ip_offset(linktype: int, buf: bytes) -> int:
@@ -80,7 +80,7 @@ def tcp_segment(linktype: int, buf: bytes) -> Segment | None:
         frag = _U16.unpack_from(buf, off + 6)[0]
         if buf[off + 9] != IPPROTO_TCP or frag & 0x3FFF or ihl < 20:
             return None  # not TCP, or fragmented (NBD over TCP on loopback never is)
-        src, dst = buf[off + 12:off + 16], buf[off + 16:off + 20]
+        src, dst = bytes(buf[off + 12:off + 16]), bytes(buf[off + 16:off + 20])
         end = off + total if total else len(buf)  # TSO captures may say 0
         tcp = off + ihl
     elif version == 6:
@@ -88,7 +88,7 @@ def tcp_segment(linktype: int, buf: bytes) -> Segment | None:
             return None
         plen = _U16.unpack_from(buf, off + 4)[0]
         nxt = buf[off + 6]
-        src, dst = buf[off + 8:off + 24], buf[off + 24:off + 40]
+        src, dst = bytes(buf[off + 8:off + 24]), bytes(buf[off + 24:off + 40])
         tcp = off + 40
         end = tcp + plen if plen else len(buf)
         while nxt in IPV6_SKIPPABLE and len(buf) >= tcp + 8:

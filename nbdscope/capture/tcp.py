@@ -157,7 +157,7 @@ class TcpStreams:
         if delta > 0:
             if seq not in half.ooo or len(half.ooo[seq]) < len(payload):
                 half.ooo_bytes += len(payload) - len(half.ooo.get(seq, b""))
-                half.ooo[seq] = payload
+                half.ooo[seq] = bytes(payload)  # kept across packets: no view into the reader's buffer
             if half.ooo_bytes > OOO_LIMIT:
                 self._give_up_hole(conn, side, frame, time)
             return
@@ -170,9 +170,9 @@ class TcpStreams:
         if conn.state == "nbd":
             self.out.append(StreamData(conn.conn_id, self._dir(conn, side), data, frame, time))
         elif conn.state == "detect":
-            conn.pending.append((side, data, frame, time))
+            conn.pending.append((side, bytes(data), frame, time))
             if len(half.first) < 8:
-                half.first += data[:8 - len(half.first)]
+                half.first += bytes(data[:8 - len(half.first)])
             conn.segments += 1
             self._detect(conn, frame, time)
 
