@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """nbdscope analyze against tshark on big NBD captures, in one run.
 
-Makes two captures of nbdcopy reading SIZE bytes from nbdkit's pattern plugin:
+Makes two captures of nbdcopy reading SIZE bytes from nbdkit's pattern plugin
+(paced at 1 Gbit/s so that tcpdump keeps every packet):
 over loopback (64 KiB segments), and across a veth pair with MTU 1500 and
 offloads off between two network namespaces this script creates (about 750,000
 frames per GiB). Then times `nbdscope analyze --format json` and
@@ -29,6 +30,9 @@ from tests.live import process, run, tcpdump  # noqa: E402
 NS_SRV, NS_CLI = "nbdbench-srv", "nbdbench-cli"
 SRV_IP, CLI_IP = "10.254.0.1", "10.254.0.2"  # exist only inside the two namespaces made here
 PORT = 10809
+# tcpdump cannot write a 1 GiB loopback burst to disk without the kernel dropping packets,
+# so the server is paced (nbdkit's rate filter, in bits per second) and one connection is used
+RATE = "1G"
 TSHARK = ["tshark", "-r", "{file}", "-Y", "nbd", "-T", "fields", "-e", "nbd.type", "-e", "nbd.handle",
           "-e", "nbd.from", "-e", "nbd.len"]
 
@@ -39,9 +43,10 @@ def size_arg(text: str) -> int:
 
 
 def capture_loopback(out: Path, size: int) -> None:
-    server = ["nbdkit", "-f", "-p", str(PORT), "-i", "127.0.0.1", "pattern", str(size)]
+    server = ["nbdkit", "-f", "-p", str(PORT), "-i", "127.0.0.1", "--filter=rate", "pattern", str(size),
+              f"rate={RATE}"]
     with process(server, port=PORT), tcpdump(out, PORT, buffer_kib=262144, immediate=False):
-        run(["nbdcopy", f"nbd://127.0.0.1:{PORT}", "null:"], timeout=300)
+        run(["nbdcopy", "--connections=1", f"nbd://127.0.0.1:{PORT}", "null:"], timeout=300)
 
 
 def _ns(ns: str, *cmd: str) -> list[str]:
@@ -66,10 +71,11 @@ def capture_veth(out: Path, size: int) -> None:
                     _ns(NS_SRV, "ethtool", "-K", "nbdb-s", "tso", "off", "gso", "off", "gro", "off"),
                     _ns(NS_CLI, "ethtool", "-K", "nbdb-c", "tso", "off", "gso", "off", "gro", "off")):
             run(cmd)
-        server = _ns(NS_SRV, "nbdkit", "-f", "-p", str(PORT), "-i", SRV_IP, "pattern", str(size))
+        server = _ns(NS_SRV, "nbdkit", "-f", "-p", str(PORT), "-i", SRV_IP, "--filter=rate", "pattern", str(size),
+                     f"rate={RATE}")
         with process(server, port=PORT, netns=NS_SRV), \
                 tcpdump(out, PORT, iface="nbdb-s", netns=NS_SRV, buffer_kib=262144, immediate=False):
-            run(_ns(NS_CLI, "nbdcopy", f"nbd://{SRV_IP}:{PORT}", "null:"), timeout=300)
+            run(_ns(NS_CLI, "nbdcopy", "--connections=1", f"nbd://{SRV_IP}:{PORT}", "null:"), timeout=300)
     finally:
         _teardown_namespaces()
 

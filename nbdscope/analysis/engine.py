@@ -77,7 +77,7 @@ class Engine:
         elif isinstance(item, it.StreamGap):
             events = conn.gap(item.dir, item.nbytes, frame=item.frame, time=item.time)
         else:
-            events = conn.close(item.how, frame=item.frame, time=item.time)
+            events = conn.close(item.how, frame=item.frame, time=item.time, by=item.by)
             del self._open[item.conn]
         for event in events:
             self._dispatch(session, event)

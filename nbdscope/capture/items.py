@@ -65,6 +65,7 @@ class StreamClose:
     how: Literal["fin", "rst", "end-of-capture"]
     frame: int
     time: float
+    by: Direction | None = None  # "c2s": the client closed first (FIN or RST); None: unknown
 
 
 @dataclass(frozen=True, slots=True)

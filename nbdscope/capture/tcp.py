@@ -8,6 +8,7 @@ connections plus their out-of-order backlog; delivered bytes are never kept.
 
 from __future__ import annotations
 
+import heapq
 import ipaddress
 from collections.abc import Collection
 from dataclasses import dataclass, field
@@ -42,7 +43,9 @@ class _Half:
     """One direction of a connection."""
 
     next_seq: int | None = None
-    ooo: dict[int, bytes] = field(default_factory=dict)
+    offset: int = 0  # stream offset of next_seq (never wraps, unlike sequence numbers)
+    ooo: dict[int, bytes] = field(default_factory=dict)  # waiting segments by stream offset
+    heap: list[int] = field(default_factory=list)  # the keys of ooo, smallest first
     ooo_bytes: int = 0
     fin: bool = False
     first: bytes = b""  # the first payload bytes, for detection
@@ -57,6 +60,7 @@ class _Conn:
     state: str = "detect"  # detect, nbd, ignored
     conn_id: int = -1
     pending: list[tuple[int, bytes, int, float]] = field(default_factory=list)  # side, data, frame, time
+    closer: int | None = None  # side that sent the first FIN or the RST
     segments: int = 0
 
 
@@ -81,8 +85,9 @@ class TcpStreams:
             # fast path: the next in-order segment of an established connection
             side = 0
             half = conn.halves[0]
-            if half.next_seq == seg.seq and not half.ooo:
+            if half.next_seq == seg.seq and not half.heap:
                 half.next_seq = (seg.seq + len(seg.payload)) & 0xFFFFFFFF
+                half.offset += len(seg.payload)
                 return [StreamData(conn.conn_id, "c2s" if conn.client_side == side else "s2c", seg.payload,
                                    frame, time)]
         rev = (seg.dst, seg.dport, seg.src, seg.sport)
@@ -90,8 +95,9 @@ class TcpStreams:
             conn = self.conns.get(rev)
             if conn is not None and conn.state == "nbd" and not flags & (SYN | FIN | RST) and seg.payload:
                 half = conn.halves[1]
-                if half.next_seq == seg.seq and not half.ooo:
+                if half.next_seq == seg.seq and not half.heap:
                     half.next_seq = (seg.seq + len(seg.payload)) & 0xFFFFFFFF
+                    half.offset += len(seg.payload)
                     return [StreamData(conn.conn_id, "c2s" if conn.client_side == 1 else "s2c", seg.payload,
                                        frame, time)]
         self.out = out = []
@@ -127,6 +133,8 @@ class TcpStreams:
             self._ack_reveals_loss(conn, 1 - side, seg.ack, frame, time)
         if seg.payload:
             self._data(conn, side, seg.seq + (1 if flags & SYN else 0), seg.payload, frame, time)
+        if flags & (RST | FIN) and conn.closer is None:
+            conn.closer = side
         if flags & RST:
             self._close(conn, "rst", frame, time)
         elif flags & FIN:
@@ -155,18 +163,24 @@ class TcpStreams:
                 return  # pure retransmission
             payload, seq, delta = payload[-delta:], half.next_seq, 0
         if delta > 0:
-            if seq not in half.ooo or len(half.ooo[seq]) < len(payload):
-                half.ooo_bytes += len(payload) - len(half.ooo.get(seq, b""))
-                half.ooo[seq] = bytes(payload)  # kept across packets: no view into the reader's buffer
+            key = half.offset + delta
+            known = half.ooo.get(key)
+            if known is None or len(known) < len(payload):
+                if known is None:
+                    heapq.heappush(half.heap, key)
+                half.ooo_bytes += len(payload) - (len(known) if known else 0)
+                half.ooo[key] = bytes(payload)  # kept across packets: no view into the reader's buffer
             if half.ooo_bytes > OOO_LIMIT:
                 self._give_up_hole(conn, side, frame, time)
             return
         self._deliver(conn, side, payload, frame, time)
-        self._drain(conn, side, frame, time)
+        if half.heap:
+            self._drain(conn, side, frame, time)
 
     def _deliver(self, conn: _Conn, side: int, data: bytes, frame: int, time: float) -> None:
         half = conn.halves[side]
         half.next_seq = (half.next_seq + len(data)) & 0xFFFFFFFF  # type: ignore[operator]
+        half.offset += len(data)
         if conn.state == "nbd":
             self.out.append(StreamData(conn.conn_id, self._dir(conn, side), data, frame, time))
         elif conn.state == "detect":
@@ -177,24 +191,22 @@ class TcpStreams:
             self._detect(conn, frame, time)
 
     def _drain(self, conn: _Conn, side: int, frame: int, time: float) -> None:
+        """Deliver waiting segments that the stream has now reached, in order."""
         half = conn.halves[side]
-        while half.ooo:
-            ready = [s for s in half.ooo if _signed(s - half.next_seq) <= 0]  # type: ignore[operator]
-            if not ready:
-                return
-            for s in ready:
-                data = half.ooo.pop(s)
-                half.ooo_bytes -= len(data)
-                delta = _signed(s - half.next_seq)  # type: ignore[operator]
-                if -delta < len(data):
-                    self._deliver(conn, side, data[-delta:] if delta else data, frame, time)
+        while half.heap and half.heap[0] <= half.offset:
+            key = heapq.heappop(half.heap)
+            data = half.ooo.pop(key)
+            half.ooo_bytes -= len(data)
+            already = half.offset - key
+            if already < len(data):
+                self._deliver(conn, side, data[already:], frame, time)
 
     def _give_up_hole(self, conn: _Conn, side: int, frame: int, time: float, upto: int | None = None) -> None:
         """Declare the bytes before the earliest waiting segment (or before ``upto``) lost."""
         half = conn.halves[side]
         if half.next_seq is None:
             return
-        targets = [_signed(s - half.next_seq) for s in half.ooo]
+        targets = [half.heap[0] - half.offset] if half.heap else []
         if upto is not None:
             targets.append(_signed(upto - half.next_seq))
         positive = [t for t in targets if t > 0]
@@ -202,6 +214,7 @@ class TcpStreams:
             return
         missing = min(positive)
         half.next_seq = (half.next_seq + missing) & 0xFFFFFFFF
+        half.offset += missing
         if conn.state == "nbd":
             self.out.append(StreamGap(conn.conn_id, self._dir(conn, side), missing, frame, time))
         self._drain(conn, side, frame, time)
@@ -210,7 +223,7 @@ class TcpStreams:
         """The peer acknowledged bytes we never saw while later bytes already wait:
         the capture, not the network, lost them (no retransmission will come)."""
         half = conn.halves[side]
-        if half.ooo and half.next_seq is not None and _signed(ack - half.next_seq) > 0:
+        if half.heap and half.next_seq is not None and _signed(ack - half.next_seq) > 0:
             self._give_up_hole(conn, side, frame, time, upto=ack)
 
     # -------------------------------------------------------------- detection
@@ -281,12 +294,13 @@ class TcpStreams:
     def _close(self, conn: _Conn, how: str, frame: int, time: float) -> None:
         if conn.state == "nbd":
             for side in (0, 1):
-                while conn.halves[side].ooo:
-                    before = len(conn.halves[side].ooo)
+                while conn.halves[side].heap:
+                    before = len(conn.halves[side].heap)
                     self._give_up_hole(conn, side, frame, time)
-                    if len(conn.halves[side].ooo) == before:
+                    if len(conn.halves[side].heap) == before:
                         break
-            self.out.append(StreamClose(conn.conn_id, how, frame, time))  # type: ignore[arg-type]
+            by = self._dir(conn, conn.closer) if conn.closer is not None else None
+            self.out.append(StreamClose(conn.conn_id, how, frame, time, by))  # type: ignore[arg-type]
         self._forget(conn)
 
     def _forget(self, conn: _Conn) -> None:

@@ -198,7 +198,7 @@ class Connection:
             self._pump()
         return out
 
-    def close(self, how: str, *, frame: int, time: float) -> list[ev.Event]:
+    def close(self, how: str, *, frame: int, time: float, by: Direction | None = None) -> list[ev.Event]:
         self._out = out = []
         self._closing = True
         self._pump()
@@ -206,7 +206,7 @@ class Connection:
         flights = tuple((cookie, f.command, f.frame) for cookie, f in self.in_flight.items())
         out.append(ev.ConnectionEnd(dir="s2c", frame=frame, time=time, phase=self._phase(),
                                     how=how, soft=self.disc, in_flight=flights,  # type: ignore[arg-type]
-                                    unparsed=unparsed))
+                                    unparsed=unparsed, by=by))
         return out
 
     # ---------------------------------------------------------------- helpers

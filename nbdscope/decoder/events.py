@@ -196,5 +196,6 @@ class Malformed(Event):
 class ConnectionEnd(Event):
     how: Literal["fin", "rst", "end-of-capture"]
     soft: bool  # NBD_CMD_DISC was sent
+    by: Direction | None = None  # who closed the TCP connection first, when the capture shows it
     in_flight: tuple[tuple[int, int, int], ...] = ()  # (cookie, command, request frame)
     unparsed: dict[str, int] = field(default_factory=dict)  # bytes left undecoded per direction

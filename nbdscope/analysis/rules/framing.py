@@ -13,13 +13,28 @@ from nbdscope.spec import COMMANDS
 class CaptureGap(Rule):
     INFO = RuleInfo("capture-gap", "warning", "capture", "(capture completeness)",
                     "the capture lost bytes of a connection; findings near the gap may be incomplete")
+    SHOWN = 10  # gaps reported one by one per session; the rest are summed up at the end
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)  # type: ignore[arg-type]
+        self.counts: dict[str, list[int]] = {}  # session -> [gaps, bytes]
 
     def on_event(self, session: Session, event: ev.Event) -> None:
         if isinstance(event, ev.Gap):
+            count = self.counts.setdefault(session.id, [0, 0])
+            count[0] += 1
+            count[1] += event.nbytes
+            if count[0] > self.SHOWN:
+                return
             framing = "decoding resumes at the next valid header" if event.resync else \
                 "the bytes were inside a payload, so message framing survived"
             self.flag(session, event, f"{event.nbytes} bytes missing in {event.dir}; {framing}",
                       nbytes=event.nbytes, dir=event.dir)
+        elif isinstance(event, ev.ConnectionEnd) and self.counts.get(session.id, [0])[0] > self.SHOWN:
+            gaps, nbytes = self.counts[session.id]
+            self.flag(session, event, f"{gaps - self.SHOWN} more gaps in this connection; {gaps} gaps and "
+                      f"{nbytes} bytes lost in all (was the capture tool dropping packets?)", gaps=gaps,
+                      nbytes=nbytes)
         elif isinstance(event, ev.TransmissionStart) and event.how == "mid-stream":
             self.flag(session, event, "capture began after the handshake: negotiated features, export size and "
                       "block sizes are unknown, so checks that need them are skipped", severity="info")
@@ -44,15 +59,19 @@ class HardDisconnect(Rule):
     def on_event(self, session: Session, event: ev.Event) -> None:
         if not isinstance(event, ev.ConnectionEnd) or event.how == "end-of-capture" or not session.transmission:
             return
+        if session.lost_sync:
+            return  # the capture lost messages: NBD_CMD_DISC may be among them
         if session.tls:
             return  # the disconnect is inside the encrypted stream
         pending = ", ".join(f"{COMMANDS.name(cmd)} cookie {cookie:#x} (frame {frame})"
                             for cookie, cmd, frame in event.in_flight[:10])
         more = f" and {len(event.in_flight) - 10} more" if len(event.in_flight) > 10 else ""
         if not event.soft:
-            msg = f"connection closed ({event.how}) without NBD_CMD_DISC"
+            who = {"c2s": "the client", "s2c": "the server", None: "one side"}[event.by]
+            msg = f"{who} closed the connection ({event.how}) without NBD_CMD_DISC"
+            blame = "server" if event.by == "s2c" or (event.by is None and event.in_flight) else "client"
             self.flag(session, event, msg + (f"; unanswered: {pending}{more}" if pending else ""),
-                      blame="client" if not event.in_flight else "server", in_flight=len(event.in_flight))
+                      blame=blame, in_flight=len(event.in_flight), closed_by=event.by)
         elif event.in_flight:
             self.flag(session, event, f"soft disconnect with requests still unanswered: {pending}{more}",
                       blame="server", in_flight=len(event.in_flight))
