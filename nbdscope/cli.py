@@ -78,7 +78,7 @@ def _items_with_progress(files: list[str], ports: list[int]) -> Iterator[Any]:
     from nbdscope.report.progress import ProgressBar
 
     with ProgressBar(files) as bar:
-        yield from read_captures(files, extra_ports=ports, progress=bar.update)
+        yield from read_captures(files, extra_ports=ports, progress=bar.update, reuse_buffers=True)
 
 
 def analyze(args: argparse.Namespace) -> int:

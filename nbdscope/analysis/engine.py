@@ -39,6 +39,7 @@ class Engine:
         self._on_anomaly = on_anomaly
         self._t0: float | None = None
         self.rules = [cls(self._report, self.t0) for cls in rules]
+        self._listeners: dict[type, list[Rule]] = {}  # event type -> the rules that want it
 
     def t0(self) -> float:
         return self._t0 or 0.0
@@ -86,7 +87,10 @@ class Engine:
         session.observe(event)
         if self._on_message:
             self._on_message(session, event)
-        for rule in self.rules:
+        listeners = self._listeners.get(type(event))
+        if listeners is None:
+            listeners = self._listeners[type(event)] = [r for r in self.rules if isinstance(event, r.EVENTS)]
+        for rule in listeners:
             rule.on_event(session, event)
 
     def run(self, items: Iterable[it.StreamItem]) -> Result:

@@ -94,7 +94,8 @@ class Session:
         return self.saw_start and not self.lost_sync
 
     def has_flag(self, mask: int) -> bool:
-        return bool(self.transmission_flags is not None and self.transmission_flags & mask)
+        # int() first: '&' with an IntFlag on the right goes through the slow enum machinery
+        return bool(self.transmission_flags is not None and self.transmission_flags & int(mask))
 
     def _chunk(self, e: ev.ReplyChunk) -> None:
         if e.command is None:

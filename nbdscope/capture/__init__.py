@@ -38,19 +38,20 @@ PROGRESS_EVERY = 4096  # frames between progress callbacks
 
 
 def read_captures(paths: Sequence[str], extra_ports: Collection[int] = (),
-                  progress: Progress | None = None) -> Iterator[StreamItem]:
+                  progress: Progress | None = None, reuse_buffers: bool = False) -> Iterator[StreamItem]:
     """Stream items of every NBD connection in the given files, file by file.
 
     Raises CaptureError (before yielding anything for that file) when a file is
     not a capture at all; damage part-way yields a CaptureProblem and the rest
-    of what was read."""
+    of what was read. With ``reuse_buffers`` the data of a StreamData item is only
+    valid until the next item is requested (faster; the engine copes)."""
     conn_id = 0
     for path in paths:
         problems: list[str] = []
         position: list[Callable[[], int]] = []
         stream = PacketStream(path, extra_ports, conn_id)
         feed = stream.feed_packet
-        for number, time, linktype, data in frames(path, problems, position):
+        for number, time, linktype, data in frames(path, problems, position, reuse_buffers):
             items = feed(time, linktype, data, number)
             if items:
                 yield from items

@@ -75,7 +75,8 @@ def open_capture(path: str) -> tuple[IO[bytes], str]:
     raise CaptureError(f"{path}: not a pcap or pcapng file (starts with {head.hex()})")
 
 
-def frames(path: str, problems: list[str], position: list[Callable[[], int]] | None = None) -> Iterator[Frame]:
+def frames(path: str, problems: list[str], position: list[Callable[[], int]] | None = None,
+           reuse: bool = False) -> Iterator[Frame]:
     """Every frame of one capture file, in file order. Damage part-way through
     ends the iteration after appending a one-line description to ``problems``.
     ``position``, if given, receives a function telling how far into the file
@@ -85,7 +86,7 @@ def frames(path: str, problems: list[str], position: list[Callable[[], int]] | N
         position.append(getattr(f, "raw", f).tell)
     try:
         if kind == "pcap":
-            yield from _pcap(path, f, problems)
+            yield from _pcap(path, f, problems, reuse)
         else:
             yield from _pcapng(path, f, problems)
     except (OSError, EOFError, zlib.error) as exc:
@@ -94,7 +95,7 @@ def frames(path: str, problems: list[str], position: list[Callable[[], int]] | N
         f.close()
 
 
-def _pcap(path: str, f: IO[bytes], problems: list[str]) -> Iterator[Frame]:
+def _pcap(path: str, f: IO[bytes], problems: list[str], reuse: bool) -> Iterator[Frame]:
     """Classic pcap: dpkt parses and validates the file header; records are then
     sliced from large reads with one struct call each, because building a dpkt
     header object per record costs more than everything else we do per packet."""
@@ -110,34 +111,63 @@ def _pcap(path: str, f: IO[bytes], problems: list[str]) -> Iterator[Frame]:
     nano = magic in (dpkt.pcap.TCPDUMP_MAGIC_NANO, dpkt.pcap.PMUDPCT_MAGIC_NANO)
     linktype, divisor = fh.linktype & 0x0FFFFFFF, 1e9 if nano else 1e6
     record = struct.Struct("<IIII" if little else ">IIII")
-    number, buf, pos = 0, b"", 0
-    view = memoryview(buf)
+    window = _Window(f, reuse)
+    number = 0
     while True:
-        if len(buf) - pos < 16:
-            more = f.read(READ_SIZE)
-            buf, pos = buf[pos:] + more, 0
-            view = memoryview(buf)
-            if len(buf) < 16:
-                if buf:
-                    problems.append(f"file truncated inside the record header after frame {number}")
-                return
-        sec, frac, caplen, _wire = record.unpack_from(buf, pos)
+        if not window.fill(16):
+            if window.available():
+                problems.append(f"file truncated inside the record header after frame {number}")
+            return
+        sec, frac, caplen, _wire = record.unpack_from(window.buf, window.start)
         if caplen > MAX_BLOCK:
             problems.append(f"corrupt record after frame {number}: captured length {caplen}")
             return
-        end = pos + 16 + caplen
-        if end > len(buf):
-            more = f.read(max(READ_SIZE, end - len(buf)))
-            buf, end, pos = buf[pos:] + more, end - pos, 0
-            view = memoryview(buf)
-            if end > len(buf):
-                problems.append(f"file truncated inside frame {number + 1}")
-                return
+        if not window.fill(16 + caplen):
+            problems.append(f"file truncated inside frame {number + 1}")
+            return
         number += 1
+        start = window.start + 16
+        window.start = start + caplen
         # a plain tuple and a zero-copy view: this runs once per packet, and most payload
         # bytes are only counted downstream, never copied
-        yield number, sec + frac / divisor, linktype, view[pos + 16:end]
-        pos = end
+        yield number, sec + frac / divisor, linktype, window.view[start:start + caplen]
+
+
+class _Window:
+    """A sliding window over the file, refilled with large reads.
+
+    With ``reuse`` the same buffer is refilled in place, which spares a fresh
+    allocation (and its page faults) per megabyte; views handed out are then only
+    valid until the next frame is asked for, which is how the engine uses them."""
+
+    def __init__(self, f: IO[bytes], reuse: bool) -> None:
+        self.f, self.reuse = f, reuse
+        self.buf = bytearray(READ_SIZE)
+        self.view = memoryview(self.buf)
+        self.start = self.end = 0
+
+    def available(self) -> int:
+        return self.end - self.start
+
+    def fill(self, need: int) -> bool:
+        """Make ``need`` bytes available from ``start``; False at end of file."""
+        if self.end - self.start >= need:
+            return True
+        if self.start + need > len(self.buf):
+            leftover = bytes(self.view[self.start:self.end])
+            if self.reuse and need <= len(self.buf):
+                self.buf[:len(leftover)] = leftover
+            else:
+                self.buf = bytearray(max(need, READ_SIZE))
+                self.view = memoryview(self.buf)
+                self.buf[:len(leftover)] = leftover
+            self.start, self.end = 0, len(leftover)
+        while self.end - self.start < need:
+            got = self.f.readinto(self.view[self.end:])  # type: ignore[attr-defined]
+            if not got:
+                return False
+            self.end += got
+        return True
 
 
 def _pcapng(path: str, f: IO[bytes], problems: list[str]) -> Iterator[Frame]:

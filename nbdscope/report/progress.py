@@ -8,9 +8,6 @@ import time
 from types import TracebackType
 from typing import Any
 
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
-
 DELAY = 1.0
 
 
@@ -23,7 +20,7 @@ class ProgressBar:
         self.offsets = dict(zip(files, (sum(sizes[:i]) for i in range(len(sizes))), strict=True))
         self.total = sum(sizes)
         self.start = time.monotonic()
-        self.progress: Progress | None = None
+        self.progress: Any = None
         self.task: Any = None
 
     def __enter__(self) -> ProgressBar:
@@ -39,6 +36,10 @@ class ProgressBar:
         if self.progress is None:
             if time.monotonic() - self.start < DELAY:
                 return
+            # imported here: most runs are short or not on a terminal and never need it
+            from rich.console import Console
+            from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+
             self.progress = Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
                                      TextColumn("frame {task.fields[frame]}"), TimeRemainingColumn(),
                                      console=Console(stderr=True), transient=True)

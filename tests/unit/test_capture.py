@@ -163,3 +163,13 @@ def test_garbage_file_is_refused_with_its_name(tmp_path: Path) -> None:
     path.write_bytes(b"this is not a capture at all")
     with pytest.raises(CaptureError, match=r"junk\.pcap: not a pcap"):
         list(read_captures([str(path)]))
+
+
+def test_close_records_who_closed_first(tmp_path: Path) -> None:
+    items = run(tmp_path, basic(pb.Flow()))  # the client's FIN comes first
+    close = items[-1]
+    assert isinstance(close, it.StreamClose) and close.how == "fin" and close.by == "c2s"
+    f = pb.Flow()
+    rst = pb.ip_packet(f.s, f.c, f.sp, f.cp, f.sseq + 14, pb.RST | pb.ACK)
+    items = run(tmp_path, [*f.syn(), f.s2c(GREETING), rst])
+    assert isinstance(items[-1], it.StreamClose) and (items[-1].how, items[-1].by) == ("rst", "s2c")

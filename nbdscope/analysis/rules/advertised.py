@@ -30,6 +30,7 @@ class CacheFlagMismatch(Rule):
     INFO = RuleInfo("cache-flag-mismatch", "warning", "either", "Transmission flags; NBD_CMD_CACHE",
                     "NBD_CMD_CACHE used or answered against the advertised NBD_FLAG_SEND_CACHE (bit 10); the qemu "
                     "3.0 bug put SEND_CACHE on bit 8, which is NBD_FLAG_CAN_MULTI_CONN")
+    EVENTS = (ev.Request, ev.SimpleReply, ev.ReplyChunk)
 
     def __init__(self, *args: object) -> None:
         super().__init__(*args)  # type: ignore[arg-type]
@@ -74,6 +75,7 @@ class CommandNotAdvertised(Rule):
     INFO = RuleInfo("command-not-advertised", "error", "client", "Transmission flags; Request types",
                     "FLUSH, TRIM, WRITE_ZEROES or RESIZE without its transmission flag, or BLOCK_STATUS without a "
                     "negotiated metadata context")
+    EVENTS = (ev.Request,)
 
     def on_event(self, session: Session, event: ev.Event) -> None:
         if not isinstance(event, ev.Request) or session.transmission_flags is None:
@@ -91,6 +93,7 @@ class FlagNotAdvertised(Rule):
     INFO = RuleInfo("flag-not-advertised", "error", "client", "Command flags",
                     "a command flag used without the transmission flag or negotiation it needs, or on a command "
                     "it is not documented for")
+    EVENTS = (ev.Request,)
 
     def on_event(self, session: Session, event: ev.Event) -> None:
         if not isinstance(event, ev.Request) or not event.flags:
@@ -123,6 +126,7 @@ class FlagNotAdvertised(Rule):
 class WriteToReadOnly(Rule):
     INFO = RuleInfo("write-to-read-only", "error", "either", "Transmission flags (NBD_FLAG_READ_ONLY)",
                     "a write-type command on a read-only export, and worse, a server that lets it succeed")
+    EVENTS = (ev.Request, ev.SimpleReply, ev.ReplyChunk)
 
     def on_event(self, session: Session, event: ev.Event) -> None:
         if not session.has_flag(TF.READ_ONLY):
@@ -139,6 +143,7 @@ class MultiConnWithoutFlag(Rule):
     INFO = RuleInfo("multi-conn-without-flag", "warning", "client", "Transmission flags (NBD_FLAG_CAN_MULTI_CONN)",
                     "one client writing over several simultaneous connections to an export that did not "
                     "advertise NBD_FLAG_CAN_MULTI_CONN")
+    EVENTS = ()
 
     def on_event(self, session: Session, event: ev.Event) -> None:
         return

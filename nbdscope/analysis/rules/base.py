@@ -19,6 +19,7 @@ class Rule:
     rules that compare connections (several connections to one export) can."""
 
     INFO: ClassVar[RuleInfo]
+    EVENTS: ClassVar[tuple[type[ev.Event], ...]] = (ev.Event,)  # what on_event is called for
 
     def __init__(self, report: Report, t0: Callable[[], float]) -> None:
         self._report = report

@@ -18,6 +18,7 @@ class SizeNotBlockMultiple(Rule):
     INFO = RuleInfo("size-not-block-multiple", "warning", "server", "Size constraints",
                     "export size is not a multiple of the advertised minimum block size, so its tail is "
                     "unreachable; qemu-img 7.2 aborts on such exports")
+    EVENTS = (ev.TransmissionStart,)
 
     def on_event(self, session: Session, event: ev.Event) -> None:
         if isinstance(event, ev.TransmissionStart) and event.min_block and event.size is not None \
@@ -51,6 +52,7 @@ class _ServerShouldRefuse(Rule):
 class UnalignedRequest(_ServerShouldRefuse):
     INFO = RuleInfo("unaligned-request", "error", "client", "Size constraints",
                     "request offset or length is not a multiple of the advertised minimum block size")
+    EVENTS = (ev.Request, ev.SimpleReply, ev.ReplyChunk)
 
     def on_event(self, session: Session, event: ev.Event) -> None:
         self.check_reply(session, event)
@@ -69,6 +71,7 @@ class UnalignedRequest(_ServerShouldRefuse):
 class RequestBeyondExport(_ServerShouldRefuse):
     INFO = RuleInfo("request-beyond-export", "error", "client", "Size constraints",
                     "request offset + length runs past the end of the export")
+    EVENTS = (ev.Request, ev.SimpleReply, ev.ReplyChunk)
 
     def on_event(self, session: Session, event: ev.Event) -> None:
         self.check_reply(session, event)
@@ -85,6 +88,7 @@ class RequestBeyondExport(_ServerShouldRefuse):
 class PayloadTooLarge(Rule):
     INFO = RuleInfo("payload-too-large", "error", "client", "Size constraints",
                     "READ or WRITE payload longer than the advertised maximum payload (or the 32 MiB default)")
+    EVENTS = (ev.Request,)
 
     def on_event(self, session: Session, event: ev.Event) -> None:
         if not isinstance(event, ev.Request):
@@ -108,6 +112,7 @@ class UnalignedExtent(Rule):
     INFO = RuleInfo("unaligned-extent", "warning", "server", "Size constraints; NBD_CMD_BLOCK_STATUS",
                     "block status extents not aligned to the minimum block size, of length zero, running past "
                     "the request or the export, or making no progress")
+    EVENTS = (ev.ReplyChunk,)
 
     def on_event(self, session: Session, event: ev.Event) -> None:
         if not isinstance(event, ev.ReplyChunk) or event.reply_type not in (ReplyType.BLOCK_STATUS,

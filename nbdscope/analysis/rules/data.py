@@ -49,6 +49,7 @@ class StaleRead(Rule):
                     "a read (or a block status zero claim) contradicting data the server had acknowledged: on "
                     "the same connection, or on another one after a flush or FUA when CAN_MULTI_CONN was "
                     "advertised (needs --verify-data)")
+    EVENTS = (ev.Request, ev.PayloadData, ev.SimpleReply, ev.ReplyChunk, ev.ConnectionEnd)
 
     MAX_REPORTS = 10  # per session: one broken cache produces thousands of findings
 

@@ -26,6 +26,7 @@ def _bits(mask: int) -> str:
 class ReservedBitsSet(Rule):
     INFO = RuleInfo("reserved-bits-set", "error", "either", "Flag fields",
                     "a bit the spec does not define is set in a flags field")
+    EVENTS = (ev.ServerGreeting, ev.ClientFlags, ev.Request, ev.ReplyChunk, ev.OptionReply, ev.ExportNameReply)
 
     def on_event(self, session: Session, event: ev.Event) -> None:
         if isinstance(event, ev.ServerGreeting):
@@ -59,6 +60,7 @@ class TransmissionFlagsInvalid(Rule):
                     "transmission flags that contradict themselves or the negotiation (HAS_FLAGS clear, "
                     "FAST_ZERO without WRITE_ZEROES, DF without structured replies, BLOCK_STATUS_PAYLOAD "
                     "without extended headers)")
+    EVENTS = (ev.TransmissionStart,)
 
     def on_event(self, session: Session, event: ev.Event) -> None:
         if not isinstance(event, ev.TransmissionStart) or event.transmission_flags is None:
@@ -81,6 +83,7 @@ class TransmissionFlagsInvalid(Rule):
 class UnknownCommand(Rule):
     INFO = RuleInfo("unknown-command", "warning", "client", "Request types",
                     "a request type the spec does not define (the server should fail it with NBD_EINVAL)")
+    EVENTS = (ev.Request,)
 
     def on_event(self, session: Session, event: ev.Event) -> None:
         if isinstance(event, ev.Request) and event.command not in COMMANDS:

@@ -13,6 +13,7 @@ from nbdscope.spec import COMMANDS
 class CaptureGap(Rule):
     INFO = RuleInfo("capture-gap", "warning", "capture", "(capture completeness)",
                     "the capture lost bytes of a connection; findings near the gap may be incomplete")
+    EVENTS = (ev.Gap, ev.ConnectionEnd, ev.TransmissionStart)
     SHOWN = 10  # gaps reported one by one per session; the rest are summed up at the end
 
     def __init__(self, *args: object) -> None:
@@ -43,6 +44,7 @@ class CaptureGap(Rule):
 class MalformedMessage(Rule):
     INFO = RuleInfo("malformed-message", "error", "either", "Protocol phases; Transmission",
                     "bytes that are not a valid message at that point of the protocol (bad magic, garbage)")
+    EVENTS = (ev.Malformed, ev.Resync)
 
     def on_event(self, session: Session, event: ev.Event) -> None:
         if isinstance(event, ev.Malformed) and event.what != "option-after-handshake":
@@ -55,6 +57,7 @@ class MalformedMessage(Rule):
 class HardDisconnect(Rule):
     INFO = RuleInfo("hard-disconnect", "warning", "either", "Terminating the transmission phase",
                     "a connection in transmission closed without NBD_CMD_DISC, or with requests unanswered")
+    EVENTS = (ev.ConnectionEnd,)
 
     def on_event(self, session: Session, event: ev.Event) -> None:
         if not isinstance(event, ev.ConnectionEnd) or event.how == "end-of-capture" or not session.transmission:

@@ -35,6 +35,7 @@ class OptionProtocol(Rule):
                     "asked, options after the handshake, GO without NBD_INFO_EXPORT, NO_ZEROES not offered, "
                     "context ids reused, SET_META_CONTEXT before structured replies, invalid block sizes, a GO "
                     "answered differently from the INFO just before it")
+    EVENTS = (ev.ServerGreeting, ev.ClientFlags, ev.OptionRequest, ev.OptionReply, ev.Malformed, ev.ConnectionEnd)
 
     def __init__(self, *args: object) -> None:
         super().__init__(*args)  # type: ignore[arg-type]
@@ -136,6 +137,7 @@ class TlsProtocol(Rule):
     INFO = RuleInfo("tls-protocol", "error", "either", "TLS support; Protocol downgrade attacks",
                     "TLS misuse: TLS bytes before STARTTLS was acknowledged, or plaintext option haggling or "
                     "transmission after the server required TLS (a downgrade)")
+    EVENTS = (ev.Malformed, ev.OptionReply, ev.OptionRequest, ev.TransmissionStart, ev.ConnectionEnd)
 
     def __init__(self, *args: object) -> None:
         super().__init__(*args)  # type: ignore[arg-type]

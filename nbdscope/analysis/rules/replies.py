@@ -60,6 +60,7 @@ class _TrackingRule(Rule):
 class CookieReuse(_TrackingRule):
     INFO = RuleInfo("cookie-reuse", "warning", "client", "Transmission",
                     "a cookie reused while a request with that cookie is still in flight, so replies are ambiguous")
+    EVENTS = (ev.Request, ev.SimpleReply, ev.ReplyChunk, ev.ConnectionEnd)
 
     def on_event(self, session: Session, event: ev.Event) -> None:
         t = self.tracker(session)
@@ -80,6 +81,7 @@ class CookieReuse(_TrackingRule):
 class UnmatchedReply(_TrackingRule):
     INFO = RuleInfo("unmatched-reply", "error", "server", "Transmission",
                     "a reply whose cookie matches no request in flight: a double reply or an invented cookie")
+    EVENTS = (ev.Request, ev.SimpleReply, ev.ReplyChunk, ev.ConnectionEnd)
 
     def on_event(self, session: Session, event: ev.Event) -> None:
         t = self.tracker(session)
@@ -107,6 +109,7 @@ class ReplyKind(Rule):
                     "Structured reply chunk message; Extended reply chunk message",
                     "a reply or request header style the handshake did not agree on (structured or extended "
                     "chunks without negotiation, simple replies or compact requests under extended headers)")
+    EVENTS = (ev.Request, ev.SimpleReply, ev.ReplyChunk)
 
     def on_event(self, session: Session, event: ev.Event) -> None:
         if session.handshake == "unknown" or session.tls:
@@ -134,6 +137,7 @@ class ReplyKind(Rule):
 class SimpleReplyToStructuredRead(Rule):
     INFO = RuleInfo("simple-reply-to-structured-read", "error", "server", "Structured reply chunk message",
                     "a simple reply to NBD_CMD_READ after structured replies were agreed")
+    EVENTS = (ev.SimpleReply,)
 
     def on_event(self, session: Session, event: ev.Event) -> None:
         if isinstance(event, ev.SimpleReply) and event.command == Cmd.READ and session.structured_replies \
@@ -146,6 +150,7 @@ class BadReplyChunk(_TrackingRule):
     INFO = RuleInfo("bad-reply-chunk", "error", "server", "Structured reply chunk message; Structured reply types",
                     "a reply chunk that breaks the chunk rules: order, DONE, coverage of a read, offsets outside "
                     "the request, lengths, or a type not valid for the command")
+    EVENTS = (ev.Request, ev.SimpleReply, ev.ReplyChunk, ev.ConnectionEnd)
 
     def on_event(self, session: Session, event: ev.Event) -> None:
         t = self.tracker(session)
