@@ -9,7 +9,7 @@ decoder and everything after it never knows where bytes came from.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 Direction = Literal["c2s", "s2c"]
 
@@ -39,8 +39,10 @@ class StreamOpen:
     source: str  # input file name, "live" or "proxy"
 
 
-@dataclass(frozen=True, slots=True)
-class StreamData:
+class StreamData(NamedTuple):
+    """Bytes of one direction, in order (a NamedTuple: one is made per packet, and a
+    frozen dataclass costs several times more to build)."""
+
     conn: int
     dir: Direction
     data: bytes | memoryview  # may view the reader's buffer: copy it to keep it past this call
