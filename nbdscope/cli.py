@@ -58,6 +58,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("nbdscope: interrupted", file=sys.stderr)
         return 130
+    except MemoryError:
+        print("nbdscope: error: out of memory", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as exc:  # a bug of ours: one line for the user, the traceback on request
+        if os.environ.get("NBDSCOPE_DEBUG"):
+            raise
+        print(f"nbdscope: internal error: {type(exc).__name__}: {exc} (set NBDSCOPE_DEBUG=1 for details)",
+              file=sys.stderr)
+        return EXIT_USAGE
     except BrokenPipeError:
         # the reader of our output went away (e.g. `| head`); nothing more to say
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

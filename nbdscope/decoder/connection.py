@@ -72,6 +72,7 @@ class _Flight:
     length: int
     frame: int
     time: float
+    errored: bool = False  # an error chunk was part of the reply so far
 
 
 @dataclass(slots=True)
@@ -509,15 +510,16 @@ class Connection:
                        transmission_flags=None, structured_replies=self.structured,
                        extended_headers=self.extended)
 
-    def _reply_fields(self, side: _Side, cookie: int, completes: bool) -> dict[str, Any]:
+    def _reply_fields(self, side: _Side, cookie: int, completes: bool, error: bool) -> dict[str, Any]:
         flight = self.in_flight.get(cookie)
         if flight is None:
-            return {"cookie": cookie, "completes": completes}
+            return {"cookie": cookie, "completes": completes, "failed": error and completes}
+        flight.errored |= error
         if completes:
             del self.in_flight[cookie]
         return {"cookie": cookie, "command": flight.command, "request_frame": flight.frame,
                 "request_offset": flight.offset, "request_length": flight.length, "request_flags": flight.flags,
-                "completes": completes,
+                "completes": completes, "failed": flight.errored and completes,
                 "latency_us": round((side.time - flight.time) * 1e6, 1) if completes else None}
 
     def _st_replies(self, side: _Side) -> bool:
@@ -562,7 +564,8 @@ class Connection:
                 nxt = buf[p + SIMPLE_REPLY_HEADER:p + SIMPLE_REPLY_HEADER + 4]
             if nxt:
                 data = 0 if nxt in _REPLY_MAGICS else None
-        self._emit(ev.SimpleReply, side, error=error, data_length=data, **self._reply_fields(side, cookie, True))
+        self._emit(ev.SimpleReply, side, error=error, data_length=data,
+                   **self._reply_fields(side, cookie, True, error != 0))
         self._consume(side, SIMPLE_REPLY_HEADER, data or 0,
                       self._sink(cookie, flight.offset, "read", data) if data and flight is not None else None)
         if data is None:
@@ -585,7 +588,8 @@ class Connection:
             fields["context"] = self.contexts.get(fields["context_id"])
         done = bool(flags & ReplyFlag.DONE)
         self._emit(ev.ReplyChunk, side, reply_type=rtype, flags=flags, length=length, extended=extended,
-                   header_offset=hoffset, **fields, **self._reply_fields(side, cookie, done))
+                   header_offset=hoffset, **fields,
+                   **self._reply_fields(side, cookie, done, is_reply_type_error(rtype)))
         sink = None
         if rtype == ReplyType.OFFSET_DATA and "data_length" in fields:
             sink = self._sink(cookie, fields["offset"], "read", fields["data_length"])

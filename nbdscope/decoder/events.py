@@ -127,6 +127,7 @@ class Reply(Event):
     request_length: int | None = None
     request_flags: int | None = None
     completes: bool = True  # last message of its reply
+    failed: bool = False  # on the completing message: the reply as a whole reported an error
     latency_us: float | None = None  # set on the message that completes the reply
 
 

@@ -322,3 +322,11 @@ def test_transmission_flags_that_contradict_themselves() -> None:
     script = handshake(SEND_DF | (1 << 11) | (1 << 12), structured=False)
     msgs = [a.message for a in found(analyze(script), "transmission-flags-invalid")]
     assert len(msgs) == 4  # HAS_FLAGS clear, FAST_ZERO w/o WRITE_ZEROES, DF w/o structured, PAYLOAD w/o extended
+
+
+def test_reply_with_an_error_chunk_then_done_is_a_failure() -> None:
+    script = handshake(HAS_FLAGS | READ_ONLY) + [
+        ("c2s", w.request(WRITE, 1, 0, 1, data=b"x")),
+        ("s2c", w.chunk(1, 0x8001, w.error_payload(1, "read-only"))), ("s2c", w.chunk(1, 0, b"", DONE))]
+    hits = found(analyze(script), "write-to-read-only")
+    assert [a.blame for a in hits] == ["client"]  # the server failed the write: not blamed

@@ -22,8 +22,7 @@ _VALID_FOR = {CommandFlag.NO_HOLE: {Cmd.WRITE_ZEROES}, CommandFlag.DF: {Cmd.READ
 
 
 def _ok(reply: ev.Event) -> bool:
-    return (isinstance(reply, ev.SimpleReply) and reply.error == 0) or \
-        (isinstance(reply, ev.ReplyChunk) and reply.completes and reply.error is None)
+    return isinstance(reply, ev.Reply) and reply.completes and not reply.failed
 
 
 class CacheFlagMismatch(Rule):

@@ -42,9 +42,7 @@ class _ServerShouldRefuse(Rule):
     def check_reply(self, session: Session, event: ev.Event) -> None:
         if isinstance(event, ev.SimpleReply | ev.ReplyChunk) and event.completes:
             what = self.bad.pop((session.id, event.cookie), None)
-            failed = (isinstance(event, ev.SimpleReply) and event.error) or \
-                (isinstance(event, ev.ReplyChunk) and event.error is not None)
-            if what and not failed:
+            if what and not event.failed:
                 self.flag(session, event, f"server reported success for the {what} (it should fail it with "
                           "NBD_EINVAL)", blame="server", severity="warning", cookie=event.cookie)
 

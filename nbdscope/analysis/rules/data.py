@@ -113,8 +113,7 @@ class StaleRead(Rule):
         read = c.reads.pop(reply.cookie, None)
         if read is not None and isinstance(reply, ev.SimpleReply) and reply.data_length:
             c.awaiting[reply.cookie] = read  # the read data arrives right after this header
-        ok = not ((isinstance(reply, ev.SimpleReply) and reply.error) or
-                  (isinstance(reply, ev.ReplyChunk) and reply.error is not None))
+        ok = not reply.failed
         flush = c.flushes.pop(reply.cookie, None)
         if flush is not None and ok:
             self._share(c, flush[0], reply.frame)
