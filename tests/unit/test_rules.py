@@ -330,3 +330,19 @@ def test_reply_with_an_error_chunk_then_done_is_a_failure() -> None:
         ("s2c", w.chunk(1, 0x8001, w.error_payload(1, "read-only"))), ("s2c", w.chunk(1, 0, b"", DONE))]
     hits = found(analyze(script), "write-to-read-only")
     assert [a.blame for a in hits] == ["client"]  # the server failed the write: not blamed
+
+
+def test_capture_gap_and_malformed_message() -> None:
+    engine = Engine()
+    engine.feed(it.StreamOpen(conn=1, client=it.Endpoint("10.0.0.1", 5), server=it.Endpoint("10.0.0.2", 10809),
+                              frame=1, time=0, saw_start=True, source="x"))
+    script = handshake(HAS_FLAGS, structured=False) + [("c2s", w.request(WRITE, 1, 0, 100, data=bytes(40)))]
+    for i, (d, data) in enumerate(script):
+        engine.feed(it.StreamData(conn=1, dir=d, data=data, frame=i + 2, time=i))  # type: ignore[arg-type]
+    engine.feed(it.StreamGap(conn=1, dir="c2s", nbytes=60, frame=50, time=50))  # inside the write payload
+    engine.feed(it.StreamData(conn=1, dir="c2s", data=b"garbage!" + w.request(READ, 2, 0, 4), frame=51, time=51))
+    result = engine.finish()
+    gaps = found(result, "capture-gap")
+    assert len(gaps) == 1 and gaps[0].blame == "capture" and gaps[0].values["nbytes"] == 60
+    bad = found(result, "malformed-message")
+    assert bad and bad[0].blame == "client" and bad[0].frame == 51
