@@ -5,8 +5,9 @@
 #     captures/make_captures.sh            # all captures
 #     captures/make_captures.sh NAME...    # only these (names without extension)
 #
-# Each capture starts tcpdump on one TCP port, then the server, then the
-# clients; what the tools printed goes to captures/oracles/ unchanged:
+# Each capture starts tcpdump (dumpcap for pcapng) on one TCP port, then the
+# server, then the clients; what the tools printed goes to captures/oracles/
+# unchanged:
 #   <name>.nbdkit.log        nbdkit's log filter (one line per request and reply)
 #   <name>.<what>.json       a tool's JSON on stdout, exactly (it exited 0)
 #   <name>.<what>.txt        a client's stdout, then "--- stderr ---" and its
@@ -17,7 +18,8 @@ set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$HERE")
-ORACLES=$HERE/oracles
+DEST_ORACLES=$HERE/oracles       # where finished oracles go
+ORACLES=                         # where the capture being made writes them (staging)
 PEER=$ROOT/tests/peers/nbd_misbehave.py
 PY=/usr/bin/python3              # python3-libnbd (nbdsh) only works with Debian's interpreter
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
@@ -25,7 +27,7 @@ export LC_ALL=C.UTF-8
 unset LIBNBD_DEBUG               # debug lines would end up in the client oracles
 
 [ "$(id -u)" -eq 0 ] || { echo "run as root (tcpdump needs it)" >&2; exit 2; }
-for tool in tcpdump dumpcap editcap nbdkit qemu-nbd qemu-img qemu-io nbdinfo nbdcopy nbd-server fio psktool ss; do
+for tool in tcpdump dumpcap nbdkit qemu-nbd qemu-img qemu-io nbdinfo nbdcopy nbd-server fio psktool ss; do
   command -v "$tool" >/dev/null || { echo "missing: $tool" >&2; exit 2; }
 done
 "$PY" -c 'import nbd' || { echo "missing: python3-libnbd for $PY" >&2; exit 2; }
@@ -37,28 +39,34 @@ DROPPED=0        # packets the kernel dropped in the current capture
 
 # ------------------------------------------------------------------ processes
 
-# stop PID: SIGTERM (or $2), up to 5 s to exit, then SIGKILL; reap it.
+# stop PID: SIGTERM (or $2), up to 5 s to exit, then SIGKILL; reap it and forget
+# it, so that cleanup never signals a PID the system has since given to another
+# process.
 stop() {
-  local pid=$1 sig=${2:-TERM} i
+  local pid=$1 sig=${2:-TERM} i keep=()
   if kill -0 "$pid" 2>/dev/null; then
     kill -"$sig" "$pid" 2>/dev/null || true
     for ((i = 0; i < 50; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -KILL "$pid" 2>/dev/null || true
   fi
   wait "$pid" 2>/dev/null || true
+  for i in "${PIDS[@]}"; do [ "$i" = "$pid" ] || keep+=("$i"); done
+  PIDS=("${keep[@]}")
 }
 
 cleanup() {
   local pid
-  for pid in "${PIDS[@]}"; do stop "$pid"; done
+  for pid in "${PIDS[@]}"; do stop "$pid"; done   # the list is expanded before stop edits it
   rm -rf "$WORK"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # spawn CMD...: start CMD in the background (output to $WORK/spawn.N.log), PID in $SPAWNED.
+SPAWNS=0
 spawn() {
-  "$@" >"$WORK/spawn.${#PIDS[@]}.log" 2>&1 &
+  SPAWNS=$((SPAWNS + 1))
+  "$@" >"$WORK/spawn.$SPAWNS.log" 2>&1 &
   SPAWNED=$!
   PIDS+=("$SPAWNED")
 }
@@ -195,7 +203,8 @@ run() {
 NBDSH() { local uri=$1 script=$2; shift 2; NBDSH_CMD=("$PY" -m nbd "$@" -u "$uri" -c "$script"); }
 
 # ------------------------------------------------------------------ captures
-# Each function gets the output file in $OUT and a scratch directory in $TMP.
+# Each function writes the capture to $OUT and its oracles into $ORACLES, and may
+# use the scratch directory $TMP.
 
 # The founding bug, server side: a 1024-byte export with minimum block size 512
 # whose block status reply has a 1000-byte data extent and a 24-byte hole.
@@ -367,7 +376,9 @@ cap_qemu_img_convert_map() {
 # nbdkit memory, nbdcopy with 4 connections and 4 threads, in and out.  nbdcopy
 # hands each thread 128 MiB of the export at a time, so the export is 512 MiB
 # (sparse, in memory) with 64 KiB of data in each quarter: then every
-# connection carries requests, and the capture stays small.
+# connection carries requests, and the capture stays small.  The delay filter
+# (inside the log filter) holds writes and zeroes 50 ms, so that one fast thread
+# does not take every quarter of the copy in.
 cap_nbdcopy_4conn_nbdkit_memory() {
   local port=20003 log=$ORACLES/nbdcopy-4conn-nbdkit-memory.nbdkit.log i
   local uri=nbd://127.0.0.1:$port
@@ -375,7 +386,7 @@ cap_nbdcopy_4conn_nbdkit_memory() {
   for i in 0 1 2 3; do
     run qemu-io -f raw -c "write -P $((0x41 + i)) $((i * 128 + 7))M 64k" "$TMP/in.img"
   done
-  nbdkit_cmd $port "$log" memory 512M
+  nbdkit_cmd $port "$log" --filter=delay memory 512M delay-write=50ms delay-zero=50ms
   capture_start "$OUT" $port
   server $port "${NBDKIT[@]}"
   record "$ORACLES/nbdcopy-4conn-nbdkit-memory.copy-in.txt" \
@@ -550,15 +561,19 @@ CAPTURES=(
   "linux-cooked-any pcap cap_linux_cooked_any"
 )
 
-# make NAME EXT FUNC: run one capture from scratch, up to 3 times if packets dropped.
+# make_one NAME EXT FUNC: make one capture from scratch in a staging directory,
+# again (up to 3 times) if the kernel dropped packets; only a finished capture
+# replaces the shipped one and its oracles, so a failed or interrupted run
+# leaves the previous set intact.
 make_one() {
-  local name=$1 ext=$2 func=$3 attempt size
+  local name=$1 ext=$2 func=$3 attempt size stage
   for attempt in 1 2 3; do
-    OUT=$HERE/$name.$ext
-    TMP=$WORK/$name
-    rm -rf "$OUT" "$TMP"
-    rm -f "$ORACLES/$name".*
-    mkdir -p "$TMP"
+    stage=$WORK/stage.$name
+    rm -rf "$stage"
+    mkdir -p "$stage/oracles" "$stage/tmp"
+    OUT=$stage/$name.$ext
+    ORACLES=$stage/oracles
+    TMP=$stage/tmp
     "$func"
     [ "$DROPPED" -eq 0 ] && break
     echo "  $name: kernel dropped $DROPPED packets (attempt $attempt)" >&2
@@ -566,10 +581,15 @@ make_one() {
   [ "$DROPPED" -eq 0 ] || { echo "$name: packets dropped in every attempt" >&2; return 1; }
   size=$(stat -c %s "$OUT")
   [ "$size" -lt 1000000 ] || { echo "$name.$ext is $size bytes, over 1 MB" >&2; return 1; }
+  rm -f "$HERE/$name.pcap" "$HERE/$name.pcapng" "$DEST_ORACLES/$name".*
+  chmod 644 "$OUT" "$ORACLES"/*   # dumpcap creates its file 0600
+  mv "$OUT" "$HERE/"
+  mv "$ORACLES"/* "$DEST_ORACLES/"
+  rm -rf "$stage"
   printf '%-32s %8d bytes\n' "$name.$ext" "$size"
 }
 
-mkdir -p "$ORACLES"
+mkdir -p "$DEST_ORACLES"
 start=$SECONDS
 for entry in "${CAPTURES[@]}"; do
   read -r name ext func <<<"$entry"

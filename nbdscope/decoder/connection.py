@@ -89,8 +89,8 @@ class _Sink:
 class _Side:
     """Receive state of one direction."""
 
-    __slots__ = ("after_gap", "buf", "dir", "frame", "pos", "resync_from", "sink", "skip", "skipped", "state",
-                 "time")
+    __slots__ = ("after_gap", "buf", "dir", "fed", "frame", "payload", "pos", "resync_from", "sink", "skip",
+                 "skip_data", "skipped", "state", "time")
 
     def __init__(self, direction: Direction, state: str) -> None:
         self.dir: Direction = direction
@@ -104,6 +104,9 @@ class _Side:
         self.skipped = 0  # bytes dropped while hunting for sync
         self.after_gap = False  # hunting because the capture lost bytes, not because the peer sent garbage
         self.sink: _Sink | None = None  # collects the payload being skipped, when data is wanted
+        self.fed = 0  # stream offset just past the last byte fed; buf holds the bytes before it
+        self.skip_data = False  # the bytes being skipped are read or write data
+        self.payload: list[tuple[int, int]] | None = None  # stream ranges of read/write data, when tracked
 
     def avail(self) -> int:
         return len(self.buf) - self.pos
@@ -112,7 +115,7 @@ class _Side:
 class Connection:
     """Decoder state machine for one NBD connection (both directions)."""
 
-    def __init__(self, *, saw_start: bool = True, keep_data: bool = False) -> None:
+    def __init__(self, *, saw_start: bool = True, keep_data: bool = False, track_payload: bool = False) -> None:
         self.saw_start = saw_start
         self.keep_data = keep_data
         if saw_start:
@@ -123,6 +126,8 @@ class Connection:
             self._s = _Side("s2c", "hunt")
             self._c.resync_from = self._s.resync_from = "any"
             self._c.after_gap = self._s.after_gap = True  # the capture began part-way through
+        if track_payload:
+            self._c.payload, self._s.payload = [], []
         self.style: str = "unknown"
         self.handshake_flags = 0
         self.client_flags = 0
@@ -151,8 +156,11 @@ class Connection:
     def feed(self, direction: Direction, data: bytes, *, frame: int, time: float) -> list[ev.Event]:
         side = self._c if direction == "c2s" else self._s
         side.frame, side.time = frame, time
+        side.fed += len(data)
         if side.skip >= len(data) and side.pos == len(side.buf) and side.sink is None:
             side.skip -= len(data)  # inside a read or write payload: nothing to decode
+            if side.payload is not None and side.skip_data:
+                side.payload.append((side.fed - len(data), side.fed))
             return []
         self._out = out = []
         start = 0
@@ -162,6 +170,8 @@ class Connection:
         if side.skip and not side.avail():
             start = min(side.skip, len(data))
             side.skip -= start
+            if side.payload is not None and side.skip_data:
+                side.payload.append((side.fed - len(data), side.fed - len(data) + start))
             if side.sink is not None:
                 side.sink.parts.append(bytes(data[:start]))
                 if not side.skip:
@@ -171,9 +181,16 @@ class Connection:
         self._pump()
         return out
 
+    def take_payload_ranges(self, direction: Direction) -> list[tuple[int, int]]:
+        """Stream ranges of read and write data found since the last call (track_payload)."""
+        side = self._c if direction == "c2s" else self._s
+        ranges, side.payload = side.payload or [], [] if side.payload is not None else None
+        return ranges
+
     def gap(self, direction: Direction, nbytes: int, *, frame: int, time: float) -> list[ev.Event]:
         side = self._c if direction == "c2s" else self._s
         side.frame, side.time = frame, time
+        side.fed += nbytes
         self._out = out = []
         phase = self._phase()
         if side.state == "tls":
@@ -220,12 +237,18 @@ class Connection:
         self._out.append(event)
         return event
 
-    def _consume(self, side: _Side, n: int, payload: int = 0, sink: _Sink | None = None) -> None:
+    def _consume(self, side: _Side, n: int, payload: int = 0, sink: _Sink | None = None,
+                 is_data: bool = False) -> None:
         """Drop a parsed header of ``n`` bytes and arrange to skip ``payload`` more
-        (handing the payload to ``sink`` when data is wanted)."""
+        (handing the payload to ``sink`` when data is wanted; ``is_data``: it is read or
+        write data, which redaction hides)."""
         side.pos += n
+        side.skip_data = is_data
         if payload:
             take = min(payload, side.avail())
+            if side.payload is not None and take and is_data:
+                at = side.fed - len(side.buf) + side.pos
+                side.payload.append((at, at + take))
             if sink is not None:
                 sink.parts.append(bytes(side.buf[side.pos:side.pos + take]))
                 side.sink = sink
@@ -494,7 +517,7 @@ class Connection:
         self._emit(ev.Request, side, cookie=cookie, command=cmd, flags=flags, offset=offset, length=length,
                    extended=extended, payload_length=payload, **extra)
         self._consume(side, hsize, payload, self._sink(cookie, offset, "write", payload)
-                      if cmd == Cmd.WRITE and payload else None)
+                      if cmd == Cmd.WRITE and payload else None, is_data=cmd == Cmd.WRITE)
         self.in_flight[cookie] = _Flight(cmd, flags, offset, extra.get("effect_length", length), side.frame, side.time)
         if cmd == Cmd.DISC:
             self.disc = True
@@ -567,7 +590,8 @@ class Connection:
         self._emit(ev.SimpleReply, side, error=error, data_length=data,
                    **self._reply_fields(side, cookie, True, error != 0))
         self._consume(side, SIMPLE_REPLY_HEADER, data or 0,
-                      self._sink(cookie, flight.offset, "read", data) if data and flight is not None else None)
+                      self._sink(cookie, flight.offset, "read", data) if data and flight is not None else None,
+                      is_data=True)
         if data is None:
             side.resync_from, side.state = "replies", "hunt"
         if not self.transmission:
@@ -593,7 +617,7 @@ class Connection:
         sink = None
         if rtype == ReplyType.OFFSET_DATA and "data_length" in fields:
             sink = self._sink(cookie, fields["offset"], "read", fields["data_length"])
-        self._consume(side, hsize + keep, length - keep, sink)
+        self._consume(side, hsize + keep, length - keep, sink, is_data=rtype == ReplyType.OFFSET_DATA)
         if not self.transmission:
             self._begin_mid_stream(side)
         return True

@@ -46,7 +46,7 @@ class Peer:
         structured = False
         while True:
             magic, opt, length = struct.unpack(">8sII", await r.readexactly(16))
-            await r.readexactly(length)  # option payloads are not needed by this peer
+            payload = await r.readexactly(length)
             if magic != IHAVEOPT:
                 return
             if opt == OPT_EXPORT_NAME:
@@ -59,8 +59,9 @@ class Peer:
                 structured = True
                 w.write(struct.pack(">QIII", REP_MAGIC, opt, REP_ACK, 0))
             elif opt == OPT_SET_META and structured:
-                name = b"base:allocation"
-                w.write(struct.pack(">QIII", REP_MAGIC, opt, REP_META, 4 + len(name)) + struct.pack(">I", 1) + name)
+                name = b"base:allocation"  # the only context this peer knows, id 1
+                if name in _meta_queries(payload):
+                    w.write(struct.pack(">QIII", REP_MAGIC, opt, REP_META, 4 + len(name)) + struct.pack(">I", 1) + name)
                 w.write(struct.pack(">QIII", REP_MAGIC, opt, REP_ACK, 0))
             elif opt in (OPT_INFO, OPT_GO):
                 info = struct.pack(">HQH", 0, a.size, a.tflags)
@@ -109,6 +110,23 @@ class Peer:
             else:
                 w.write(struct.pack(">IIQ", SIMPLE_MAGIC, EINVAL, cookie))
             await w.drain()
+
+
+def _meta_queries(payload: bytes) -> list[bytes]:
+    """The context names asked for in a SET_META_CONTEXT payload (export name, then queries)."""
+    try:
+        (skip,) = struct.unpack_from(">I", payload)
+        pos = 4 + skip
+        (count,) = struct.unpack_from(">I", payload, pos)
+        pos += 4
+        names = []
+        for _ in range(count):
+            (n,) = struct.unpack_from(">I", payload, pos)
+            names.append(payload[pos + 4:pos + 4 + n])
+            pos += 4 + n
+        return names
+    except struct.error:
+        return []
 
 
 def _extents(text: str) -> list[tuple[int, int]]:

@@ -183,3 +183,18 @@ def test_garbage_in_transmission_is_malformed_not_fatal() -> None:
     bad = of(events, ev.Malformed)
     assert len(bad) == 1 and bad[0].what == "bad-magic"
     assert [r.cookie for r in of(events, ev.SimpleReply)] == [1]
+
+
+def test_payload_ranges_are_tracked_for_redaction() -> None:
+    conn = Connection(track_payload=True)
+    for i, (d, data) in enumerate(go_handshake(structured=False)):
+        conn.feed(d, data, frame=i, time=0)  # type: ignore[arg-type]
+    c_base = conn._c.fed
+    blob = w.request(WRITE, 1, 0, 10, data=b"0123456789") + w.request(READ, 2, 0, 6)
+    conn.feed("c2s", blob[:30], frame=50, time=0)
+    conn.feed("c2s", blob[30:], frame=51, time=0)
+    assert conn.take_payload_ranges("c2s") == [(c_base + 28, c_base + 30), (c_base + 30, c_base + 38)]
+    s_base = conn._s.fed
+    conn.feed("s2c", w.simple_reply(1) + w.simple_reply(2, 0, b"abcdef"), frame=52, time=0)
+    assert conn.take_payload_ranges("s2c") == [(s_base + 32, s_base + 38)]
+    assert conn.take_payload_ranges("s2c") == []
