@@ -40,6 +40,18 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--verify-data", action="store_true",
                    help="also compare read data with earlier writes (stale-read); slower")
 
+    x = sub.add_parser("proxy", help="transparent relay between an NBD client and server, decoding live")
+    x.add_argument("--listen", required=True, metavar="ADDR", help="HOST:PORT, [IPV6]:PORT, :PORT or unix:/path")
+    x.add_argument("--upstream", required=True, metavar="ADDR", help="the real server, same forms")
+    x.add_argument("--jsonl", metavar="FILE", help="write the decoded timeline and anomalies as JSON lines")
+    x.add_argument("--pcapng", metavar="FILE", help="write what passed as a capture")
+    x.add_argument("--quiet", action="store_true", help="no console timeline (anomalies are still shown)")
+    x.add_argument("--set-flags", default="", metavar="BITS", help="set these transmission flags (names or bits)")
+    x.add_argument("--clear-flags", default="", metavar="BITS", help="clear these transmission flags")
+    x.add_argument("--redact", action="store_true", help="zero read/write data in the pcapng (JSONL has none)")
+    x.add_argument("--grace", type=float, default=5.0, metavar="S", help="seconds open sessions get at shutdown")
+    x.add_argument("--tui", action="store_true", help="terminal UI (not available yet)")
+
     r = sub.add_parser("rules", help="list every anomaly rule")
     r.add_argument("--format", choices=("text", "json"), default="text")
     return p
@@ -51,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "analyze":
             return analyze(args)
+        if args.command == "proxy":
+            return proxy(args)
         return rules(args)
     except UsageError as exc:
         print(f"nbdscope: error: {exc}", file=sys.stderr)
@@ -158,6 +172,27 @@ def _exit_code(fail_on: str, result: Result) -> int:
         return EXIT_OK
     threshold = SEVERITY_RANK[fail_on]
     return EXIT_ANOMALY if any(SEVERITY_RANK[a.severity] >= threshold for a in result.anomalies) else EXIT_OK
+
+
+def proxy(args: argparse.Namespace) -> int:
+    from nbdscope.proxy.addresses import parse_address
+    from nbdscope.proxy.rewrite import parse_bits
+    from nbdscope.proxy.run import run_proxy
+
+    if args.tui:
+        raise UsageError("--tui: the terminal UI is not available yet")
+    try:
+        listen, upstream = parse_address(args.listen), parse_address(args.upstream)
+        set_mask, clear_mask = parse_bits(args.set_flags), parse_bits(args.clear_flags)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    with ExitStack() as stack:
+        try:
+            return run_proxy(listen, upstream, jsonl=args.jsonl, pcapng=args.pcapng, quiet=args.quiet,
+                             set_mask=set_mask, clear_mask=clear_mask, redact=args.redact, grace=args.grace,
+                             stack=stack)
+        except OSError as exc:
+            raise UsageError(f"{exc.filename or args.listen}: {exc.strerror or exc}") from None
 
 
 def rules(args: argparse.Namespace) -> int:

@@ -29,8 +29,10 @@ class Engine:
     """Streaming analysis: memory follows open connections, not the input size."""
 
     def __init__(self, *, rules: Iterable[type[Rule]] = ALL_RULES, on_message: MessageListener | None = None,
-                 on_anomaly: AnomalyListener | None = None, keep_data: bool = False) -> None:
+                 on_anomaly: AnomalyListener | None = None, keep_data: bool = False,
+                 track_payload: bool = False) -> None:
         self.keep_data = keep_data
+        self.track_payload = track_payload
         self.sessions: list[Session] = []
         self.anomalies: list[Anomaly] = []
         self.problems: list[it.CaptureProblem] = []
@@ -67,7 +69,8 @@ class Engine:
                               source=item.source, first_frame=item.frame, saw_start=item.saw_start,
                               start_time=item.time)
             self.sessions.append(session)
-            self._open[item.conn] = (session, Connection(saw_start=item.saw_start, keep_data=self.keep_data))
+            self._open[item.conn] = (session, Connection(saw_start=item.saw_start, keep_data=self.keep_data,
+                                                              track_payload=self.track_payload))
             return
         entry = self._open.get(item.conn)
         if entry is None:
@@ -82,6 +85,10 @@ class Engine:
             del self._open[item.conn]
         for event in events:
             self._dispatch(session, event)
+
+    def connection(self, conn: int) -> Connection | None:
+        entry = self._open.get(conn)
+        return entry[1] if entry else None
 
     def _dispatch(self, session: Session, event: ev.Event) -> None:
         session.observe(event)

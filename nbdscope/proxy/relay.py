@@ -19,7 +19,7 @@ from nbdscope.analysis.engine import Engine
 from nbdscope.capture import items as it
 from nbdscope.proxy.addresses import Address
 from nbdscope.proxy.rewrite import FlagRewriter
-from nbdscope.report.pcapng import PcapngWriter
+from nbdscope.report.pcapng import MAX_SEGMENT, PcapngWriter
 
 CHUNK = 1 << 18
 MADE_UP_CLIENT, MADE_UP_SERVER = "192.0.2.1", "192.0.2.2"  # documentation range: not a real host
@@ -43,12 +43,14 @@ class RelayStats:
 
 class Relay:
     def __init__(self, listen: Address, upstream: Address, engine: Engine, pcap: PcapngWriter, *,
-                 rewriter: Callable[[], FlagRewriter] | None = None, grace: float = 5.0,
+                 rewriter: Callable[[], FlagRewriter] | None = None, grace: float = 5.0, redact: bool = False,
                  log: Callable[[str], None] = lambda line: print(line, file=sys.stderr)) -> None:
         self.listen, self.upstream = listen, upstream
         self.engine, self.pcap = engine, pcap
         self.make_rewriter = rewriter
         self.grace = grace
+        self.redact = redact
+        self.offsets: dict[tuple[int, str], int] = {}  # stream offset per session and direction
         self.log = log
         self.stats = RelayStats()
         self.tasks: set[asyncio.Task[None]] = set()
@@ -141,8 +143,11 @@ class Relay:
             self.stats.open -= 1
             now = time.time()
             by = closed_by[0] if closed_by else "c2s"
-            frame = self.pcap.close(conn, by, now)  # type: ignore[arg-type]
+            frame = self.pcap.frames + 2  # the second FIN closes the connection in a capture too
             self._observe(it.StreamClose(conn, "fin", frame, now, by))  # type: ignore[arg-type]
+            self.pcap.close(conn, by, now)  # type: ignore[arg-type]
+            self.offsets.pop((conn, "c2s"), None)
+            self.offsets.pop((conn, "s2c"), None)
 
     async def _pump(self, conn: int, direction: str, src: asyncio.StreamReader, dst: asyncio.StreamWriter,
                     rewriter: FlagRewriter | None, closed_by: list[str]) -> None:
@@ -165,8 +170,12 @@ class Relay:
                     if comment:
                         self.log(f"proxy: session {conn}: {comment}")
                     now = time.time()
-                    frame = self.pcap.data(conn, direction, data, now, comment)  # type: ignore[arg-type]
-                    self._observe(it.StreamData(conn, direction, data, frame, now))  # type: ignore[arg-type]
+                    # decoded segment by segment, with the frame numbers the pcapng will give them
+                    for j, at in enumerate(range(0, len(data), MAX_SEGMENT)):
+                        self._observe(it.StreamData(conn, direction, data[at:at + MAX_SEGMENT],  # type: ignore[arg-type]
+                                                    self.pcap.frames + j + 1, now))
+                    self.pcap.data(conn, direction, self._redacted(conn, direction, data), now,  # type: ignore[arg-type]
+                                   comment)
                     await dst.drain()
         except (ConnectionError, OSError):
             pass
@@ -176,6 +185,22 @@ class Relay:
             with contextlib.suppress(OSError, RuntimeError):
                 if dst.can_write_eof():
                     dst.write_eof()  # pass the half-close on
+
+    def _redacted(self, conn: int, direction: str, data: bytes) -> bytes:
+        """The chunk with read and write data zeroed (headers and lengths kept), if asked."""
+        start = self.offsets.get((conn, direction), 0)
+        self.offsets[(conn, direction)] = start + len(data)
+        if not self.redact:
+            return data
+        decoder = self.engine.connection(conn)
+        if decoder is None:
+            return data
+        out = bytearray(data)
+        for lo, hi in decoder.take_payload_ranges(direction):  # type: ignore[arg-type]
+            a, b = max(lo, start) - start, min(hi, start + len(data)) - start
+            if a < b:
+                out[a:b] = bytes(b - a)
+        return bytes(out)
 
     def _observe(self, item: it.StreamItem) -> None:
         try:

@@ -1,0 +1,1 @@
+"""The transparent debugging relay (`nbdscope proxy`)."""

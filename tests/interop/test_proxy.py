@@ -1,0 +1,155 @@
+"""nbdscope proxy between real clients and servers: data intact end to end, the
+pcapng it writes re-analyses to what it reported live, Unix sockets, the seed's
+flag rewrite against real peers, garbage and many connections without leaks."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from tests.live import free_port, nbdsh, process, run
+from tests.oracles import jsonl, report
+
+pytestmark = [pytest.mark.interop,
+              pytest.mark.skipif(not all(shutil.which(t) for t in ("nbdkit", "nbdcopy", "nbdinfo", "qemu-img")),
+                                 reason="needs nbdkit, libnbd tools and qemu-img")]
+
+
+@contextmanager
+def proxy(tmp: Path, listen: str, upstream: str, *args: str) -> Iterator[subprocess.Popen[str]]:
+    cmd = [sys.executable, "-m", "nbdscope", "proxy", "--listen", listen, "--upstream", upstream, "--quiet",
+           "--jsonl", str(tmp / "live.jsonl"), "--pcapng", str(tmp / "live.pcapng"), *args]
+    proc = subprocess.Popen(cmd, stdout=open(tmp / "proxy.out", "w"), stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()  # "listening on ..." once it accepts
+        assert "listening on" in line, line
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_copies_through_the_proxy_arrive_intact_and_the_pcapng_agrees(tmp_path: Path) -> None:
+    up, front = free_port(), free_port()
+    src = tmp_path / "src.bin"
+    src.write_bytes(os.urandom(3 << 20))
+    server = ["nbdkit", "-f", "-p", str(up), "-i", "127.0.0.1", "memory", "3M"]
+    with process(server, port=up), proxy(tmp_path, f"127.0.0.1:{front}", f"127.0.0.1:{up}") as px:
+        uri = f"nbd://127.0.0.1:{front}"
+        run(["nbdcopy", "--connections=4", "--threads=4", str(src), uri])
+        run(["nbdcopy", uri, str(tmp_path / "back.bin")])
+        run(["qemu-img", "convert", "-f", "raw", "-O", "raw", uri, str(tmp_path / "qemu.bin")])
+    assert px.returncode == 0
+    assert sha(tmp_path / "back.bin") == sha(src) == sha(tmp_path / "qemu.bin")
+    live = [json.loads(x) for x in (tmp_path / "live.jsonl").read_text().splitlines()]
+    again = jsonl(tmp_path / "live.pcapng")
+    key = ("session", "frame", "type", "cookie", "offset", "length")
+    assert [tuple(r.get(k) for k in key) for r in live] == [tuple(r.get(k) for k in key) for r in again]
+    assert sum(1 for r in live if r["type"] == "NBD_CMD_WRITE") >= 12
+    # tshark opens the proxy's capture too
+    out = subprocess.run(["tshark", "-r", str(tmp_path / "live.pcapng"), "-Y", "nbd"], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0 and "Write Request" in out.stdout
+
+
+def test_unix_socket_in_front_of_tcp(tmp_path: Path) -> None:
+    up = free_port()
+    sock = tmp_path / "nbd.sock"
+    server = ["nbdkit", "-f", "-p", str(up), "-i", "127.0.0.1", "pattern", "1M"]
+    with process(server, port=up), proxy(tmp_path, f"unix:{sock}", f"127.0.0.1:{up}"):
+        info = json.loads(run(["nbdinfo", "--json", f"nbd+unix:///?socket={sock}"]))
+        run(["qemu-img", "convert", "-f", "raw", "-O", "raw", f"nbd+unix:///?socket={sock}",
+             str(tmp_path / "copy.bin")])
+    pattern = b"".join(i.to_bytes(8, "big") for i in range(0, 1 << 20, 8))  # nbdkit pattern's contents
+    assert info["exports"][0]["export-size"] == 1 << 20
+    assert (tmp_path / "copy.bin").read_bytes() == pattern
+    rep = report(tmp_path / "live.pcapng")
+    assert rep["sessions"][0]["client"].startswith("192.0.2.")  # made-up addresses, and a comment says so
+    comments = subprocess.run(["tshark", "-r", str(tmp_path / "live.pcapng"), "-T", "fields", "-e",
+                               "frame.comment"], capture_output=True, text=True, timeout=60).stdout
+    assert "made-up addresses" in comments and str(sock) in comments
+
+
+def test_flag_rewrite_reproduces_the_qemu_3_0_server(tmp_path: Path) -> None:
+    up, front = free_port(), free_port()
+    server = ["nbdkit", "-f", "-p", str(up), "-i", "127.0.0.1", "memory", "1M"]
+    with process(server, port=up), proxy(tmp_path, f"127.0.0.1:{front}", f"127.0.0.1:{up}",
+                                          "--set-flags", "CAN_MULTI_CONN", "--clear-flags", "SEND_CACHE,11"):
+        info = json.loads(run(["nbdinfo", "--json", f"nbd://127.0.0.1:{front}"]))["exports"][0]
+        run(nbdsh(f"nbd://127.0.0.1:{front}", "h.set_strict_mode(0)\nh.cache(4096, 0)\nh.shutdown()\n"))
+    # the client's own reading of the flags shows the rewrite
+    assert info["can_multi_conn"] is True and info["can_cache"] is False and info["can_fast_zero"] is False
+    rep = report(tmp_path / "live.pcapng")
+    hits = [a for a in rep["anomalies"] if a["rule"] == "cache-flag-mismatch"]
+    assert {a["blame"] for a in hits} == {"client", "server"}  # nbdkit really caches, so it answers success
+    comments = subprocess.run(["tshark", "-r", str(tmp_path / "live.pcapng"), "-T", "fields", "-e",
+                               "frame.comment"], capture_output=True, text=True, timeout=60).stdout
+    assert "rewrote transmission flags" in comments
+
+
+def test_redact_keeps_headers_and_zeroes_data(tmp_path: Path) -> None:
+    up, front = free_port(), free_port()
+    secret = b"TOP-SECRET-" * 400
+    server = ["nbdkit", "-f", "-p", str(up), "-i", "127.0.0.1", "memory", "1M"]
+    with process(server, port=up), proxy(tmp_path, f"127.0.0.1:{front}", f"127.0.0.1:{up}", "--redact"):
+        run(nbdsh(f"nbd://127.0.0.1:{front}", f"h.pwrite({secret!r}, 0)\nassert h.pread({len(secret)}, 0) == "
+                                                  f"{secret!r}\nh.shutdown()\n"))
+    raw = (tmp_path / "live.pcapng").read_bytes()
+    assert b"TOP-SECRET" not in raw
+    again = jsonl(tmp_path / "live.pcapng")
+    assert [r["length"] for r in again if r["type"] in ("NBD_CMD_WRITE", "NBD_CMD_READ")] == [len(secret)] * 2
+
+
+def test_garbage_and_many_connections_leave_no_leak(tmp_path: Path) -> None:
+    up, front = free_port(), free_port()
+    server = ["nbdkit", "-f", "-p", str(up), "-i", "127.0.0.1", "memory", "1M"]
+    with process(server, port=up), proxy(tmp_path, f"127.0.0.1:{front}", f"127.0.0.1:{up}") as px:
+        baseline = len(os.listdir(f"/proc/{px.pid}/fd"))
+        with socket.create_connection(("127.0.0.1", front)) as s:  # garbage with a hostile length
+            s.recv(18)
+            s.sendall(b"\x00\x00\x00\x03" + b"IHAVEOPT" + b"\x00\x00\x00\x07" + b"\xff\xff\xff\xff" + b"junk" * 64)
+            time.sleep(0.2)
+        for _ in range(200):  # connections that open and vanish
+            with socket.create_connection(("127.0.0.1", front)):
+                pass
+        assert json.loads(run(["nbdinfo", "--json", f"nbd://127.0.0.1:{front}"]))["exports"][0]["export-size"]
+        deadline = time.monotonic() + 10
+        while len(os.listdir(f"/proc/{px.pid}/fd")) > baseline and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(os.listdir(f"/proc/{px.pid}/fd")) <= baseline
+    assert px.returncode == 0
+    assert px.stderr is not None
+    summary = px.stderr.read()
+    assert "202 sessions" in summary or "203 sessions" in summary
+
+
+def test_upstream_refusing_is_logged_and_survived(tmp_path: Path) -> None:
+    front = free_port()
+    dead = free_port()  # nothing listens there
+    with proxy(tmp_path, f"127.0.0.1:{front}", f"127.0.0.1:{dead}") as px:
+        out = subprocess.run(["nbdinfo", f"nbd://127.0.0.1:{front}"], capture_output=True, text=True, timeout=30)
+        assert out.returncode != 0
+    assert px.stderr is not None
+    err = px.stderr.read()
+    assert "refused" in err and "1 upstream failures" in err
