@@ -1,5 +1,5 @@
 """Running real NBD peers and tcpdump on loopback, for the live tests and for
-captures/make_captures.py. Every process is stopped by its PID; every wait is bounded."""
+the benchmarks. Every process is stopped by its PID; every wait is bounded."""
 
 from __future__ import annotations
 

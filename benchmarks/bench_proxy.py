@@ -1,0 +1,96 @@
+#!/usr/bin/env python3
+"""nbdscope proxy against a direct connection and against nbdkit's nbd plugin used
+as a relay, in one run on loopback: nbdcopy reading and writing SIZE with 4
+connections (nbdkit memory server), and fio's nbd engine at 4k random reads with
+iodepth 1 and 16. The proxy runs with live decoding and a JSONL log on.
+
+    python3 benchmarks/bench_proxy.py [--size 1G] [--fio-seconds 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from tests.live import free_port, process, run  # noqa: E402
+
+
+@contextmanager
+def relay(kind: str, upstream: int, work: Path) -> Iterator[int]:
+    """Yields the port clients should use: the server itself, nbdscope proxy, or nbdkit nbd."""
+    if kind == "direct":
+        yield upstream
+        return
+    port = free_port()
+    if kind == "nbdscope":
+        cmd = [sys.executable, "-m", "nbdscope", "proxy", "--listen", f"127.0.0.1:{port}", "--upstream",
+               f"127.0.0.1:{upstream}", "--quiet", "--jsonl", str(work / "proxy.jsonl")]
+    else:
+        cmd = ["nbdkit", "-f", "-p", str(port), "-i", "127.0.0.1", "nbd", f"uri=nbd://127.0.0.1:{upstream}"]
+    with process(cmd, port=port):
+        yield port
+
+
+def nbdcopy(args: list[str]) -> float:
+    start = time.monotonic()
+    run(["nbdcopy", "--connections=4", "--threads=4", *args], timeout=600)
+    return time.monotonic() - start
+
+
+def fio(port: int, iodepth: int, seconds: int) -> tuple[float, float]:
+    out = run(["fio", "--name=bench", "--ioengine=nbd", f"--uri=nbd://127.0.0.1:{port}", "--rw=randread",
+               "--bs=4k", f"--iodepth={iodepth}", "--size=256M", "--time_based", f"--runtime={seconds}",
+               "--output-format=json"], timeout=seconds + 60)
+    job = json.loads(out[out.index("{"):])["jobs"][0]["read"]
+    return job["iops"], job["lat_ns"]["mean"] / 1000
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--size", default="1G")
+    p.add_argument("--fio-seconds", type=int, default=10)
+    args = p.parse_args()
+    rows: list[tuple[str, str, str]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        up = free_port()
+        with process(["nbdkit", "-f", "-p", str(up), "-i", "127.0.0.1", "memory", args.size], port=up):
+            src = work / "src.raw"
+            run(["nbdcopy", "--", "[", "nbdkit", "pattern", args.size, "]", str(src)], timeout=600)
+            results: dict[str, dict[str, float]] = {}
+            for kind in ("direct", "nbdkit-nbd", "nbdscope"):
+                with relay(kind, up, work) as port:
+                    uri = f"nbd://127.0.0.1:{port}"
+                    r = results[kind] = {}
+                    r["write_s"] = nbdcopy([str(src), uri])
+                    r["read_s"] = nbdcopy([uri, "null:"])
+                    r["qd1_iops"], r["qd1_lat_us"] = fio(port, 1, args.fio_seconds)
+                    r["qd16_iops"], r["qd16_lat_us"] = fio(port, 16, args.fio_seconds)
+                print(f"{kind}: {r}", flush=True)
+    d, n, s = results["direct"], results["nbdkit-nbd"], results["nbdscope"]
+    print(f"\n{'':<28}{'direct':>10}{'nbdkit nbd':>12}{'nbdscope':>10}{'nbdscope vs nbdkit':>20}")
+    for key, label, better_low in (("read_s", f"nbdcopy read {args.size} (s)", True),
+                                   ("write_s", f"nbdcopy write {args.size} (s)", True),
+                                   ("qd1_iops", "fio 4k randread QD1 IOPS", False),
+                                   ("qd1_lat_us", "  mean latency (us)", True),
+                                   ("qd16_iops", "fio 4k randread QD16 IOPS", False),
+                                   ("qd16_lat_us", "  mean latency (us)", True)):
+        ratio = n[key] / s[key] if better_low else s[key] / n[key]
+        print(f"{label:<28}{d[key]:>10.2f}{n[key]:>12.2f}{s[key]:>10.2f}{ratio:>19.2f}x")
+        rows.append((label, f"{s[key]:.2f}", f"{ratio:.2f}"))
+    met = all(float(r[2]) >= 1.0 for r in rows)
+    print(f"\ntarget (nbdscope proxy at least as fast as the nbdkit nbd plugin on every row): "
+          f"{'met' if met else 'NOT met'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
