@@ -77,6 +77,7 @@ class FlagField:
             self.defined_mask |= b.mask
         self._by_number = {b.number: b for b in bits}
         self._by_name = {b.name: b for b in bits}
+        self._described: dict[int, dict[str, object]] = {}
 
     def bit(self, number: int) -> Bit | None:
         return self._by_number.get(number)
@@ -98,7 +99,19 @@ class FlagField:
         return out
 
     def describe(self, value: int) -> dict[str, object]:
-        """The JSON shape of CONTRACT.md: every defined bit, plus any undefined set bit."""
+        """The JSON shape of CONTRACT.md: every defined bit, plus any undefined set bit.
+
+        Cached per value (a flags field takes few distinct values); callers must not
+        modify the result."""
+        cached = self._described.get(value)
+        if cached is not None:
+            return cached
+        if len(self._described) < 4096:
+            cached = self._described[value] = self._describe(value)
+            return cached
+        return self._describe(value)
+
+    def _describe(self, value: int) -> dict[str, object]:
         bits: list[dict[str, object]] = [
             {"bit": b.number, "name": b.name, "set": bool(value & b.mask)} for b in self.bits
         ]
