@@ -346,3 +346,15 @@ def test_capture_gap_and_malformed_message() -> None:
     assert len(gaps) == 1 and gaps[0].blame == "capture" and gaps[0].values["nbytes"] == 60
     bad = found(result, "malformed-message")
     assert bad and bad[0].blame == "client" and bad[0].frame == 51
+
+
+def test_fragmented_reply_to_a_df_read_and_empty_hole() -> None:
+    script = handshake(HAS_FLAGS | SEND_DF) + [
+        ("c2s", w.request(READ, 1, 0, 1024, flags=1 << 2)),
+        ("s2c", w.chunk(1, 1, (0).to_bytes(8, "big") + bytes(512))),
+        ("s2c", w.chunk(1, 1, (512).to_bytes(8, "big") + bytes(512), DONE)),
+        ("c2s", w.request(READ, 2, 0, 512)),
+        ("s2c", w.chunk(2, 2, (0).to_bytes(8, "big") + (0).to_bytes(4, "big"))),
+        ("s2c", w.chunk(2, 1, (0).to_bytes(8, "big") + bytes(512), DONE))]
+    msgs = [a.message for a in found(analyze(script), "bad-reply-chunk")]
+    assert sum("NBD_CMD_FLAG_DF" in m for m in msgs) == 1 and sum("hole size of 0" in m for m in msgs) == 1

@@ -25,6 +25,7 @@ class _Open:
     length: int
     request_frame: int
     chunks: int = 0
+    content_chunks: int = 0  # OFFSET_DATA and OFFSET_HOLE chunks
     errors: int = 0
     covered: list[tuple[int, int]] = field(default_factory=list)  # read ranges delivered
     contexts: set[int] = field(default_factory=set)
@@ -194,6 +195,14 @@ class BadReplyChunk(_TrackingRule):
             self.flag(session, event, f"{name} does not match the header style agreed", cookie=cookie)
         if event.error is not None:
             o.errors += 1
+        if rtype == ReplyType.OFFSET_HOLE and event.hole_length == 0:
+            self.flag(session, event, "NBD_REPLY_TYPE_OFFSET_HOLE with a hole size of 0 (must be nonzero)",
+                      cookie=cookie)
+        if rtype in (ReplyType.OFFSET_DATA, ReplyType.OFFSET_HOLE):
+            o.content_chunks += 1
+            if o.content_chunks == 2 and (event.request_flags or 0) & CommandFlag.DF:
+                self.flag(session, event, "a second content chunk for a read sent with NBD_CMD_FLAG_DF "
+                          "(the reply must not be fragmented)", cookie=cookie)
         if event.offset is not None and rtype in (ReplyType.OFFSET_DATA, ReplyType.OFFSET_HOLE,
                                                   ReplyType.ERROR_OFFSET):
             extent = event.data_length or event.hole_length or (1 if rtype == ReplyType.ERROR_OFFSET else 0)
