@@ -96,7 +96,8 @@ class Engine:
             self._on_message(session, event)
         listeners = self._listeners.get(type(event))
         if listeners is None:
-            listeners = self._listeners[type(event)] = [r for r in self.rules if isinstance(event, r.EVENTS)]
+            listeners = self._listeners[type(event)] = [
+                r for r in self.rules if isinstance(event, r.EVENTS) and (self.keep_data or not r.NEEDS_DATA)]
         for rule in listeners:
             rule.on_event(session, event)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import sys
@@ -20,6 +21,8 @@ from nbdscope.report.pcapng import PcapngWriter
 from nbdscope.report.records import message_record
 from nbdscope.report.timeline import message_line
 
+FLUSH_EVERY = 0.25  # seconds
+
 
 def run_proxy(listen: Address, upstream: Address, *, jsonl: str | None, pcapng: str | None, quiet: bool,
               set_mask: int, clear_mask: int, redact: bool, grace: float, stack: ExitStack) -> int:
@@ -33,8 +36,7 @@ def run_proxy(listen: Address, upstream: Address, *, jsonl: str | None, pcapng: 
             out.flush()
         if jsonl_file is not None:
             record: dict[str, Any] = message_record(session.id, e, engine.t0())
-            jsonl_file.write(json.dumps(record) + "\n")
-            jsonl_file.flush()
+            jsonl_file.write(json.dumps(record) + "\n")  # flushed by the timer below and at exit
 
     def on_anomaly(a: Anomaly) -> None:
         out.write(f"ANOMALY {a.severity} {a.rule} blame={a.blame} {a.session} frame {a.frame}: {a.message}\n")
@@ -54,7 +56,11 @@ def run_proxy(listen: Address, upstream: Address, *, jsonl: str | None, pcapng: 
             loop.add_signal_handler(sig, stop.set)
         await relay.start()
         print(f"nbdscope proxy: listening on {listen}, relaying to {upstream}", file=sys.stderr, flush=True)
-        await stop.wait()
+        while not stop.is_set():  # flush the log a few times a second rather than per line
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), FLUSH_EVERY)
+            if jsonl_file is not None:
+                jsonl_file.flush()
         await relay.stop()
 
     try:

@@ -25,36 +25,33 @@ from nbdscope.spec.tables import FlagField
 _BASE = {"dir", "frame", "time", "phase"}
 
 
-def _flag_field(e: ev.Event, name: str) -> FlagField | None:
-    if name == "transmission_flags":
-        return TRANSMISSION_FLAGS
-    if name == "handshake_flags":
-        return HANDSHAKE_FLAGS
-    if name == "flags":
-        if isinstance(e, ev.Request):
-            return COMMAND_FLAGS
-        if isinstance(e, ev.ReplyChunk):
-            return REPLY_FLAGS
-        if isinstance(e, ev.ClientFlags):
-            return CLIENT_FLAGS
-    return None
-
-
 @cache
-def _names(cls: type) -> tuple[str, ...]:
-    return tuple(f.name for f in fields(cls) if f.name not in _BASE)
+def _plan(cls: type) -> tuple[tuple[str, object], ...]:
+    """Per event class, each field with how to render it (worked out once, used per message)."""
+    plan: list[tuple[str, object]] = []
+    for f in fields(cls):
+        if f.name in _BASE:
+            continue
+        table = None
+        if f.name == "transmission_flags":
+            table = TRANSMISSION_FLAGS
+        elif f.name == "handshake_flags":
+            table = HANDSHAKE_FLAGS
+        elif f.name == "flags":
+            table = {ev.Request: COMMAND_FLAGS, ev.ReplyChunk: REPLY_FLAGS, ev.ClientFlags: CLIENT_FLAGS}.get(cls)
+        plan.append((f.name, table if table is not None else f.name))
+    return tuple(plan)
 
 
 def message_record(session: str, e: ev.Event, t0: float) -> dict[str, Any]:
     rec: dict[str, Any] = {"session": session, "frame": e.frame, "time": round(e.time - t0, 6), "dir": e.dir,
                            "phase": e.phase, "type": event_type(e)}
-    for name in _names(type(e)):
+    for name, how in _plan(type(e)):
         value = getattr(e, name)
         if value is None or value == () or value == {}:
             continue
-        field_table = _flag_field(e, name)
-        if field_table is not None:
-            rec[name] = field_table.describe(value)
+        if isinstance(how, FlagField):
+            rec[name] = how.describe(value)
         elif name == "command":
             rec[name] = COMMANDS.name(value)
         elif name == "option":
@@ -73,6 +70,8 @@ def message_record(session: str, e: ev.Event, t0: float) -> dict[str, Any]:
             rec[name] = {str(k): v for k, v in value}
         elif name == "info_requests":
             rec[name] = [INFO_TYPES.name(v) for v in value]
+        elif name == "data":
+            continue  # payload bytes never go into the timeline
         else:
             rec[name] = value
     return rec

@@ -20,6 +20,7 @@ class Rule:
 
     INFO: ClassVar[RuleInfo]
     EVENTS: ClassVar[tuple[type[ev.Event], ...]] = (ev.Event,)  # what on_event is called for
+    NEEDS_DATA: ClassVar[bool] = False  # only meaningful when the decoder keeps payloads
 
     def __init__(self, report: Report, t0: Callable[[], float]) -> None:
         self._report = report

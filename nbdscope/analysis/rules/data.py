@@ -51,6 +51,7 @@ class StaleRead(Rule):
                     "advertised (needs --verify-data)")
     EVENTS = (ev.Request, ev.PayloadData, ev.SimpleReply, ev.ReplyChunk, ev.ConnectionEnd)
 
+    NEEDS_DATA = True
     MAX_REPORTS = 10  # per session: one broken cache produces thousands of findings
 
     def __init__(self, *args: object) -> None:
