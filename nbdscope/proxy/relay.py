@@ -2,7 +2,11 @@
 bytes are forwarded first and decoded after, so a decoder problem can never stall
 or alter the relay. What passes is fed, as stream items, to the same engine that
 analyses captures, and written as a pcapng whose frame numbers are the ones the
-live findings use."""
+live findings use.
+
+Built on asyncio protocols rather than streams: data goes from one transport to
+the other as it arrives, with no intermediate buffer, and back-pressure pauses
+reading from a side while the other side's write buffer is full."""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from nbdscope.analysis.engine import Engine
 from nbdscope.capture import items as it
@@ -21,8 +26,8 @@ from nbdscope.proxy.addresses import Address
 from nbdscope.proxy.rewrite import FlagRewriter
 from nbdscope.report.pcapng import MAX_SEGMENT, PcapngWriter
 
-CHUNK = 1 << 18
 MADE_UP_CLIENT, MADE_UP_SERVER = "192.0.2.1", "192.0.2.2"  # documentation range: not a real host
+OTHER = {"c2s": "s2c", "s2c": "c2s"}
 
 
 def _ipv4(host: object) -> str | None:
@@ -41,6 +46,169 @@ class RelayStats:
     decoder_errors: int = 0
 
 
+class _End(asyncio.Protocol):
+    """One socket of a session; ``direction`` is the direction of the bytes it receives."""
+
+    def __init__(self, session: _Session, direction: str) -> None:
+        self.session, self.direction = session, direction
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.session.made(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.session.forward(self.direction, data)
+
+    def eof_received(self) -> bool:
+        self.session.eof(self.direction)
+        return True  # keep the socket open: the other direction may still be talking
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.session.lost(self.direction)
+
+    def pause_writing(self) -> None:  # our outgoing buffer is full: stop reading the other side
+        peer = self.session.ends.get(OTHER[self.direction])
+        if peer is not None and peer.transport is not None:
+            peer.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        peer = self.session.ends.get(OTHER[self.direction])
+        if peer is not None and peer.transport is not None and not peer.transport.is_closing():
+            peer.transport.resume_reading()
+
+
+class _Session:
+    def __init__(self, relay: Relay, conn: int) -> None:
+        self.relay, self.conn = relay, conn
+        self.ends: dict[str, _End] = {}
+        self.rewriter = relay.make_rewriter() if relay.make_rewriter else None
+        self.closed_by: str | None = None
+        self.eofs: set[str] = set()
+        self.finished = False
+        self.started = False
+        self.offsets = {"c2s": 0, "s2c": 0}
+        self.done = asyncio.get_running_loop().create_future()
+
+    def made(self, end: _End) -> None:
+        self.ends[end.direction] = end
+        if end.direction == "c2s":  # the client: hold its bytes until the upstream is there
+            assert end.transport is not None
+            end.transport.pause_reading()
+            self.relay.track(asyncio.ensure_future(self._connect()))
+        elif self.finished or self.ends["c2s"].transport is None or self.ends["c2s"].transport.is_closing():
+            assert end.transport is not None
+            end.transport.close()  # the client left while we were connecting
+        else:
+            self._start()  # before the server's first bytes can arrive
+
+    async def _connect(self) -> None:
+        relay, loop = self.relay, asyncio.get_running_loop()
+        try:
+            if relay.upstream.is_unix:
+                await loop.create_unix_connection(lambda: _End(self, "s2c"), relay.upstream.path)
+            else:
+                await loop.create_connection(lambda: _End(self, "s2c"), relay.upstream.host, relay.upstream.port)
+        except OSError as exc:
+            relay.stats.upstream_failures += 1
+            relay.log(f"proxy: upstream {relay.upstream} refused session {self.conn}: {exc.strerror or exc}")
+            self._close_all()
+            self._finish(record=False)
+            return
+        client = self.ends["c2s"].transport
+        if client is None or client.is_closing() or self.finished:
+            self._close_all()
+            return
+        client.resume_reading()
+
+    def _start(self) -> None:
+        relay = self.relay
+        client = self.ends["c2s"].transport
+        assert client is not None
+        self.started = True
+        relay.stats.sessions += 1
+        relay.stats.open += 1
+        peer, made_up = relay.endpoints(self.conn, client)
+        now = time.time()
+        frame = relay.pcap.open(self.conn, peer[0], peer[1], now, made_up)
+        relay.observe(it.StreamOpen(self.conn, peer[0], peer[1], frame, now, True, "proxy"))
+
+    def forward(self, direction: str, data: bytes) -> None:
+        relay = self.relay
+        changes: list[tuple[int, int]] = []
+        if direction == "s2c" and self.rewriter is not None:
+            before = len(self.rewriter.changes)
+            data = self.rewriter.feed(data)
+            changes = self.rewriter.changes[before:]
+        target = self.ends.get(OTHER[direction])
+        if not data or target is None or target.transport is None:
+            return
+        target.transport.write(data)  # forward first: everything after this only watches
+        relay.stats.bytes[direction] += len(data)
+        try:
+            self._watch(direction, data, changes)
+        except Exception as exc:  # never let watching break relaying
+            relay.stats.decoder_errors += 1
+            relay.log(f"proxy: session {self.conn}: recording failed ({type(exc).__name__}: {exc})")
+
+    def _watch(self, direction: str, data: bytes, changes: list[tuple[int, int]]) -> None:
+        relay = self.relay
+        comment = "; ".join(f"nbdscope proxy rewrote transmission flags {old:#06x} -> {new:#06x}"
+                            for old, new in changes if old != new) or None
+        if comment:
+            relay.log(f"proxy: session {self.conn}: {comment}")
+        now = time.time()
+        base = relay.pcap.frames
+        # decoded segment by segment, with the frame numbers the pcapng will give them
+        for j, at in enumerate(range(0, len(data), MAX_SEGMENT)):
+            relay.observe(it.StreamData(self.conn, direction, data[at:at + MAX_SEGMENT], base + j + 1, now))  # type: ignore[arg-type]
+        start = self.offsets[direction]
+        self.offsets[direction] = start + len(data)
+        relay.pcap.data(self.conn, direction, relay.redacted(self.conn, direction, data, start), now,  # type: ignore[arg-type]
+                        comment)
+
+    def eof(self, direction: str) -> None:
+        self.closed_by = self.closed_by or direction
+        self.eofs.add(direction)
+        target = self.ends.get(OTHER[direction])
+        if target is not None and target.transport is not None and target.transport.can_write_eof():
+            with contextlib.suppress(OSError, RuntimeError):
+                target.transport.write_eof()  # pass the half-close on
+        if len(self.eofs) == 2:
+            self._close_all()
+
+    def lost(self, direction: str) -> None:
+        self.closed_by = self.closed_by or direction
+        self._close_all()
+        self._finish(record=self.started)
+
+    def _close_all(self) -> None:
+        for end in self.ends.values():
+            if end.transport is not None and not end.transport.is_closing():
+                end.transport.close()
+
+    def abort(self) -> None:
+        for end in self.ends.values():
+            if end.transport is not None:
+                end.transport.abort()
+
+    def _finish(self, record: bool) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        relay = self.relay
+        relay.sessions.discard(self)
+        if record:
+            relay.stats.open -= 1
+            now = time.time()
+            by = self.closed_by or "c2s"
+            frame = relay.pcap.frames + 2  # the second FIN closes the connection in a capture too
+            relay.observe(it.StreamClose(self.conn, "fin", frame, now, by))  # type: ignore[arg-type]
+            relay.pcap.close(self.conn, by, now)  # type: ignore[arg-type]
+        if not self.done.done():
+            self.done.set_result(None)
+
+
 class Relay:
     def __init__(self, listen: Address, upstream: Address, engine: Engine, pcap: PcapngWriter, *,
                  rewriter: Callable[[], FlagRewriter] | None = None, grace: float = 5.0, redact: bool = False,
@@ -50,146 +218,68 @@ class Relay:
         self.make_rewriter = rewriter
         self.grace = grace
         self.redact = redact
-        self.offsets: dict[tuple[int, str], int] = {}  # stream offset per session and direction
         self.log = log
         self.stats = RelayStats()
-        self.tasks: set[asyncio.Task[None]] = set()
+        self.sessions: set[_Session] = set()
+        self.tasks: set[asyncio.Future[Any]] = set()
         self.server: asyncio.AbstractServer | None = None
         self.next_conn = 0
 
+    def _new_client(self) -> _End:
+        session = _Session(self, self.next_conn)
+        self.next_conn += 1
+        self.sessions.add(session)
+        return _End(session, "c2s")
+
     async def start(self) -> None:
+        loop = asyncio.get_running_loop()
         if self.listen.is_unix:
             assert self.listen.path is not None
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.listen.path)
-            self.server = await asyncio.start_unix_server(self.handle, self.listen.path, limit=CHUNK)
+            self.server = await loop.create_unix_server(self._new_client, self.listen.path)
         else:
-            self.server = await asyncio.start_server(self.handle, self.listen.host, self.listen.port, limit=CHUNK)
+            self.server = await loop.create_server(self._new_client, self.listen.host, self.listen.port)
+
+    def track(self, future: asyncio.Future[Any]) -> None:
+        self.tasks.add(future)
+        future.add_done_callback(self.tasks.discard)
 
     async def stop(self) -> None:
         """Stop accepting, let open sessions finish for the grace period, then close them."""
         if self.server is not None:
             self.server.close()
             await self.server.wait_closed()
+        pending = [s.done for s in self.sessions]
+        if pending:
+            _, late = await asyncio.wait(pending, timeout=self.grace)
+            for session in list(self.sessions):
+                session.abort()
+            if late:
+                await asyncio.wait(late, timeout=self.grace)
         if self.tasks:
-            _, pending = await asyncio.wait(self.tasks, timeout=self.grace)
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.wait(pending, timeout=self.grace)
+            await asyncio.wait(self.tasks, timeout=self.grace)
         if self.listen.is_unix and self.listen.path:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.listen.path)
 
-    async def _connect_upstream(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        if self.upstream.is_unix:
-            assert self.upstream.path is not None
-            return await asyncio.open_unix_connection(self.upstream.path, limit=CHUNK)
-        return await asyncio.open_connection(self.upstream.host, self.upstream.port, limit=CHUNK)
-
-    def _endpoints(self, conn: int, writer: asyncio.StreamWriter) -> tuple[it.Endpoint, it.Endpoint, str | None]:
+    def endpoints(self, conn: int, transport: asyncio.Transport) -> tuple[tuple[it.Endpoint, it.Endpoint],
+                                                                           str | None]:
         """Endpoints for the decoder and the pcapng: real IPv4 ones where they exist, made-up
         documentation addresses (and a comment saying what they stand for) otherwise."""
-        peer = writer.get_extra_info("peername")
+        peer = transport.get_extra_info("peername")
         host = _ipv4(peer[0]) if isinstance(peer, tuple) else None
         up = _ipv4(self.upstream.host) if not self.upstream.is_unix else None
         if host and up:
-            return it.Endpoint(host, int(peer[1])), it.Endpoint(up, int(self.upstream.port or 0)), None
+            return (it.Endpoint(host, int(peer[1])), it.Endpoint(up, int(self.upstream.port or 0))), None
         client = it.Endpoint(MADE_UP_CLIENT, 40000 + conn % 20000)
         server = it.Endpoint(MADE_UP_SERVER, int(self.upstream.port or 10809))
         comment = (f"nbdscope proxy: made-up addresses; client {peer or self.listen}, "
                    f"listening on {self.listen}, upstream {self.upstream}")
-        return client, server, comment
+        return (client, server), comment
 
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """One client: asyncio runs this as its own task for every accepted connection."""
-        task = asyncio.current_task()
-        if task is not None:
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
-        try:
-            await self._session(reader, writer)
-        except asyncio.CancelledError:
-            writer.close()
-            raise
-
-    async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        conn = self.next_conn
-        self.next_conn += 1
-        try:
-            up_reader, up_writer = await self._connect_upstream()
-        except OSError as exc:
-            self.stats.upstream_failures += 1
-            self.log(f"proxy: upstream {self.upstream} refused session {conn}: {exc.strerror or exc}")
-            writer.close()
-            return
-        self.stats.sessions += 1
-        self.stats.open += 1
-        client, server, comment = self._endpoints(conn, writer)
-        now = time.time()
-        frame = self.pcap.open(conn, client, server, now, comment)
-        self._observe(it.StreamOpen(conn, client, server, frame, now, True, "proxy"))
-        rewriter = self.make_rewriter() if self.make_rewriter else None
-        closed_by: list[str] = []
-        c2s = asyncio.create_task(self._pump(conn, "c2s", reader, up_writer, None, closed_by))
-        s2c = asyncio.create_task(self._pump(conn, "s2c", up_reader, writer, rewriter, closed_by))
-        try:
-            await asyncio.gather(c2s, s2c)
-        finally:
-            for t in (c2s, s2c):
-                t.cancel()
-            for w in (writer, up_writer):
-                w.close()
-            self.stats.open -= 1
-            now = time.time()
-            by = closed_by[0] if closed_by else "c2s"
-            frame = self.pcap.frames + 2  # the second FIN closes the connection in a capture too
-            self._observe(it.StreamClose(conn, "fin", frame, now, by))  # type: ignore[arg-type]
-            self.pcap.close(conn, by, now)  # type: ignore[arg-type]
-            self.offsets.pop((conn, "c2s"), None)
-            self.offsets.pop((conn, "s2c"), None)
-
-    async def _pump(self, conn: int, direction: str, src: asyncio.StreamReader, dst: asyncio.StreamWriter,
-                    rewriter: FlagRewriter | None, closed_by: list[str]) -> None:
-        try:
-            while True:
-                data = await src.read(CHUNK)
-                if not data:
-                    break
-                if rewriter is not None:
-                    before = len(rewriter.changes)
-                    data = rewriter.feed(data)
-                    changes = rewriter.changes[before:]
-                else:
-                    changes = []
-                if data:
-                    dst.write(data)  # forward first: what follows only watches
-                    self.stats.bytes[direction] += len(data)
-                    comment = "; ".join(f"nbdscope proxy rewrote transmission flags {old:#06x} -> {new:#06x}"
-                                        for old, new in changes if old != new) or None
-                    if comment:
-                        self.log(f"proxy: session {conn}: {comment}")
-                    now = time.time()
-                    # decoded segment by segment, with the frame numbers the pcapng will give them
-                    for j, at in enumerate(range(0, len(data), MAX_SEGMENT)):
-                        self._observe(it.StreamData(conn, direction, data[at:at + MAX_SEGMENT],  # type: ignore[arg-type]
-                                                    self.pcap.frames + j + 1, now))
-                    self.pcap.data(conn, direction, self._redacted(conn, direction, data), now,  # type: ignore[arg-type]
-                                   comment)
-                    await dst.drain()
-        except (ConnectionError, OSError):
-            pass
-        finally:
-            if not closed_by:
-                closed_by.append(direction)
-            with contextlib.suppress(OSError, RuntimeError):
-                if dst.can_write_eof():
-                    dst.write_eof()  # pass the half-close on
-
-    def _redacted(self, conn: int, direction: str, data: bytes) -> bytes:
+    def redacted(self, conn: int, direction: str, data: bytes, start: int) -> bytes:
         """The chunk with read and write data zeroed (headers and lengths kept), if asked."""
-        start = self.offsets.get((conn, direction), 0)
-        self.offsets[(conn, direction)] = start + len(data)
         if not self.redact:
             return data
         decoder = self.engine.connection(conn)
@@ -202,7 +292,7 @@ class Relay:
                 out[a:b] = bytes(b - a)
         return bytes(out)
 
-    def _observe(self, item: it.StreamItem) -> None:
+    def observe(self, item: it.StreamItem) -> None:
         try:
             self.engine.feed(item)
         except Exception as exc:  # the relay must outlive any bug in what watches it
