@@ -153,3 +153,37 @@ def test_upstream_refusing_is_logged_and_survived(tmp_path: Path) -> None:
     assert px.stderr is not None
     err = px.stderr.read()
     assert "refused" in err and "1 upstream failures" in err
+
+
+def test_tls_session_is_relayed_untouched_and_marked(tmp_path: Path) -> None:
+    up, front = free_port(), free_port()
+    keys = tmp_path / "keys.psk"
+    run(["psktool", "-u", "alice", "-p", str(keys)])
+    server = ["nbdkit", "-f", "-p", str(up), "-i", "127.0.0.1", "--tls=require", f"--tls-psk={keys}",
+              "memory", "1M"]
+    with process(server, port=up), proxy(tmp_path, f"127.0.0.1:{front}", f"127.0.0.1:{up}"):
+        info = json.loads(run(["nbdinfo", "--json",
+                               f"nbds://alice@127.0.0.1:{front}/?tls-psk-file={keys}"]))["exports"][0]
+    assert info["export-size"] == 1 << 20  # the TLS handshake went through the relay unharmed
+    rep = report(tmp_path / "live.pcapng")
+    assert rep["sessions"][0]["tls"] is True and rep["sessions"][0]["tls_bytes"] > 1000
+    assert not [a for a in rep["anomalies"] if a["severity"] == "error"]
+
+
+def test_upstream_dying_mid_transfer_leaves_the_proxy_serving(tmp_path: Path) -> None:
+    up, front = free_port(), free_port()
+    slow = ["nbdkit", "-f", "-p", str(up), "-i", "127.0.0.1", "--filter=delay", "pattern", "1G", "rdelay=200ms"]
+    with proxy(tmp_path, f"127.0.0.1:{front}", f"127.0.0.1:{up}") as px:
+        with process(slow, port=up) as server:
+            copy = subprocess.Popen(["nbdcopy", f"nbd://127.0.0.1:{front}", "null:"],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(1.0)
+            server.kill()  # the upstream dies while reads are in flight
+            assert copy.wait(30) != 0
+        with process(["nbdkit", "-f", "-p", str(up), "-i", "127.0.0.1", "memory", "1M"], port=up):
+            info = json.loads(run(["nbdinfo", "--json", f"nbd://127.0.0.1:{front}"]))["exports"][0]
+        assert info["export-size"] == 1 << 20
+    assert px.returncode == 0
+    rep = report(tmp_path / "live.pcapng")
+    hard = [a for a in rep["anomalies"] if a["rule"] == "hard-disconnect"]
+    assert hard and hard[0]["blame"] == "server" and "unanswered" in hard[0]["message"]
