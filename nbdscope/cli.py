@@ -49,6 +49,8 @@ def _parser() -> argparse.ArgumentParser:
     x.add_argument("--set-flags", default="", metavar="BITS", help="set these transmission flags (names or bits)")
     x.add_argument("--clear-flags", default="", metavar="BITS", help="clear these transmission flags")
     x.add_argument("--redact", action="store_true", help="zero read/write data in the pcapng (JSONL has none)")
+    x.add_argument("--delay", default="", metavar="CMD=MS,...",
+                   help="hold requests of these commands for MS milliseconds before forwarding (e.g. READ=5)")
     x.add_argument("--grace", type=float, default=5.0, metavar="S", help="seconds open sessions get at shutdown")
     x.add_argument("--tui", action="store_true", help="terminal UI (not available yet)")
 
@@ -176,7 +178,7 @@ def _exit_code(fail_on: str, result: Result) -> int:
 
 def proxy(args: argparse.Namespace) -> int:
     from nbdscope.proxy.addresses import parse_address
-    from nbdscope.proxy.rewrite import parse_bits
+    from nbdscope.proxy.rewrite import parse_bits, parse_delays
     from nbdscope.proxy.run import run_proxy
 
     if args.tui:
@@ -184,13 +186,14 @@ def proxy(args: argparse.Namespace) -> int:
     try:
         listen, upstream = parse_address(args.listen), parse_address(args.upstream)
         set_mask, clear_mask = parse_bits(args.set_flags), parse_bits(args.clear_flags)
+        delays = parse_delays(args.delay)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     with ExitStack() as stack:
         try:
             return run_proxy(listen, upstream, jsonl=args.jsonl, pcapng=args.pcapng, quiet=args.quiet,
                              set_mask=set_mask, clear_mask=clear_mask, redact=args.redact, grace=args.grace,
-                             stack=stack)
+                             delays=delays, stack=stack)
         except OSError as exc:
             raise UsageError(f"{exc.filename or args.listen}: {exc.strerror or exc}") from None
 

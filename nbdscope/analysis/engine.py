@@ -51,17 +51,19 @@ class Engine:
         if self._on_anomaly:
             self._on_anomaly(anomaly)
 
-    def feed(self, item: it.StreamItem) -> None:
+    def feed(self, item: it.StreamItem) -> list[ev.Event]:
+        """Fold one stream item in; returns the decoder events it produced."""
         if type(item) is it.StreamData:  # the common case first
             entry = self._open.get(item.conn)
-            if entry is not None:
-                events = entry[1].feed(item.dir, item.data, frame=item.frame, time=item.time)
-                for event in events:
-                    self._dispatch(entry[0], event)
-            return
+            if entry is None:
+                return []
+            events = entry[1].feed(item.dir, item.data, frame=item.frame, time=item.time)
+            for event in events:
+                self._dispatch(entry[0], event)
+            return events
         if isinstance(item, it.CaptureProblem):
             self.problems.append(item)
-            return
+            return []
         if self._t0 is None:
             self._t0 = item.time
         if isinstance(item, it.StreamOpen):
@@ -71,10 +73,10 @@ class Engine:
             self.sessions.append(session)
             self._open[item.conn] = (session, Connection(saw_start=item.saw_start, keep_data=self.keep_data,
                                                               track_payload=self.track_payload))
-            return
+            return []
         entry = self._open.get(item.conn)
         if entry is None:
-            return
+            return []
         session, conn = entry
         if isinstance(item, it.StreamData):
             events = conn.feed(item.dir, item.data, frame=item.frame, time=item.time)
@@ -85,6 +87,7 @@ class Engine:
             del self._open[item.conn]
         for event in events:
             self._dispatch(session, event)
+        return events
 
     def connection(self, conn: int) -> Connection | None:
         entry = self._open.get(conn)

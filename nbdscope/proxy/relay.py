@@ -16,15 +16,18 @@ import ipaddress
 import os
 import sys
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from nbdscope.analysis.engine import Engine
 from nbdscope.capture import items as it
+from nbdscope.decoder import events as ev
 from nbdscope.proxy.addresses import Address
 from nbdscope.proxy.rewrite import FlagRewriter
 from nbdscope.report.pcapng import MAX_SEGMENT, PcapngWriter
+from nbdscope.spec import COMMANDS
 
 MADE_UP_CLIENT, MADE_UP_SERVER = "192.0.2.1", "192.0.2.2"  # documentation range: not a real host
 OTHER = {"c2s": "s2c", "s2c": "c2s"}
@@ -88,6 +91,7 @@ class _Session:
         self.finished = False
         self.started = False
         self.offsets = {"c2s": 0, "s2c": 0}
+        self.held: deque[tuple[float, bytes]] = deque()  # --delay: client bytes waiting, in order
         self.done = asyncio.get_running_loop().create_future()
 
     def made(self, end: _End) -> None:
@@ -143,6 +147,9 @@ class _Session:
         target = self.ends.get(OTHER[direction])
         if not data or target is None or target.transport is None:
             return
+        if direction == "c2s" and relay.delays:
+            self._forward_later(data, changes)
+            return
         target.transport.write(data)  # forward first: everything after this only watches
         relay.stats.bytes[direction] += len(data)
         try:
@@ -151,7 +158,31 @@ class _Session:
             relay.stats.decoder_errors += 1
             relay.log(f"proxy: session {self.conn}: recording failed ({type(exc).__name__}: {exc})")
 
-    def _watch(self, direction: str, data: bytes, changes: list[tuple[int, int]]) -> None:
+    def _forward_later(self, data: bytes, changes: list[tuple[int, int]]) -> None:
+        """--delay: decode first, then hold the bytes as long as the slowest delayed request
+        in them asks, never letting later bytes overtake earlier ones."""
+        relay = self.relay
+        events = self._watch("c2s", data, changes, note="delayed by nbdscope proxy")
+        delay = max((relay.delays.get(e.command, 0.0) for e in events if isinstance(e, ev.Request)), default=0.0)
+        loop = asyncio.get_running_loop()
+        release = max(loop.time() + delay, self.held[-1][0] if self.held else 0.0)
+        self.held.append((release, data))
+        relay.stats.bytes["c2s"] += len(data)
+        if len(self.held) == 1:
+            loop.call_at(release, self._release)
+
+    def _release(self) -> None:
+        loop = asyncio.get_running_loop()
+        target = self.ends.get("s2c")
+        while self.held and self.held[0][0] <= loop.time():
+            _, data = self.held.popleft()
+            if target is not None and target.transport is not None and not target.transport.is_closing():
+                target.transport.write(data)
+        if self.held:
+            loop.call_at(self.held[0][0], self._release)
+
+    def _watch(self, direction: str, data: bytes, changes: list[tuple[int, int]],
+               note: str | None = None) -> list[ev.Event]:
         relay = self.relay
         comment = "; ".join(f"nbdscope proxy rewrote transmission flags {old:#06x} -> {new:#06x}"
                             for old, new in changes if old != new) or None
@@ -159,13 +190,20 @@ class _Session:
             relay.log(f"proxy: session {self.conn}: {comment}")
         now = time.time()
         base = relay.pcap.frames
+        events: list[ev.Event] = []
         # decoded segment by segment, with the frame numbers the pcapng will give them
         for j, at in enumerate(range(0, len(data), MAX_SEGMENT)):
-            relay.observe(it.StreamData(self.conn, direction, data[at:at + MAX_SEGMENT], base + j + 1, now))  # type: ignore[arg-type]
+            events += relay.observe(it.StreamData(self.conn, direction, data[at:at + MAX_SEGMENT],  # type: ignore[arg-type]
+                                                  base + j + 1, now))
         start = self.offsets[direction]
         self.offsets[direction] = start + len(data)
+        if note and any(isinstance(e, ev.Request) and e.command in relay.delays for e in events):
+            names = sorted({COMMANDS.name(e.command) for e in events if isinstance(e, ev.Request)
+                            and e.command in relay.delays})
+            comment = "; ".join(filter(None, (comment, f"{', '.join(names)} {note}")))
         relay.pcap.data(self.conn, direction, relay.redacted(self.conn, direction, data, start), now,  # type: ignore[arg-type]
                         comment)
+        return events
 
     def eof(self, direction: str) -> None:
         self.closed_by = self.closed_by or direction
@@ -212,8 +250,10 @@ class _Session:
 class Relay:
     def __init__(self, listen: Address, upstream: Address, engine: Engine, pcap: PcapngWriter, *,
                  rewriter: Callable[[], FlagRewriter] | None = None, grace: float = 5.0, redact: bool = False,
+                 delays: dict[int, float] | None = None,
                  log: Callable[[str], None] = lambda line: print(line, file=sys.stderr)) -> None:
         self.listen, self.upstream = listen, upstream
+        self.delays = delays or {}  # command -> seconds to hold such requests before forwarding
         self.engine, self.pcap = engine, pcap
         self.make_rewriter = rewriter
         self.grace = grace
@@ -292,10 +332,11 @@ class Relay:
                 out[a:b] = bytes(b - a)
         return bytes(out)
 
-    def observe(self, item: it.StreamItem) -> None:
+    def observe(self, item: it.StreamItem) -> list[ev.Event]:
         try:
-            self.engine.feed(item)
+            return self.engine.feed(item)
         except Exception as exc:  # the relay must outlive any bug in what watches it
             self.stats.decoder_errors += 1
             if self.stats.decoder_errors <= 3:
                 self.log(f"proxy: decoding error ignored ({type(exc).__name__}: {exc}); bytes still relayed")
+            return []

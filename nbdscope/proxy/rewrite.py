@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import struct
 
-from nbdscope.spec import TRANSMISSION_FLAGS, Info, Opt, Rep
+from nbdscope.spec import COMMANDS, TRANSMISSION_FLAGS, Info, Opt, Rep
 from nbdscope.spec import magics as M
 from nbdscope.spec.codes import OPTION_REPLY_HEADER
 
@@ -31,6 +31,21 @@ def parse_bits(text: str) -> int:
             number = bit.number
         mask |= 1 << number
     return mask
+
+
+def parse_delays(text: str) -> dict[int, float]:
+    """'READ=5,WRITE=20' -> {command: seconds}; milliseconds on the command line."""
+    delays: dict[int, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, ms = part.partition("=")
+        code = COMMANDS.by_name(name.strip().upper())
+        if not sep or code is None:
+            raise ValueError(f"{part!r}: expected COMMAND=MILLISECONDS, e.g. READ=5 or NBD_CMD_WRITE=20")
+        try:
+            delays[code.value] = float(ms) / 1000
+        except ValueError:
+            raise ValueError(f"{part!r}: {ms!r} is not a number of milliseconds") from None
+    return delays
 
 
 class FlagRewriter:

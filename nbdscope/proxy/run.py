@@ -25,7 +25,8 @@ FLUSH_EVERY = 0.25  # seconds
 
 
 def run_proxy(listen: Address, upstream: Address, *, jsonl: str | None, pcapng: str | None, quiet: bool,
-              set_mask: int, clear_mask: int, redact: bool, grace: float, stack: ExitStack) -> int:
+              set_mask: int, clear_mask: int, redact: bool, grace: float, stack: ExitStack,
+              delays: dict[int, float] | None = None) -> int:
     out: IO[str] = sys.stdout
     jsonl_file = stack.enter_context(open(jsonl, "w", encoding="utf-8")) if jsonl else None
     pcap_file = stack.enter_context(open(pcapng, "wb")) if pcapng else None
@@ -47,7 +48,8 @@ def run_proxy(listen: Address, upstream: Address, *, jsonl: str | None, pcapng: 
 
     engine = Engine(on_message=on_message, on_anomaly=on_anomaly, track_payload=redact)
     rewriter = (lambda: FlagRewriter(set_mask, clear_mask)) if set_mask or clear_mask else None
-    relay = Relay(listen, upstream, engine, PcapngWriter(pcap_file), rewriter=rewriter, grace=grace, redact=redact)
+    relay = Relay(listen, upstream, engine, PcapngWriter(pcap_file), rewriter=rewriter, grace=grace, redact=redact,
+                  delays=delays)
 
     async def main() -> None:
         stop = asyncio.Event()

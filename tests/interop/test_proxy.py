@@ -187,3 +187,16 @@ def test_upstream_dying_mid_transfer_leaves_the_proxy_serving(tmp_path: Path) ->
     rep = report(tmp_path / "live.pcapng")
     hard = [a for a in rep["anomalies"] if a["rule"] == "hard-disconnect"]
     assert hard and hard[0]["blame"] == "server" and "unanswered" in hard[0]["message"]
+
+
+def test_delay_holds_the_chosen_commands(tmp_path: Path) -> None:
+    up, front = free_port(), free_port()
+    server = ["nbdkit", "-f", "-p", str(up), "-i", "127.0.0.1", "memory", "1M"]
+    script = ("import time\nt = time.monotonic(); h.pwrite(b'w' * 512, 0); w = time.monotonic() - t\n"
+              "t = time.monotonic(); h.pread(512, 0); r = time.monotonic() - t\nprint(w, r)\nh.shutdown()\n")
+    with process(server, port=up), proxy(tmp_path, f"127.0.0.1:{front}", f"127.0.0.1:{up}", "--delay", "READ=400"):
+        write_s, read_s = map(float, run(nbdsh(f"nbd://127.0.0.1:{front}", script)).split())
+    assert read_s >= 0.4 and write_s < 0.3
+    comments = subprocess.run(["tshark", "-r", str(tmp_path / "live.pcapng"), "-T", "fields", "-e",
+                               "frame.comment"], capture_output=True, text=True, timeout=60).stdout
+    assert "NBD_CMD_READ delayed by nbdscope proxy" in comments

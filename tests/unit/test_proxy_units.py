@@ -42,3 +42,12 @@ def test_rewriter_export_name_and_oldstyle() -> None:
     assert out == w.greeting_newstyle() + (4096).to_bytes(8, "big") + (0x103).to_bytes(2, "big") + b"rest"
     old = FlagRewriter(set_mask=0, clear_mask=1 << 1)
     assert old.feed(w.greeting_oldstyle(512, 0x3)) == w.greeting_oldstyle(512, 0x1)
+
+
+def test_delay_specs() -> None:
+    from nbdscope.proxy.rewrite import parse_delays
+
+    assert parse_delays("READ=5,NBD_CMD_WRITE=20") == {0: 0.005, 1: 0.02}
+    for bad in ("READ", "NOPE=5", "READ=fast"):
+        with pytest.raises(ValueError):
+            parse_delays(bad)
