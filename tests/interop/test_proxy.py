@@ -200,3 +200,36 @@ def test_delay_holds_the_chosen_commands(tmp_path: Path) -> None:
     comments = subprocess.run(["tshark", "-r", str(tmp_path / "live.pcapng"), "-T", "fields", "-e",
                                "frame.comment"], capture_output=True, text=True, timeout=60).stdout
     assert "NBD_CMD_READ delayed by nbdscope proxy" in comments
+
+
+def test_qemu_nbd_through_the_proxy(tmp_path: Path) -> None:
+    up, front = free_port(), free_port()
+    img = tmp_path / "disk.raw"
+    img.write_bytes(os.urandom(2 << 20))
+    server = ["qemu-nbd", "-t", "-f", "raw", "-p", str(up), "-b", "127.0.0.1", str(img)]
+    with process(server, port=up), proxy(tmp_path, f"127.0.0.1:{front}", f"127.0.0.1:{up}"):
+        run(["qemu-img", "convert", "-f", "raw", "-O", "raw", f"nbd://127.0.0.1:{front}", str(tmp_path / "a.raw")])
+        run(["nbdcopy", f"nbd://127.0.0.1:{front}", str(tmp_path / "b.raw")])
+    assert sha(tmp_path / "a.raw") == sha(img) == sha(tmp_path / "b.raw")
+
+
+def _abort_exchange(port: int) -> bytes:
+    """Greeting, flags and NBD_OPT_ABORT, then half-close and read everything the server says."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        got = b""
+        while len(got) < 18:
+            got += s.recv(18 - len(got))
+        s.sendall(b"\x00\x00\x00\x01" + b"IHAVEOPT" + (2).to_bytes(4, "big") + bytes(4))
+        s.shutdown(socket.SHUT_WR)  # the half-close must travel through the relay
+        while chunk := s.recv(4096):
+            got += chunk
+    return got
+
+
+def test_half_close_and_bytes_identical_to_a_direct_connection(tmp_path: Path) -> None:
+    up, front = free_port(), free_port()
+    server = ["nbdkit", "-f", "-p", str(up), "-i", "127.0.0.1", "memory", "1M"]
+    with process(server, port=up), proxy(tmp_path, f"127.0.0.1:{front}", f"127.0.0.1:{up}"):
+        direct = _abort_exchange(up)
+        relayed = _abort_exchange(front)
+    assert relayed == direct and len(direct) == 18 + 20  # greeting, then the ACK to NBD_OPT_ABORT
