@@ -1,55 +1,60 @@
-"""`nbdscope proxy`: wire the relay to the engine and the outputs, run until a signal."""
+"""`nbdscope proxy`: the relay in this process, the watcher (decoding, rules, outputs)
+in a forked child fed through a pipe, so the two run on different cores. The child
+ignores SIGINT and SIGTERM and ends when the relay closes the pipe, so every record
+the relay sent is written out before the command exits."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
+import os
 import signal
 import sys
 from contextlib import ExitStack
-from typing import IO, Any
 
-from nbdscope.analysis.anomaly import Anomaly
-from nbdscope.analysis.engine import Engine
-from nbdscope.analysis.session import Session
-from nbdscope.decoder import events as ev
 from nbdscope.proxy.addresses import Address
 from nbdscope.proxy.relay import Relay
 from nbdscope.proxy.rewrite import FlagRewriter
-from nbdscope.report.pcapng import PcapngWriter
-from nbdscope.report.records import message_record
-from nbdscope.report.timeline import message_line
+from nbdscope.proxy.watcher import Watcher
 
-FLUSH_EVERY = 0.25  # seconds
+FLUSH_EVERY = 0.25  # seconds between flushes of the outputs
+
+
+def _watch(read_fd: int, jsonl: str | None, pcapng: str | None, quiet: bool, redact: bool) -> int:
+    """The child: returns its exit status."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    with ExitStack() as stack:
+        jsonl_file = stack.enter_context(open(jsonl, "wb")) if jsonl else None
+        pcap_file = stack.enter_context(open(pcapng, "wb")) if pcapng else None
+        watcher = Watcher(jsonl=jsonl_file, pcapng=pcap_file, quiet=quiet, redact=redact)
+        result = watcher.run(read_fd, FLUSH_EVERY)
+        print(watcher.summary(result), file=sys.stderr, flush=True)
+    return 0
 
 
 def run_proxy(listen: Address, upstream: Address, *, jsonl: str | None, pcapng: str | None, quiet: bool,
               set_mask: int, clear_mask: int, redact: bool, grace: float, stack: ExitStack,
               delays: dict[int, float] | None = None) -> int:
-    out: IO[str] = sys.stdout
-    jsonl_file = stack.enter_context(open(jsonl, "w", encoding="utf-8")) if jsonl else None
-    pcap_file = stack.enter_context(open(pcapng, "wb")) if pcapng else None
-
-    def on_message(session: Session, e: ev.Event) -> None:
-        if not quiet:
-            out.write(message_line(session.id, e, engine.t0()) + "\n")
-            out.flush()
-        if jsonl_file is not None:
-            record: dict[str, Any] = message_record(session.id, e, engine.t0())
-            jsonl_file.write(json.dumps(record) + "\n")  # flushed by the timer below and at exit
-
-    def on_anomaly(a: Anomaly) -> None:
-        out.write(f"ANOMALY {a.severity} {a.rule} blame={a.blame} {a.session} frame {a.frame}: {a.message}\n")
-        out.flush()
-        if jsonl_file is not None:
-            jsonl_file.write(json.dumps({"type": "ANOMALY", **a.as_json()}) + "\n")
-            jsonl_file.flush()
-
-    engine = Engine(on_message=on_message, on_anomaly=on_anomaly, track_payload=redact)
+    for path in filter(None, (jsonl, pcapng)):  # fail in one line before forking
+        with open(path, "ab"):
+            pass
+    read_fd, write_fd = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the child
+        os.close(write_fd)
+        status = 1
+        try:
+            status = _watch(read_fd, jsonl, pcapng, quiet, redact)
+        except BaseException as exc:  # one line, never a traceback
+            print(f"nbdscope proxy: watcher failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        finally:
+            os._exit(status)
+    os.close(read_fd)
     rewriter = (lambda: FlagRewriter(set_mask, clear_mask)) if set_mask or clear_mask else None
-    relay = Relay(listen, upstream, engine, PcapngWriter(pcap_file), rewriter=rewriter, grace=grace, redact=redact,
-                  delays=delays)
+    relay = Relay(listen, upstream, write_fd, rewriter=rewriter, grace=grace, delays=delays)
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -58,24 +63,19 @@ def run_proxy(listen: Address, upstream: Address, *, jsonl: str | None, pcapng: 
             loop.add_signal_handler(sig, stop.set)
         await relay.start()
         print(f"nbdscope proxy: listening on {listen}, relaying to {upstream}", file=sys.stderr, flush=True)
-        while not stop.is_set():  # flush the log a few times a second rather than per line
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), FLUSH_EVERY)
-            if jsonl_file is not None:
-                jsonl_file.flush()
+        await stop.wait()
         await relay.stop()
 
     try:
         import uvloop  # a faster event loop when installed; the relay works the same without it
 
-        uvloop.run(main())
+        runner = uvloop.run
     except ImportError:
-        asyncio.run(main())
-    result = engine.finish()
-    if pcap_file is not None:
-        pcap_file.flush()
-    s = relay.stats
-    print(f"nbdscope proxy: {s.sessions} sessions, {s.bytes['c2s']} bytes to the server, {s.bytes['s2c']} to "
-          f"clients, {len(result.anomalies)} anomalies, {s.upstream_failures} upstream failures",
-          file=sys.stderr, flush=True)
-    return 0
+        runner = asyncio.run
+    try:
+        runner(main())
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(write_fd)  # end of records: the watcher finishes its outputs and exits
+        _, status = os.waitpid(child, 0)
+    return 0 if os.waitstatus_to_exitcode(status) == 0 else 2
