@@ -25,7 +25,7 @@ from nbdscope.decoder import Connection
 from nbdscope.decoder import events as ev
 from nbdscope.proxy.addresses import Address
 from nbdscope.proxy.rewrite import FlagRewriter
-from nbdscope.proxy.tap import Tap
+from nbdscope.proxy.tap import Ring, Tap
 from nbdscope.spec import COMMANDS
 
 MADE_UP_CLIENT, MADE_UP_SERVER = "192.0.2.1", "192.0.2.2"  # documentation range: not a real host
@@ -249,13 +249,13 @@ class _Session:
 
 
 class Relay:
-    def __init__(self, listen: Address, upstream: Address, tap_fd: int, *,
+    def __init__(self, listen: Address, upstream: Address, tap_fd: int, ring: Ring, *,
                  rewriter: Callable[[], FlagRewriter] | None = None, grace: float = 5.0,
                  delays: dict[int, float] | None = None,
                  log: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True)) -> None:
         self.listen, self.upstream = listen, upstream
         self.delays = delays or {}  # command -> seconds to hold such requests before forwarding
-        self.tap_fd = tap_fd
+        self.tap_fd, self.ring = tap_fd, ring
         self.tap: Tap  # made in start(): it needs the running loop
         self.throttled = False
         self.make_rewriter = rewriter
@@ -282,7 +282,7 @@ class Relay:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self.tap = Tap(self.tap_fd, self._throttle)
+        self.tap = Tap(self.tap_fd, self.ring, self._throttle)
         if self.listen.is_unix:
             assert self.listen.path is not None
             with contextlib.suppress(FileNotFoundError):

@@ -15,12 +15,13 @@ from contextlib import ExitStack
 from nbdscope.proxy.addresses import Address
 from nbdscope.proxy.relay import Relay
 from nbdscope.proxy.rewrite import FlagRewriter
+from nbdscope.proxy.tap import Ring
 from nbdscope.proxy.watcher import Watcher
 
 FLUSH_EVERY = 0.25  # seconds between flushes of the outputs
 
 
-def _watch(read_fd: int, jsonl: str | None, pcapng: str | None, quiet: bool, redact: bool) -> int:
+def _watch(read_fd: int, ring: Ring, jsonl: str | None, pcapng: str | None, quiet: bool, redact: bool) -> int:
     """The child: returns its exit status."""
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)
@@ -28,7 +29,7 @@ def _watch(read_fd: int, jsonl: str | None, pcapng: str | None, quiet: bool, red
         jsonl_file = stack.enter_context(open(jsonl, "wb")) if jsonl else None
         pcap_file = stack.enter_context(open(pcapng, "wb")) if pcapng else None
         watcher = Watcher(jsonl=jsonl_file, pcapng=pcap_file, quiet=quiet, redact=redact)
-        result = watcher.run(read_fd, FLUSH_EVERY)
+        result = watcher.run(read_fd, ring, FLUSH_EVERY)
         print(watcher.summary(result), file=sys.stderr, flush=True)
     return 0
 
@@ -39,6 +40,7 @@ def run_proxy(listen: Address, upstream: Address, *, jsonl: str | None, pcapng: 
     for path in filter(None, (jsonl, pcapng)):  # fail in one line before forking
         with open(path, "ab"):
             pass
+    ring = Ring()
     read_fd, write_fd = os.pipe()
     sys.stdout.flush()
     sys.stderr.flush()
@@ -47,14 +49,14 @@ def run_proxy(listen: Address, upstream: Address, *, jsonl: str | None, pcapng: 
         os.close(write_fd)
         status = 1
         try:
-            status = _watch(read_fd, jsonl, pcapng, quiet, redact)
+            status = _watch(read_fd, ring, jsonl, pcapng, quiet, redact)
         except BaseException as exc:  # one line, never a traceback
             print(f"nbdscope proxy: watcher failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
         finally:
             os._exit(status)
     os.close(read_fd)
     rewriter = (lambda: FlagRewriter(set_mask, clear_mask)) if set_mask or clear_mask else None
-    relay = Relay(listen, upstream, write_fd, rewriter=rewriter, grace=grace, delays=delays)
+    relay = Relay(listen, upstream, write_fd, ring, rewriter=rewriter, grace=grace, delays=delays)
 
     async def main() -> None:
         stop = asyncio.Event()

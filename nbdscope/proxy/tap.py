@@ -1,39 +1,54 @@
-"""What passes the relay, as compact records on a pipe to the watcher process.
+"""What passes the relay, handed to the watcher process.
 
 Decoding, rules and outputs cost tens of microseconds a message, more than the
 relaying itself; in the relay's process they would sit between one message and the
-next. So the relay only appends what it forwarded to this pipe (one non-blocking
-gathered write per event-loop turn) and the watcher, on another core, does the
-rest. Nothing is dropped: when the watcher falls behind, the backlog grows up to
-HIGH_WATER and then the relay stops reading from its sockets until it drains.
+next. So the relay only records what it forwarded and the watcher, on another
+core, does the rest.
 
-A record is RECORD (kind, direction, connection, time, length) and ``length``
-bytes: the data for DATA, UTF-8 text for NOTE (a packet comment for the next
-DATA of that direction), JSON for OPEN (endpoints) and END (the relay's totals);
-CLOSE carries the direction that closed first."""
+Relayed bytes go into a ring of shared memory (one memcpy; a pipe would cost two
+copies and page allocations, which halved bulk throughput), and a small record per
+chunk goes down a pipe, in order: RECORD (kind, direction, connection, time,
+length, ring position), followed for OPEN, NOTE and END by ``length`` bytes of
+JSON or text. The watcher publishes how far it has consumed the ring. Nothing is
+dropped: when the ring is full the relay stops reading from its sockets until the
+watcher catches up."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import fcntl
 import json
+import mmap
 import os
 import struct
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from nbdscope.capture.items import Direction
 
-RECORD = struct.Struct("<BBIdI")
+RECORD = struct.Struct("<BBIdIQ")
 OPEN, DATA, NOTE, CLOSE, END = range(5)
 DIRECTIONS: tuple[Direction, Direction] = ("c2s", "s2c")
 DIR_CODE = {"c2s": 0, "s2c": 1}
-HIGH_WATER, LOW_WATER = 32 << 20, 8 << 20  # bytes waiting for the watcher
+RING_SIZE = 64 << 20
 PIPE_SIZE = 1 << 20
-IOV_MAX = 1024
 F_SETPIPE_SZ = 1031  # Linux fcntl
+RETRY = 0.0005  # seconds between looks at a full ring
+
+Record = tuple[int, Direction, int, float, memoryview]
+
+
+class Ring:
+    """Shared memory made before the fork: the data area and the watcher's read position."""
+
+    def __init__(self, size: int = RING_SIZE) -> None:
+        self.size = size
+        self.map = mmap.mmap(-1, size + 8)  # anonymous and shared: both processes see it after fork
+        self.data = memoryview(self.map)[:size]
+        self.consumed = ctypes.c_uint64.from_buffer(self.map, size)  # aligned 8-byte stores are atomic
 
 
 def widen(fd: int) -> None:
@@ -43,14 +58,15 @@ def widen(fd: int) -> None:
 
 
 class Tap:
-    """The relay's writer. ``throttle(True)`` asks the relay to stop reading its
-    sockets, ``throttle(False)`` to go on."""
+    """The relay's side. ``throttle(True)`` asks the relay to stop reading its sockets,
+    ``throttle(False)`` to go on."""
 
-    def __init__(self, fd: int, throttle: Callable[[bool], None]) -> None:
-        self.fd = fd
+    def __init__(self, fd: int, ring: Ring, throttle: Callable[[bool], None]) -> None:
+        self.fd, self.ring = fd, ring
         self.throttle = throttle
-        self.queue: deque[bytes | memoryview] = deque()
-        self.queued = 0
+        self.written = 0  # ring position of the next byte
+        self.waiting: deque[tuple[int, str, int, float, bytes]] = deque()  # not yet in the ring or the pipe
+        self.out = bytearray()  # records not yet in the pipe
         self.throttled = False
         self.scheduled = False
         self.writer_added = False
@@ -58,19 +74,13 @@ class Tap:
         os.set_blocking(fd, False)
         widen(fd)
 
-    def _put(self, kind: int, direction: str, conn: int, time: float, payload: bytes | memoryview) -> None:
+    def _put(self, kind: int, direction: str, conn: int, time: float, payload: bytes) -> None:
         if self.broken:
             return
-        self.queue.append(RECORD.pack(kind, DIR_CODE[direction], conn, time, len(payload)))
-        if payload:
-            self.queue.append(payload)
-        self.queued += RECORD.size + len(payload)
-        if not self.scheduled and not self.writer_added:
+        self.waiting.append((kind, direction, conn, time, payload))
+        if not self.scheduled:
             self.scheduled = True
             asyncio.get_running_loop().call_soon(self.flush)
-        if self.queued > HIGH_WATER and not self.throttled:
-            self.throttled = True
-            self.throttle(True)
 
     def open(self, conn: int, time: float, info: dict[str, Any]) -> None:
         self._put(OPEN, "c2s", conn, time, json.dumps(info).encode())
@@ -86,57 +96,81 @@ class Tap:
     def end(self, totals: dict[str, Any], time: float) -> None:
         self._put(END, "c2s", 0, time, json.dumps(totals).encode())
 
+    def _place(self) -> bool:
+        """Move waiting items into the ring and their records into ``out``; False when the ring is full."""
+        ring, size, out, pack = self.ring, self.ring.size, self.out, RECORD.pack
+        waiting = self.waiting
+        while waiting:
+            kind, direction, conn, time, payload = waiting[0]
+            if kind != DATA:
+                out += pack(kind, DIR_CODE[direction], conn, time, len(payload), 0)
+                out += payload
+                waiting.popleft()
+                continue
+            free = size - (self.written - ring.consumed.value)
+            at = self.written % size
+            n = min(len(payload), free, size - at)  # a piece never wraps around the end
+            if n <= 0:
+                return False
+            ring.data[at:at + n] = memoryview(payload)[:n] if n < len(payload) else payload
+            out += pack(DATA, DIR_CODE[direction], conn, time, n, self.written)
+            self.written += n
+            if n < len(payload):
+                waiting[0] = (kind, direction, conn, time, memoryview(payload)[n:])  # type: ignore[assignment]
+            else:
+                waiting.popleft()
+        return True
+
     def flush(self) -> None:
         self.scheduled = False
-        queue = self.queue
-        while queue:
-            batch = [queue[i] for i in range(min(len(queue), IOV_MAX))]
+        if self.broken:
+            return
+        placed = self._place()
+        if self.out:
             try:
-                sent = os.writev(self.fd, batch)
+                sent = os.write(self.fd, self.out)
+                del self.out[:sent]
             except BlockingIOError:
-                break
+                pass
             except OSError:  # the watcher is gone: keep relaying, stop recording
                 self.broken = True
-                queue.clear()
-                self.queued = 0
-                break
-            self.queued -= sent
-            while sent:
-                head = queue[0]
-                if len(head) <= sent:
-                    sent -= len(head)
-                    queue.popleft()
-                else:
-                    queue[0] = memoryview(head)[sent:]
-                    sent = 0
+                self.waiting.clear()
+                self.out.clear()
+                placed = True
         loop = asyncio.get_running_loop()
-        if queue and not self.writer_added:
+        if self.out and not self.writer_added:
             loop.add_writer(self.fd, self.flush)
             self.writer_added = True
-        elif not queue and self.writer_added:
+        elif not self.out and self.writer_added:
             loop.remove_writer(self.fd)
             self.writer_added = False
-        if self.throttled and self.queued < LOW_WATER:
-            self.throttled = False
-            self.throttle(False)
+        if not placed and not self.scheduled:  # the ring is full: look again shortly
+            self.scheduled = True
+            loop.call_later(RETRY, self.flush)
+        if placed != (not self.throttled):
+            self.throttled = not placed
+            self.throttle(self.throttled)
 
     async def drain(self, timeout: float) -> None:
-        """Wait until everything queued is in the pipe (at shutdown)."""
+        """Wait until everything recorded is in the pipe (at shutdown)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while self.queue and not self.broken and loop.time() < deadline:
+        while (self.waiting or self.out) and not self.broken and loop.time() < deadline:
             self.flush()
-            await asyncio.sleep(0.005)
+            await asyncio.sleep(0.002)
 
 
-def read_records(fd: int, on_idle: Callable[[], None], idle_every: float) -> Any:
-    """The watcher's reader: yields (kind, direction, conn, time, payload) until the
-    relay closes the pipe; calls ``on_idle`` at least every ``idle_every`` seconds."""
+def read_records(fd: int, ring: Ring, on_idle: Callable[[], None], idle_every: float) -> Iterator[Record]:
+    """The watcher's side: yields (kind, direction, conn, time, payload) until the relay
+    closes the pipe, and calls ``on_idle`` at least every ``idle_every`` seconds.
+
+    A DATA payload is a view into the ring, valid until the next record is asked for
+    (then the ring space is handed back to the relay)."""
     import select
     import time as clock
 
-    rest = b""  # the start of a record that the last read cut short
-    size = RECORD.size
+    size, ring_size = RECORD.size, ring.size
+    rest = b""  # a record that the last read cut short
     last_idle = clock.monotonic()
     while True:
         ready, _, _ = select.select([fd], [], [], idle_every)
@@ -149,13 +183,18 @@ def read_records(fd: int, on_idle: Callable[[], None], idle_every: float) -> Any
         if not chunk:
             return
         data = rest + chunk if rest else chunk
-        view = memoryview(data)  # payloads are handed on as views: no copy of bulk data here
         pos, end = 0, len(data)
         while end - pos >= size:
-            kind, code, conn, time, length = RECORD.unpack_from(data, pos)
+            kind, code, conn, time, length, at = RECORD.unpack_from(data, pos)
+            if kind == DATA:
+                pos += size
+                start = at % ring_size
+                yield kind, DIRECTIONS[code], conn, time, ring.data[start:start + length]
+                ring.consumed.value = at + length
+                continue
             if end - pos - size < length:
                 break
             start = pos + size
             pos = start + length
-            yield kind, DIRECTIONS[code], conn, time, view[start:pos]
+            yield kind, DIRECTIONS[code], conn, time, memoryview(data)[start:pos]
         rest = data[pos:]

@@ -135,10 +135,10 @@ class Watcher:
 
     # ---------------------------------------------------------------- runs
 
-    def run(self, fd: int, every: float) -> Result:
+    def run(self, fd: int, ring: tap.Ring, every: float) -> Result:
         """Watch until the relay closes the pipe, flushing outputs every ``every`` seconds."""
         record = self.record
-        for kind, direction, conn, time, payload in tap.read_records(fd, self.flush, every):
+        for kind, direction, conn, time, payload in tap.read_records(fd, ring, self.flush, every):
             record(kind, direction, conn, time, payload)
         result = self.engine.finish()
         self.flush()
