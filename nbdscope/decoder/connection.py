@@ -233,7 +233,8 @@ class Connection:
         return "transmission" if self.transmission else "handshake"
 
     def _emit(self, cls: type[ev.Event], side: _Side, **fields: Any) -> Any:
-        event = cls(dir=side.dir, frame=side.frame, time=side.time, phase=self._phase(), **fields)
+        event = cls(dir=side.dir, frame=side.frame, time=side.time,
+                    phase="transmission" if self.transmission else "handshake", **fields)
         self._out.append(event)
         return event
 
