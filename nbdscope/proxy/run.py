@@ -1,7 +1,12 @@
-"""`nbdscope proxy`: the relay in this process, the watcher (decoding, rules, outputs)
-in a forked child fed through a pipe, so the two run on different cores. The child
-ignores SIGINT and SIGTERM and ends when the relay closes the pipe, so every record
-the relay sent is written out before the command exits."""
+"""`nbdscope proxy`: the relay in a forked child, the watcher (decoding, rules,
+outputs) in this process, fed through a shared ring and a pipe, so the two run on
+different cores and a slow output never delays a relayed byte.
+
+The child is forked before this process starts any thread or event loop. It stops
+on SIGTERM or SIGINT (after the grace period), and closing its end of the pipe
+tells the watcher that every record has arrived; so a SIGINT to this process (or
+Ctrl-C to both) ends with complete outputs. The TUI uses the same RelayProcess
+with its own watcher thread."""
 
 from __future__ import annotations
 
@@ -9,9 +14,11 @@ import asyncio
 import contextlib
 import gc
 import os
+import select
 import signal
 import sys
 from contextlib import ExitStack
+from dataclasses import dataclass
 
 from nbdscope.proxy.addresses import Address
 from nbdscope.proxy.relay import Relay
@@ -20,56 +27,82 @@ from nbdscope.proxy.tap import Ring
 from nbdscope.proxy.watcher import Watcher
 
 FLUSH_EVERY = 0.25  # seconds between flushes of the outputs
+READY_TIMEOUT = 30.0
 
 
-def _watch(read_fd: int, ring: Ring, jsonl: str | None, pcapng: str | None, quiet: bool, redact: bool) -> int:
-    """The child: returns its exit status."""
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, signal.SIG_IGN)
-    # Every message makes a few short-lived, acyclic objects: collect cycles far less often
-    # than after every 700 allocations, and never rescan what was loaded at start.
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 20)
-    with ExitStack() as stack:
-        jsonl_file = stack.enter_context(open(jsonl, "wb")) if jsonl else None
-        pcap_file = stack.enter_context(open(pcapng, "wb")) if pcapng else None
-        watcher = Watcher(jsonl=jsonl_file, pcapng=pcap_file, quiet=quiet, redact=redact)
-        result = watcher.run(read_fd, ring, FLUSH_EVERY)
-        print(watcher.summary(result), file=sys.stderr, flush=True)
-    return 0
+@dataclass
+class RelayOptions:
+    set_mask: int = 0
+    clear_mask: int = 0
+    grace: float = 5.0
+    delays: dict[int, float] | None = None
 
 
-def run_proxy(listen: Address, upstream: Address, *, jsonl: str | None, pcapng: str | None, quiet: bool,
-              set_mask: int, clear_mask: int, redact: bool, grace: float, stack: ExitStack,
-              delays: dict[int, float] | None = None) -> int:
-    for path in filter(None, (jsonl, pcapng)):  # fail in one line before forking
-        with open(path, "ab"):
-            pass
-    ring = Ring()
-    read_fd, write_fd = os.pipe()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    child = os.fork()
-    if child == 0:  # pragma: no cover - runs in the child
+class RelayProcess:
+    """The relay running in a child process; ``fd`` and ``ring`` are what the watcher reads."""
+
+    def __init__(self, listen: Address, upstream: Address, options: RelayOptions) -> None:
+        self.ring = Ring()
+        read_fd, write_fd = os.pipe()
+        ready_r, ready_w = os.pipe()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child
+            os.close(read_fd)
+            os.close(ready_r)
+            status = 2
+            try:
+                status = _relay_main(listen, upstream, options, write_fd, self.ring, ready_w)
+            except BaseException as exc:  # one line, never a traceback
+                with contextlib.suppress(OSError):
+                    os.write(ready_w, f"relay failed: {type(exc).__name__}: {exc}\n".encode())
+            finally:
+                os._exit(status)
         os.close(write_fd)
-        status = 1
-        try:
-            status = _watch(read_fd, ring, jsonl, pcapng, quiet, redact)
-        except BaseException as exc:  # one line, never a traceback
-            print(f"nbdscope proxy: watcher failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
-        finally:
-            os._exit(status)
-    os.close(read_fd)
-    rewriter = (lambda: FlagRewriter(set_mask, clear_mask)) if set_mask or clear_mask else None
-    relay = Relay(listen, upstream, write_fd, ring, rewriter=rewriter, grace=grace, delays=delays)
+        os.close(ready_w)
+        self.pid, self.fd, self._ready = pid, read_fd, ready_r
+        self.status: int | None = None
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT) -> str | None:
+        """None once the relay listens; otherwise why it could not."""
+        ready, _, _ = select.select([self._ready], [], [], timeout)
+        line = os.read(self._ready, 4096).decode(errors="replace").strip() if ready else "no answer from the relay"
+        os.close(self._ready)
+        return None if line == "ok" else line or "the relay exited"
+
+    def stop(self) -> None:
+        if self.status is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGTERM)
+
+    def wait(self) -> int:
+        if self.status is None:
+            _, status = os.waitpid(self.pid, 0)
+            self.status = os.waitstatus_to_exitcode(status)
+        return self.status
+
+
+def _relay_main(listen: Address, upstream: Address, options: RelayOptions, write_fd: int, ring: Ring,
+                ready_w: int) -> int:
+    rewriter = None
+    if options.set_mask or options.clear_mask:
+        set_mask, clear_mask = options.set_mask, options.clear_mask
+        rewriter = lambda: FlagRewriter(set_mask, clear_mask)  # noqa: E731
+    relay = Relay(listen, upstream, write_fd, ring, rewriter=rewriter, grace=options.grace, delays=options.delays)
 
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await relay.start()
-        print(f"nbdscope proxy: listening on {listen}, relaying to {upstream}", file=sys.stderr, flush=True)
+        try:
+            await relay.start()
+        except OSError as exc:
+            os.write(ready_w, f"{exc.strerror or exc}\n".encode())
+            return
+        os.write(ready_w, b"ok\n")
+        os.close(ready_w)
         await stop.wait()
         await relay.stop()
 
@@ -79,10 +112,34 @@ def run_proxy(listen: Address, upstream: Address, *, jsonl: str | None, pcapng: 
         runner = uvloop.run
     except ImportError:
         runner = asyncio.run
+    runner(main())
+    return 0
+
+
+def run_proxy(listen: Address, upstream: Address, *, jsonl: str | None, pcapng: str | None, quiet: bool,
+              set_mask: int, clear_mask: int, redact: bool, grace: float, stack: ExitStack,
+              delays: dict[int, float] | None = None) -> int:
+    jsonl_file = stack.enter_context(open(jsonl, "wb")) if jsonl else None
+    pcap_file = stack.enter_context(open(pcapng, "wb")) if pcapng else None
+    relay = RelayProcess(listen, upstream, RelayOptions(set_mask, clear_mask, grace, delays))
+    for sig in (signal.SIGINT, signal.SIGTERM):  # the relay stops; the watcher reads to the end
+        signal.signal(sig, lambda *_: relay.stop())
+    problem = relay.wait_ready()
+    if problem is not None:
+        relay.stop()
+        relay.wait()
+        raise OSError(problem)
+    print(f"nbdscope proxy: listening on {listen}, relaying to {upstream}", file=sys.stderr, flush=True)
+    # Every message makes a few short-lived, acyclic objects: collect cycles far less often
+    # than after every 700 allocations, and never rescan what was loaded at start.
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
+    watcher = Watcher(jsonl=jsonl_file, pcapng=pcap_file, quiet=quiet, redact=redact)
     try:
-        runner(main())
+        result = watcher.run(relay.fd, relay.ring, FLUSH_EVERY)
     finally:
-        with contextlib.suppress(OSError):
-            os.close(write_fd)  # end of records: the watcher finishes its outputs and exits
-        _, status = os.waitpid(child, 0)
-    return 0 if os.waitstatus_to_exitcode(status) == 0 else 2
+        relay.stop()
+        status = relay.wait()
+        os.close(relay.fd)
+    print(watcher.summary(result), file=sys.stderr, flush=True)
+    return 0 if status == 0 else 2
