@@ -246,9 +246,9 @@ field("offset", ProtoField.uint64, "offset", "Offset", base.DEC)
 field("length", ProtoField.uint64, "length", "Length", base.DEC)
 field("error", ProtoField.uint32, "error", "Error", base.DEC, names_of(S.ERRORS))
 field("rtype", ProtoField.uint16, "reply.type", "Reply type", base.HEX, names_of(S.REPLY_TYPES))
-field("data", ProtoField.bytes, "data", "Data")
 field("datalen", ProtoField.uint32, "data.length", "Data length", base.DEC)
 field("hole", ProtoField.uint64, "hole.length", "Hole length", base.DEC)
+field("extent", ProtoField.none, "extent", "Extent")
 field("nextents", ProtoField.uint32, "extent.count", "Extent descriptors", base.DEC)
 field("ext_len", ProtoField.uint64, "extent.length", "Extent length", base.DEC)
 field("ext_status", ProtoField.uint64, "extent.status", "Extent status", base.HEX)
@@ -306,6 +306,7 @@ end
 proto.experts = experts
 
 local f_stream = Field.new("tcp.stream")
+local TLS = Dissector.get("tls")
 
 ------------------------------------------------------------------------------------------------ state
 
@@ -392,6 +393,11 @@ local function check_reserved(rec, key, value, who)
         note(rec, "reserved-bits-set", string.format("%s sets bits the spec does not define in the %s: 0x%x",
             who, f.spec.field, bad))
     end
+end
+
+-- payload bytes are marked, not copied into the tree: the hex pane shows them, and big reads stay cheap
+local function add_data(tree, tvb, off, n)
+    tree:add(F.datalen, tvb:range(off, n), n)
 end
 
 local function string_at(tree, fld, tvb, off, n)
@@ -483,9 +489,13 @@ local function option(conv, rec, tvb, off, tree)
             end
         end
     elseif len > 0 then
-        tree:add(F.data, tvb:range(p, len))
+        add_data(tree, tvb, p, len)
     end
     if not rec.visited then
+        if conv.tls_required and opt ~= S.OPT.STARTTLS and opt ~= S.OPT.ABORT then
+            note(rec, "tls-protocol", string.format("client keeps haggling in plaintext (%s) after the server "
+                .. "required TLS in frame %d", rec.type, conv.tls_required))
+        end
         table.insert(conv.pending, opt)
         if opt == S.OPT.EXPORT_NAME then
             conv.c, conv.s = "transmission", "export-name-reply"
@@ -553,9 +563,10 @@ local function option_reply(conv, rec, tvb, off, tree)
     elseif band(rep, S.REP_ERR_BIT) ~= 0 and len > 0 then
         string_at(tree, F.repmsg, tvb, p, len)
     elseif len > 0 then
-        tree:add(F.data, tvb:range(p, len))
+        add_data(tree, tvb, p, len)
     end
     if not first then return end
+    if rep == S.REP.ERR_TLS_REQD then conv.tls_required = conv.tls_required or rec.frame end
     local final = rep == S.REP.ACK or band(rep, S.REP_ERR_BIT) ~= 0
     if final and conv.pending[1] == opt then table.remove(conv.pending, 1) end
     if rep == S.REP.ACK then
@@ -564,6 +575,10 @@ local function option_reply(conv, rec, tvb, off, tree)
         if opt == S.OPT.SET_META_CONTEXT then conv.contexts = conv.pending_ctx end
         if opt == S.OPT.STARTTLS then conv.s, conv.c = "tls", "tls" end
         if opt == S.OPT.GO then
+            if conv.tls_required then
+                note(rec, "tls-protocol", "transmission began in plaintext although the server required TLS in "
+                    .. "frame " .. conv.tls_required)
+            end
             local bad = start_transmission(conv)
             rec.type2 = "TRANSMISSION_START"
             if bad then note(rec, "size-not-block-multiple", bad) end
@@ -638,10 +653,12 @@ local function judge_request(conv, rec, req)
     if RANGED[req.cmd] and block and block > 1 and (req.offset % block ~= 0 or req.length % block ~= 0) then
         note(rec, "unaligned-request", string.format("%s offset %d length %d not a multiple of the minimum "
             .. "block size %d", cname, req.offset, req.length, block))
+        req.refuse = { "unaligned-request", "unaligned " .. cname }
     end
     if RANGED[req.cmd] and conv.size and req.offset + req.length > conv.size then
         note(rec, "request-beyond-export", string.format("%s of %d bytes at offset %d runs past the export "
             .. "size %d", cname, req.length, req.offset, conv.size))
+        req.refuse = req.refuse or { "request-beyond-export", cname .. " past the end of the export" }
     end
     local carries = req.cmd == S.CMD.WRITE or (req.cmd == S.CMD.READ and not conv.structured)
     if carries and req.length > (conv.max_payload or S.DEFAULT_MAX_PAYLOAD) then
@@ -667,7 +684,7 @@ local function request(conv, rec, tvb, off, tree)
     local n = ext and 8 or 4
     tree:add(F.length, tvb:range(off + 24, n))
     local hdr = ext and S.EXTENDED_REQUEST_HEADER or S.REQUEST_HEADER
-    if rec.len > hdr then tree:add(F.data, tvb:range(off + hdr, rec.len - hdr)) end
+    if rec.len > hdr then add_data(tree, tvb, off + hdr, rec.len - hdr) end
     if rec.visited then return end
     local req = { frame = rec.frame, time = rec.time, cmd = cmd, flags = flags, offset = u64n(tvb, off + 16),
                   length = lenof(tvb, off + 24, n), extended = ext }
@@ -693,6 +710,10 @@ local function match_reply(conv, rec, key, done, failed)
     end
     rec.req = req
     if failed then req.failed = true end
+    if done and req.refuse and not req.failed then
+        note(rec, req.refuse[1], "server reported success for the " .. req.refuse[2]
+            .. " (it should fail it with NBD_EINVAL)")
+    end
     if done then
         req.response_in = rec.frame
         conv.inflight[key] = nil
@@ -719,7 +740,7 @@ local function simple_reply(conv, rec, tvb, off, tree)
     tree:add(F.hmagic, tvb:range(off, 4))
     tree:add(F.error, tvb:range(off + 4, 4))
     tree:add(F.cookie, tvb:range(off + 8, 8))
-    if rec.len > 16 then tree:add(F.data, tvb:range(off + 16, rec.len - 16)) end
+    if rec.len > 16 then add_data(tree, tvb, off + 16, rec.len - 16) end
     if rec.visited then return end
     rec.done = true
     local err = u32(tvb, off + 4)
@@ -773,7 +794,8 @@ local function extents(conv, rec, tvb, p, stop, tree, wide)
         local n = wide and 8 or 4
         local len, status = lenof(tvb, p, n), lenof(tvb, p + n, n)
         local st, key = status_meaning(ctx, status)
-        local sub = tree:add(proto, tvb:range(p, size), string.format("Extent %d: %d bytes, %s", index, len, st))
+        local sub = tree:add(F.extent, tvb:range(p, size))
+        sub:set_text(string.format("Extent %d: %d bytes, %s", index, len, st))
         sub:add(F.ext_len, tvb:range(p, n))
         local s = sub:add(F.ext_status, tvb:range(p + n, n))
         if key then
@@ -869,7 +891,7 @@ local function chunk(conv, rec, tvb, off, tree)
     end
     if rtype == S.RT.OFFSET_DATA and len >= 8 then
         tree:add(F.offset, tvb:range(p, 8))
-        if len > 8 then tree:add(F.data, tvb:range(p + 8, len - 8)) end
+        if len > 8 then add_data(tree, tvb, p + 8, len - 8) end
     elseif rtype == S.RT.OFFSET_HOLE and len >= 8 then
         tree:add(F.offset, tvb:range(p, 8))
         tree:add(F.hole, tvb:range(p + 8, len - 8))
@@ -885,7 +907,7 @@ local function chunk(conv, rec, tvb, off, tree)
             note(rec, "bad-reply-chunk", "error chunk length disagrees with its message length")
         end
     elseif len > 0 then
-        tree:add(F.data, tvb:range(p, len))
+        add_data(tree, tvb, p, len)
     end
 end
 
