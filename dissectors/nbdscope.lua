@@ -319,6 +319,7 @@ reset()
 proto.init = reset
 
 local function hex(tvb, off, n) return tvb:range(off, n):bytes():tohex() end
+local function short_cookie(tvb, off) return (hex(tvb, off, 8):gsub("^0+(.)", "%1")) end
 local function u32(tvb, off) return tvb:range(off, 4):uint() end
 local function u64n(tvb, off) return tvb:range(off, 8):uint64():tonumber() end
 local function lenof(tvb, off, n) -- a length field, 4 or 8 bytes, as a Lua number
@@ -518,6 +519,7 @@ end
 local function option_reply(conv, rec, tvb, off, tree)
     local opt, rep, len = u32(tvb, off + 8), u32(tvb, off + 12), u32(tvb, off + 16)
     rec.type = name(S.OPTION_REPLIES, rep, "NBD_REP_")
+    rec.summary = "to " .. name(S.OPTIONS, opt, "NBD_OPT_"):gsub("^NBD_", "")
     tree:add(F.magic, tvb:range(off, 8))
     tree:add(F.opt, tvb:range(off + 8, 4))
     tree:add(F.rep, tvb:range(off + 12, 4))
@@ -685,6 +687,8 @@ local function request(conv, rec, tvb, off, tree)
     tree:add(F.length, tvb:range(off + 24, n))
     local hdr = ext and S.EXTENDED_REQUEST_HEADER or S.REQUEST_HEADER
     if rec.len > hdr then add_data(tree, tvb, off + hdr, rec.len - hdr) end
+    rec.summary = string.format("cookie=0x%s offset=%s length=%s", short_cookie(tvb, off + 8),
+        tvb:range(off + 16, 8):uint64(), tostring(lenof(tvb, off + 24, n)))
     if rec.visited then return end
     local req = { frame = rec.frame, time = rec.time, cmd = cmd, flags = flags, offset = u64n(tvb, off + 16),
                   length = lenof(tvb, off + 24, n), extended = ext }
@@ -741,6 +745,8 @@ local function simple_reply(conv, rec, tvb, off, tree)
     tree:add(F.error, tvb:range(off + 4, 4))
     tree:add(F.cookie, tvb:range(off + 8, 8))
     if rec.len > 16 then add_data(tree, tvb, off + 16, rec.len - 16) end
+    local e = u32(tvb, off + 4)
+    rec.summary = string.format("cookie=0x%s %s", short_cookie(tvb, off + 8), e == 0 and "ok" or name(S.ERRORS, e, ""))
     if rec.visited then return end
     rec.done = true
     local err = u32(tvb, off + 4)
@@ -849,6 +855,7 @@ local function chunk(conv, rec, tvb, off, tree)
     end
     local len = rec.len - hdr
     local p, stop = off + hdr, off + rec.len
+    rec.summary = "cookie=0x" .. short_cookie(tvb, off + 8) .. (has(flags, S.RF_MASK.DONE) and " DONE" or "")
     local first = not rec.visited
     local key = hex(tvb, off + 8, 8)
     if first then
@@ -1004,6 +1011,7 @@ local function dissect(tvb, pinfo, tree)
         if kind == "tls" then
             rec.type = "TLS_DATA"
             item:add(F.tls, tvb:range(off, len))
+            TLS:call(tvb:range(off, len):tvb(), pinfo, tree)
         elseif kind == "undecoded" then
             rec.type = "MALFORMED"
             item:add(F.undecoded, tvb:range(off, len))
@@ -1023,7 +1031,7 @@ local function dissect(tvb, pinfo, tree)
             end
         end
         show_notes(rec, item, pinfo)
-        local label = rec.type:gsub("^NBD_", "")
+        local label = rec.type:gsub("^NBD_", "") .. (rec.summary and (" " .. rec.summary) or "")
         item:append_text(", " .. label)
         if rec.type2 then item:append_text(" (" .. rec.type2 .. ")") end
         shown[#shown + 1] = label

@@ -102,3 +102,12 @@ def test_seed_capture_verbose_shows_handshake_flag_bits_and_expert(name: str) ->
     assert str(frame) in frames
     assert tshark("-r", str(CAPTURES / name), "-Y", "nbdscope.cmd == 5", "-T", "fields", "-e", "nbdscope.cmd").split() \
         == (["5"] if "cache" in name else [])
+
+
+def test_plugin_takes_precedence_over_the_builtin_nbd_dissector() -> None:
+    """No configuration needed in tshark 4.0: with the plugin loaded the built-in `nbd` dissector
+    decodes nothing, and --disable-protocol nbdscope gives it back (what the README says)."""
+    for capture in PCAPS:
+        assert tshark("-r", str(capture), "-Y", "nbd") == "", capture.name
+    back = tshark("-r", str(CAPTURES / "oldstyle-nbdkit.pcap"), "--disable-protocol", "nbdscope", "-Y", "nbd")
+    assert len(back.splitlines()) > 0
