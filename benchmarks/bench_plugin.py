@@ -6,7 +6,7 @@ bench_analyze.py, made here if missing), in one run.
 Three workloads, each timed with and without the plugin (best of --runs):
 
 - read:   `tshark -r FILE` with its one-line summary, what opening a file costs;
-- fields: `tshark -r FILE -Y <proto> -T fields ...`, every NBD message as a row
+- fields: `tshark -r FILE -Y <proto> -T fields ...`, every frame with NBD as a row
           (plain tshark uses its built-in `nbd` fields, the plugin `nbdscope.*`);
 - verbose: `tshark -r FILE -V`, the full tree of every packet (the plugin's
           worst case: every bit of every flags field and every extent is built).
@@ -27,7 +27,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
+import bench_analyze  # noqa: E402
 from bench_analyze import capture_loopback, measure, size_arg  # noqa: E402
+
+from tests.live import free_port  # noqa: E402
 
 PLUGIN = ROOT / "dissectors" / "nbdscope.lua"
 WORKLOADS = {
@@ -43,30 +46,40 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--capture", type=Path, help="capture to use (default: make or reuse the loopback one)")
     p.add_argument("--size", type=size_arg, default=size_arg("1G"))
-    p.add_argument("--runs", type=int, default=1)
+    p.add_argument("--runs", type=int, default=2)
     p.add_argument("--workdir", type=Path, default=Path("/tmp/nbdscope-bench"))
     p.add_argument("--workloads", default="read,fields,verbose")
+    p.add_argument("--rate", default=bench_analyze.RATE, help="nbdkit rate filter pacing (bits/s) when capturing")
+    p.add_argument("--regenerate", action="store_true")
     args = p.parse_args()
     tshark = shutil.which("tshark")
     if tshark is None:
         print("missing tshark (scripts/install-deps.sh installs it)", file=sys.stderr)
         return 2
     capture = args.capture or args.workdir / f"{args.size >> 20}M-loopback.pcap"
+    if args.regenerate and not args.capture:
+        capture.unlink(missing_ok=True)
     if not capture.exists():
         if args.capture:
             print(f"{capture}: no such file", file=sys.stderr)
             return 2
         args.workdir.mkdir(parents=True, exist_ok=True)
         print(f"capturing {capture} ...", flush=True)
+        # a free port rather than 10809, which tests running beside us may use; both tshark
+        # dissectors find NBD on any port by its magic
+        bench_analyze.PORT, bench_analyze.RATE = free_port(), args.rate
         capture_loopback(capture, args.size)
     rows = []
     for name in args.workloads.split(","):
         plain_args, plugin_args = WORKLOADS[name]
-        plain = [tshark, "-n", "-r", str(capture), *plain_args]
-        with_plugin = [tshark, "-n", "-X", f"lua_script:{PLUGIN}", "-r", str(capture), *plugin_args]
+        # loopback captures hold segments out of order now and then (tcpdump sees them from two
+        # CPUs); Wireshark reassembles across them only with this preference, for either dissector
+        common = [tshark, "-n", "-o", "tcp.reassemble_out_of_order:TRUE", "-r", str(capture)]
+        plain = [*common, *plain_args]
+        with_plugin = [*common, "-X", f"lua_script:{PLUGIN}", *plugin_args]
         best: dict[str, tuple[float, float, int]] = {}
-        for label, cmd in (("plain", plain), ("plugin", with_plugin)):
-            for _ in range(args.runs):
+        for _ in range(args.runs):  # interleaved, so the page cache favours neither
+            for label, cmd in (("plain", plain), ("plugin", with_plugin)):
                 wall, rss, out = measure(cmd)
                 lines = out.count(b"\n")
                 if label not in best or wall < best[label][0]:
