@@ -306,6 +306,7 @@ end
 proto.experts = experts
 
 local f_stream = Field.new("tcp.stream")
+local f_seq = Field.new("tcp.seq")
 local TLS = Dissector.get("tls")
 
 ------------------------------------------------------------------------------------------------ state
@@ -356,10 +357,13 @@ local function get_conv(pinfo, tvb)
     key = key and key.value or endpoint(pinfo.src, pinfo.src_port) .. endpoint(pinfo.dst, pinfo.dst_port)
     local conv = CONVS[key]
     if conv then return conv end
+    local n = math.min(tvb:len(), 8)
+    local greeting_start = n > 0 and S.NBDMAGIC:sub(1, 2 * n) == hex(tvb, 0, n)
     local srv = sender_is_server(tvb)
+    if srv == nil and greeting_start then srv = true end
     if srv == nil then srv = pinfo.src_port == S.DEFAULT_PORT end
     conv = new_conv(srv and endpoint(pinfo.src, pinfo.src_port) or endpoint(pinfo.dst, pinfo.dst_port))
-    if tvb:len() >= 8 and hex(tvb, 0, 8) == S.NBDMAGIC then
+    if greeting_start then
         conv.s, conv.c, conv.mid = "greeting", "flags", false
         conv.structured, conv.extended = false, false
     end
@@ -881,7 +885,7 @@ local function chunk(conv, rec, tvb, off, tree)
             end
             if reads[rtype] and len >= 8 then
                 local at = u64n(tvb, p)
-                local n = rtype == S.RT.OFFSET_DATA and len - 8 or lenof(tvb, p + 8, ext and 8 or 4)
+                local n = rtype == S.RT.OFFSET_DATA and len - 8 or (len >= 12 and u32(tvb, p + 8) or 0)
                 if at < req.offset or at + n > req.offset + req.length then
                     note(rec, "bad-reply-chunk", string.format("%s covers %d+%d, outside the request %d+%d",
                         rec.type, at, n, req.offset, req.length))
@@ -899,9 +903,9 @@ local function chunk(conv, rec, tvb, off, tree)
     if rtype == S.RT.OFFSET_DATA and len >= 8 then
         tree:add(F.offset, tvb:range(p, 8))
         if len > 8 then add_data(tree, tvb, p + 8, len - 8) end
-    elseif rtype == S.RT.OFFSET_HOLE and len >= 8 then
+    elseif rtype == S.RT.OFFSET_HOLE and len >= 12 then
         tree:add(F.offset, tvb:range(p, 8))
-        tree:add(F.hole, tvb:range(p + 8, len - 8))
+        tree:add(F.hole, tvb:range(p + 8, 4))
     elseif (rtype == S.RT.BLOCK_STATUS or rtype == S.RT.BLOCK_STATUS_EXT) and len >= 4 then
         extents(conv, rec, tvb, p, stop, tree, rtype == S.RT.BLOCK_STATUS_EXT)
     elseif band(rtype, S.REPLY_TYPE_ERR_BIT) ~= 0 and len >= 6 then
@@ -1045,9 +1049,22 @@ function proto.dissector(tvb, pinfo, tree)
     return dissect(tvb, pinfo, tree)
 end
 
+-- the first bytes of a stream, too short to hold a whole magic, that begin one
+local function magic_prefix(tvb)
+    local n = tvb:len()
+    if n >= 8 then return false end
+    local head = hex(tvb, 0, n)
+    for _, m in ipairs({ S.NBDMAGIC, S.IHAVEOPT }) do
+        if m:sub(1, 2 * n) == head then return true end
+    end
+    return false
+end
+
 -- Any TCP port: a stream whose first bytes are an NBD magic.
 local function heuristic(tvb, pinfo, tree)
-    if sender_is_server(tvb) == nil then return false end
+    local seq = f_seq()
+    local at_start = seq ~= nil and seq.value == 1
+    if sender_is_server(tvb) == nil and not (at_start and magic_prefix(tvb)) then return false end
     pinfo.conversation = proto
     dissect(tvb, pinfo, tree)
     return true
