@@ -257,8 +257,10 @@ field("msglen", ProtoField.uint16, "error.message_length", "Message length", bas
 field("errmsg", ProtoField.string, "error.message", "Error message")
 field("tls", ProtoField.bytes, "tls", "Encrypted (after STARTTLS)")
 field("undecoded", ProtoField.bytes, "undecoded", "Undecoded bytes")
-field("response_in", ProtoField.framenum, "response_in", "Response in", base.NONE, frametype.RESPONSE)
-field("response_to", ProtoField.framenum, "response_to", "Request in", base.NONE, frametype.REQUEST)
+-- frame links typed as request/response where this Wireshark knows frame types (4.0 does)
+local ft = frametype or {}
+field("response_in", ProtoField.framenum, "response_in", "Response in", base.NONE, ft.RESPONSE)
+field("response_to", ProtoField.framenum, "response_to", "Request in", base.NONE, ft.REQUEST)
 field("time", ProtoField.relative_time, "time", "Response time")
 field("req_cmd", ProtoField.uint16, "request.cmd", "Request command", base.DEC, names_of(S.COMMANDS))
 
