@@ -13,6 +13,7 @@ import pytest
 from tests.oracles import CAPTURES
 from tests.wireshark import (
     NOT_ON_WIRE,
+    PLUGIN,
     TSHARK,
     analyze_key,
     analyze_records,
@@ -111,3 +112,20 @@ def test_plugin_takes_precedence_over_the_builtin_nbd_dissector() -> None:
         assert tshark("-r", str(capture), "-Y", "nbd") == "", capture.name
     back = tshark("-r", str(CAPTURES / "oldstyle-nbdkit.pcap"), "--disable-protocol", "nbdscope", "-Y", "nbd")
     assert len(back.splitlines()) > 0
+
+
+def test_installed_by_one_copy_into_the_personal_plugins_folder(tmp_path: Path) -> None:
+    """The README's install line: copy the one file, nothing else (no -X option)."""
+    import os
+    import shutil
+    import subprocess
+
+    plugins = tmp_path / ".local" / "lib" / "wireshark" / "plugins"
+    plugins.mkdir(parents=True)
+    shutil.copy(PLUGIN, plugins)
+    env = {**os.environ, "HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path / ".config")}
+    listed = subprocess.run([TSHARK, "-G", "plugins"], capture_output=True, text=True, env=env, check=True).stdout
+    assert str(plugins / "nbdscope.lua") in listed
+    out = subprocess.run([TSHARK, "-n", "-r", str(CAPTURES / "seed-cache-flag.pcap"), "-Y", "nbdscope.cmd == 5"],
+                         capture_output=True, text=True, env=env, check=True).stdout
+    assert "CMD_CACHE cookie=0x1" in out
