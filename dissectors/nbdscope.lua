@@ -45,6 +45,7 @@ S.DEFAULT_MIN_BLOCK = 1
 S.DEFAULT_MAX_PAYLOAD = 33554432
 S.REP_ERR_BIT = 2147483648
 S.REPLY_TYPE_ERR_BIT = 32768
+S.MAX_MIN_BLOCK = 65536
 
 S.OPT = { EXPORT_NAME = 1, ABORT = 2, LIST = 3, PEEK_EXPORT = 4, STARTTLS = 5, INFO = 6, GO = 7, STRUCTURED_REPLY = 8, LIST_META_CONTEXT = 9, SET_META_CONTEXT = 10, EXTENDED_HEADERS = 11 }
 S.REP = { ACK = 1, SERVER = 2, INFO = 3, META_CONTEXT = 4, ERR_UNSUP = 2147483649, ERR_POLICY = 2147483650, ERR_INVALID = 2147483651, ERR_PLATFORM = 2147483652, ERR_TLS_REQD = 2147483653, ERR_UNKNOWN = 2147483654, ERR_SHUTDOWN = 2147483655, ERR_BLOCK_SIZE_REQD = 2147483656, ERR_TOO_BIG = 2147483657, ERR_EXT_HEADER_REQD = 2147483658 }
@@ -450,6 +451,88 @@ local function client_flags(conv, rec, tvb, off, tree)
     if not rec.visited then
         conv.cflags, conv.c = cf, "options"
         check_reserved(rec, "cf", cf, "client")
+        if has(cf, S.CF_MASK.C_NO_ZEROES) and not has(conv.hflags, S.HF_MASK.NO_ZEROES) then
+            note(rec, "option-protocol", "client set NBD_FLAG_C_NO_ZEROES but the server did not offer NBD_FLAG_NO_ZEROES")
+        end
+    end
+end
+
+-- option-protocol, the single-pass part of nbdscope's rule: haggling that contradicts itself
+local function judge_option(conv, rec, opt, params)
+    if opt == S.OPT.INFO or opt == S.OPT.GO then
+        conv.export_info_seen, conv.info, conv.request = false, {}, params
+    end
+    local previous = conv.info_answer
+    conv.info_answer, conv.compare_with = nil, nil
+    if opt == S.OPT.GO and previous and previous.request == conv.request then conv.compare_with = previous.info end
+    if opt == S.OPT.SET_META_CONTEXT and not conv.structured then
+        note(rec, "option-protocol", "NBD_OPT_SET_META_CONTEXT before structured replies or extended headers were agreed")
+    end
+    if opt == S.OPT.SET_META_CONTEXT or opt == S.OPT.LIST_META_CONTEXT then conv.ctx_ids = {} end
+end
+
+local function pow2(n) return n > 0 and band(n, n - 1) == 0 end
+
+local function judge_option_reply(conv, rec, opt, rep, info_type, values)
+    local solicited = conv.in_progress == opt
+    for _, o in ipairs(conv.pending) do solicited = solicited or o == opt end
+    if not solicited then
+        note(rec, "option-protocol", string.format("server replied to %s, which the client did not ask for "
+            .. "(or which was already answered)", name(S.OPTIONS, opt, "NBD_OPT_")))
+    end
+    if conv.in_progress == opt and (rep == S.REP.ACK or band(rep, S.REP_ERR_BIT) ~= 0) then
+        conv.answered_early = opt
+    end
+    if rep == S.REP.INFO and info_type ~= nil then
+        if info_type == S.INFO.EXPORT then conv.export_info_seen = true end
+        if conv.info then conv.info[info_type] = values end
+        if info_type == S.INFO.BLOCK_SIZE and values then
+            local mn, pref, mx = values[1], values[2], values[3]
+            local problems = {}
+            if not pow2(mn) or mn > S.MAX_MIN_BLOCK then
+                problems[#problems + 1] = string.format("minimum block size %d must be a power of two no larger "
+                    .. "than %d", mn, S.MAX_MIN_BLOCK)
+            end
+            if not pow2(pref) or pref < math.max(mn, 512) then
+                problems[#problems + 1] = string.format("preferred block size %d must be a power of two at least "
+                    .. "max(minimum, 512)", pref)
+            end
+            if mx < pref then
+                problems[#problems + 1] = string.format("maximum payload %d is smaller than the preferred block "
+                    .. "size %d", mx, pref)
+            end
+            for _, t in ipairs(problems) do note(rec, "option-protocol", "NBD_INFO_BLOCK_SIZE: " .. t) end
+        end
+    end
+    if rep == S.REP.ACK and opt == S.OPT.INFO and conv.request then
+        conv.info_answer = { request = conv.request, info = conv.info }
+    end
+    if rep == S.REP.ACK and opt == S.OPT.GO and conv.compare_with then
+        local seen = {}
+        for t in pairs(conv.compare_with) do seen[#seen + 1] = t end
+        for t in pairs(conv.info or {}) do if not conv.compare_with[t] then seen[#seen + 1] = t end end
+        table.sort(seen)
+        for _, t in ipairs(seen) do
+            local a, b = conv.compare_with[t], (conv.info or {})[t]
+            if (a and a.text) ~= (b and b.text) then
+                note(rec, "option-protocol", string.format("NBD_OPT_GO answered differently from the "
+                    .. "NBD_OPT_INFO just before it with the same parameters (%s: %s vs %s)",
+                    name(S.INFO_TYPES, t, "NBD_INFO_"), a and a.text or "nothing", b and b.text or "nothing"))
+            end
+        end
+    end
+    if rep == S.REP.ACK and (opt == S.OPT.INFO or opt == S.OPT.GO) and not conv.export_info_seen then
+        note(rec, "option-protocol", name(S.OPTIONS, opt, "NBD_OPT_")
+            .. " acknowledged without an NBD_INFO_EXPORT reply before it")
+    end
+    if rep == S.REP.META_CONTEXT and values then
+        conv.ctx_ids = conv.ctx_ids or {}
+        local prior = conv.ctx_ids[values.id]
+        if prior and prior ~= values.text then
+            note(rec, "option-protocol", string.format("context id %d given to both %q and %q in one reply",
+                values.id, prior, values.text))
+        end
+        conv.ctx_ids[values.id] = values.text
     end
 end
 
@@ -460,6 +543,7 @@ local function option(conv, rec, tvb, off, tree)
     tree:add(F.opt, tvb:range(off + 8, 4))
     tree:add(F.optlen, tvb:range(off + 12, 4))
     local p, stop = off + 16, off + 16 + len
+    local params = nil  -- INFO/GO: the export name and info requests, to compare a GO with the INFO before it
     if opt == S.OPT.EXPORT_NAME then
         string_at(tree, F.name, tvb, p, len)
     elseif (opt == S.OPT.INFO or opt == S.OPT.GO) and len >= 6 then
@@ -468,12 +552,14 @@ local function option(conv, rec, tvb, off, tree)
             tree:add(F.namelen, tvb:range(p, 4))
             string_at(tree, F.name, tvb, p + 4, n)
             p = p + 4 + n
+            params = tvb:range(p - n, n):string()
             local count = tvb:range(p, 2):uint()
             tree:add(F.ninfo, tvb:range(p, 2))
             p = p + 2
             for _ = 1, count do
                 if p + 2 > stop then break end
                 tree:add(F.info, tvb:range(p, 2))
+                params = params .. "|" .. tvb:range(p, 2):uint()
                 p = p + 2
             end
         end
@@ -503,12 +589,18 @@ local function option(conv, rec, tvb, off, tree)
             note(rec, "tls-protocol", string.format("client keeps haggling in plaintext (%s) after the server "
                 .. "required TLS in frame %d", rec.type, conv.tls_required))
         end
-        table.insert(conv.pending, opt)
+        conv.in_progress = nil
+        if conv.answered_early == opt then
+            conv.answered_early = nil  -- the server already answered from the option header alone
+        else
+            table.insert(conv.pending, opt)
+        end
         if opt == S.OPT.EXPORT_NAME then
             conv.c, conv.s = "transmission", "export-name-reply"
         elseif opt == S.OPT.SET_META_CONTEXT then
             conv.pending_ctx = {}
         end
+        judge_option(conv, rec, opt, params)
     end
 end
 
@@ -532,13 +624,17 @@ local function option_reply(conv, rec, tvb, off, tree)
     tree:add(F.replen, tvb:range(off + 16, 4))
     local p = off + 20
     local first = not rec.visited
+    local info_type, values = nil, nil
     if rep == S.REP.INFO and len >= 2 then
         local it = tvb:range(p, 2):uint()
+        info_type = it
+        values = { text = len > 2 and tvb:range(p + 2, len - 2):bytes():tohex() or "" }
         tree:add(F.info, tvb:range(p, 2))
         if it == S.INFO.EXPORT and len >= 12 then
             tree:add(F.size, tvb:range(p + 2, 8))
             local tf = tvb:range(p + 10, 2):uint()
             add_flags(tree, "tf", tvb:range(p + 10, 2), tf)
+            values.text = string.format("size %s, flags 0x%x", tostring(tvb:range(p + 2, 8):uint64()), tf)
             if first then
                 check_reserved(rec, "tf", tf, "server")
                 if opt == S.OPT.GO then conv.size, conv.tflags = u64n(tvb, p + 2), tf end
@@ -551,6 +647,8 @@ local function option_reply(conv, rec, tvb, off, tree)
             tree:add(F.min_block, tvb:range(p + 2, 4))
             tree:add(F.pref_block, tvb:range(p + 6, 4))
             tree:add(F.max_payload, tvb:range(p + 10, 4))
+            values[1], values[2], values[3] = u32(tvb, p + 2), u32(tvb, p + 6), u32(tvb, p + 10)
+            values.text = string.format("minimum %d, preferred %d, maximum %d", values[1], values[2], values[3])
             if first and opt == S.OPT.GO then
                 conv.min_block, conv.max_payload = u32(tvb, p + 2), u32(tvb, p + 10)
             end
@@ -565,6 +663,7 @@ local function option_reply(conv, rec, tvb, off, tree)
     elseif rep == S.REP.META_CONTEXT and len >= 4 then
         tree:add(F.ctx_id, tvb:range(p, 4))
         string_at(tree, F.ctx_name, tvb, p + 4, len - 4)
+        values = { id = u32(tvb, p), text = tvb:range(p + 4, len - 4):string() }
         if first and opt == S.OPT.SET_META_CONTEXT then
             conv.pending_ctx[u32(tvb, p)] = tvb:range(p + 4, len - 4):string()
         end
@@ -574,6 +673,7 @@ local function option_reply(conv, rec, tvb, off, tree)
         add_data(tree, tvb, p, len)
     end
     if not first then return end
+    judge_option_reply(conv, rec, opt, rep, info_type, values)
     if rep == S.REP.ERR_TLS_REQD then conv.tls_required = conv.tls_required or rec.frame end
     local final = rep == S.REP.ACK or band(rep, S.REP_ERR_BIT) ~= 0
     if final and conv.pending[1] == opt then table.remove(conv.pending, 1) end
@@ -940,7 +1040,10 @@ local function frame_pdu(conv, dir, tvb, off)
     if state == "flags" then return client_flags, 4 end
     if state == "options" then
         if avail < 16 then return nil, nil, 16 end
-        if hex(tvb, off, 8) == S.IHAVEOPT then return option, 16 + u32(tvb, off + 12) end
+        if hex(tvb, off, 8) == S.IHAVEOPT then
+            if avail < 16 + u32(tvb, off + 12) then conv.in_progress = u32(tvb, off + 8) end
+            return option, 16 + u32(tvb, off + 12)
+        end
         -- a client that starts transmission without waiting: fall through to requests
     end
     if state == "replies" or state == "export-name-reply" then

@@ -16,7 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from nbdscope.analysis.rules import ALL_RULES
+from nbdscope.analysis.rules import ALL_RULES, handshake
 from nbdscope.spec import codes, magics, metacontexts
 from nbdscope.spec.flags import FLAG_FIELDS
 from nbdscope.spec.tables import CodeTable, FlagField
@@ -69,7 +69,7 @@ def generate() -> str:
              "EXTENDED_REPLY_HEADER": codes.EXTENDED_REPLY_HEADER, "OPTION_HEADER": codes.OPTION_HEADER,
              "OPTION_REPLY_HEADER": codes.OPTION_REPLY_HEADER, "DEFAULT_MIN_BLOCK": codes.DEFAULT_MIN_BLOCK,
              "DEFAULT_MAX_PAYLOAD": codes.DEFAULT_MAX_PAYLOAD, "REP_ERR_BIT": codes.REP_ERR_BIT,
-             "REPLY_TYPE_ERR_BIT": codes.REPLY_TYPE_ERR_BIT}
+             "REPLY_TYPE_ERR_BIT": codes.REPLY_TYPE_ERR_BIT, "MAX_MIN_BLOCK": handshake.MAX_MIN_BLOCK}
     out += [f"S.{k} = {v}" for k, v in sizes.items()]
     out.append("")
     # enumerations by short name, so hand-written code reads S.CMD.READ, S.OPT.GO, S.TF.SEND_CACHE ...
