@@ -245,6 +245,7 @@ field("cmd", ProtoField.uint16, "cmd", "Command", base.DEC, names_of(S.COMMANDS)
 field("cookie", ProtoField.uint64, "cookie", "Cookie", base.HEX)
 field("offset", ProtoField.uint64, "offset", "Offset", base.DEC)
 field("length", ProtoField.uint64, "length", "Length", base.DEC)
+field("hdr_offset", ProtoField.uint64, "reply.offset", "Offset of the request (echoed)", base.DEC)
 field("error", ProtoField.uint32, "error", "Error", base.DEC, names_of(S.ERRORS))
 field("rtype", ProtoField.uint16, "reply.type", "Reply type", base.HEX, names_of(S.REPLY_TYPES))
 field("datalen", ProtoField.uint32, "data.length", "Data length", base.DEC)
@@ -954,7 +955,7 @@ local function chunk(conv, rec, tvb, off, tree)
     tree:add(F.cookie, tvb:range(off + 8, 8))
     local hdr = ext and S.EXTENDED_REPLY_HEADER or S.STRUCTURED_REPLY_HEADER
     if ext then
-        tree:add(F.offset, tvb:range(off + 16, 8))
+        tree:add(F.hdr_offset, tvb:range(off + 16, 8))
         tree:add(F.length, tvb:range(off + 24, 8))
     else
         tree:add(F.length, tvb:range(off + 16, 4))

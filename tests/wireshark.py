@@ -86,7 +86,8 @@ def _experts(f: dict[str, Any]) -> list[str]:
 def plugin_key(f: dict[str, Any]) -> tuple[Any, ...]:
     """The compared values of one plugin PDU."""
     t = _one(f["nbdscope.msgtype"])
-    return _key(t, cookie=_int(f.get("nbdscope.cookie")), offsets=_all(f.get("nbdscope.offset")),
+    offsets = _all(f.get("nbdscope.reply.offset")) + _all(f.get("nbdscope.offset"))
+    return _key(t, cookie=_int(f.get("nbdscope.cookie")), offsets=offsets,
                 length=_int(f.get("nbdscope.length")), error=_int(f.get("nbdscope.error")),
                 flags=_int(f.get("nbdscope.cmd.flags") or f.get("nbdscope.reply.flags") or f.get("nbdscope.cflags")
                            or f.get("nbdscope.hflags")),
