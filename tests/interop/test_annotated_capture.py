@@ -113,3 +113,17 @@ def test_annotated_capture_needs_exactly_one_input_and_redact_needs_it(tmp_path:
     report = tmp_path / "r.json"
     assert nbdscope("analyze", str(PCAPS[0]), "--format", "json", "-o", str(report)).returncode == 0
     assert json.loads(report.read_text())["inputs"] == [str(PCAPS[0])]
+
+
+@needs_tshark
+def test_comments_already_in_a_pcapng_are_kept_and_gzip_input_works(tmp_path: Path) -> None:
+    import gzip
+
+    packed = tmp_path / "seed.pcap.gz"
+    packed.write_bytes(gzip.compress((CAPTURES / "seed-cache-flag.pcap").read_bytes()))
+    once, twice = tmp_path / "once.pcapng", tmp_path / "twice.pcapng"
+    assert nbdscope("analyze", str(packed), "-o", str(once)).returncode == 0
+    assert nbdscope("analyze", str(once), "-o", str(twice)).returncode == 0
+    rows = fields(twice, "frame.number", "frame.comment", display_filter="frame.comment")
+    assert [r[0] for r in rows] == ["17"]
+    assert len(rows[0][1].split("\x1f")) == 2  # the first run's comment, then the second's
