@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import gc
 import os
 import select
@@ -83,8 +84,20 @@ class RelayProcess:
         return self.status
 
 
+def _keep_freed_memory() -> None:
+    """Relayed chunks are 256 KiB bytes objects made and freed thousands of times a second;
+    by default glibc gives such memory back to the kernel each time and faults fresh zeroed
+    pages in for the next one. Keeping it in the heap saves that work (Linux with glibc only)."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None)
+        libc.mallopt(-1, 256 << 20)  # M_TRIM_THRESHOLD
+        libc.mallopt(-2, 16 << 20)  # M_TOP_PAD
+        libc.mallopt(-3, 64 << 20)  # M_MMAP_THRESHOLD: big chunks from the heap too, not fresh mappings
+
+
 def _relay_main(listen: Address, upstream: Address, options: RelayOptions, write_fd: int, ring: Ring,
                 ready_w: int) -> int:
+    _keep_freed_memory()
     rewriter = None
     if options.set_mask or options.clear_mask:
         set_mask, clear_mask = options.set_mask, options.clear_mask
