@@ -55,6 +55,8 @@ _OLD = struct.Struct(">QQQI")
 _C2S_MAGICS = (M.REQUEST_MAGIC_BYTES, M.EXTENDED_REQUEST_MAGIC_BYTES, M.IHAVEOPT_BYTES)
 _S2C_MAGICS = (M.SIMPLE_REPLY_MAGIC_BYTES, M.STRUCTURED_REPLY_MAGIC_BYTES, M.EXTENDED_REPLY_MAGIC_BYTES,
                M.OPTION_REPLY_MAGIC_BYTES, M.NBDMAGIC_BYTES)
+# plain ints: `value & IntFlag` builds an enum value each time, too slow per message
+_DONE, _PAYLOAD_LEN = int(ReplyFlag.DONE), int(CommandFlag.PAYLOAD_LEN)
 _REPLY_MAGICS = (M.SIMPLE_REPLY_MAGIC_BYTES, M.STRUCTURED_REPLY_MAGIC_BYTES, M.EXTENDED_REPLY_MAGIC_BYTES)
 _FINAL_OK = {Opt.STARTTLS, Opt.STRUCTURED_REPLY, Opt.EXTENDED_HEADERS, Opt.ABORT}
 
@@ -508,7 +510,7 @@ class Connection:
                 return False
             _, flags, cmd, cookie, offset, length = _EREQ.unpack_from(buf, p)
             hsize, extended = EXTENDED_REQUEST_HEADER, True
-            payload = length if flags & CommandFlag.PAYLOAD_LEN or cmd == Cmd.WRITE else 0
+            payload = length if flags & _PAYLOAD_LEN or cmd == Cmd.WRITE else 0
         elif head == M.IHAVEOPT_BYTES[:4] and side.avail() >= 8 and buf[p:p + 8] == M.IHAVEOPT_BYTES:
             return self._malformed(side, "option-after-handshake",
                                    "client sent an option after the handshake ended")
@@ -616,7 +618,7 @@ class Connection:
             fields.setdefault("problem", f"chunk length {length} exceeds what we decode ({CHUNK_KEEP})")
         if "context_id" in fields:
             fields["context"] = self.contexts.get(fields["context_id"])
-        done = bool(flags & ReplyFlag.DONE)
+        done = bool(flags & _DONE)
         self._emit(ev.ReplyChunk, side, reply_type=rtype, flags=flags, length=length, extended=extended,
                    header_offset=hoffset, **fields,
                    **self._reply_fields(side, cookie, done, is_reply_type_error(rtype)))
