@@ -313,7 +313,9 @@ class Relay:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.listen.path)
         s = self.stats
-        self.tap.end({"sessions": s.sessions, "bytes": s.bytes, "upstream_failures": s.upstream_failures}, time.time())
+        others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and not t.done()]
+        self.tap.end({"sessions": s.sessions, "bytes": s.bytes, "upstream_failures": s.upstream_failures,
+                      "left_open": len(self.sessions), "left_tasks": len(others)}, time.time())
         await self.tap.drain(self.grace)
 
     def endpoints(self, conn: int, transport: asyncio.Transport) -> tuple[tuple[it.Endpoint, it.Endpoint],

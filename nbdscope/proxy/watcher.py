@@ -149,4 +149,5 @@ class Watcher:
         bytes_ = t.get("bytes", {})
         return (f"nbdscope proxy: {t.get('sessions', len(result.sessions))} sessions, {bytes_.get('c2s', 0)} bytes "
                 f"to the server, {bytes_.get('s2c', 0)} to clients, {len(result.anomalies)} anomalies, "
-                f"{t.get('upstream_failures', 0)} upstream failures")
+                f"{t.get('upstream_failures', 0)} upstream failures; at exit {t.get('left_open', 0)} sessions and "
+                f"{t.get('left_tasks', 0)} tasks were still open")

@@ -149,6 +149,7 @@ def test_garbage_and_many_connections_leave_no_leak(tmp_path: Path) -> None:
     assert px.stderr is not None
     summary = px.stderr.read()
     assert "202 sessions" in summary or "203 sessions" in summary
+    assert "at exit 0 sessions and 0 tasks were still open" in summary  # nothing leaked in the relay
 
 
 def test_upstream_refusing_is_logged_and_survived(tmp_path: Path) -> None:
