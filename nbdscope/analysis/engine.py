@@ -41,7 +41,7 @@ class Engine:
         self._on_anomaly = on_anomaly
         self._t0: float | None = None
         self.rules = [cls(self._report, self.t0) for cls in rules]
-        self._listeners: dict[type, list[Rule]] = {}  # event type -> the rules that want it
+        self._listeners: dict[type, list[Callable[[Session, ev.Event], None]]] = {}  # event type -> rules wanting it
 
     def t0(self) -> float:
         return self._t0 or 0.0
@@ -100,9 +100,9 @@ class Engine:
         listeners = self._listeners.get(type(event))
         if listeners is None:
             listeners = self._listeners[type(event)] = [
-                r for r in self.rules if isinstance(event, r.EVENTS) and (self.keep_data or not r.NEEDS_DATA)]
-        for rule in listeners:
-            rule.on_event(session, event)
+                r.on_event for r in self.rules if isinstance(event, r.EVENTS) and (self.keep_data or not r.NEEDS_DATA)]
+        for on_event in listeners:
+            on_event(session, event)
 
     def run(self, items: Iterable[it.StreamItem]) -> Result:
         for item in items:
