@@ -48,12 +48,14 @@ class RelayProcess:
         ready_r, ready_w = os.pipe()
         sys.stdout.flush()
         sys.stderr.flush()
+        parent = os.getpid()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the child
             os.close(read_fd)
             os.close(ready_r)
             status = 2
             try:
+                _end_with(parent)
                 status = _relay_main(listen, upstream, options, write_fd, self.ring, ready_w)
             except BaseException as exc:  # one line, never a traceback
                 with contextlib.suppress(OSError):
@@ -82,6 +84,15 @@ class RelayProcess:
             _, status = os.waitpid(self.pid, 0)
             self.status = os.waitstatus_to_exitcode(status)
         return self.status
+
+
+def _end_with(parent: int) -> None:
+    """A relay whose watcher was killed outright must not go on relaying unrecorded:
+    ask Linux for SIGTERM when the parent dies (and check it has not died already)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:
+        raise SystemExit(2)
 
 
 def _keep_freed_memory() -> None:
