@@ -22,7 +22,7 @@ from nbdscope.spec import (
 from nbdscope.spec.metacontexts import describe_status
 from nbdscope.spec.tables import FlagField
 
-_BASE = {"dir", "frame", "time", "phase"}
+_BASE = {"dir", "frame", "time", "phase", "header"}  # header bytes never go into the timeline
 
 
 @cache
