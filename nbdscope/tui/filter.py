@@ -109,8 +109,9 @@ class _Parser:
             return lambda s, r: not inner(s, r)
         if tok == "(":
             inner = self.expr()
-            if self.take() != ")":
+            if self.peek() != ")":
                 raise FilterError("missing )")
+            self.take()
             return inner
         if tok == ")":
             raise FilterError("unexpected )")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from array import array
 from typing import TYPE_CHECKING, ClassVar
 
-from rich.console import Group, RenderableType
+from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 from textual import on, work
@@ -14,6 +14,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen, Screen
+from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Input, Label, Markdown, Sparkline, Static
 
 from nbdscope.decoder import events as ev
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from nbdscope.tui.app import NbdscopeApp
 
 FILTER_CHUNK = 50_000  # rows tested per step when filtering in the background
+LIVE_FILTER_DELAY = 0.35  # seconds of no typing before the filter bar's text is applied
 
 
 class _Base(Screen[None]):
@@ -150,6 +152,7 @@ class MessagesScreen(_Base):
         self.paused = False
         self.pending_row: int | None = None  # row to select once the view contains it
         self.search_text = ""
+        self._debounce: Timer | None = None
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="bar"):
@@ -272,17 +275,24 @@ class MessagesScreen(_Base):
 
     @on(Input.Changed, "#filter")
     def _filter_changed(self, event: Input.Changed) -> None:
+        """Applied live: once typing pauses briefly and the expression is complete."""
+        if self._debounce is not None:
+            self._debounce.stop()
+            self._debounce = None
         try:
             compile_filter(event.value)
         except FilterError:
             self.query_one("#filter", Input).add_class("-invalid")
             return
         self.query_one("#filter", Input).remove_class("-invalid")
-        if len(self.store) <= 200_000:  # small enough to refilter on every keystroke
-            self._apply(event.value)
+        if event.value != self.filter_text:
+            self._debounce = self.set_timer(LIVE_FILTER_DELAY, lambda: self._apply(event.value))
 
     @on(Input.Submitted, "#filter")
     def _filter_submitted(self, event: Input.Submitted) -> None:
+        if self._debounce is not None:
+            self._debounce.stop()
+            self._debounce = None
         self._apply(event.value)
         self.table.focus()
 
@@ -449,13 +459,14 @@ class SummaryScreen(_Base):
     def compose(self) -> ComposeResult:
         with VerticalScroll():
             yield Static(id="negotiated")
+            yield Static(id="commands")
             yield Label("Throughput over time (bytes moved per interval)", classes="title")
             yield Sparkline([], id="throughput")
             yield Static(id="throughput-scale")
             yield Label("Latency distribution (count per power-of-two bucket, 1 us … 8 s)", classes="title")
             yield Sparkline([], id="latency")
             yield Static(id="latency-scale")
-            yield Static(id="commands")
+            yield Static(id="flags")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -486,11 +497,12 @@ class SummaryScreen(_Base):
         ]
         for k, v in rows:
             info.add_row(k, v)
-        parts: list[RenderableType] = [Text(f"Session {s.id}", style=f"bold {pal['accent']}"), info]
+        self.query_one("#negotiated", Static).update(
+            Group(Text(f"Session {s.id}", style=f"bold {pal['accent']}"), info))
         if s.transmission_flags is not None:
-            parts.append(Text(f"\ntransmission flags {s.transmission_flags:#06x}, bit by bit", style="bold"))
-            parts.append(D.bits_table(TRANSMISSION_FLAGS, s.transmission_flags, pal))
-        self.query_one("#negotiated", Static).update(Group(*parts))
+            self.query_one("#flags", Static).update(Group(
+                Text(f"\ntransmission flags {s.transmission_flags:#06x}, bit by bit", style="bold"),
+                D.bits_table(TRANSMISSION_FLAGS, s.transmission_flags, pal)))
         moved, width, hist, lats = session_series(store, s.id)
         self.query_one("#throughput", Sparkline).data = moved or [0.0]
         peak = max(moved, default=0.0)
@@ -515,7 +527,7 @@ class SummaryScreen(_Base):
             assert isinstance(lat, dict)
             mix.add_row(COMMANDS.name(cmd), f"{st.count:,}", _human(st.bytes), str(st.errors),
                         F.fmt_latency(lat.get("p50")), F.fmt_latency(lat.get("p99")), F.fmt_latency(lat.get("max")))
-        self.query_one("#commands", Static).update(Group(Text(""), mix))
+        self.query_one("#commands", Static).update(Group(Text(""), mix) if s.commands else Text(""))
 
     def action_messages(self) -> None:
         self.napp.open_messages(f"session={self.session_id}")
