@@ -40,8 +40,13 @@ class NbdscopeApp(App[None]):
 
     def _tick(self) -> None:
         screen = self.screen
-        if isinstance(screen, _Base):
-            screen.tick()
+        if isinstance(screen, _Base) and screen.is_mounted:
+            from textual.css.query import NoMatches
+
+            try:
+                screen.tick()
+            except NoMatches:
+                pass  # the screen is still composing; the next tick catches up
         with self.store.lock:
             new = self.store.notices[self._notices_seen:]
             self._notices_seen = len(self.store.notices)
@@ -55,9 +60,10 @@ class NbdscopeApp(App[None]):
     # ------------------------------------------------------------- helpers
 
     def palette(self) -> Palette:
-        t = self.current_theme
-        return Palette(error=t.error or "red", warning=t.warning or "yellow", accent=t.accent or "blue",
-                       muted="dim")
+        """Theme colours meant for text on the theme's background (readable on dark and light)."""
+        v = self.get_css_variables()
+        return Palette(error=v.get("text-error", "red"), warning=v.get("text-warning", "yellow"),
+                       accent=v.get("text-primary", "blue"), muted="dim")
 
     def source_state(self) -> str:
         if self.source is None:

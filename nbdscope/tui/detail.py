@@ -34,6 +34,7 @@ _SKIP = {"dir", "frame", "time", "phase", "header"}
 _CODES: dict[str, CodeTable] = {"command": COMMANDS, "option": OPTIONS, "reply_type": REPLY_TYPES,
                                 "info_type": INFO_TYPES}
 EXTENTS_SHOWN = 32
+HEX_PER_LINE = 8  # bytes per hex line: the pane fits beside the detail in 120 columns
 
 
 class Palette(dict[str, str]):
@@ -139,6 +140,9 @@ def message_renderable(store: Store, row: int, pal: Palette) -> RenderableType:
     title.append(f"   {arrow}   session {store.session_id(row)}   frame {e.frame}   "
                  f"t={store.rel_time(row):.6f}s   {e.phase}   #{row + 1}")
     parts: list[RenderableType] = [title]
+    for finding in store.findings_for(row):  # why the user is probably here: first
+        parts.append(finding_renderable(finding.anomaly, pal))
+        parts.append(Text(""))
     t = Table(box=None, show_header=False, pad_edge=False, expand=False)
     t.add_column("field", style="bold")
     t.add_column("value", overflow="fold")
@@ -166,9 +170,6 @@ def message_renderable(store: Store, row: int, pal: Palette) -> RenderableType:
     for name, table, value in flag_fields:
         parts.append(Text(f"\n{name} = {value:#06x}: {table.field}, bit by bit", style="bold"))
         parts.append(bits_table(table, value, pal))
-    for finding in store.findings_for(row):
-        parts.append(Text(""))
-        parts.append(finding_renderable(finding.anomaly, pal))
     return Group(*parts)
 
 
@@ -182,11 +183,11 @@ def hex_renderable(store: Store, row: int, pal: Palette) -> RenderableType:
                     style=pal["muted"])
     out = Text()
     out.append(f"{len(raw)} header bytes\n", style="bold")
-    for at in range(0, len(raw), 16):
-        chunk = raw[at:at + 16]
-        hexes = " ".join(f"{b:02x}" for b in chunk[:8]) + "  " + " ".join(f"{b:02x}" for b in chunk[8:])
+    for at in range(0, len(raw), HEX_PER_LINE):
+        chunk = raw[at:at + HEX_PER_LINE]
+        hexes = " ".join(f"{b:02x}" for b in chunk)
         text = "".join(chr(b) if 32 <= b < 127 else "." for b in chunk)
         out.append(f"{at:04x}  ", style=pal["muted"])
-        out.append(f"{hexes:<49} ")
+        out.append(f"{hexes:<{HEX_PER_LINE * 3}} ")
         out.append(f"{text}\n", style=pal["muted"])
     return out

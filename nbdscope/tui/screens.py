@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from nbdscope.tui.app import NbdscopeApp
 
 FILTER_CHUNK = 50_000  # rows tested per step when filtering in the background
+WIDE = 120  # columns from which the hex pane sits beside the detail pane
 LIVE_FILTER_DELAY = 0.35  # seconds of no typing before the filter bar's text is applied
 
 
@@ -58,7 +59,8 @@ class OverviewScreen(_Base):
     OverviewScreen #status { height: auto; padding: 0 1; background: $boost; }
     OverviewScreen .title { padding: 0 1; text-style: bold; color: $accent; }
     OverviewScreen SessionsTable { height: auto; max-height: 40%; }
-    OverviewScreen FindingsTable { height: 1fr; }
+    OverviewScreen FindingsTable { height: auto; max-height: 35%; }
+    OverviewScreen #finding-scroll { height: 1fr; border-top: solid $primary; padding: 0 1; }
     """
 
     def compose(self) -> ComposeResult:
@@ -67,6 +69,8 @@ class OverviewScreen(_Base):
         yield SessionsTable(self.store, id="sessions")
         yield Label("Anomalies (enter: go to the message)", classes="title", id="findings-title")
         yield FindingsTable(self.store, id="findings")
+        with VerticalScroll(id="finding-scroll"):
+            yield Static("No anomalies found." if self.store.done else "", id="finding-detail")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -83,6 +87,8 @@ class OverviewScreen(_Base):
             for f in self.store.findings:
                 sev[f.anomaly.severity] = sev.get(f.anomaly.severity, 0) + 1
         parts = ", ".join(f"{n} {k}{'s' if n != 1 else ''}" for k, n in sorted(sev.items()))
+        if not sev and self.store.done:
+            self.query_one("#finding-detail", Static).update("No anomalies found.")
         self.query_one("#findings-title", Label).update(
             f"Anomalies: {parts or 'none'} (enter: go to the message)")
 
@@ -90,6 +96,15 @@ class OverviewScreen(_Base):
     def _finding(self, event: DataTable.RowSelected) -> None:
         index = self.query_one(FindingsTable).finding_index(event.row_key)
         self.napp.open_finding(index)
+
+    @on(DataTable.RowHighlighted, "#findings")
+    def _finding_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        """The whole finding, wrapped, with any flags field it names bit by bit."""
+        index = self.query_one(FindingsTable).finding_index(event.row_key)
+        with self.store.lock:
+            finding = self.store.findings[index]
+        self.query_one("#finding-detail", Static).update(
+            D.finding_renderable(finding.anomaly, self.napp.palette()))
 
     @on(DataTable.RowSelected, "#sessions")
     def _session(self, event: DataTable.RowSelected) -> None:
@@ -135,9 +150,10 @@ class MessagesScreen(_Base):
     MessagesScreen Input.-invalid { color: $error; }
     MessagesScreen #status { height: 1; padding: 0 1; background: $boost; }
     MessagesScreen MessageTable { height: 1fr; min-height: 5; }
-    MessagesScreen #lower { height: 45%; }
+    MessagesScreen #lower { height: 50%; }
     MessagesScreen #detail-scroll { width: 1fr; border-top: solid $primary; }
-    MessagesScreen #hex-scroll { width: 58; border-top: solid $primary; }
+    MessagesScreen #hex-scroll { width: 44; border-top: solid $primary; border-left: solid $primary; }
+    MessagesScreen #hex-scroll.-alone { width: 1fr; border-left: none; }
     MessagesScreen FindingsTable { height: 30%; border-top: solid $warning; }
     MessagesScreen #search { display: none; }
     MessagesScreen #search.-shown { display: block; }
@@ -173,7 +189,7 @@ class MessagesScreen(_Base):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.query_one("#hex-scroll").display = self.app.size.width >= 120
+        self.query_one("#hex-scroll").display = self.app.size.width >= WIDE
         self._apply(self.filter_text)
         self.query_one(MessageTable).focus()
 
@@ -376,8 +392,12 @@ class MessagesScreen(_Base):
             self.table.focus()
 
     def action_toggle_hex(self) -> None:
-        pane = self.query_one("#hex-scroll")
+        """Wide terminals show hex beside the detail; narrow ones swap one for the other."""
+        pane, detail = self.query_one("#hex-scroll"), self.query_one("#detail-scroll")
         pane.display = not pane.display
+        narrow = self.app.size.width < WIDE
+        detail.display = not (narrow and pane.display)
+        pane.set_class(narrow, "-alone")
 
     def action_summary(self) -> None:
         row = self.table.current_row

@@ -55,9 +55,9 @@ class MessageTable(ScrollView, can_focus=True):
     MessageTable > .mtable--cursor { background: $accent 40%; }
     MessageTable:focus > .mtable--cursor { background: $accent; color: $text; text-style: bold; }
     MessageTable > .mtable--linked { background: $secondary 30%; }
-    MessageTable > .mtable--error { color: $error; text-style: bold; }
-    MessageTable > .mtable--warning { color: $warning; text-style: bold; }
-    MessageTable > .mtable--info { color: $primary; }
+    MessageTable > .mtable--error { color: $text-error; text-style: bold; }
+    MessageTable > .mtable--warning { color: $text-warning; text-style: bold; }
+    MessageTable > .mtable--info { color: $text-primary; }
     MessageTable > .mtable--s2c { color: $text-muted; }
     """
 
@@ -205,14 +205,14 @@ class MessageTable(ScrollView, can_focus=True):
 
     def _widths(self, width: int) -> tuple[int, int, int]:
         """Session, type and cookie column widths: the type column takes what is left, then the cookie."""
-        sess = max(2, max((len(s.id) for s in self.store.sessions), default=2))
+        sess = max(3, max((len(s.id) for s in self.store.sessions), default=3))
         fixed = 1 + 10 + sess + 1 + 12 + 9 + 8 + 8  # the other columns and the separating spaces
         type_w = max(10, min(26, width - fixed - 8))
         cookie_w = max(8, min(16, width - fixed - type_w))
         return sess, type_w, cookie_w
 
     def render_line(self, y: int) -> Strip:
-        width = self.size.width
+        width = self.scrollable_content_region.width
         sess_w, type_w, cookie_w = self._widths(width)
         if y == 0:
             header = (f"{'':1} {'time':>10} {'ses':<{sess_w}} {'':1} {'type':<{type_w}} {'cookie':>{cookie_w}} "
