@@ -74,8 +74,12 @@ class NbdscopeApp(App[None]):
 
     def status_text(self) -> str:
         s = self.store
-        return (f"{len(s.sessions)} sessions · {len(s):,} messages · {len(s.findings)} anomalies · "
-                f"{self.source_state()}")
+
+        def count(n: int, what: str) -> str:
+            return f"{n:,} {what}{'' if n == 1 else 's'}"
+
+        return (f"{count(len(s.sessions), 'session')} · {count(len(s), 'message')} · "
+                f"{count(len(s.findings), 'anomaly').replace('anomalys', 'anomalies')} · {self.source_state()}")
 
     def open_messages(self, filter_text: str | None) -> MessagesScreen:
         screen = MessagesScreen(filter_text)
