@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import time
 
 import pytest
 
@@ -23,6 +24,7 @@ def test_newcomer_finds_the_unaligned_extent_and_its_request() -> None:
         t.keys("r")
         screen = t.wait_for("NBD_CMD_BLOCK_STATUS   client → server")
         t.keys("f")
+        time.sleep(0.5)  # focus moves to the filter bar on the next refresh, as a person would wait to see
         t.keys("cmd=read", literal=True)
         t.keys("Enter")
         t.wait_for("of 36 messages · filter: cmd=read")
