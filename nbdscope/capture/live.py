@@ -72,7 +72,8 @@ class LiveCapture:
         """Start tcpdump and wait (bounded) until it listens; LiveError with its reason otherwise."""
         if shutil.which(self.tool) is None:
             raise LiveError(f"{self.tool} not found (Debian package tcpdump)")
-        cmd = [self.tool, "-i", self.interface, "-B", str(self.buffer_kib), "-s", "0", "-n", "-U", "-w", "-",
+        cmd = [self.tool, "-i", self.interface, "-B", str(self.buffer_kib), "-s", "0", "-n", "-U", "--immediate-mode",
+               "-w", "-",
                *self.bpf.split()]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
         threading.Thread(target=self._read_stderr, name="nbdscope-tcpdump-stderr", daemon=True).start()

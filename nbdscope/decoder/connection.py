@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import struct
 from collections import deque
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from nbdscope.capture.items import Direction
@@ -248,7 +248,9 @@ class Connection:
         if self.keep_headers and n and self._out:
             last = self._out[-1]  # the event these bytes were just decoded into
             if last.dir == side.dir and last.header is None:
-                self._out[-1] = replace(last, header=bytes(side.buf[side.pos:side.pos + min(n, HEADER_KEEP)]))
+                # set once, before the event leaves the decoder: nobody has seen it yet, so it is
+                # still immutable to every reader (and this is ten times cheaper than replace())
+                object.__setattr__(last, "header", bytes(side.buf[side.pos:side.pos + min(n, HEADER_KEEP)]))
         side.pos += n
         side.skip_data = is_data
         if payload:

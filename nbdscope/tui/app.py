@@ -103,4 +103,4 @@ class NbdscopeApp(App[None]):
         self.theme = "textual-light" if self.theme == "textual-dark" else "textual-dark"
         screen = self.screen
         if isinstance(screen, MessagesScreen):
-            screen.table.post_message(screen.table.Highlighted(screen.table, screen.table.current_row))
+            screen.call_after_refresh(screen._show_detail)

@@ -15,7 +15,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen, Screen
 from textual.timer import Timer
-from textual.widgets import DataTable, Footer, Input, Label, Markdown, Sparkline, Static
+from textual.widgets import DataTable, Footer, Input, Label, Markdown, RichLog, Sparkline, Static
 
 from nbdscope.decoder import events as ev
 from nbdscope.spec import COMMANDS, TRANSMISSION_FLAGS
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 FILTER_CHUNK = 50_000  # rows tested per step when filtering in the background
 WIDE = 120  # columns from which the hex pane sits beside the detail pane
+DETAIL_DELAY = 0.06  # seconds the cursor rests before the detail and hex panes are rendered
 LIVE_FILTER_DELAY = 0.35  # seconds of no typing before the filter bar's text is applied
 
 
@@ -151,6 +152,7 @@ class MessagesScreen(_Base):
     MessagesScreen #status { height: 1; padding: 0 1; background: $boost; }
     MessagesScreen MessageTable { height: 1fr; min-height: 5; }
     MessagesScreen #lower { height: 50%; }
+    MessagesScreen RichLog { scrollbar-gutter: stable; overflow-x: hidden; }
     MessagesScreen #detail-scroll { width: 1fr; border-top: solid $primary; }
     MessagesScreen #hex-scroll { width: 44; border-top: solid $primary; border-left: solid $primary; }
     MessagesScreen #hex-scroll.-alone { width: 1fr; border-left: none; }
@@ -169,6 +171,9 @@ class MessagesScreen(_Base):
         self.pending_row: int | None = None  # row to select once the view contains it
         self.search_text = ""
         self._debounce: Timer | None = None
+        self._detail_timer: Timer | None = None
+        self._detail_row = NO_ROW
+        self._status_text = ""
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="bar"):
@@ -178,10 +183,8 @@ class MessagesScreen(_Base):
         yield Input(placeholder="search (same language; enter: next match, n/N later)", id="search")
         yield MessageTable(self.store, id="table")
         with Horizontal(id="lower"):
-            with VerticalScroll(id="detail-scroll"):
-                yield Static(id="detail")
-            with VerticalScroll(id="hex-scroll"):
-                yield Static(id="hex")
+            yield RichLog(id="detail-scroll", wrap=True, auto_scroll=False, min_width=20)
+            yield RichLog(id="hex-scroll", wrap=False, auto_scroll=False, min_width=20)
         findings = FindingsTable(self.store, id="findings")
         findings.display = False
         yield findings
@@ -287,7 +290,10 @@ class MessagesScreen(_Base):
         if self.paused:
             bits.append(f"PAUSED (+{total - self.scanned:,} new)")
         bits.append(self.napp.source_state())
-        self.query_one("#status", Static).update(" · ".join(b for b in bits if b))
+        text = " · ".join(b for b in bits if b)
+        if text != self._status_text:  # an update re-lays the screen out: only when something changed
+            self._status_text = text
+            self.query_one("#status", Static).update(text)
 
     @on(Input.Changed, "#filter")
     def _filter_changed(self, event: Input.Changed) -> None:
@@ -351,10 +357,25 @@ class MessagesScreen(_Base):
 
     @on(MessageTable.Highlighted)
     def _highlighted(self, event: MessageTable.Highlighted) -> None:
-        pal = self.napp.palette()
-        self.query_one("#detail", Static).update(D.message_renderable(self.store, event.row, pal))
-        self.query_one("#hex", Static).update(D.hex_renderable(self.store, event.row, pal))
+        """Panes follow the cursor, rendered once it rests (holding PgDn does not render every row)."""
+        if self._detail_timer is not None:
+            self._detail_timer.stop()
+        self._detail_row = event.row
+        self._detail_timer = self.set_timer(DETAIL_DELAY, self._show_detail)
         self._status()
+
+    def _show_detail(self) -> None:
+        self._detail_timer = None
+        pal = self.napp.palette()
+        for pane_id, render in (("#detail-scroll", D.message_renderable), ("#hex-scroll", D.hex_renderable)):
+            pane = self.query_one(pane_id, RichLog)
+            pane.clear()
+            if pane.display:
+                pane.write(render(self.store, self._detail_row, pal), scroll_end=False)
+            pane.scroll_home(animate=False)
+
+    def on_resize(self) -> None:
+        self.call_after_refresh(self._show_detail)  # re-wrap the panes for the new width
 
     @on(DataTable.RowSelected, "#findings")
     def _finding(self, event: DataTable.RowSelected) -> None:
@@ -398,6 +419,7 @@ class MessagesScreen(_Base):
         narrow = self.app.size.width < WIDE
         detail.display = not (narrow and pane.display)
         pane.set_class(narrow, "-alone")
+        self.call_after_refresh(self._show_detail)
 
     def action_summary(self) -> None:
         row = self.table.current_row

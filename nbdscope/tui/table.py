@@ -77,6 +77,17 @@ class MessageTable(ScrollView, can_focus=True):
         self.view: array | None = None  # None: every row of the store
         self.count = 0
         self.follow = False
+        self._styles: dict[str, Style] = {}  # component class -> rich style, until the CSS or theme changes
+
+    def notify_style_update(self) -> None:
+        self._styles.clear()
+        super().notify_style_update()
+
+    def _style(self, name: str) -> Style:
+        style = self._styles.get(name)
+        if style is None:
+            style = self._styles[name] = self.get_component_rich_style(name)
+        return style
 
     # ---------------------------------------------------------------- content
 
@@ -217,11 +228,11 @@ class MessageTable(ScrollView, can_focus=True):
         if y == 0:
             header = (f"{'':1} {'time':>10} {'ses':<{sess_w}} {'':1} {'type':<{type_w}} {'cookie':>{cookie_w}} "
                       f"{'offset':>12} {'length':>9} {'latency':>8}")
-            style = self.get_component_rich_style("mtable--header")
+            style = self._style("mtable--header")
             return Strip([Segment(_fit(header, width), style)]).adjust_cell_length(width, style)
         index = self.scroll_offset.y + y - 1
         row = self.row_at(index)
-        base = self.rich_style
+        base = self._styles.get("") or self._styles.setdefault("", self.rich_style)
         if row == NO_ROW:
             return Strip.blank(width, base)
         store = self.store
@@ -229,12 +240,12 @@ class MessageTable(ScrollView, can_focus=True):
         mark = store.marks[row]
         style = base
         if index == self.cursor:
-            style = base + self.get_component_rich_style("mtable--cursor")
+            style = base + self._style("mtable--cursor")
         else:
             cur = self.current_row
             if cur != NO_ROW and (store.link[cur] == row or store.link[row] == cur):
-                style = base + self.get_component_rich_style("mtable--linked")
-        body_style = style + self.get_component_rich_style("mtable--s2c") if e.dir == "s2c" and index != self.cursor \
+                style = base + self._style("mtable--linked")
+        body_style = style + self._style("mtable--s2c") if e.dir == "s2c" and index != self.cursor \
             else style
         cookie = F.cookie(e)
         offset, length, lat = F.offset(e), F.length(e), F.latency(e)
@@ -244,11 +255,11 @@ class MessageTable(ScrollView, can_focus=True):
                 f"{_fit(str(offset) if offset is not None else '', 12, True)} "
                 f"{_fit(str(length) if length is not None else '', 9, True)} "
                 f"{_fit(F.fmt_latency(lat), 8, True)}")
-        segments = [Segment(MARKS[mark] or " ", style + self.get_component_rich_style(MARK_CLASSES[mark])
+        segments = [Segment(MARKS[mark] or " ", style + self._style(MARK_CLASSES[mark])
                             if mark else style)]
         if mark or isinstance(e, ev.Malformed):
             cls = MARK_CLASSES[mark] if mark else "mtable--error"
-            body_style = body_style + Style(bold=True) + self.get_component_rich_style(cls) \
+            body_style = body_style + Style(bold=True) + self._style(cls) \
                 if index != self.cursor else body_style
         segments.append(Segment(text, body_style))
         return Strip(segments).crop(0, width).adjust_cell_length(width, style)
