@@ -35,10 +35,14 @@ class NbdscopeApp(App[None]):
         if self.source is not None and not self.source.thread.is_alive() and not self.store.done:
             self.source.start()
         self.push_screen(OverviewScreen())
-        self.set_interval(TICK, self._tick)
         self._notices_seen = 0
+        self._ticks = 0
+        self.set_interval(TICK, self._tick)
 
     def _tick(self) -> None:
+        self._ticks += 1
+        if not self.store.done and self.source is not None and not self.source.live and self._ticks % 4:
+            return  # a file is loading: a progress update a second leaves the loader more of the interpreter
         screen = self.screen
         if isinstance(screen, _Base) and screen.is_mounted:
             from textual.css.query import NoMatches
