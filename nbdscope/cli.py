@@ -240,7 +240,7 @@ def _run_tui(store: Any, source: Any) -> int:
     from nbdscope.tui.app import NbdscopeApp
     from nbdscope.tui.sources import ProxySource
 
-    if not sys.stdout.isatty() and not os.environ.get("NBDSCOPE_TUI_ANYWAY"):
+    if not sys.stdout.isatty():
         raise UsageError("the terminal UI needs a terminal (stdout is not one)")
     source.start()
     if isinstance(source, ProxySource):

@@ -174,6 +174,7 @@ class MessagesScreen(_Base):
         self._detail_timer: Timer | None = None
         self._detail_row = NO_ROW
         self._status_text = ""
+        self._filtering = False  # a background pass over the stored rows is running
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="bar"):
@@ -213,12 +214,14 @@ class MessagesScreen(_Base):
         self.filter_text, self.predicate = text, predicate
         keep = self.pending_row if self.pending_row is not None else self.table.current_row
         if predicate is None:
+            self._filtering = False
             self.view, self.scanned = None, len(self.store)
             self.table.set_view(None, keep_row=keep)
             self._select_pending()
             return
         self.view, self.scanned = array("q"), 0
         self.table.set_view(self.view, keep_row=None)
+        self._filtering = True
         self._filter_worker(predicate, keep)
 
     @work(thread=True, exclusive=True, group="filter")
@@ -238,6 +241,7 @@ class MessagesScreen(_Base):
     def _filtered(self, predicate: Predicate, found: array, end: int, keep: int) -> None:
         if self.predicate is not predicate:
             return
+        self._filtering = False
         self.view, self.scanned = found, end
         self.table.set_view(found, keep_row=keep)
         self._select_pending()
@@ -269,7 +273,7 @@ class MessagesScreen(_Base):
             if self.predicate is None:
                 self.scanned = end
                 self.table.grow(end)
-            elif self.scanned or not self.workers:
+            elif not self._filtering:  # rows that arrived after the background pass
                 pred, view = self.predicate, self.view
                 assert view is not None
                 for row in range(self.scanned, end):
