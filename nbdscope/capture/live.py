@@ -8,6 +8,7 @@ passed on, because a capture that lost packets must say so.
 
 from __future__ import annotations
 
+import queue
 import re
 import shutil
 import signal
@@ -23,6 +24,10 @@ from nbdscope.capture.items import CaptureProblem, StreamItem
 
 STATS_EVERY = 2.0  # seconds between drop-counter queries
 START_TIMEOUT = 10.0
+F_SETPIPE_SZ = getattr(__import__("fcntl"), "F_SETPIPE_SZ", 1031)  # Linux fcntl: set a pipe's capacity
+PIPE_BYTES = 16 << 20
+CHUNK = 1 << 20  # bytes per read from the pipe
+QUEUE_CHUNKS = 512  # chunks the pipe thread may hold ahead of the decoder (a few hundred MB at most)
 _DROPS = re.compile(r"(\d+) packets? dropped by kernel")
 _IFACE_DROPS = re.compile(r"(\d+) packets? dropped by interface")
 
@@ -32,24 +37,79 @@ class LiveError(Exception):
 
 
 class _Pipe:
-    """A pipe as the pcap reader wants it: read(n) returns n bytes unless the pipe ended."""
+    """The capture pipe, drained by its own thread into a bounded queue of chunks.
+
+    Reading in a thread that does nothing else empties the pipe within moments of
+    tcpdump writing, whatever the decoder is busy with, so tcpdump never blocks on
+    a full pipe (which is what makes the kernel drop packets); the queue absorbs
+    bursts (up to QUEUE_CHUNKS of up to CHUNK bytes). read(n) returns n bytes
+    unless the pipe ended."""
 
     def __init__(self, f: IO[bytes]) -> None:
-        self.f = f
+        self.queue: queue.Queue[bytes] = queue.Queue(QUEUE_CHUNKS)
+        self.buf = bytearray()
+        self.ended = False
+        threading.Thread(target=self._drain, args=(f,), name="nbdscope-capture-pipe", daemon=True).start()
+
+    def _drain(self, f: IO[bytes]) -> None:
+        read = f.read
+        while True:
+            chunk = read(CHUNK)
+            self.queue.put(chunk or b"")
+            if not chunk:
+                return
+
+    def _more(self) -> bool:
+        if self.ended:
+            return False
+        chunk = self.queue.get()
+        if not chunk:
+            self.ended = True
+            return False
+        self.buf += chunk
+        while not self.queue.empty() and len(self.buf) < CHUNK * 4:  # take what is already there, in one go
+            chunk = self.queue.get_nowait()
+            if not chunk:
+                self.ended = True
+                break
+            self.buf += chunk
+        return True
 
     def read(self, n: int) -> bytes:
-        parts: list[bytes] = []
-        got = 0
-        while got < n:
-            chunk = self.f.read(n - got)
-            if not chunk:
-                break
-            parts.append(chunk)
-            got += len(chunk)
-        return b"".join(parts)
+        while len(self.buf) < n and self._more():
+            pass
+        out = bytes(self.buf[:n])
+        del self.buf[:n]
+        return out
 
     def readinto(self, view: memoryview) -> int:
-        return self.f.readinto(view)  # type: ignore[attr-defined]
+        if not self.buf and not self._more():
+            return 0
+        n = min(len(view), len(self.buf))
+        view[:n] = self.buf[:n]
+        del self.buf[:n]
+        return n
+
+
+def _grow_pipe(f: IO[bytes] | None) -> None:
+    """A 64 KiB pipe holds one loopback segment: tcpdump would block on it (and the kernel
+    drop packets) whenever we are descheduled. Ask for PIPE_BYTES (root may exceed the limit)."""
+    if f is None:
+        return
+    import fcntl
+
+    sizes = [PIPE_BYTES]
+    try:
+        with open("/proc/sys/fs/pipe-max-size") as limit:
+            sizes.append(int(limit.read()))  # what an unprivileged process may ask for
+    except (OSError, ValueError):
+        pass
+    for size in sizes:
+        try:
+            fcntl.fcntl(f.fileno(), F_SETPIPE_SZ, size)
+            return
+        except OSError:
+            continue  # the default size still works, just with less slack
 
 
 class LiveCapture:
@@ -76,6 +136,7 @@ class LiveCapture:
                "-w", "-",
                *self.bpf.split()]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
+        _grow_pipe(self.proc.stdout)
         threading.Thread(target=self._read_stderr, name="nbdscope-tcpdump-stderr", daemon=True).start()
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline and not self._listening.is_set():
