@@ -142,7 +142,9 @@ class LiveCapture:
         while time.monotonic() < deadline and not self._listening.is_set():
             if self.proc.poll() is not None:
                 time.sleep(0.1)  # let the stderr reader collect the reason
-                reason = next((line for line in reversed(self._err_lines) if line.strip()), "exited")
+                lines = [line for line in self._err_lines if line.strip()]
+                reason = next((line for line in reversed(lines) if line.startswith(self.tool + ":")),
+                              lines[-1] if lines else "exited")
                 raise LiveError(f"{self.tool} -i {self.interface}: {reason.removeprefix(self.tool + ': ')}")
             self._listening.wait(0.05)
         if not self._listening.is_set():

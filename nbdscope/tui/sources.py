@@ -172,7 +172,7 @@ class LiveSource(Source):
 
         self.capture = LiveCapture(interface, bpf=bpf, extra_ports=ports, buffer_kib=buffer_kib,
                                    on_notice=store.add_notice)
-        self.label = f"live {interface}"
+        self.label = f"capture on {interface}"
 
     def run(self) -> None:
         for item in self.capture.items():
