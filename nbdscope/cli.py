@@ -36,7 +36,11 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--port", type=int, action="append", default=[], metavar="N",
                    help="extra TCP port to treat as NBD (repeatable)")
     a.add_argument("--fail-on", choices=("error", "warning", "never"), default="never")
-    a.add_argument("-o", "--output", metavar="FILE", help="write the report here instead of stdout")
+    a.add_argument("-o", "--output", metavar="FILE",
+                   help="write the report here instead of stdout; a name ending in .pcapng instead gets the input "
+                        "capture back with every anomaly as a packet comment (the report then goes to stdout)")
+    a.add_argument("--redact", action="store_true",
+                   help="with -o FILE.pcapng: zero read and write data in the written packets (headers kept)")
     a.add_argument("--verify-data", action="store_true",
                    help="also compare read data with earlier writes (stale-read); slower")
 
@@ -148,9 +152,17 @@ def analyze(args: argparse.Namespace) -> int:
     from nbdscope.capture import CaptureError
     from nbdscope.report.records import message_record
 
+    annotate = args.output is not None and args.output.lower().endswith(".pcapng")
+    if annotate and len(args.files) != 1:
+        raise UsageError(f"{args.output}: an annotated capture is written from exactly one input file, "
+                         f"not {len(args.files)}")
+    if args.redact and not annotate:
+        raise UsageError("--redact applies to an annotated capture: add -o FILE.pcapng")
+    if annotate and os.path.exists(args.output) and os.path.samefile(args.output, args.files[0]):
+        raise UsageError(f"{args.output}: refusing to overwrite the input capture")
     _check_inputs(args.files)
     with ExitStack() as stack:
-        out = _open_output(stack, args.output)
+        out = _open_output(stack, None if annotate else args.output)
         on_message: Callable[[Session, ev.Event], None] | None = None
         on_anomaly: Callable[[Anomaly], None] | None = None
         engine: Engine
@@ -165,9 +177,19 @@ def analyze(args: argparse.Namespace) -> int:
 
             def on_message(session: Session, e: ev.Event) -> None:
                 out.write(message_line(session.id, e, engine.t0()) + "\n")
-        engine = Engine(on_message=on_message, on_anomaly=on_anomaly, keep_data=args.verify_data)
+        engine = Engine(on_message=on_message, on_anomaly=on_anomaly, keep_data=args.verify_data,
+                        track_payload=args.redact)
+        items = _items_with_progress(args.files, args.port)
+        ranges = None
+        if args.redact:
+            from nbdscope.report.annotate import PayloadRanges
+
+            ranges = PayloadRanges(engine.connection)
+            items = ranges.tap(items)
         try:
-            result = engine.run(_items_with_progress(args.files, args.port))
+            result = engine.run(items)
+            if annotate:
+                _write_annotated(args, result, ranges)
         except CaptureError as exc:
             raise UsageError(str(exc)) from None
         _write_report(args, result, out)
@@ -175,6 +197,18 @@ def analyze(args: argparse.Namespace) -> int:
             print(f"nbdscope: warning: {problem.source}: frame {problem.frame}: {problem.message}; "
                   "results up to there are kept", file=sys.stderr)
     return _exit_code(args.fail_on, result)
+
+
+def _write_annotated(args: argparse.Namespace, result: Result, ranges: Any) -> None:
+    """The input capture back as pcapng, anomalies as packet comments (report/annotate.py)."""
+    from nbdscope.report.annotate import Redactor, write_annotated
+
+    redactor = Redactor(args.files[0], ranges.finish(), args.port) if ranges is not None else None
+    try:
+        with open(args.output, "wb") as f:
+            write_annotated(args.files[0], f, result.anomalies, redactor)
+    except OSError as exc:
+        raise UsageError(f"{args.output}: cannot write: {exc.strerror}") from None
 
 
 def _write_report(args: argparse.Namespace, result: Result, out: IO[str]) -> None:

@@ -236,7 +236,8 @@ class Connection:
         return "transmission" if self.transmission else "handshake"
 
     def _emit(self, cls: type[ev.Event], side: _Side, **fields: Any) -> Any:
-        event = cls(dir=side.dir, frame=side.frame, time=side.time, phase=self._phase(), **fields)
+        event = cls(dir=side.dir, frame=side.frame, time=side.time,
+                    phase="transmission" if self.transmission else "handshake", **fields)
         self._out.append(event)
         return event
 
@@ -276,19 +277,24 @@ class Connection:
                        data=b"".join(sink.parts))
 
     def _pump(self) -> None:
+        c, s = self._c, self._s
         progress = True
-        while progress:
-            progress = self._step(self._s) | self._step(self._c)
-        for side in (self._c, self._s):
+        while progress:  # either side may unblock the other (replies wait for their requests)
+            progress = False
+            if not s.skip and len(s.buf) > s.pos:
+                progress = self._step(s)
+            if not c.skip and len(c.buf) > c.pos:
+                progress = self._step(c) or progress
+        for side in (c, s):
             if side.pos:
                 del side.buf[:side.pos]
                 side.pos = 0
 
     def _step(self, side: _Side) -> bool:
         moved = False
-        while not side.skip and side.avail():
-            handler = getattr(self, "_st_" + side.state.replace("-", "_"))
-            if not handler(side):
+        handlers = _HANDLERS
+        while not side.skip and len(side.buf) > side.pos:
+            if not handlers[side.state](self, side):
                 break
             moved = True
         return moved
@@ -716,3 +722,6 @@ class Connection:
         if REPLY_FLAGS.reserved(flags) or length > SANE_PAYLOAD:
             return False
         return cookie in self.in_flight or rtype in REPLY_TYPES or is_reply_type_error(rtype)
+
+
+_HANDLERS = {name[4:].replace("_", "-"): fn for name, fn in vars(Connection).items() if name.startswith("_st_")}

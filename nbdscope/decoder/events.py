@@ -3,19 +3,27 @@
 Events carry decoded values only (numbers, names, small tuples); bulk data such
 as read and write payloads is counted, never kept, so memory does not grow with
 the traffic.
+
+Immutable by contract, not by ``frozen=True``: a frozen dataclass pays a generic
+``object.__setattr__`` per field at construction, which tripled the cost of the
+events the live proxy builds for every message. Nothing may assign to an event
+after the decoder made it; they stay hashable and comparable by value.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Literal
 
 from nbdscope.capture.items import Direction
 
 Phase = Literal["handshake", "transmission"]
 
+event = partial(dataclass, slots=True, kw_only=True, unsafe_hash=True)
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+
+@event()
 class Event:
     dir: Direction
     frame: int
@@ -24,7 +32,7 @@ class Event:
     header: bytes | None = None  # the message's wire header, only when the decoder was asked to keep headers
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@event()
 class ServerGreeting(Event):
     """NBDMAGIC and what follows it: the newstyle flags or the oldstyle export."""
 
@@ -35,12 +43,12 @@ class ServerGreeting(Event):
     oldstyle_high_flags: int = 0  # oldstyle: the upper 16 bits, reserved
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@event()
 class ClientFlags(Event):
     flags: int
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@event()
 class OptionRequest(Event):
     option: int
     length: int
@@ -50,7 +58,7 @@ class OptionRequest(Event):
     problem: str | None = None  # payload disagrees with its own length fields
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@event()
 class OptionReply(Event):
     option: int
     reply: int
@@ -69,7 +77,7 @@ class OptionReply(Event):
     problem: str | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@event()
 class ExportNameReply(Event):
     """The server's answer to NBD_OPT_EXPORT_NAME: size and flags, maybe 124 zeroes."""
 
@@ -78,7 +86,7 @@ class ExportNameReply(Event):
     zeroes: bool
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@event()
 class TransmissionStart(Event):
     """Both sides have left the handshake; summarises what was agreed."""
 
@@ -94,17 +102,17 @@ class TransmissionStart(Event):
     max_payload: int | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@event()
 class TlsStart(Event):
     """STARTTLS was acknowledged: everything after this is encrypted."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@event()
 class TlsData(Event):
     nbytes: int
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@event()
 class Request(Event):
     cookie: int
     command: int
@@ -117,7 +125,7 @@ class Request(Event):
     context_ids: tuple[int, ...] = ()  # BLOCK_STATUS payload form: contexts it asks for
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@event()
 class Reply(Event):
     """Fields shared by simple replies and reply chunks: the request they answer."""
 
@@ -132,13 +140,13 @@ class Reply(Event):
     latency_us: float | None = None  # set on the message that completes the reply
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@event()
 class SimpleReply(Reply):
     error: int
     data_length: int | None  # None: unknown (cookie not in flight and capture mid-stream)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@event()
 class ReplyChunk(Reply):
     reply_type: int
     flags: int
@@ -158,7 +166,7 @@ class ReplyChunk(Reply):
     problem: str | None = None  # payload disagrees with the chunk length or type
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@event()
 class PayloadData(Event):
     """The complete payload of a write request or of read data, emitted only when
     the decoder was asked to keep data (the shadow-disk checks need it)."""
@@ -169,7 +177,7 @@ class PayloadData(Event):
     data: bytes
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@event()
 class Gap(Event):
     """Bytes the capture lost; ``resync`` says whether framing was lost with them."""
 
@@ -177,7 +185,7 @@ class Gap(Event):
     resync: bool
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@event()
 class Resync(Event):
     """Decoding found its footing again after skipping bytes it could not frame."""
 
@@ -185,7 +193,7 @@ class Resync(Event):
     after_gap: bool = False  # the skipped bytes followed a capture gap (not the peer's fault)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@event()
 class Malformed(Event):
     """Bytes that cannot be what the protocol allows at this point."""
 
@@ -194,7 +202,7 @@ class Malformed(Event):
     values: dict[str, int | str | None] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@event()
 class ConnectionEnd(Event):
     how: Literal["fin", "rst", "end-of-capture"]
     soft: bool  # NBD_CMD_DISC was sent

@@ -1,8 +1,7 @@
 """The transparent relay: every accepted client gets its own upstream connection,
-bytes are forwarded first and decoded after, so a decoder problem can never stall
-or alter the relay. What passes is fed, as stream items, to the same engine that
-analyses captures, and written as a pcapng whose frame numbers are the ones the
-live findings use.
+bytes are forwarded first and recorded after, so a decoder problem can never stall
+or alter the relay. What passes goes to the watcher process through a Tap (see
+tap.py); decoding, rules and outputs happen there.
 
 Built on asyncio protocols rather than streams: data goes from one transport to
 the other as it arrives, with no intermediate buffer, and back-pressure pauses
@@ -21,12 +20,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from nbdscope.analysis.engine import Engine
 from nbdscope.capture import items as it
+from nbdscope.decoder import Connection
 from nbdscope.decoder import events as ev
 from nbdscope.proxy.addresses import Address
 from nbdscope.proxy.rewrite import FlagRewriter
-from nbdscope.report.pcapng import MAX_SEGMENT, PcapngWriter
+from nbdscope.proxy.tap import Ring, Tap
 from nbdscope.spec import COMMANDS
 
 MADE_UP_CLIENT, MADE_UP_SERVER = "192.0.2.1", "192.0.2.2"  # documentation range: not a real host
@@ -46,7 +45,6 @@ class RelayStats:
     open: int = 0
     upstream_failures: int = 0
     bytes: dict[str, int] = field(default_factory=lambda: {"c2s": 0, "s2c": 0})
-    decoder_errors: int = 0
 
 
 class _End(asyncio.Protocol):
@@ -55,6 +53,7 @@ class _End(asyncio.Protocol):
     def __init__(self, session: _Session, direction: str) -> None:
         self.session, self.direction = session, direction
         self.transport: asyncio.Transport | None = None
+        self.holds: set[str] = set()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -72,13 +71,27 @@ class _End(asyncio.Protocol):
 
     def pause_writing(self) -> None:  # our outgoing buffer is full: stop reading the other side
         peer = self.session.ends.get(OTHER[self.direction])
-        if peer is not None and peer.transport is not None:
-            peer.transport.pause_reading()
+        if peer is not None:
+            peer.hold("peer", True)
 
     def resume_writing(self) -> None:
         peer = self.session.ends.get(OTHER[self.direction])
-        if peer is not None and peer.transport is not None and not peer.transport.is_closing():
-            peer.transport.resume_reading()
+        if peer is not None:
+            peer.hold("peer", False)
+
+    def hold(self, reason: str, on: bool) -> None:
+        """Stop or restart reading this socket; it reads again only when no reason is left."""
+        if on:
+            self.holds.add(reason)
+        else:
+            self.holds.discard(reason)
+        t = self.transport
+        if t is None or t.is_closing():
+            return
+        if on:
+            t.pause_reading()
+        elif not self.holds:
+            t.resume_reading()
 
 
 class _Session:
@@ -92,18 +105,22 @@ class _Session:
         self.started = False
         self.offsets = {"c2s": 0, "s2c": 0}
         self.held: deque[tuple[float, bytes]] = deque()  # --delay: client bytes waiting, in order
+        self.decoder = Connection() if relay.delays else None  # --delay must know which requests pass
         self.done = asyncio.get_running_loop().create_future()
 
     def made(self, end: _End) -> None:
         self.ends[end.direction] = end
         if end.direction == "c2s":  # the client: hold its bytes until the upstream is there
-            assert end.transport is not None
-            end.transport.pause_reading()
+            end.hold("upstream", True)
+            if self.relay.throttled:
+                end.hold("watcher", True)
             self.relay.track(asyncio.ensure_future(self._connect()))
         elif self.finished or self.ends["c2s"].transport is None or self.ends["c2s"].transport.is_closing():
             assert end.transport is not None
             end.transport.close()  # the client left while we were connecting
         else:
+            if self.relay.throttled:
+                end.hold("watcher", True)
             self._start()  # before the server's first bytes can arrive
 
     async def _connect(self) -> None:
@@ -119,11 +136,11 @@ class _Session:
             self._close_all()
             self._finish(record=False)
             return
-        client = self.ends["c2s"].transport
-        if client is None or client.is_closing() or self.finished:
+        client = self.ends["c2s"]
+        if client.transport is None or client.transport.is_closing() or self.finished:
             self._close_all()
             return
-        client.resume_reading()
+        client.hold("upstream", False)
 
     def _start(self) -> None:
         relay = self.relay
@@ -133,41 +150,53 @@ class _Session:
         relay.stats.sessions += 1
         relay.stats.open += 1
         peer, made_up = relay.endpoints(self.conn, client)
-        now = time.time()
-        frame = relay.pcap.open(self.conn, peer[0], peer[1], now, made_up)
-        relay.observe(it.StreamOpen(self.conn, peer[0], peer[1], frame, now, True, "proxy"))
+        relay.tap.open(self.conn, time.time(), {"client": [peer[0].host, peer[0].port],
+                                                "server": [peer[1].host, peer[1].port], "comment": made_up})
 
     def forward(self, direction: str, data: bytes) -> None:
         relay = self.relay
-        changes: list[tuple[int, int]] = []
+        note = None
         if direction == "s2c" and self.rewriter is not None:
             before = len(self.rewriter.changes)
             data = self.rewriter.feed(data)
-            changes = self.rewriter.changes[before:]
+            note = "; ".join(f"nbdscope proxy rewrote transmission flags {old:#06x} -> {new:#06x}"
+                             for old, new in self.rewriter.changes[before:] if old != new) or None
+            if note:
+                relay.log(f"proxy: session {self.conn}: {note}")
         target = self.ends.get(OTHER[direction])
         if not data or target is None or target.transport is None:
             return
-        if direction == "c2s" and relay.delays:
-            self._forward_later(data, changes)
+        if self.decoder is not None:
+            self._forward_later(direction, data, note)
             return
         target.transport.write(data)  # forward first: everything after this only watches
         relay.stats.bytes[direction] += len(data)
-        try:
-            self._watch(direction, data, changes)
-        except Exception as exc:  # never let watching break relaying
-            relay.stats.decoder_errors += 1
-            relay.log(f"proxy: session {self.conn}: recording failed ({type(exc).__name__}: {exc})")
+        relay.tap.data(self.conn, direction, time.time(), data, note)  # type: ignore[arg-type]
 
-    def _forward_later(self, data: bytes, changes: list[tuple[int, int]]) -> None:
-        """--delay: decode first, then hold the bytes as long as the slowest delayed request
+    def _forward_later(self, direction: str, data: bytes, note: str | None) -> None:
+        """--delay: decode first, then hold client bytes as long as the slowest delayed request
         in them asks, never letting later bytes overtake earlier ones."""
         relay = self.relay
-        events = self._watch("c2s", data, changes, note="delayed by nbdscope proxy")
+        assert self.decoder is not None
+        try:
+            events = self.decoder.feed(direction, data, frame=0, time=0.0)  # type: ignore[arg-type]
+        except Exception:  # a decoder bug must not stall the relay: forward without delay
+            events = []
+        delayed = sorted({COMMANDS.name(e.command) for e in events
+                          if isinstance(e, ev.Request) and e.command in relay.delays})
+        if delayed:
+            note = "; ".join(filter(None, (note, f"{', '.join(delayed)} delayed by nbdscope proxy")))
+        relay.stats.bytes[direction] += len(data)
+        relay.tap.data(self.conn, direction, time.time(), data, note)  # type: ignore[arg-type]
+        if direction == "s2c":
+            target = self.ends["c2s"].transport
+            assert target is not None
+            target.write(data)
+            return
         delay = max((relay.delays.get(e.command, 0.0) for e in events if isinstance(e, ev.Request)), default=0.0)
         loop = asyncio.get_running_loop()
         release = max(loop.time() + delay, self.held[-1][0] if self.held else 0.0)
         self.held.append((release, data))
-        relay.stats.bytes["c2s"] += len(data)
         if len(self.held) == 1:
             loop.call_at(release, self._release)
 
@@ -180,30 +209,6 @@ class _Session:
                 target.transport.write(data)
         if self.held:
             loop.call_at(self.held[0][0], self._release)
-
-    def _watch(self, direction: str, data: bytes, changes: list[tuple[int, int]],
-               note: str | None = None) -> list[ev.Event]:
-        relay = self.relay
-        comment = "; ".join(f"nbdscope proxy rewrote transmission flags {old:#06x} -> {new:#06x}"
-                            for old, new in changes if old != new) or None
-        if comment:
-            relay.log(f"proxy: session {self.conn}: {comment}")
-        now = time.time()
-        base = relay.pcap.frames
-        events: list[ev.Event] = []
-        # decoded segment by segment, with the frame numbers the pcapng will give them
-        for j, at in enumerate(range(0, len(data), MAX_SEGMENT)):
-            events += relay.observe(it.StreamData(self.conn, direction, data[at:at + MAX_SEGMENT],  # type: ignore[arg-type]
-                                                  base + j + 1, now))
-        start = self.offsets[direction]
-        self.offsets[direction] = start + len(data)
-        if note and any(isinstance(e, ev.Request) and e.command in relay.delays for e in events):
-            names = sorted({COMMANDS.name(e.command) for e in events if isinstance(e, ev.Request)
-                            and e.command in relay.delays})
-            comment = "; ".join(filter(None, (comment, f"{', '.join(names)} {note}")))
-        relay.pcap.data(self.conn, direction, relay.redacted(self.conn, direction, data, start), now,  # type: ignore[arg-type]
-                        comment)
-        return events
 
     def eof(self, direction: str) -> None:
         self.closed_by = self.closed_by or direction
@@ -238,26 +243,23 @@ class _Session:
         relay.sessions.discard(self)
         if record:
             relay.stats.open -= 1
-            now = time.time()
-            by = self.closed_by or "c2s"
-            frame = relay.pcap.frames + 2  # the second FIN closes the connection in a capture too
-            relay.observe(it.StreamClose(self.conn, "fin", frame, now, by))  # type: ignore[arg-type]
-            relay.pcap.close(self.conn, by, now)  # type: ignore[arg-type]
+            relay.tap.close(self.conn, self.closed_by or "c2s", time.time())  # type: ignore[arg-type]
         if not self.done.done():
             self.done.set_result(None)
 
 
 class Relay:
-    def __init__(self, listen: Address, upstream: Address, engine: Engine, pcap: PcapngWriter, *,
-                 rewriter: Callable[[], FlagRewriter] | None = None, grace: float = 5.0, redact: bool = False,
+    def __init__(self, listen: Address, upstream: Address, tap_fd: int, ring: Ring, *,
+                 rewriter: Callable[[], FlagRewriter] | None = None, grace: float = 5.0,
                  delays: dict[int, float] | None = None,
-                 log: Callable[[str], None] = lambda line: print(line, file=sys.stderr)) -> None:
+                 log: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True)) -> None:
         self.listen, self.upstream = listen, upstream
         self.delays = delays or {}  # command -> seconds to hold such requests before forwarding
-        self.engine, self.pcap = engine, pcap
+        self.tap_fd, self.ring = tap_fd, ring
+        self.tap: Tap  # made in start(): it needs the running loop
+        self.throttled = False
         self.make_rewriter = rewriter
         self.grace = grace
-        self.redact = redact
         self.log = log
         self.stats = RelayStats()
         self.sessions: set[_Session] = set()
@@ -271,8 +273,16 @@ class Relay:
         self.sessions.add(session)
         return _End(session, "c2s")
 
+    def _throttle(self, on: bool) -> None:
+        """The watcher is behind: stop reading every socket until it catches up (nothing is dropped)."""
+        self.throttled = on
+        for session in self.sessions:
+            for end in session.ends.values():
+                end.hold("watcher", on)
+
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        self.tap = Tap(self.tap_fd, self.ring, self._throttle)
         if self.listen.is_unix:
             assert self.listen.path is not None
             with contextlib.suppress(FileNotFoundError):
@@ -302,6 +312,9 @@ class Relay:
         if self.listen.is_unix and self.listen.path:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.listen.path)
+        s = self.stats
+        self.tap.end({"sessions": s.sessions, "bytes": s.bytes, "upstream_failures": s.upstream_failures}, time.time())
+        await self.tap.drain(self.grace)
 
     def endpoints(self, conn: int, transport: asyncio.Transport) -> tuple[tuple[it.Endpoint, it.Endpoint],
                                                                            str | None]:
@@ -318,25 +331,3 @@ class Relay:
                    f"listening on {self.listen}, upstream {self.upstream}")
         return (client, server), comment
 
-    def redacted(self, conn: int, direction: str, data: bytes, start: int) -> bytes:
-        """The chunk with read and write data zeroed (headers and lengths kept), if asked."""
-        if not self.redact:
-            return data
-        decoder = self.engine.connection(conn)
-        if decoder is None:
-            return data
-        out = bytearray(data)
-        for lo, hi in decoder.take_payload_ranges(direction):  # type: ignore[arg-type]
-            a, b = max(lo, start) - start, min(hi, start + len(data)) - start
-            if a < b:
-                out[a:b] = bytes(b - a)
-        return bytes(out)
-
-    def observe(self, item: it.StreamItem) -> list[ev.Event]:
-        try:
-            return self.engine.feed(item)
-        except Exception as exc:  # the relay must outlive any bug in what watches it
-            self.stats.decoder_errors += 1
-            if self.stats.decoder_errors <= 3:
-                self.log(f"proxy: decoding error ignored ({type(exc).__name__}: {exc}); bytes still relayed")
-            return []

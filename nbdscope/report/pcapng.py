@@ -65,8 +65,12 @@ class PcapngWriter:
         self._packet(flow, "c2s", ACK, b"", time, None)
         return first
 
-    def data(self, conn: int, direction: Direction, data: bytes, time: float, comment: str | None = None) -> int:
+    def data(self, conn: int, direction: Direction, data: bytes | memoryview, time: float,
+             comment: str | None = None) -> int:
         """Payload as one or more segments; returns the frame number of the last."""
+        if self.out is None:  # numbering only
+            self.frames += -(-len(data) // MAX_SEGMENT)
+            return self.frames
         flow = self.flows[conn]
         for i in range(0, len(data), MAX_SEGMENT):
             self._packet(flow, direction, ACK | PSH, data[i:i + MAX_SEGMENT], time, comment if i == 0 else None,
@@ -80,7 +84,7 @@ class PcapngWriter:
         self._packet(flow, other, FIN | ACK, b"", time, None, advance=1)
         return self.frames
 
-    def _packet(self, flow: _Flow, direction: Direction, flags: int, payload: bytes, time: float,
+    def _packet(self, flow: _Flow, direction: Direction, flags: int, payload: bytes | memoryview, time: float,
                 comment: str | None, advance: int = 0) -> None:
         self.frames += 1
         if self.out is None:

@@ -3,7 +3,6 @@ store, so reading a file, relaying or capturing never waits for the screen."""
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from collections.abc import Collection, Sequence
 from contextlib import ExitStack
@@ -77,7 +76,9 @@ class FileSource(Source):
 
 
 class ProxySource(Source):
-    """The transparent relay on its own event loop in this thread (signals stay with the UI)."""
+    """The proxy: the relay in its forked child process (nbdscope.proxy.run.RelayProcess) and
+    the proxy's own watcher in this thread, feeding the store through its hooks; the UI
+    never delays a relayed byte."""
 
     live = True
 
@@ -86,78 +87,58 @@ class ProxySource(Source):
                  grace: float = 5.0, delays: dict[int, float] | None = None) -> None:
         super().__init__(store)
         self.listen, self.upstream = listen, upstream
-        self.options = {"pcapng": pcapng, "jsonl": jsonl, "set_mask": set_mask, "clear_mask": clear_mask,
-                        "redact": redact, "grace": grace, "delays": delays}
+        self.pcapng, self.jsonl, self.redact = pcapng, jsonl, redact
+        self.options = (set_mask, clear_mask, grace, delays)
         self.label = f"proxy {listen} → {upstream}"
         self.ready = threading.Event()  # listening (or failed to)
         self.error: str | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop_event: asyncio.Event | None = None
         self.relay: Any = None
 
+    def start(self) -> None:
+        """Fork the relay (before the UI starts any thread), wait until it listens, then watch."""
+        import os
+
+        from nbdscope.proxy.run import RelayOptions, RelayProcess
+
+        self.relay = RelayProcess(self.listen, self.upstream, RelayOptions(*self.options))
+        problem = self.relay.wait_ready()
+        if problem is not None:
+            self.error = f"{self.listen}: {problem}"
+            self.relay.stop()
+            self.relay.wait()
+            os.close(self.relay.fd)
+            self.store.add_notice(f"proxy: cannot listen: {self.error}")
+            self.store.done = True
+            self.ready.set()
+            return
+        self.ready.set()
+        super().start()
+
     def run(self) -> None:
-        import json
+        import os
 
-        from nbdscope.proxy.relay import Relay
-        from nbdscope.proxy.rewrite import FlagRewriter
-        from nbdscope.report.pcapng import PcapngWriter
-        from nbdscope.report.records import message_record
+        from nbdscope.proxy.run import FLUSH_EVERY
+        from nbdscope.proxy.watcher import Watcher
 
-        o = self.options
         with ExitStack() as stack:
-            pcap = stack.enter_context(open(o["pcapng"], "wb")) if o["pcapng"] else None
-            jsonl = stack.enter_context(open(o["jsonl"], "w", encoding="utf-8")) if o["jsonl"] else None
-            if jsonl is not None:  # the same JSONL timeline as the console proxy, beside the UI
-                store_message, store_anomaly = self.store.on_message, self.store.on_anomaly
-
-                def on_message(session: Any, e: Any) -> None:
-                    store_message(session, e)
-                    jsonl.write(json.dumps(message_record(session.id, e, self.engine.t0())) + "\n")
-
-                def on_anomaly(a: Any) -> None:
-                    store_anomaly(a)
-                    jsonl.write(json.dumps({"type": "ANOMALY", **a.as_json()}) + "\n")
-
-                self.engine = Engine(on_message=on_message, on_anomaly=on_anomaly, keep_headers=True,
-                                     track_payload=bool(o["redact"]))
-            elif o["redact"]:
-                self.engine = Engine(on_message=self.store.on_message, on_anomaly=self.store.on_anomaly,
-                                     keep_headers=True, track_payload=True)
-            set_mask, clear_mask = o["set_mask"], o["clear_mask"]
-            rewriter = (lambda: FlagRewriter(set_mask, clear_mask)) if set_mask or clear_mask else None
-            self.relay = Relay(self.listen, self.upstream, self.engine, PcapngWriter(pcap), rewriter=rewriter,
-                               grace=o["grace"], redact=o["redact"], delays=o["delays"])
-
-            async def main() -> None:
-                self._loop = asyncio.get_running_loop()
-                self._stop_event = asyncio.Event()
-                try:
-                    await self.relay.start()
-                except OSError as exc:
-                    self.error = f"{self.listen}: {exc.strerror or exc}"
-                    self.store.add_notice(f"proxy: cannot listen: {self.error}")
-                    self.ready.set()
-                    return
-                self.ready.set()
-                while not self._stop_event.is_set():
-                    try:
-                        await asyncio.wait_for(self._stop_event.wait(), 0.25)
-                    except TimeoutError:
-                        pass
-                    if jsonl is not None:
-                        jsonl.flush()
-                await self.relay.stop()
-
-            asyncio.run(main())
-            self._finish()
+            jsonl = stack.enter_context(open(self.jsonl, "wb")) if self.jsonl else None
+            pcap = stack.enter_context(open(self.pcapng, "wb")) if self.pcapng else None
+            quiet = stack.enter_context(open(os.devnull, "w"))  # the screen is the console now
+            watcher = Watcher(jsonl=jsonl, pcapng=pcap, quiet=True, redact=self.redact, console=quiet,
+                              log=self.store.add_notice, on_message=self.store.on_message,
+                              on_anomaly=self.store.on_anomaly)
+            watcher.engine.keep_headers = True  # read at each new connection: the hex pane gets header bytes
+            self.engine = watcher.engine
+            try:
+                watcher.run(self.relay.fd, self.relay.ring, FLUSH_EVERY)
+            finally:
+                self.relay.stop()
+                self.relay.wait()
+                os.close(self.relay.fd)
 
     def _request_stop(self) -> None:
-        loop, stop = self._loop, self._stop_event
-        if loop is not None and stop is not None and not loop.is_closed():
-            try:
-                loop.call_soon_threadsafe(stop.set)
-            except RuntimeError:
-                pass  # the loop has just ended
+        if self.relay is not None:
+            self.relay.stop()  # the relay ends its sessions (grace period), closes the pipe, the watcher drains it
 
 
 class LiveSource(Source):

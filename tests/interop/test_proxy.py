@@ -121,11 +121,18 @@ def test_redact_keeps_headers_and_zeroes_data(tmp_path: Path) -> None:
     assert [r["length"] for r in again if r["type"] in ("NBD_CMD_WRITE", "NBD_CMD_READ")] == [len(secret)] * 2
 
 
+def open_fds(pid: int) -> int:
+    """File descriptors of the proxy: the watcher (this pid) and the relay (its child)."""
+    kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    assert kids, "the relay runs in a child process"
+    return sum(len(os.listdir(f"/proc/{p}/fd")) for p in [pid, *map(int, kids)])
+
+
 def test_garbage_and_many_connections_leave_no_leak(tmp_path: Path) -> None:
     up, front = free_port(), free_port()
     server = ["nbdkit", "-f", "-p", str(up), "-i", "127.0.0.1", "memory", "1M"]
     with process(server, port=up), proxy(tmp_path, f"127.0.0.1:{front}", f"127.0.0.1:{up}") as px:
-        baseline = len(os.listdir(f"/proc/{px.pid}/fd"))
+        baseline = open_fds(px.pid)
         with socket.create_connection(("127.0.0.1", front)) as s:  # garbage with a hostile length
             s.recv(18)
             s.sendall(b"\x00\x00\x00\x03" + b"IHAVEOPT" + b"\x00\x00\x00\x07" + b"\xff\xff\xff\xff" + b"junk" * 64)
@@ -135,9 +142,9 @@ def test_garbage_and_many_connections_leave_no_leak(tmp_path: Path) -> None:
                 pass
         assert json.loads(run(["nbdinfo", "--json", f"nbd://127.0.0.1:{front}"]))["exports"][0]["export-size"]
         deadline = time.monotonic() + 10
-        while len(os.listdir(f"/proc/{px.pid}/fd")) > baseline and time.monotonic() < deadline:
+        while open_fds(px.pid) > baseline and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert len(os.listdir(f"/proc/{px.pid}/fd")) <= baseline
+        assert open_fds(px.pid) <= baseline
     assert px.returncode == 0
     assert px.stderr is not None
     summary = px.stderr.read()
