@@ -249,9 +249,9 @@ class Connection:
         if self.keep_headers and n and self._out:
             last = self._out[-1]  # the event these bytes were just decoded into
             if last.dir == side.dir and last.header is None:
-                # set once, before the event leaves the decoder: nobody has seen it yet, so it is
-                # still immutable to every reader (and this is ten times cheaper than replace())
-                object.__setattr__(last, "header", bytes(side.buf[side.pos:side.pos + min(n, HEADER_KEEP)]))
+                # set once, before the event leaves the decoder: no reader has seen it yet, so it is
+                # still immutable to all of them (and far cheaper than building a copy with replace())
+                last.header = bytes(side.buf[side.pos:side.pos + min(n, HEADER_KEEP)])
         side.pos += n
         side.skip_data = is_data
         if payload:
