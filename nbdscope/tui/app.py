@@ -14,6 +14,7 @@ from nbdscope.tui.sources import Source
 from nbdscope.tui.store import NO_ROW, Store
 
 TICK = 0.25  # seconds between screen refreshes from the store
+GC_THRESHOLD = 50_000  # allocations between young-generation collections (Python's default: 700)
 
 
 class NbdscopeApp(App[None]):
@@ -32,6 +33,11 @@ class NbdscopeApp(App[None]):
         self.theme = "textual-dark"
 
     def on_mount(self) -> None:
+        import gc
+
+        # the store only grows, with acyclic events: collect cycles far less often than every
+        # 700 allocations, each full pass of which would walk every stored message
+        gc.set_threshold(GC_THRESHOLD, 20, 20)
         if self.source is not None and not self.source.thread.is_alive() and not self.store.done:
             self.source.start()
         self.push_screen(OverviewScreen())

@@ -63,6 +63,8 @@ class FileSource(Source):
         self._stop = threading.Event()
 
     def run(self) -> None:
+        import gc
+
         from nbdscope.capture import read_captures
 
         for item in read_captures(self.paths, extra_ports=self.ports, reuse_buffers=True):
@@ -70,6 +72,10 @@ class FileSource(Source):
                 return
             self.engine.feed(item)
         self._finish()
+        # what was loaded stays for the life of the UI: take it out of the collector's
+        # scans, or every later full collection walks a million events (a second or more)
+        gc.collect()
+        gc.freeze()
 
     def _request_stop(self) -> None:
         self._stop.set()
