@@ -3,6 +3,7 @@ filter, search), per-session summary, and help."""
 
 from __future__ import annotations
 
+import time
 from array import array
 from typing import TYPE_CHECKING, ClassVar
 
@@ -447,6 +448,7 @@ class MessagesScreen(_Base):
 
 
 SPARK_BUCKETS = 60
+SUMMARY_EVERY = 2.0  # seconds between summary redraws while messages arrive
 LAT_BUCKETS = 24  # powers of two of microseconds: 1 us .. 8 s
 
 
@@ -516,7 +518,15 @@ class SummaryScreen(_Base):
         yield Footer()
 
     def on_mount(self) -> None:
+        self._seen = len(self.store)
+        self._last = time.monotonic()
         self.refresh_summary()
+
+    def tick(self) -> None:
+        """Live sources: redraw with what arrived, at most every SUMMARY_EVERY seconds."""
+        if len(self.store) != self._seen and time.monotonic() - self._last >= SUMMARY_EVERY:
+            self._seen, self._last = len(self.store), time.monotonic()
+            self.refresh_summary()
 
     def refresh_summary(self) -> None:
         store = self.store
