@@ -59,3 +59,26 @@ def test_live_capture_decodes_what_nbdkit_saw(tmp_path) -> None:  # type: ignore
     assert len(logged) == 11 and decoded == logged
     summary = err.read_text().strip().splitlines()[-1]
     assert "1 sessions, 0 anomalies" in summary and "packets dropped by the kernel" in summary
+
+
+def test_live_tui_shows_a_session_as_it_happens(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from tests.tui.tmux import Tmux
+
+    if shutil.which("tmux") is None:
+        pytest.skip("needs tmux")
+    port = free_port()
+    t = Tmux([NBDSCOPE, "live", "-i", "lo", "--filter", f"tcp port {port}", "--tui"], 100, 30)
+    try:
+        t.wait_for("0 sessions · 0 messages · 0 anomalies · LIVE capture on lo")
+        with process(["nbdkit", "-f", "-p", str(port), "-i", "127.0.0.1", "memory", "1M"], port=port):
+            run(["nbdinfo", "--map", f"nbd://127.0.0.1:{port}"], timeout=30)
+            screen = t.wait_for("1 session · ")
+        assert f"127.0.0.1:{port}" in screen and "fixed-newstyle" in screen
+        t.keys("m")
+        t.wait_for("NBD_")  # the detail pane of the first message
+        t.keys("End")
+        t.wait_for("CONNECTION_END")
+        t.keys("q")
+        assert t.wait_gone(15), "nbdscope live --tui did not quit on q"
+    finally:
+        t.close()
