@@ -56,7 +56,27 @@ def _parser() -> argparse.ArgumentParser:
     x.add_argument("--delay", default="", metavar="CMD=MS,...",
                    help="hold requests of these commands for MS milliseconds before forwarding (e.g. READ=5)")
     x.add_argument("--grace", type=float, default=5.0, metavar="S", help="seconds open sessions get at shutdown")
-    x.add_argument("--tui", action="store_true", help="terminal UI (not available yet)")
+    x.add_argument("--tui", action="store_true", help="show the relayed traffic in the terminal UI")
+
+    t = sub.add_parser("tui", help="terminal UI over capture files, a live interface or the proxy")
+    t.add_argument("files", nargs="*", metavar="FILE")
+    t.add_argument("--port", type=int, action="append", default=[], metavar="N",
+                   help="extra TCP port to treat as NBD (repeatable)")
+    t.add_argument("-i", "--interface", metavar="IFACE", help="capture live from this interface (tcpdump)")
+    t.add_argument("--filter", default="tcp", metavar="BPF", help="live: capture filter (default: tcp)")
+    t.add_argument("--listen", metavar="ADDR", help="run the proxy: listen here (with --upstream)")
+    t.add_argument("--upstream", metavar="ADDR", help="run the proxy: relay to this server")
+
+    lv = sub.add_parser("live", help="capture from a network interface and decode live")
+    lv.add_argument("-i", "--interface", required=True, metavar="IFACE")
+    lv.add_argument("--port", type=int, action="append", default=[], metavar="N",
+                    help="extra TCP port to treat as NBD (repeatable)")
+    lv.add_argument("--filter", default="tcp", metavar="BPF", help="capture filter (default: tcp)")
+    lv.add_argument("--buffer", type=int, default=65536, metavar="KIB", help="kernel capture buffer (tcpdump -B)")
+    lv.add_argument("--format", choices=("text", "jsonl"), default="text")
+    lv.add_argument("-o", "--output", metavar="FILE", help="write the timeline here instead of stdout")
+    lv.add_argument("--fail-on", choices=("error", "warning", "never"), default="never")
+    lv.add_argument("--tui", action="store_true", help="show the traffic in the terminal UI")
 
     r = sub.add_parser("rules", help="list every anomaly rule")
     r.add_argument("--format", choices=("text", "json"), default="text")
@@ -71,6 +91,10 @@ def main(argv: list[str] | None = None) -> int:
             return analyze(args)
         if args.command == "proxy":
             return proxy(args)
+        if args.command == "tui":
+            return tui(args)
+        if args.command == "live":
+            return live(args)
         return rules(args)
     except UsageError as exc:
         print(f"nbdscope: error: {exc}", file=sys.stderr)
@@ -110,9 +134,22 @@ def _items_with_progress(files: list[str], ports: list[int]) -> Iterator[Any]:
         yield from read_captures(files, extra_ports=ports, progress=bar.update, reuse_buffers=True)
 
 
-def analyze(args: argparse.Namespace) -> int:
+def _check_inputs(paths: list[str]) -> None:
+    """Refuse unreadable inputs before any output is written."""
     from nbdscope.capture import CaptureError
     from nbdscope.capture.files import open_capture
+
+    for path in paths:
+        if os.path.isdir(path):
+            raise UsageError(f"{path}: is a directory")
+        try:
+            open_capture(path)[0].close()
+        except CaptureError as exc:
+            raise UsageError(str(exc)) from None
+
+
+def analyze(args: argparse.Namespace) -> int:
+    from nbdscope.capture import CaptureError
     from nbdscope.report.records import message_record
 
     annotate = args.output is not None and args.output.lower().endswith(".pcapng")
@@ -123,13 +160,7 @@ def analyze(args: argparse.Namespace) -> int:
         raise UsageError("--redact applies to an annotated capture: add -o FILE.pcapng")
     if annotate and os.path.exists(args.output) and os.path.samefile(args.output, args.files[0]):
         raise UsageError(f"{args.output}: refusing to overwrite the input capture")
-    for path in args.files:  # refuse unreadable inputs before any output is written
-        if os.path.isdir(path):
-            raise UsageError(f"{path}: is a directory")
-        try:
-            open_capture(path)[0].close()
-        except CaptureError as exc:
-            raise UsageError(str(exc)) from None
+    _check_inputs(args.files)
     with ExitStack() as stack:
         out = _open_output(stack, None if annotate else args.output)
         on_message: Callable[[Session, ev.Event], None] | None = None
@@ -215,14 +246,20 @@ def proxy(args: argparse.Namespace) -> int:
     from nbdscope.proxy.rewrite import parse_bits, parse_delays
     from nbdscope.proxy.run import run_proxy
 
-    if args.tui:
-        raise UsageError("--tui: the terminal UI is not available yet")
     try:
         listen, upstream = parse_address(args.listen), parse_address(args.upstream)
         set_mask, clear_mask = parse_bits(args.set_flags), parse_bits(args.clear_flags)
         delays = parse_delays(args.delay)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    if args.tui:
+        from nbdscope.tui.sources import ProxySource
+        from nbdscope.tui.store import Store
+
+        store = Store()
+        source = ProxySource(store, listen, upstream, pcapng=args.pcapng, jsonl=args.jsonl, set_mask=set_mask,
+                             clear_mask=clear_mask, redact=args.redact, grace=args.grace, delays=delays)
+        return _run_tui(store, source)
     with ExitStack() as stack:
         try:
             return run_proxy(listen, upstream, jsonl=args.jsonl, pcapng=args.pcapng, quiet=args.quiet,
@@ -230,6 +267,115 @@ def proxy(args: argparse.Namespace) -> int:
                              delays=delays, stack=stack)
         except OSError as exc:
             raise UsageError(f"{exc.filename or args.listen}: {exc.strerror or exc}") from None
+
+
+def _run_tui(store: Any, source: Any) -> int:
+    """Start the source (so a bad address or interface fails here, in one line), then the UI."""
+    from nbdscope.tui.app import NbdscopeApp
+    from nbdscope.tui.sources import ProxySource
+
+    if not sys.stdout.isatty():
+        raise UsageError("the terminal UI needs a terminal (stdout is not one)")
+    source.start()
+    if isinstance(source, ProxySource):
+        source.ready.wait(10)
+        if source.error:
+            source.stop()
+            raise UsageError(f"cannot listen on {source.error}")
+    try:
+        NbdscopeApp(store, source).run()
+    finally:
+        source.stop()
+    for text in store.notices:
+        print(f"nbdscope: {text}", file=sys.stderr)
+    return EXIT_OK
+
+
+def tui(args: argparse.Namespace) -> int:
+    from nbdscope.tui.sources import FileSource, ProxySource
+    from nbdscope.tui.store import Store
+
+    kinds = [bool(args.files), bool(args.interface), bool(args.listen or args.upstream)]
+    if sum(kinds) != 1:
+        raise UsageError("give capture FILEs, or -i IFACE, or --listen ADDR --upstream ADDR (exactly one of them)")
+    store = Store()
+    source: Any
+    if args.files:
+        _check_inputs(args.files)
+        source = FileSource(store, args.files, args.port)
+    elif args.interface:
+        source = _live_source(store, args.interface, args.port, args.filter, 65536)
+    else:
+        from nbdscope.proxy.addresses import parse_address
+
+        if not (args.listen and args.upstream):
+            raise UsageError("the proxy needs both --listen and --upstream")
+        try:
+            source = ProxySource(store, parse_address(args.listen), parse_address(args.upstream))
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    return _run_tui(store, source)
+
+
+def _live_source(store: Any, interface: str, ports: list[int], bpf: str, buffer_kib: int) -> Any:
+    from nbdscope.capture.live import LiveError
+    from nbdscope.tui.sources import LiveSource
+
+    source = LiveSource(store, interface, ports, bpf=bpf, buffer_kib=buffer_kib)
+    try:
+        source.capture.start()
+    except LiveError as exc:
+        raise UsageError(str(exc)) from None
+    return source
+
+
+def live(args: argparse.Namespace) -> int:
+    """Capture from an interface until SIGINT; print the timeline (or show the UI)."""
+    import signal
+
+    from nbdscope.capture.live import LiveCapture, LiveError
+    from nbdscope.report.records import message_record
+    from nbdscope.report.timeline import message_line
+
+    if args.tui:
+        from nbdscope.tui.store import Store
+
+        store = Store()
+        return _run_tui(store, _live_source(store, args.interface, args.port, args.filter, args.buffer))
+    capture = LiveCapture(args.interface, bpf=args.filter, extra_ports=args.port, buffer_kib=args.buffer,
+                          on_notice=lambda text: print(f"nbdscope: {text}", file=sys.stderr, flush=True))
+    try:
+        capture.start()
+    except LiveError as exc:
+        raise UsageError(str(exc)) from None
+    for sig in (signal.SIGINT, signal.SIGTERM):  # stop tcpdump, then decode what it still hands over
+        signal.signal(sig, lambda *_: capture.request_stop())
+    print(f"nbdscope live: capturing on {args.interface} ({args.filter}); Ctrl-C stops", file=sys.stderr, flush=True)
+    with ExitStack() as stack:
+        out = _open_output(stack, args.output)
+        engine: Engine
+
+        def on_message(session: Session, e: ev.Event) -> None:
+            if args.format == "jsonl":
+                out.write(json.dumps(message_record(session.id, e, engine.t0())) + "\n")
+            else:
+                out.write(message_line(session.id, e, engine.t0()) + "\n")
+            out.flush()
+
+        def on_anomaly(a: Anomaly) -> None:
+            if args.format == "jsonl":
+                out.write(json.dumps({"type": "ANOMALY", **a.as_json()}) + "\n")
+            else:
+                out.write(f"ANOMALY {a.severity} {a.rule} blame={a.blame} {a.session} frame {a.frame}: {a.message}\n")
+            out.flush()
+
+        engine = Engine(on_message=on_message, on_anomaly=on_anomaly)
+        for item in capture.items():
+            engine.feed(item)
+        result = engine.finish()
+    print(f"nbdscope live: {len(result.sessions)} sessions, {len(result.anomalies)} anomalies, "
+          f"{capture.dropped} packets dropped by the kernel", file=sys.stderr, flush=True)
+    return _exit_code(args.fail_on, result)
 
 
 def rules(args: argparse.Namespace) -> int:

@@ -30,8 +30,9 @@ class Engine:
 
     def __init__(self, *, rules: Iterable[type[Rule]] = ALL_RULES, on_message: MessageListener | None = None,
                  on_anomaly: AnomalyListener | None = None, keep_data: bool = False,
-                 track_payload: bool = False) -> None:
+                 track_payload: bool = False, keep_headers: bool = False) -> None:
         self.keep_data = keep_data
+        self.keep_headers = keep_headers  # events carry their header bytes (the TUI's hex pane)
         self.track_payload = track_payload
         self.sessions: list[Session] = []
         self.anomalies: list[Anomaly] = []
@@ -72,7 +73,8 @@ class Engine:
                               start_time=item.time)
             self.sessions.append(session)
             self._open[item.conn] = (session, Connection(saw_start=item.saw_start, keep_data=self.keep_data,
-                                                              track_payload=self.track_payload))
+                                                              track_payload=self.track_payload,
+                                                              keep_headers=self.keep_headers))
             return []
         entry = self._open.get(item.conn)
         if entry is None:

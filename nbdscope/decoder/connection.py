@@ -41,6 +41,7 @@ CHUNK_KEEP = 16 << 20  # reply chunk payload bytes we hold at most (2^20 extents
 MAX_EXTENTS = 1 << 20  # extents kept per chunk; the spec asks servers not to exceed this
 DATA_KEEP = 64 << 20  # keep_data: payloads longer than this are not gathered
 SANE_PAYLOAD = 64 << 20  # a header announcing more is implausible when hunting for sync
+HEADER_KEEP = 64  # keep_headers: wire bytes kept per message (the header and the start of a bounded payload)
 
 _REQ = struct.Struct(">IHHQQI")
 _EREQ = struct.Struct(">IHHQQQ")
@@ -117,9 +118,11 @@ class _Side:
 class Connection:
     """Decoder state machine for one NBD connection (both directions)."""
 
-    def __init__(self, *, saw_start: bool = True, keep_data: bool = False, track_payload: bool = False) -> None:
+    def __init__(self, *, saw_start: bool = True, keep_data: bool = False, track_payload: bool = False,
+                 keep_headers: bool = False) -> None:
         self.saw_start = saw_start
         self.keep_data = keep_data
+        self.keep_headers = keep_headers  # attach each message's header bytes to its event (for hex views)
         if saw_start:
             self._c = _Side("c2s", "wait-greeting")
             self._s = _Side("s2c", "greeting")
@@ -245,6 +248,12 @@ class Connection:
         """Drop a parsed header of ``n`` bytes and arrange to skip ``payload`` more
         (handing the payload to ``sink`` when data is wanted; ``is_data``: it is read or
         write data, which redaction hides)."""
+        if self.keep_headers and n and self._out:
+            last = self._out[-1]  # the event these bytes were just decoded into
+            if last.dir == side.dir and last.header is None:
+                # set once, before the event leaves the decoder: no reader has seen it yet, so it is
+                # still immutable to all of them (and far cheaper than building a copy with replace())
+                last.header = bytes(side.buf[side.pos:side.pos + min(n, HEADER_KEEP)])
         side.pos += n
         side.skip_data = is_data
         if payload:

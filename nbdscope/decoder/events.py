@@ -29,6 +29,7 @@ class Event:
     frame: int
     time: float
     phase: Phase
+    header: bytes | None = None  # the message's wire header, only when the decoder was asked to keep headers
 
 
 @event()

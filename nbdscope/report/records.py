@@ -28,7 +28,8 @@ from nbdscope.spec import (
 )
 from nbdscope.spec.metacontexts import describe_status
 
-_BASE = {"dir", "frame", "time", "phase", "data"}  # data: payload bytes never go into the timeline
+# data: payload bytes never go into the timeline; header: the wire header kept for the TUI's hex pane
+_BASE = {"dir", "frame", "time", "phase", "data", "header"}
 
 Render = Callable[[Any, ev.Event, dict[str, Any]], None] | None  # None: the value as it is
 

@@ -1,0 +1,643 @@
+"""The screens: overview (sessions and findings), messages (table, detail, hex,
+filter, search), per-session summary, and help."""
+
+from __future__ import annotations
+
+import time
+from array import array
+from typing import TYPE_CHECKING, ClassVar
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen, Screen
+from textual.timer import Timer
+from textual.widgets import DataTable, Footer, Input, Label, Markdown, RichLog, Sparkline, Static
+
+from nbdscope.decoder import events as ev
+from nbdscope.spec import COMMANDS, TRANSMISSION_FLAGS
+from nbdscope.tui import detail as D
+from nbdscope.tui import fields as F
+from nbdscope.tui.filter import FilterError, Predicate, compile_filter
+from nbdscope.tui.store import NO_ROW, Store
+from nbdscope.tui.table import MessageTable
+from nbdscope.tui.widgets import FindingsTable, SessionsTable
+
+if TYPE_CHECKING:
+    from nbdscope.tui.app import NbdscopeApp
+
+FILTER_CHUNK = 50_000  # rows tested per step when filtering in the background
+WIDE = 120  # columns from which the hex pane sits beside the detail pane
+DETAIL_DELAY = 0.06  # seconds the cursor rests before the detail and hex panes are rendered
+LIVE_FILTER_DELAY = 0.35  # seconds of no typing before the filter bar's text is applied
+
+
+class _Base(Screen[None]):
+    @property
+    def napp(self) -> NbdscopeApp:
+        return self.app  # type: ignore[return-value]
+
+    @property
+    def store(self) -> Store:
+        return self.napp.store
+
+    def tick(self) -> None:
+        """Called by the app a few times a second: pick up what the producer added."""
+
+
+class OverviewScreen(_Base):
+    """What is wrong, at once: the sessions and every finding."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("m", "messages", "Messages"),
+        Binding("s", "summary", "Summary"),
+        Binding("tab", "focus_next", "Switch pane", show=False),
+    ]
+    DEFAULT_CSS = """
+    OverviewScreen #status { height: auto; padding: 0 1; background: $boost; }
+    OverviewScreen .title { padding: 0 1; text-style: bold; color: $accent; }
+    OverviewScreen SessionsTable { height: auto; max-height: 40%; }
+    OverviewScreen FindingsTable { height: auto; max-height: 35%; }
+    OverviewScreen #finding-scroll { height: 1fr; border-top: solid $primary; padding: 0 1; }
+    """
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="status")
+        yield Label("Sessions (enter: its messages, s: summary)", classes="title")
+        yield SessionsTable(self.store, id="sessions")
+        yield Label("Anomalies (enter: go to the message)", classes="title", id="findings-title")
+        yield FindingsTable(self.store, id="findings")
+        with VerticalScroll(id="finding-scroll"):
+            yield Static("No anomalies found." if self.store.done else "", id="finding-detail")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.tick()
+        self.query_one(FindingsTable if self.store.findings else SessionsTable).focus()
+
+    def tick(self) -> None:
+        self.query_one(SessionsTable).sync()
+        findings = self.query_one(FindingsTable)
+        findings.sync()
+        self.query_one("#status", Static).update(self.napp.status_text())
+        sev: dict[str, int] = {}
+        with self.store.lock:
+            for f in self.store.findings:
+                sev[f.anomaly.severity] = sev.get(f.anomaly.severity, 0) + 1
+        parts = ", ".join(f"{n} {k}{'s' if n != 1 else ''}" for k, n in sorted(sev.items()))
+        if not sev and self.store.done:
+            self.query_one("#finding-detail", Static).update("No anomalies found.")
+        self.query_one("#findings-title", Label).update(
+            f"Anomalies: {parts or 'none'} (enter: go to the message)")
+
+    @on(DataTable.RowSelected, "#findings")
+    def _finding(self, event: DataTable.RowSelected) -> None:
+        index = self.query_one(FindingsTable).finding_index(event.row_key)
+        self.napp.open_finding(index)
+
+    @on(DataTable.RowHighlighted, "#findings")
+    def _finding_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        """The whole finding, wrapped, with any flags field it names bit by bit."""
+        index = self.query_one(FindingsTable).finding_index(event.row_key)
+        with self.store.lock:
+            finding = self.store.findings[index]
+        self.query_one("#finding-detail", Static).update(
+            D.finding_renderable(finding.anomaly, self.napp.palette()))
+
+    @on(DataTable.RowSelected, "#sessions")
+    def _session(self, event: DataTable.RowSelected) -> None:
+        self.napp.open_messages(f"session={event.row_key.value}")
+
+    def action_messages(self) -> None:
+        self.napp.open_messages(None)
+
+    def action_summary(self) -> None:
+        sid = self._focused_session()
+        if sid is not None:
+            self.napp.push_screen(SummaryScreen(sid))
+
+    def _focused_session(self) -> str | None:
+        findings = self.query_one(FindingsTable)
+        if self.focused is findings and findings.row_count:
+            key = findings.coordinate_to_cell_key(findings.cursor_coordinate).row_key
+            with self.store.lock:
+                return self.store.findings[findings.finding_index(key)].anomaly.session
+        return self.query_one(SessionsTable).selected_session()
+
+
+class MessagesScreen(_Base):
+    """The message table with a live filter bar, search, detail and hex panes, and a findings panel."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "back", "Back"),
+        Binding("f", "focus_filter", "Filter"),
+        Binding("slash", "search", "Search"),
+        Binding("n", "search_next(1)", "Next match", show=False),
+        Binding("N", "search_next(-1)", "Prev match", show=False),
+        Binding("a", "toggle_findings", "Anomalies"),
+        Binding("x", "toggle_hex", "Hex"),
+        Binding("s", "summary", "Summary"),
+        Binding("F", "follow", "Follow"),
+        Binding("p", "pause", "Pause"),
+        Binding("tab", "focus_next", "Next pane", show=False),
+    ]
+    DEFAULT_CSS = """
+    MessagesScreen #bar { height: 1; }
+    MessagesScreen #bar Label { padding: 0 1; color: $accent; text-style: bold; }
+    MessagesScreen Input { border: none; height: 1; padding: 0 1; }
+    MessagesScreen Input.-invalid { color: $error; }
+    MessagesScreen #status { height: 1; padding: 0 1; background: $boost; }
+    MessagesScreen MessageTable { height: 1fr; min-height: 5; }
+    MessagesScreen #lower { height: 50%; }
+    MessagesScreen RichLog { scrollbar-gutter: stable; overflow-x: hidden; }
+    MessagesScreen #detail-scroll { width: 1fr; border-top: solid $primary; }
+    MessagesScreen #hex-scroll { width: 44; border-top: solid $primary; border-left: solid $primary; }
+    MessagesScreen #hex-scroll.-alone { width: 1fr; border-left: none; }
+    MessagesScreen FindingsTable { height: 30%; border-top: solid $warning; }
+    MessagesScreen #search { display: none; }
+    MessagesScreen #search.-shown { display: block; }
+    """
+
+    def __init__(self, initial_filter: str | None = None) -> None:
+        super().__init__()
+        self.filter_text = initial_filter or ""
+        self.predicate: Predicate | None = None
+        self.view: array | None = None  # rows passing the filter (None: all)
+        self.scanned = 0  # store rows the view has considered
+        self.paused = False
+        self.pending_row: int | None = None  # row to select once the view contains it
+        self.search_text = ""
+        self._debounce: Timer | None = None
+        self._detail_timer: Timer | None = None
+        self._detail_row = NO_ROW
+        self._status_text = ""
+        self._filtering = False  # a background pass over the stored rows is running
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="bar"):
+            yield Label("filter")
+            yield Input(value=self.filter_text, placeholder="e.g. cmd=read latency>1000, errors, anomalies, s2",
+                        id="filter")
+        yield Input(placeholder="search (same language; enter: next match, n/N later)", id="search")
+        yield MessageTable(self.store, id="table")
+        with Horizontal(id="lower"):
+            yield RichLog(id="detail-scroll", wrap=True, auto_scroll=False, min_width=20)
+            yield RichLog(id="hex-scroll", wrap=False, auto_scroll=False, min_width=20)
+        findings = FindingsTable(self.store, id="findings")
+        findings.display = False
+        yield findings
+        yield Static(id="status")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#hex-scroll").display = self.app.size.width >= WIDE
+        self._apply(self.filter_text)
+        self.query_one(MessageTable).focus()
+
+    # ------------------------------------------------------------- filtering
+
+    @property
+    def table(self) -> MessageTable:
+        return self.query_one(MessageTable)
+
+    def _apply(self, text: str) -> None:
+        try:
+            predicate = compile_filter(text)
+        except FilterError as exc:
+            self.query_one("#filter", Input).add_class("-invalid")
+            self.notify(f"filter: {exc}", severity="error", timeout=4)
+            return
+        self.query_one("#filter", Input).remove_class("-invalid")
+        self.filter_text, self.predicate = text, predicate
+        keep = self.pending_row if self.pending_row is not None else self.table.current_row
+        if predicate is None:
+            self._filtering = False
+            self.view, self.scanned = None, len(self.store)
+            self.table.set_view(None, keep_row=keep)
+            self._select_pending()
+            return
+        self.view, self.scanned = array("q"), 0
+        self.table.set_view(self.view, keep_row=None)
+        self._filtering = True
+        self._filter_worker(predicate, keep)
+
+    @work(thread=True, exclusive=True, group="filter")
+    def _filter_worker(self, predicate: Predicate, keep: int) -> None:
+        """Test every row already stored, in chunks, off the UI thread."""
+        store = self.store
+        end = len(store)
+        found = array("q")
+        for start in range(0, end, FILTER_CHUNK):
+            for row in range(start, min(end, start + FILTER_CHUNK)):
+                if predicate(store, row):
+                    found.append(row)
+            if self.predicate is not predicate:
+                return  # a newer filter replaced this one
+        self.app.call_from_thread(self._filtered, predicate, found, end, keep)
+
+    def _filtered(self, predicate: Predicate, found: array, end: int, keep: int) -> None:
+        if self.predicate is not predicate:
+            return
+        self._filtering = False
+        self.view, self.scanned = found, end
+        self.table.set_view(found, keep_row=keep)
+        self._select_pending()
+        self._status()
+
+    def _select_pending(self) -> None:
+        if self.pending_row is not None:
+            if not self.table.go_to_row(self.pending_row):
+                self.notify("that message is hidden by the filter; clear the filter (f, then empty) to see it",
+                            severity="warning")
+            self.pending_row = None
+
+    def show_row(self, row: int) -> None:
+        """Select a store row (from a finding); the filter is kept if it shows the row, else cleared."""
+        if self.predicate is not None and not self.predicate(self.store, row):
+            self.query_one("#filter", Input).value = ""
+            self.pending_row = row
+            self._apply("")
+            return
+        self.table.follow = False
+        if self.table.go_to_row(row):
+            return
+        self.pending_row = row  # the view is still being built
+
+    def tick(self) -> None:
+        store = self.store
+        end = len(store)
+        if not self.paused and self.scanned < end and (self.predicate is None or self.view is not None):
+            if self.predicate is None:
+                self.scanned = end
+                self.table.grow(end)
+            elif not self._filtering:  # rows that arrived after the background pass
+                pred, view = self.predicate, self.view
+                assert view is not None
+                for row in range(self.scanned, end):
+                    if pred(store, row):
+                        view.append(row)
+                self.scanned = end
+                self.table.grow(len(view))
+        self._status()
+
+    def _status(self) -> None:
+        shown = self.table.count
+        total = len(self.store)
+        bits = [f"{shown:,} of {total:,} messages"]
+        if self.filter_text:
+            bits.append(f"filter: {self.filter_text}")
+        if self.table.follow:
+            bits.append("FOLLOWING")
+        if self.paused:
+            bits.append(f"PAUSED (+{total - self.scanned:,} new)")
+        bits.append(self.napp.source_state())
+        text = " · ".join(b for b in bits if b)
+        if text != self._status_text:  # an update re-lays the screen out: only when something changed
+            self._status_text = text
+            self.query_one("#status", Static).update(text)
+
+    @on(Input.Changed, "#filter")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        """Applied live: once typing pauses briefly and the expression is complete."""
+        if self._debounce is not None:
+            self._debounce.stop()
+            self._debounce = None
+        try:
+            compile_filter(event.value)
+        except FilterError:
+            self.query_one("#filter", Input).add_class("-invalid")
+            return
+        self.query_one("#filter", Input).remove_class("-invalid")
+        if event.value != self.filter_text:
+            self._debounce = self.set_timer(LIVE_FILTER_DELAY, lambda: self._apply(event.value))
+
+    @on(Input.Submitted, "#filter")
+    def _filter_submitted(self, event: Input.Submitted) -> None:
+        if self._debounce is not None:
+            self._debounce.stop()
+            self._debounce = None
+        self._apply(event.value)
+        self.table.focus()
+
+    # ---------------------------------------------------------------- search
+
+    def action_search(self) -> None:
+        box = self.query_one("#search", Input)
+        box.add_class("-shown")
+        box.focus()
+
+    @on(Input.Submitted, "#search")
+    def _search_submitted(self, event: Input.Submitted) -> None:
+        self.search_text = event.value
+        self.query_one("#search", Input).remove_class("-shown")
+        self.table.focus()
+        self.action_search_next(1)
+
+    def action_search_next(self, direction: int) -> None:
+        if not self.search_text:
+            self.action_search()
+            return
+        try:
+            pred = compile_filter(self.search_text)
+        except FilterError as exc:
+            self.notify(f"search: {exc}", severity="error")
+            return
+        if pred is None:
+            return
+        t = self.table
+        i = t.cursor + direction
+        while 0 <= i < t.count:
+            if pred(self.store, t.row_at(i)):
+                t.follow = False
+                t.cursor = i
+                return
+            i += direction
+        self.notify(f"no {'further' if direction > 0 else 'earlier'} match for {self.search_text!r}")
+
+    # ------------------------------------------------------------ selection
+
+    @on(MessageTable.Highlighted)
+    def _highlighted(self, event: MessageTable.Highlighted) -> None:
+        """Panes follow the cursor, rendered once it rests (holding PgDn does not render every row)."""
+        if self._detail_timer is not None:
+            self._detail_timer.stop()
+        self._detail_row = event.row
+        self._detail_timer = self.set_timer(DETAIL_DELAY, self._show_detail)
+        self._status()
+
+    def _show_detail(self) -> None:
+        self._detail_timer = None
+        pal = self.napp.palette()
+        for pane_id, render in (("#detail-scroll", D.message_renderable), ("#hex-scroll", D.hex_renderable)):
+            pane = self.query_one(pane_id, RichLog)
+            pane.clear()
+            if pane.display:
+                pane.write(render(self.store, self._detail_row, pal), scroll_end=False)
+            pane.scroll_home(animate=False)
+
+    def on_resize(self) -> None:
+        self.call_after_refresh(self._show_detail)  # re-wrap the panes for the new width
+
+    @on(DataTable.RowSelected, "#findings")
+    def _finding(self, event: DataTable.RowSelected) -> None:
+        index = self.query_one(FindingsTable).finding_index(event.row_key)
+        with self.store.lock:
+            row = self.store.findings[index].row
+        if row == NO_ROW:
+            self.notify("this finding names no single message", severity="warning")
+            return
+        self.show_row(row)
+        self.table.focus()
+
+    # -------------------------------------------------------------- actions
+
+    def action_back(self) -> None:
+        box = self.query_one("#search", Input)
+        if box.has_class("-shown"):
+            box.remove_class("-shown")
+            self.table.focus()
+        elif self.focused is not self.table:
+            self.table.focus()
+        else:
+            self.app.pop_screen()
+
+    def action_focus_filter(self) -> None:
+        self.query_one("#filter", Input).focus()
+
+    def action_toggle_findings(self) -> None:
+        findings = self.query_one(FindingsTable)
+        findings.display = not findings.display
+        if findings.display:
+            findings.sync()
+            findings.focus()
+        else:
+            self.table.focus()
+
+    def action_toggle_hex(self) -> None:
+        """Wide terminals show hex beside the detail; narrow ones swap one for the other."""
+        pane, detail = self.query_one("#hex-scroll"), self.query_one("#detail-scroll")
+        pane.display = not pane.display
+        narrow = self.app.size.width < WIDE
+        detail.display = not (narrow and pane.display)
+        pane.set_class(narrow, "-alone")
+        self.call_after_refresh(self._show_detail)
+
+    def action_summary(self) -> None:
+        row = self.table.current_row
+        if row != NO_ROW:
+            self.app.push_screen(SummaryScreen(self.store.session_id(row)))
+        elif self.store.sessions:
+            self.app.push_screen(SummaryScreen(self.store.sessions[0].id))
+
+    def action_follow(self) -> None:
+        t = self.table
+        t.follow = not t.follow
+        if t.follow:
+            self.paused = False
+            self.tick()
+            t.cursor = max(0, t.count - 1)
+        self._status()
+
+    def action_pause(self) -> None:
+        self.paused = not self.paused
+        self.tick()
+
+
+SPARK_BUCKETS = 60
+SUMMARY_EVERY = 2.0  # seconds between summary redraws while messages arrive
+LAT_BUCKETS = 24  # powers of two of microseconds: 1 us .. 8 s
+
+
+def session_series(store: Store, session_id: str) -> tuple[list[float], float, list[float], list[float]]:
+    """Bytes moved per time bucket (and the bucket width in seconds), latency histogram (log2 us), latencies."""
+    s_index = store.session_index(session_id)
+    rows = [r for r in range(len(store)) if store.session_of[r] == s_index] if s_index is not None else []
+    if not rows:
+        return [], 0.0, [], []
+    t_first, t_last = store.events[rows[0]].time, store.events[rows[-1]].time
+    width = max((t_last - t_first) / SPARK_BUCKETS, 1e-6)
+    moved = [0.0] * SPARK_BUCKETS
+    hist = [0.0] * LAT_BUCKETS
+    lats: list[float] = []
+    for r in rows:
+        e = store.events[r]
+        n = 0
+        if isinstance(e, ev.Request) and e.payload_length:
+            n = e.payload_length
+        elif isinstance(e, ev.SimpleReply) and e.data_length:
+            n = e.data_length
+        elif isinstance(e, ev.ReplyChunk) and e.data_length:
+            n = e.data_length
+        if n:
+            moved[min(SPARK_BUCKETS - 1, int((e.time - t_first) / width))] += n
+        lat = F.latency(e)
+        if lat is not None:
+            lats.append(lat)
+            hist[min(LAT_BUCKETS - 1, max(0, int(lat).bit_length() - 1))] += 1
+    return moved, width, hist, lats
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+class SummaryScreen(_Base):
+    """One session: what was negotiated, the command mix, throughput over time, latency distribution."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,q", "app.pop_screen", "Back"),
+                                             Binding("m", "messages", "Its messages")]
+    DEFAULT_CSS = """
+    SummaryScreen VerticalScroll { padding: 0 1; }
+    SummaryScreen .title { text-style: bold; color: $accent; margin-top: 1; }
+    SummaryScreen Sparkline { height: 3; margin: 0 0; }
+    """
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__()
+        self.session_id = session_id
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll():
+            yield Static(id="negotiated")
+            yield Static(id="commands")
+            yield Label("Throughput over time (bytes moved per interval)", classes="title")
+            yield Sparkline([], id="throughput")
+            yield Static(id="throughput-scale")
+            yield Label("Latency distribution (count per power-of-two bucket, 1 us … 8 s)", classes="title")
+            yield Sparkline([], id="latency")
+            yield Static(id="latency-scale")
+            yield Static(id="flags")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self._seen = len(self.store)
+        self._last = time.monotonic()
+        self.refresh_summary()
+
+    def tick(self) -> None:
+        """Live sources: redraw with what arrived, at most every SUMMARY_EVERY seconds."""
+        if len(self.store) != self._seen and time.monotonic() - self._last >= SUMMARY_EVERY:
+            self._seen, self._last = len(self.store), time.monotonic()
+            self.refresh_summary()
+
+    def refresh_summary(self) -> None:
+        store = self.store
+        s = next((x for x in store.sessions if x.id == self.session_id), None)
+        if s is None:
+            return
+        pal = self.napp.palette()
+        info = Table(box=None, show_header=False, pad_edge=False)
+        info.add_column(style="bold")
+        info.add_column(overflow="fold")
+        rows: list[tuple[str, str]] = [
+            ("session", f"{s.id}  {s.client} → {s.server}  ({s.source})"),
+            ("handshake", s.handshake + ("   TLS (encrypted after STARTTLS)" if s.tls else "")),
+            ("export", f"{s.export_name!r}" if s.export_name is not None else "unknown"),
+            ("size", f"{s.size:,} bytes" if s.size is not None else "unknown"),
+            ("block sizes", f"min {s.min_block}  preferred {s.preferred_block}  max payload {s.max_payload}"
+             if s.min_block is not None else "not announced"),
+            ("structured replies", {True: "yes", False: "no", None: "unknown"}[s.structured_replies]),
+            ("extended headers", {True: "yes", False: "no", None: "unknown"}[s.extended_headers]),
+            ("metadata contexts", ", ".join(f"{k}={v}" for k, v in sorted(s.meta_contexts.items())) or "none"),
+            ("messages", f"{s.messages:,}"),
+            ("anomalies", str(store.anomaly_count(s.id))),
+            ("ended", s.disconnect),
+        ]
+        for k, v in rows:
+            info.add_row(k, v)
+        self.query_one("#negotiated", Static).update(
+            Group(Text(f"Session {s.id}", style=f"bold {pal['accent']}"), info))
+        if s.transmission_flags is not None:
+            self.query_one("#flags", Static).update(Group(
+                Text(f"\ntransmission flags {s.transmission_flags:#06x}, bit by bit", style="bold"),
+                D.bits_table(TRANSMISSION_FLAGS, s.transmission_flags, pal)))
+        moved, width, hist, lats = session_series(store, s.id)
+        self.query_one("#throughput", Sparkline).data = moved or [0.0]
+        peak = max(moved, default=0.0)
+        self.query_one("#throughput-scale", Static).update(
+            f"{SPARK_BUCKETS} intervals of {width:.3f} s; peak {_human(peak)} in one interval "
+            f"({_human(peak / width) if width else '0 B'}/s); total {_human(sum(moved))}")
+        self.query_one("#latency", Sparkline).data = hist if lats else [0.0]
+        if lats:
+            lats.sort()
+            self.query_one("#latency-scale", Static).update(
+                f"{len(lats):,} replies: min {F.fmt_latency(lats[0])}  p50 {F.fmt_latency(lats[len(lats) // 2])}  "
+                f"p99 {F.fmt_latency(lats[min(len(lats) - 1, len(lats) * 99 // 100)])}  "
+                f"max {F.fmt_latency(lats[-1])}")
+        else:
+            self.query_one("#latency-scale", Static).update("no completed replies")
+        mix = Table(title="Command mix", title_justify="left", title_style="bold", box=None, pad_edge=False)
+        for col in ("command", "count", "bytes", "errors", "p50", "p99", "max"):
+            mix.add_column(col, justify="left" if col == "command" else "right")
+        for cmd, st in sorted(s.commands.items()):
+            j = st.as_json()
+            lat = j.get("latency_us") or {}
+            assert isinstance(lat, dict)
+            mix.add_row(COMMANDS.name(cmd), f"{st.count:,}", _human(st.bytes), str(st.errors),
+                        F.fmt_latency(lat.get("p50")), F.fmt_latency(lat.get("p99")), F.fmt_latency(lat.get("max")))
+        self.query_one("#commands", Static).update(Group(Text(""), mix) if s.commands else Text(""))
+
+    def action_messages(self) -> None:
+        self.napp.open_messages(f"session={self.session_id}")
+
+
+HELP = """\
+# nbdscope — keys
+
+**Everywhere**: `?` this help · `q` quit · `t` dark/light theme · `escape` back · `tab` next pane
+
+**Overview** (first screen): sessions on top, anomalies below.
+`enter` on an anomaly opens the message it is about; on a session, that session's messages.
+`m` all messages · `s` summary of the selected session.
+
+**Messages**: `↑↓ PgUp PgDn Home End` (also `j k g G space`) move · `r` jump between a request
+and its reply · `]` / `[` next / previous anomalous row (marked `!` error or warning, `i` info) ·
+`f` filter bar · `/` search, `n` / `N` next / previous match · `a` anomaly panel ·
+`x` hex pane · `s` session summary · `F` follow the newest message · `p` pause / resume the live view.
+
+**Summary**: negotiated features, flags bit by bit, command mix, throughput and latency sparklines.
+
+## Filter language (filter bar and search)
+
+Terms combine with `and` (or just a space), `or`, `not` / `!`, and parentheses.
+
+| term | matches |
+|---|---|
+| `read`, `block_status`, `opt_go` | type or command name contains the word |
+| `cmd=write` | requests of that command and the replies to them |
+| `type=OFFSET_DATA` | message type contains the text |
+| `dir=c2s`, `c2s`, `s2c` | direction |
+| `session=s2`, `s2` | one session |
+| `cookie=0x1f` | cookie |
+| `offset=0..64K`, `offset>=1M` | offset in an inclusive range, or compared |
+| `range=1M..2M` | the bytes a request or reply covers overlap this range |
+| `length>65536`, `latency>1000` | length in bytes, latency in µs |
+| `frame=120..180`, `time>2.5` | capture frame, seconds since the first message |
+| `errors`, `error=EINVAL` | replies with an error (or that error) |
+| `anomalies`, `severity=error`, `rule=unaligned-extent` | rows with findings |
+| `requests`, `replies`, `handshake`, `transmission` | message kinds and phases |
+
+Numbers take `0x` hex and `K`/`M`/`G` (binary) suffixes.
+"""
+
+
+class HelpScreen(ModalScreen[None]):
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,q,question_mark", "app.pop_screen", "Close")]
+    DEFAULT_CSS = """
+    HelpScreen { align: center middle; }
+    HelpScreen > Vertical { width: 90%; height: 90%; border: thick $accent; background: $surface; }
+    """
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            with VerticalScroll():
+                yield Markdown(HELP)
+            yield Footer()
