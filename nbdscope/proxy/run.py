@@ -18,6 +18,7 @@ import os
 import select
 import signal
 import sys
+import time
 from contextlib import ExitStack
 from dataclasses import dataclass
 
@@ -113,7 +114,14 @@ def _relay_main(listen: Address, upstream: Address, options: RelayOptions, write
     if options.set_mask or options.clear_mask:
         set_mask, clear_mask = options.set_mask, options.clear_mask
         rewriter = lambda: FlagRewriter(set_mask, clear_mask)  # noqa: E731
-    relay = Relay(listen, upstream, write_fd, ring, rewriter=rewriter, grace=options.grace, delays=options.delays)
+    def log(line: str) -> None:  # through the watcher, which may be a terminal UI rather than stderr
+        if relay.tap.broken:
+            print(line, file=sys.stderr, flush=True)
+        else:
+            relay.tap.log(line, time.time())
+
+    relay = Relay(listen, upstream, write_fd, ring, rewriter=rewriter, grace=options.grace, delays=options.delays,
+                  log=log)
 
     async def main() -> None:
         stop = asyncio.Event()

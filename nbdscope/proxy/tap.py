@@ -8,7 +8,7 @@ core, does the rest.
 Relayed bytes go into a ring of shared memory (one memcpy; a pipe would cost two
 copies and page allocations, which halved bulk throughput), and a small record per
 chunk goes down a pipe, in order: RECORD (kind, direction, connection, time,
-length, ring position), followed for OPEN, NOTE and END by ``length`` bytes of
+length, ring position), followed for OPEN, NOTE, END and LOG by ``length`` bytes of
 JSON or text. The watcher publishes how far it has consumed the ring. Nothing is
 dropped: when the ring is full the relay stops reading from its sockets until the
 watcher catches up."""
@@ -30,7 +30,7 @@ from typing import Any
 from nbdscope.capture.items import Direction
 
 RECORD = struct.Struct("<BBIdIQ")
-OPEN, DATA, NOTE, CLOSE, END = range(5)
+OPEN, DATA, NOTE, CLOSE, END, LOG = range(6)
 DIRECTIONS: tuple[Direction, Direction] = ("c2s", "s2c")
 DIR_CODE = {"c2s": 0, "s2c": 1}
 RING_SIZE = 64 << 20
@@ -92,6 +92,10 @@ class Tap:
 
     def close(self, conn: int, by: Direction, time: float) -> None:
         self._put(CLOSE, by, conn, time, b"")
+
+    def log(self, line: str, time: float) -> None:
+        """A line of the relay's own log, shown where the watcher shows its own (console or UI)."""
+        self._put(LOG, "c2s", 0, time, line.encode())
 
     def end(self, totals: dict[str, Any], time: float) -> None:
         self._put(END, "c2s", 0, time, json.dumps(totals).encode())

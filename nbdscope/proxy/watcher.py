@@ -103,6 +103,8 @@ class Watcher:
                 self.notes.pop((conn, d), None)
         elif kind == tap.END:
             self.totals = json.loads(bytes(payload))
+        elif kind == tap.LOG:
+            self.log(bytes(payload).decode("utf-8", "replace"))
 
     def _data(self, conn: int, direction: Direction, time: float, data: memoryview) -> None:
         key = (conn, direction)
