@@ -135,6 +135,16 @@ MUST = {"extended": set(),
                 ids=lambda p: f"{p[0]}-{p[1]}")
 def capture(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
     name, how = request.param
+    return _synthetic(tmp_path_factory, name, how)
+
+
+@pytest.fixture(scope="module", params=("plain", "bytes", "packed"))
+def extended_capture(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Only the extended session has block status."""
+    return _synthetic(tmp_path_factory, "extended", request.param)
+
+
+def _synthetic(tmp_path_factory: pytest.TempPathFactory, name: str, how: str) -> Path:
     path = tmp_path_factory.mktemp("synthetic") / f"{name}-{how}.pcap"
     write_capture(path, SESSIONS[name](), how, 40000 + len(how))
     return path
@@ -162,10 +172,8 @@ def test_plugin_experts_are_analyze_findings(capture: Path) -> None:
         assert found["option-protocol"] == wanted["option-protocol"] >= 7, (found, wanted)
 
 
-def test_extended_extents_carry_their_context_meaning(capture: Path) -> None:
-    if not capture.name.startswith("extended"):
-        pytest.skip("only the extended session has block status")
-    chunks = [m["fields"] for m in plugin_messages(capture)
+def test_extended_extents_carry_their_context_meaning(extended_capture: Path) -> None:
+    chunks = [m["fields"] for m in plugin_messages(extended_capture)
               if m["fields"]["nbdscope.msgtype"] == "NBD_REPLY_TYPE_BLOCK_STATUS_EXT"]
     assert [c["nbdscope.ctx.name"] for c in chunks] == ["base:allocation", "qemu:dirty-bitmap:b0"]
     assert chunks[0]["nbdscope.extent.state"] == ["data", "hole,zero"]
