@@ -29,6 +29,7 @@ from nbdscope.proxy.tap import Ring
 from nbdscope.proxy.watcher import Watcher
 
 FLUSH_EVERY = 0.25  # seconds between flushes of the outputs
+JSONL_BUFFER = 1 << 20  # the JSONL is flushed on a timer; a small buffer would cost a write call every few lines
 READY_TIMEOUT = 30.0
 
 
@@ -151,7 +152,7 @@ def _relay_main(listen: Address, upstream: Address, options: RelayOptions, write
 def run_proxy(listen: Address, upstream: Address, *, jsonl: str | None, pcapng: str | None, quiet: bool,
               set_mask: int, clear_mask: int, redact: bool, grace: float, stack: ExitStack,
               delays: dict[int, float] | None = None) -> int:
-    jsonl_file = stack.enter_context(open(jsonl, "wb")) if jsonl else None
+    jsonl_file = stack.enter_context(open(jsonl, "wb", buffering=JSONL_BUFFER)) if jsonl else None
     pcap_file = stack.enter_context(open(pcapng, "wb")) if pcapng else None
     relay = RelayProcess(listen, upstream, RelayOptions(set_mask, clear_mask, grace, delays))
     for sig in (signal.SIGINT, signal.SIGTERM):  # the relay stops; the watcher reads to the end

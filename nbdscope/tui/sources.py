@@ -123,11 +123,11 @@ class ProxySource(Source):
     def run(self) -> None:
         import os
 
-        from nbdscope.proxy.run import FLUSH_EVERY
+        from nbdscope.proxy.run import FLUSH_EVERY, JSONL_BUFFER
         from nbdscope.proxy.watcher import Watcher
 
         with ExitStack() as stack:
-            jsonl = stack.enter_context(open(self.jsonl, "wb")) if self.jsonl else None
+            jsonl = stack.enter_context(open(self.jsonl, "wb", buffering=JSONL_BUFFER)) if self.jsonl else None
             pcap = stack.enter_context(open(self.pcapng, "wb")) if self.pcapng else None
             quiet = stack.enter_context(open(os.devnull, "w"))  # the screen is the console now
             watcher = Watcher(jsonl=jsonl, pcapng=pcap, quiet=True, redact=self.redact, console=quiet,
