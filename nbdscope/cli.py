@@ -150,7 +150,7 @@ def _check_inputs(paths: list[str]) -> None:
 
 def analyze(args: argparse.Namespace) -> int:
     from nbdscope.capture import CaptureError
-    from nbdscope.report.records import message_record
+    from nbdscope.report.records import anomaly_json, message_json
 
     annotate = args.output is not None and args.output.lower().endswith(".pcapng")
     if annotate and len(args.files) != 1:
@@ -168,10 +168,10 @@ def analyze(args: argparse.Namespace) -> int:
         engine: Engine
         if args.format == "jsonl":
             def on_message(session: Session, e: ev.Event) -> None:
-                out.write(json.dumps(message_record(session.id, e, engine.t0())) + "\n")
+                out.write(message_json(session.id, e, engine.t0()).decode())
 
             def on_anomaly(a: Anomaly) -> None:
-                out.write(json.dumps({"type": "ANOMALY", **a.as_json()}) + "\n")
+                out.write(anomaly_json(a).decode())
         elif args.format == "text" and args.messages:
             from nbdscope.report.timeline import message_line
 
@@ -334,8 +334,8 @@ def live(args: argparse.Namespace) -> int:
     import signal
 
     from nbdscope.capture.live import LiveCapture, LiveError
-    from nbdscope.report.records import message_record
-    from nbdscope.report.timeline import message_line
+    from nbdscope.report.records import anomaly_json, message_json
+    from nbdscope.report.timeline import anomaly_line, message_line
 
     if args.tui:
         from nbdscope.tui.store import Store
@@ -357,16 +357,13 @@ def live(args: argparse.Namespace) -> int:
 
         def on_message(session: Session, e: ev.Event) -> None:
             if args.format == "jsonl":
-                out.write(json.dumps(message_record(session.id, e, engine.t0())) + "\n")
+                out.write(message_json(session.id, e, engine.t0()).decode())
             else:
                 out.write(message_line(session.id, e, engine.t0()) + "\n")
             out.flush()
 
         def on_anomaly(a: Anomaly) -> None:
-            if args.format == "jsonl":
-                out.write(json.dumps({"type": "ANOMALY", **a.as_json()}) + "\n")
-            else:
-                out.write(f"ANOMALY {a.severity} {a.rule} blame={a.blame} {a.session} frame {a.frame}: {a.message}\n")
+            out.write(anomaly_json(a).decode() if args.format == "jsonl" else anomaly_line(a) + "\n")
             out.flush()
 
         engine = Engine(on_message=on_message, on_anomaly=on_anomaly)

@@ -86,7 +86,7 @@ def frames(path: str, problems: list[str], position: list[Callable[[], int]] | N
         position.append(getattr(f, "raw", f).tell)
     try:
         if kind == "pcap":
-            yield from _pcap(path, f, problems, reuse)
+            yield from pcap_frames(path, f, problems, reuse)
         else:
             yield from _pcapng(path, f, problems)
     except (OSError, EOFError, zlib.error) as exc:
@@ -95,7 +95,7 @@ def frames(path: str, problems: list[str], position: list[Callable[[], int]] | N
         f.close()
 
 
-def _pcap(path: str, f: IO[bytes], problems: list[str], reuse: bool) -> Iterator[Frame]:
+def pcap_frames(path: str, f: IO[bytes], problems: list[str], reuse: bool) -> Iterator[Frame]:
     """Classic pcap: dpkt parses and validates the file header; records are then
     sliced from large reads with one struct call each, because building a dpkt
     header object per record costs more than everything else we do per packet."""

@@ -31,9 +31,10 @@ class Segment(NamedTuple):
     ack: int
     flags: int
     payload: bytes | memoryview  # may be a view into the reader's buffer: copy before keeping it
+    offset: int  # where the payload starts in the frame (for rewriting it in place)
 
 
-def _ip_offset(linktype: int, buf: bytes) -> int:
+def ip_offset(linktype: int, buf: bytes) -> int:
     """Offset of the IP header in the frame, or -1 when it carries no IP."""
     if linktype == DLT_EN10MB:
         if len(buf) < 14:
@@ -69,8 +70,8 @@ def tcp_segment(linktype: int, buf: bytes) -> Segment | None:
         if etype == ETH_IPV4 and vihl == 0x45 and proto == IPPROTO_TCP and not frag & 0x3FFF:
             start = 34 + (doff >> 4) * 4
             end = min(14 + total, len(buf)) if total else len(buf)
-            return Segment(src, sport, dst, dport, seq, ack, flags, buf[start:end] if start < end else b"")
-    off = _ip_offset(linktype, buf)
+            return Segment(src, sport, dst, dport, seq, ack, flags, buf[start:end] if start < end else b"", start)
+    off = ip_offset(linktype, buf)
     if off < 0 or len(buf) < off + 20:
         return None
     version = buf[off] >> 4
@@ -102,4 +103,4 @@ def tcp_segment(linktype: int, buf: bytes) -> Segment | None:
         return None
     sport, dport, seq, ack, doff, flags = _TCP.unpack_from(buf, tcp)
     start = tcp + (doff >> 4) * 4
-    return Segment(src, sport, dst, dport, seq, ack, flags, buf[start:end] if start < end else b"")
+    return Segment(src, sport, dst, dport, seq, ack, flags, buf[start:end] if start < end else b"", start)

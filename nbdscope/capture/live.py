@@ -19,12 +19,12 @@ from collections.abc import Callable, Collection, Iterator
 from typing import IO
 
 from nbdscope.capture import PacketStream
-from nbdscope.capture.files import CaptureError, _pcap
+from nbdscope.capture.files import CaptureError, pcap_frames
 from nbdscope.capture.items import CaptureProblem, StreamItem
+from nbdscope.capture.pipes import grow_pipe
 
 STATS_EVERY = 2.0  # seconds between drop-counter queries
 START_TIMEOUT = 10.0
-F_SETPIPE_SZ = getattr(__import__("fcntl"), "F_SETPIPE_SZ", 1031)  # Linux fcntl: set a pipe's capacity
 PIPE_BYTES = 16 << 20
 CHUNK = 1 << 20  # bytes per read from the pipe
 QUEUE_CHUNKS = 512  # chunks the pipe thread may hold ahead of the decoder (a few hundred MB at most)
@@ -91,27 +91,6 @@ class _Pipe:
         return n
 
 
-def _grow_pipe(f: IO[bytes] | None) -> None:
-    """A 64 KiB pipe holds one loopback segment: tcpdump would block on it (and the kernel
-    drop packets) whenever we are descheduled. Ask for PIPE_BYTES (root may exceed the limit)."""
-    if f is None:
-        return
-    import fcntl
-
-    sizes = [PIPE_BYTES]
-    try:
-        with open("/proc/sys/fs/pipe-max-size") as limit:
-            sizes.append(int(limit.read()))  # what an unprivileged process may ask for
-    except (OSError, ValueError):
-        pass
-    for size in sizes:
-        try:
-            fcntl.fcntl(f.fileno(), F_SETPIPE_SZ, size)
-            return
-        except OSError:
-            continue  # the default size still works, just with less slack
-
-
 class LiveCapture:
     """tcpdump on one interface; ``items()`` yields stream items until ``stop()``."""
 
@@ -136,7 +115,8 @@ class LiveCapture:
                "-w", "-",
                *self.bpf.split()]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
-        _grow_pipe(self.proc.stdout)
+        if self.proc.stdout is not None:  # tcpdump must not block on it whenever we are descheduled
+            grow_pipe(self.proc.stdout.fileno(), PIPE_BYTES)
         threading.Thread(target=self._read_stderr, name="nbdscope-tcpdump-stderr", daemon=True).start()
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline and not self._listening.is_set():
@@ -185,7 +165,7 @@ class LiveCapture:
         stream = PacketStream("live", self.ports)
         problems: list[str] = []
         try:
-            for number, ts, linktype, data in _pcap("live", _Pipe(self.proc.stdout), problems, False):
+            for number, ts, linktype, data in pcap_frames("live", _Pipe(self.proc.stdout), problems, False):
                 items = stream.feed_packet(ts, linktype, data, number)
                 if items:
                     yield from items

@@ -103,24 +103,21 @@ class _Session:
         self.eofs: set[str] = set()
         self.finished = False
         self.started = False
-        self.offsets = {"c2s": 0, "s2c": 0}
         self.held: deque[tuple[float, bytes]] = deque()  # --delay: client bytes waiting, in order
         self.decoder = Connection() if relay.delays else None  # --delay must know which requests pass
         self.done = asyncio.get_running_loop().create_future()
 
     def made(self, end: _End) -> None:
         self.ends[end.direction] = end
+        if self.relay.throttled:
+            end.hold("watcher", True)
         if end.direction == "c2s":  # the client: hold its bytes until the upstream is there
             end.hold("upstream", True)
-            if self.relay.throttled:
-                end.hold("watcher", True)
             self.relay.track(asyncio.ensure_future(self._connect()))
         elif self.finished or self.ends["c2s"].transport is None or self.ends["c2s"].transport.is_closing():
             assert end.transport is not None
             end.transport.close()  # the client left while we were connecting
         else:
-            if self.relay.throttled:
-                end.hold("watcher", True)
             self._start()  # before the server's first bytes can arrive
 
     async def _connect(self) -> None:

@@ -16,9 +16,7 @@ watcher catches up."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ctypes
-import fcntl
 import json
 import mmap
 import os
@@ -28,6 +26,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from nbdscope.capture.items import Direction
+from nbdscope.capture.pipes import grow_pipe
 
 RECORD = struct.Struct("<BBIdIQ")
 OPEN, DATA, NOTE, CLOSE, END, LOG = range(6)
@@ -35,7 +34,6 @@ DIRECTIONS: tuple[Direction, Direction] = ("c2s", "s2c")
 DIR_CODE = {"c2s": 0, "s2c": 1}
 RING_SIZE = 64 << 20
 PIPE_SIZE = 1 << 20
-F_SETPIPE_SZ = 1031  # Linux fcntl
 RETRY = 0.0005  # seconds between looks at a full ring
 
 Record = tuple[int, Direction, int, float, memoryview]
@@ -49,12 +47,6 @@ class Ring:
         self.map = mmap.mmap(-1, size + 8)  # anonymous and shared: both processes see it after fork
         self.data = memoryview(self.map)[:size]
         self.consumed = ctypes.c_uint64.from_buffer(self.map, size)  # aligned 8-byte stores are atomic
-
-
-def widen(fd: int) -> None:
-    """A bigger pipe means fewer wake-ups on both sides; the default is 64 KiB."""
-    with contextlib.suppress(OSError):
-        fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_SIZE)
 
 
 class Tap:
@@ -72,7 +64,7 @@ class Tap:
         self.writer_added = False
         self.broken = False
         os.set_blocking(fd, False)
-        widen(fd)
+        grow_pipe(fd, PIPE_SIZE)  # fewer wake-ups on both sides
 
     def _put(self, kind: int, direction: str, conn: int, time: float, payload: bytes) -> None:
         if self.broken:

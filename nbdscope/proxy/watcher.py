@@ -21,8 +21,8 @@ from nbdscope.capture.items import Direction
 from nbdscope.decoder import events as ev
 from nbdscope.proxy import tap
 from nbdscope.report.pcapng import MAX_SEGMENT, PcapngWriter
-from nbdscope.report.records import json_line, message_json
-from nbdscope.report.timeline import message_line
+from nbdscope.report.records import anomaly_json, message_json
+from nbdscope.report.timeline import anomaly_line, message_line
 
 MessageHook = Callable[[Session, ev.Event], None]
 AnomalyHook = Callable[[Anomaly], None]
@@ -31,12 +31,14 @@ AnomalyHook = Callable[[Anomaly], None]
 class Watcher:
     def __init__(self, *, jsonl: BinaryIO | None, pcapng: BinaryIO | None, quiet: bool, redact: bool,
                  console: IO[str] = sys.stdout, log: Callable[[str], None] | None = None,
-                 on_message: MessageHook | None = None, on_anomaly: AnomalyHook | None = None) -> None:
+                 on_message: MessageHook | None = None, on_anomaly: AnomalyHook | None = None,
+                 keep_headers: bool = False) -> None:
         self.jsonl, self.console, self.quiet = jsonl, console, quiet
         self.redact = redact
         self.log = log or (lambda line: print(line, file=sys.stderr, flush=True))
         self.hooks = (on_message, on_anomaly)
-        self.engine = Engine(on_message=self._message, on_anomaly=self._anomaly, track_payload=redact)
+        self.engine = Engine(on_message=self._message, on_anomaly=self._anomaly, track_payload=redact,
+                             keep_headers=keep_headers)
         self.pcap = PcapngWriter(pcapng)
         self.pcapng = pcapng
         self.offsets: dict[tuple[int, str], int] = {}
@@ -56,11 +58,10 @@ class Watcher:
             self.hooks[0](session, e)
 
     def _anomaly(self, a: Anomaly) -> None:
-        self.console.write(f"ANOMALY {a.severity} {a.rule} blame={a.blame} {a.session} frame {a.frame}: "
-                           f"{a.message}\n")
+        self.console.write(anomaly_line(a) + "\n")
         self.console.flush()
         if self.jsonl is not None:
-            self.jsonl.write(json_line({"type": "ANOMALY", **a.as_json()}))
+            self.jsonl.write(anomaly_json(a))
             self.jsonl.flush()
         if self.hooks[1] is not None:
             self.hooks[1](a)

@@ -37,7 +37,7 @@ from nbdscope.capture.files import (
     CaptureError,
     open_capture,
 )
-from nbdscope.capture.linklayer import _ip_offset, tcp_segment
+from nbdscope.capture.linklayer import Segment, tcp_segment
 from nbdscope.decoder import Connection
 
 OPT_END, OPT_COMMENT, IF_TSRESOL = 0, 1, 9
@@ -96,31 +96,6 @@ class PayloadRanges:
         return out
 
 
-def _tcp_payload_span(linktype: int, buf: bytes) -> tuple[int, int] | None:
-    """Where the TCP payload sits in a frame (start, end), by the same link and IP rules as
-    the capture layer."""
-    off = _ip_offset(linktype, buf)
-    if off < 0 or len(buf) < off + 20:
-        return None
-    if buf[off] >> 4 == 4:
-        tcp = off + (buf[off] & 0x0F) * 4
-        total = struct.unpack_from(">H", buf, off + 2)[0]
-        end = off + total if total else len(buf)
-    elif buf[off] >> 4 == 6 and len(buf) >= off + 40:
-        plen = struct.unpack_from(">H", buf, off + 4)[0]
-        nxt, tcp = buf[off + 6], off + 40
-        end = tcp + plen if plen else len(buf)
-        while nxt in (0, 43, 60) and len(buf) >= tcp + 8:
-            nxt, tcp = buf[tcp], tcp + (buf[tcp + 1] + 1) * 8
-    else:
-        return None
-    end = min(end, len(buf))
-    if end < tcp + 20:
-        return None
-    start = tcp + (buf[tcp + 12] >> 4) * 4
-    return (start, end) if start < end else None
-
-
 class Redactor:
     """Replays the capture layer over the frames being written and zeroes the data bytes."""
 
@@ -133,7 +108,8 @@ class Redactor:
 
     def frame(self, number: int, time: float, linktype: int, data: bytes) -> bytes:
         items = self.stream.feed_packet(time, linktype, data, number)
-        span = _tcp_payload_span(linktype, data)
+        seg = tcp_segment(linktype, data)
+        span = (seg.offset, seg.offset + len(seg.payload)) if seg is not None and seg.payload else None
         out = bytearray(data)
         placed = unplaced = False
         for item in items:
@@ -149,14 +125,11 @@ class Redactor:
                     self._zero(out, key, start, start + len(item.data), span[0])
                 else:
                     unplaced = True
-        if span is not None and not placed and (unplaced or self._in_nbd_connection(linktype, data)):
+        if span is not None and not placed and (unplaced or self._in_nbd_connection(seg)):
             out[span[0]:span[1]] = bytes(span[1] - span[0])  # cannot place these bytes: hide them all
         return bytes(out)
 
-    def _in_nbd_connection(self, linktype: int, data: bytes) -> bool:
-        seg = tcp_segment(linktype, data)
-        if seg is None or not seg.payload:
-            return False
+    def _in_nbd_connection(self, seg: Segment) -> bool:
         conns = self.stream.tcp.conns
         conn = conns.get((seg.src, seg.sport, seg.dst, seg.dport)) or conns.get(
             (seg.dst, seg.dport, seg.src, seg.sport))

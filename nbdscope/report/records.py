@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from nbdscope.analysis.anomaly import Anomaly
 from nbdscope.decoder import events as ev
 from nbdscope.report.names import event_type
 from nbdscope.spec import (
@@ -102,3 +103,8 @@ def json_line(record: dict[str, Any]) -> bytes:
 
 def message_json(session: str, e: ev.Event, t0: float) -> bytes:
     return json_line(message_record(session, e, t0))
+
+
+def anomaly_json(a: Anomaly) -> bytes:
+    """The timeline's line for a finding."""
+    return json_line({"type": "ANOMALY", **a.as_json()})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from nbdscope.analysis.anomaly import Anomaly
 from nbdscope.decoder import events as ev
 from nbdscope.report.names import event_type
 from nbdscope.spec import (
@@ -117,6 +118,11 @@ def _details(e: ev.Event) -> list[str]:
     if getattr(e, "problem", None):
         out.append(f"PROBLEM: {e.problem}")  # type: ignore[attr-defined]
     return out
+
+
+def anomaly_line(a: Anomaly) -> str:
+    """A finding as the console shows it beside the timeline."""
+    return f"ANOMALY {a.severity} {a.rule} blame={a.blame} {a.session} frame {a.frame}: {a.message}"
 
 
 def message_line(session: str, e: ev.Event, t0: float) -> str:

@@ -132,8 +132,7 @@ class ProxySource(Source):
             quiet = stack.enter_context(open(os.devnull, "w"))  # the screen is the console now
             watcher = Watcher(jsonl=jsonl, pcapng=pcap, quiet=True, redact=self.redact, console=quiet,
                               log=self.store.add_notice, on_message=self.store.on_message,
-                              on_anomaly=self.store.on_anomaly)
-            watcher.engine.keep_headers = True  # read at each new connection: the hex pane gets header bytes
+                              on_anomaly=self.store.on_anomaly, keep_headers=True)  # the hex pane's bytes
             self.engine = watcher.engine
             try:
                 watcher.run(self.relay.fd, self.relay.ring, FLUSH_EVERY)

@@ -94,3 +94,22 @@ def test_rules_catalog_has_the_contract_ids() -> None:
                    "stale-read", "tls-protocol"}
     assert len(ids) == len(rules)  # one entry per id
     assert all(r["severity"] in ("error", "warning", "info") and r["spec"] and r["summary"] for r in rules)
+
+
+def test_a_finding_reads_the_same_on_the_console_and_in_jsonl() -> None:
+    """analyze, live and the proxy print findings through one pair of helpers: the console
+    line names rule, severity, blame, session and frame; the JSONL line is the CONTRACT record."""
+    import json
+
+    from nbdscope.analysis.anomaly import Anomaly
+    from nbdscope.report.records import anomaly_json
+    from nbdscope.report.timeline import anomaly_line
+
+    a = Anomaly(rule="unaligned-extent", severity="warning", blame="server", session="s2", frame=31, time=0.25,
+                message="extent of 1000 bytes", spec="Size constraints")
+    assert anomaly_line(a) == "ANOMALY warning unaligned-extent blame=server s2 frame 31: extent of 1000 bytes"
+    record = json.loads(anomaly_json(a))
+    assert anomaly_json(a).endswith(b"\n") and anomaly_json(a).count(b"\n") == 1
+    assert {k: record[k] for k in ("type", "rule", "severity", "blame", "session", "frame", "message", "spec")} == {
+        "type": "ANOMALY", "rule": "unaligned-extent", "severity": "warning", "blame": "server", "session": "s2",
+        "frame": 31, "message": "extent of 1000 bytes", "spec": "Size constraints"}
