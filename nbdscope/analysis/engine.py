@@ -13,6 +13,7 @@ from nbdscope.capture import items as it
 from nbdscope.decoder import Connection
 from nbdscope.decoder import events as ev
 
+_BY_COMMAND = frozenset((ev.Request, ev.SimpleReply, ev.ReplyChunk))  # rules subscribe to these per command
 MessageListener = Callable[[Session, ev.Event], None]
 AnomalyListener = Callable[[Anomaly], None]
 
@@ -42,7 +43,8 @@ class Engine:
         self._on_anomaly = on_anomaly
         self._t0: float | None = None
         self.rules = [cls(self._report, self.t0) for cls in rules]
-        self._listeners: dict[type, list[Callable[[Session, ev.Event], None]]] = {}  # event type -> rules wanting it
+        # (event type, command of a request or reply) -> the rules wanting it
+        self._listeners: dict[tuple[type, int | None], list[Callable[[Session, ev.Event], None]]] = {}
 
     def t0(self) -> float:
         return self._t0 or 0.0
@@ -99,10 +101,12 @@ class Engine:
         session.observe(event)
         if self._on_message:
             self._on_message(session, event)
-        listeners = self._listeners.get(type(event))
+        cls = type(event)
+        command = event.command if cls in _BY_COMMAND else None  # type: ignore[attr-defined]
+        listeners = self._listeners.get((cls, command))
         if listeners is None:
-            listeners = self._listeners[type(event)] = [
-                r.on_event for r in self.rules if isinstance(event, r.EVENTS) and (self.keep_data or not r.NEEDS_DATA)]
+            listeners = self._listeners[(cls, command)] = [
+                r.on_event for r in self.rules if r.wants(cls, command) and (self.keep_data or not r.NEEDS_DATA)]
         for on_event in listeners:
             on_event(session, event)
 

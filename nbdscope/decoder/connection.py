@@ -58,6 +58,7 @@ _S2C_MAGICS = (M.SIMPLE_REPLY_MAGIC_BYTES, M.STRUCTURED_REPLY_MAGIC_BYTES, M.EXT
                M.OPTION_REPLY_MAGIC_BYTES, M.NBDMAGIC_BYTES)
 # plain ints: `value & IntFlag` builds an enum value each time, too slow per message
 _DONE, _PAYLOAD_LEN = int(ReplyFlag.DONE), int(CommandFlag.PAYLOAD_LEN)
+_WRITE, _OFFSET_DATA = int(Cmd.WRITE), int(ReplyType.OFFSET_DATA)
 _REPLY_MAGICS = (M.SIMPLE_REPLY_MAGIC_BYTES, M.STRUCTURED_REPLY_MAGIC_BYTES, M.EXTENDED_REPLY_MAGIC_BYTES)
 _FINAL_OK = {Opt.STARTTLS, Opt.STRUCTURED_REPLY, Opt.EXTENDED_HEADERS, Opt.ABORT}
 
@@ -505,40 +506,48 @@ class Connection:
 
     def _st_requests(self, side: _Side) -> bool:
         buf, p = side.buf, side.pos
-        if side.avail() < 4:
+        avail = len(buf) - p
+        if avail < 4:
             return False
         head = buf[p:p + 4]
         if head == M.REQUEST_MAGIC_BYTES:
-            if side.avail() < REQUEST_HEADER:
+            if avail < REQUEST_HEADER:
                 return False
             _, flags, cmd, cookie, offset, length = _REQ.unpack_from(buf, p)
             hsize, extended = REQUEST_HEADER, False
-            payload = length if cmd == Cmd.WRITE else 0
+            payload = length if cmd == _WRITE else 0
         elif head == M.EXTENDED_REQUEST_MAGIC_BYTES:
-            if side.avail() < EXTENDED_REQUEST_HEADER:
+            if avail < EXTENDED_REQUEST_HEADER:
                 return False
             _, flags, cmd, cookie, offset, length = _EREQ.unpack_from(buf, p)
             hsize, extended = EXTENDED_REQUEST_HEADER, True
-            payload = length if flags & _PAYLOAD_LEN or cmd == Cmd.WRITE else 0
-        elif head == M.IHAVEOPT_BYTES[:4] and side.avail() >= 8 and buf[p:p + 8] == M.IHAVEOPT_BYTES:
+            payload = length if flags & _PAYLOAD_LEN or cmd == _WRITE else 0
+        elif head == M.IHAVEOPT_BYTES[:4] and avail >= 8 and buf[p:p + 8] == M.IHAVEOPT_BYTES:
             return self._malformed(side, "option-after-handshake",
                                    "client sent an option after the handshake ended")
         else:
             return self._malformed(side, "bad-magic", "expected a request magic",
                                    magic=int.from_bytes(head, "big"))
-        extra: dict[str, Any] = {}
+        effect = length
         if cmd == Cmd.BLOCK_STATUS and payload and payload <= HANDSHAKE_KEEP:
-            if side.avail() < hsize + payload:
+            if avail < hsize + payload:
                 return False
             extra = payloads.block_status_payload(bytes(buf[p + hsize:p + hsize + payload]))
-        self._emit(ev.Request, side, cookie=cookie, command=cmd, flags=flags, offset=offset, length=length,
-                   extended=extended, payload_length=payload, **extra)
+            effect = extra.get("effect_length", length)
+            self._emit(ev.Request, side, cookie=cookie, command=cmd, flags=flags, offset=offset, length=length,
+                       extended=extended, payload_length=payload, **extra)
+        else:  # the common case, built without keyword dictionaries
+            self._out.append(ev.Request(dir=side.dir, frame=side.frame, time=side.time,
+                                        phase="transmission" if self.transmission else "handshake",
+                                        cookie=cookie, command=cmd, flags=flags, offset=offset, length=length,
+                                        extended=extended, payload_length=payload))
+        is_write = cmd == _WRITE
         self._consume(side, hsize, payload, self._sink(cookie, offset, "write", payload)
-                      if cmd == Cmd.WRITE and payload else None, is_data=cmd == Cmd.WRITE)
-        self.in_flight[cookie] = _Flight(cmd, flags, offset, extra.get("effect_length", length), side.frame, side.time)
+                      if is_write and payload and self.keep_data else None, is_data=is_write)
         if cmd == Cmd.DISC:
-            self.disc = True
-            self.in_flight.pop(cookie, None)  # no reply will come
+            self.disc = True  # no reply will come
+        else:
+            self.in_flight[cookie] = _Flight(cmd, flags, offset, effect, side.frame, side.time)
         if not self.transmission:
             self._begin_mid_stream(side)
         return True
@@ -550,17 +559,19 @@ class Connection:
                        transmission_flags=None, structured_replies=self.structured,
                        extended_headers=self.extended)
 
-    def _reply_fields(self, side: _Side, cookie: int, completes: bool, error: bool) -> dict[str, Any]:
+    def _answered(self, side: _Side, cookie: int, completes: bool,
+                  error: bool) -> tuple[_Flight | None, bool, float | None]:
+        """The request a reply message answers (None: no such request in flight), whether the
+        reply as a whole failed (on its last message), and the latency when it completes."""
         flight = self.in_flight.get(cookie)
         if flight is None:
-            return {"cookie": cookie, "completes": completes, "failed": error and completes}
-        flight.errored |= error
-        if completes:
-            del self.in_flight[cookie]
-        return {"cookie": cookie, "command": flight.command, "request_frame": flight.frame,
-                "request_offset": flight.offset, "request_length": flight.length, "request_flags": flight.flags,
-                "completes": completes, "failed": flight.errored and completes,
-                "latency_us": round((side.time - flight.time) * 1e6, 1) if completes else None}
+            return None, error and completes, None
+        if error:
+            flight.errored = True
+        if not completes:
+            return flight, False, None
+        del self.in_flight[cookie]
+        return flight, flight.errored, round((side.time - flight.time) * 1e6, 1)
 
     def _st_replies(self, side: _Side) -> bool:
         buf, p = side.buf, side.pos
@@ -604,8 +615,8 @@ class Connection:
                 nxt = buf[p + SIMPLE_REPLY_HEADER:p + SIMPLE_REPLY_HEADER + 4]
             if nxt:
                 data = 0 if nxt in _REPLY_MAGICS else None
-        self._emit(ev.SimpleReply, side, error=error, data_length=data,
-                   **self._reply_fields(side, cookie, True, error != 0))
+        self._out.append(self._reply(ev.SimpleReply, side, cookie, True, error != 0, error=error,
+                                     data_length=data))
         self._consume(side, SIMPLE_REPLY_HEADER, data or 0,
                       self._sink(cookie, flight.offset, "read", data) if data and flight is not None else None,
                       is_data=True)
@@ -615,26 +626,50 @@ class Connection:
             self._begin_mid_stream(side)
         return True
 
+    def _reply(self, cls: type[ev.Reply], side: _Side, cookie: int, completes: bool, is_error: bool, /,
+               **fields: Any) -> Any:
+        flight, failed, latency = self._answered(side, cookie, completes, is_error)
+        phase: ev.Phase = "transmission" if self.transmission else "handshake"
+        if flight is None:
+            return cls(dir=side.dir, frame=side.frame, time=side.time, phase=phase, cookie=cookie,
+                       completes=completes, failed=failed, **fields)
+        return cls(dir=side.dir, frame=side.frame, time=side.time, phase=phase, cookie=cookie,
+                   command=flight.command, request_frame=flight.frame, request_offset=flight.offset,
+                   request_length=flight.length, request_flags=flight.flags, completes=completes, failed=failed,
+                   latency_us=latency, **fields)
+
     def _chunk(self, side: _Side, flags: int, rtype: int, cookie: int, length: int, hoffset: int | None,
                hsize: int, extended: bool) -> bool:
-        keep = 8 if rtype == ReplyType.OFFSET_DATA else min(length, CHUNK_KEEP)
+        buf, p = side.buf, side.pos + hsize
+        done = bool(flags & _DONE)
+        if rtype == _OFFSET_DATA and length >= 9:  # read data, by far the most common chunk: no payload parser
+            if len(buf) < p + 8:
+                return False
+            offset = int.from_bytes(buf[p:p + 8], "big")
+            data_length = length - 8
+            self._out.append(self._reply(ev.ReplyChunk, side, cookie, done, False, reply_type=rtype, flags=flags,
+                                         length=length, extended=extended, header_offset=hoffset, offset=offset,
+                                         data_length=data_length))
+            sink = self._sink(cookie, offset, "read", data_length) if self.keep_data else None
+            self._consume(side, hsize + 8, data_length, sink, is_data=True)
+            if not self.transmission:
+                self._begin_mid_stream(side)
+            return True
+        keep = 8 if rtype == _OFFSET_DATA else min(length, CHUNK_KEEP)
         keep = min(keep, length)
-        if side.avail() < hsize + keep:
+        if len(buf) < p + keep:
             return False
-        p = side.pos + hsize
-        fields = payloads.reply_chunk(rtype, bytes(side.buf[p:p + keep]), length, MAX_EXTENTS)
-        if keep < length and rtype != ReplyType.OFFSET_DATA:
+        fields = payloads.reply_chunk(rtype, bytes(buf[p:p + keep]), length, MAX_EXTENTS)
+        if keep < length and rtype != _OFFSET_DATA:
             fields.setdefault("problem", f"chunk length {length} exceeds what we decode ({CHUNK_KEEP})")
         if "context_id" in fields:
             fields["context"] = self.contexts.get(fields["context_id"])
-        done = bool(flags & _DONE)
-        self._emit(ev.ReplyChunk, side, reply_type=rtype, flags=flags, length=length, extended=extended,
-                   header_offset=hoffset, **fields,
-                   **self._reply_fields(side, cookie, done, is_reply_type_error(rtype)))
+        self._out.append(self._reply(ev.ReplyChunk, side, cookie, done, is_reply_type_error(rtype), reply_type=rtype,
+                                     flags=flags, length=length, extended=extended, header_offset=hoffset, **fields))
         sink = None
-        if rtype == ReplyType.OFFSET_DATA and "data_length" in fields:
+        if rtype == _OFFSET_DATA and "data_length" in fields:
             sink = self._sink(cookie, fields["offset"], "read", fields["data_length"])
-        self._consume(side, hsize + keep, length - keep, sink, is_data=rtype == ReplyType.OFFSET_DATA)
+        self._consume(side, hsize + keep, length - keep, sink, is_data=rtype == _OFFSET_DATA)
         if not self.transmission:
             self._begin_mid_stream(side)
         return True

@@ -33,6 +33,7 @@ class CacheFlagMismatch(Rule):
                     "NBD_CMD_CACHE used or answered against the advertised NBD_FLAG_SEND_CACHE (bit 10); the qemu "
                     "3.0 bug put SEND_CACHE on bit 8, which is NBD_FLAG_CAN_MULTI_CONN")
     EVENTS = (ev.Request, ev.SimpleReply, ev.ReplyChunk)
+    FOR_COMMANDS = frozenset({Cmd.CACHE})
 
     def __init__(self, *args: object) -> None:
         super().__init__(*args)  # type: ignore[arg-type]
@@ -78,6 +79,7 @@ class CommandNotAdvertised(Rule):
                     "FLUSH, TRIM, WRITE_ZEROES or RESIZE without its transmission flag, or BLOCK_STATUS without a "
                     "negotiated metadata context")
     EVENTS = (ev.Request,)
+    FOR_COMMANDS = frozenset({*_NEEDS, Cmd.BLOCK_STATUS})
 
     def on_event(self, session: Session, event: ev.Event) -> None:
         if not isinstance(event, ev.Request) or session.transmission_flags is None:
@@ -129,6 +131,7 @@ class WriteToReadOnly(Rule):
     INFO = RuleInfo("write-to-read-only", "error", "either", "Transmission flags (NBD_FLAG_READ_ONLY)",
                     "a write-type command on a read-only export, and worse, a server that lets it succeed")
     EVENTS = (ev.Request, ev.SimpleReply, ev.ReplyChunk)
+    FOR_COMMANDS = frozenset(WRITES)
 
     def on_event(self, session: Session, event: ev.Event) -> None:
         if not session.has_flag(TF.READ_ONLY):

@@ -21,10 +21,22 @@ class Rule:
     INFO: ClassVar[RuleInfo]
     EVENTS: ClassVar[tuple[type[ev.Event], ...]] = (ev.Event,)  # what on_event is called for
     NEEDS_DATA: ClassVar[bool] = False  # only meaningful when the decoder keeps payloads
+    # requests and replies: the commands the rule cares about (None: all, including replies that
+    # match no request). The engine skips the call for others: most rules concern a few commands,
+    # and a live proxy pays for every call on every message.
+    FOR_COMMANDS: ClassVar[frozenset[int] | None] = None
 
     def __init__(self, report: Report, t0: Callable[[], float]) -> None:
         self._report = report
         self._t0 = t0
+
+    @classmethod
+    def wants(cls, event_type: type[ev.Event], command: int | None) -> bool:
+        """Whether on_event is to be called for events of this type (and command, for requests and replies)."""
+        if not issubclass(event_type, cls.EVENTS):
+            return False
+        only = cls.FOR_COMMANDS
+        return only is None or not issubclass(event_type, ev.Request | ev.Reply) or command in only
 
     def on_event(self, session: Session, event: ev.Event) -> None:
         raise NotImplementedError

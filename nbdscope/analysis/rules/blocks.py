@@ -11,7 +11,7 @@ from nbdscope.spec import COMMANDS, Cmd, CommandFlag, ReplyType
 from nbdscope.spec.codes import DEFAULT_MAX_PAYLOAD
 
 # commands whose offset and length address the export
-RANGED = {Cmd.READ, Cmd.WRITE, Cmd.TRIM, Cmd.CACHE, Cmd.WRITE_ZEROES, Cmd.BLOCK_STATUS}
+RANGED = frozenset({Cmd.READ, Cmd.WRITE, Cmd.TRIM, Cmd.CACHE, Cmd.WRITE_ZEROES, Cmd.BLOCK_STATUS})
 
 
 class SizeNotBlockMultiple(Rule):
@@ -51,6 +51,7 @@ class UnalignedRequest(_ServerShouldRefuse):
     INFO = RuleInfo("unaligned-request", "error", "client", "Size constraints",
                     "request offset or length is not a multiple of the advertised minimum block size")
     EVENTS = (ev.Request, ev.SimpleReply, ev.ReplyChunk)
+    FOR_COMMANDS = RANGED  # replies matter only for requests remembered as bad, all of them ranged
 
     def on_event(self, session: Session, event: ev.Event) -> None:
         self.check_reply(session, event)
@@ -70,6 +71,7 @@ class RequestBeyondExport(_ServerShouldRefuse):
     INFO = RuleInfo("request-beyond-export", "error", "client", "Size constraints",
                     "request offset + length runs past the end of the export")
     EVENTS = (ev.Request, ev.SimpleReply, ev.ReplyChunk)
+    FOR_COMMANDS = RANGED  # replies matter only for requests remembered as bad, all of them ranged
 
     def on_event(self, session: Session, event: ev.Event) -> None:
         self.check_reply(session, event)
@@ -87,6 +89,7 @@ class PayloadTooLarge(Rule):
     INFO = RuleInfo("payload-too-large", "error", "client", "Size constraints",
                     "READ or WRITE payload longer than the advertised maximum payload (or the 32 MiB default)")
     EVENTS = (ev.Request,)
+    FOR_COMMANDS = frozenset({Cmd.READ, Cmd.WRITE})
 
     def on_event(self, session: Session, event: ev.Event) -> None:
         if not isinstance(event, ev.Request):
@@ -111,6 +114,7 @@ class UnalignedExtent(Rule):
                     "block status extents not aligned to the minimum block size, of length zero, running past "
                     "the request or the export, or making no progress")
     EVENTS = (ev.ReplyChunk,)
+    FOR_COMMANDS = frozenset({Cmd.BLOCK_STATUS})
 
     def on_event(self, session: Session, event: ev.Event) -> None:
         if not isinstance(event, ev.ReplyChunk) or event.reply_type not in (ReplyType.BLOCK_STATUS,

@@ -85,6 +85,10 @@ class UnknownCommand(Rule):
                     "a request type the spec does not define (the server should fail it with NBD_EINVAL)")
     EVENTS = (ev.Request,)
 
+    @classmethod
+    def wants(cls, event_type: type[ev.Event], command: int | None) -> bool:
+        return issubclass(event_type, ev.Request) and command not in COMMANDS
+
     def on_event(self, session: Session, event: ev.Event) -> None:
         if isinstance(event, ev.Request) and event.command not in COMMANDS:
             self.flag(session, event, f"request type {event.command} is not defined", command=event.command,

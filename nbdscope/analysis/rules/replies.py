@@ -13,9 +13,16 @@ from nbdscope.decoder import events as ev
 from nbdscope.spec import COMMANDS, REPLY_TYPES, Cmd, CommandFlag, ReplyType
 
 RECENT = 256  # completed cookies remembered per session, to tell "chunk after DONE" from a stray reply
-_STATUS = (ReplyType.BLOCK_STATUS, ReplyType.BLOCK_STATUS_EXT)
-_VALID_TYPES = {Cmd.READ: {ReplyType.OFFSET_DATA, ReplyType.OFFSET_HOLE},
-                Cmd.BLOCK_STATUS: set(_STATUS)}
+# plain ints: comparing with enum members costs an attribute lookup through the enum class per message
+_NONE, _DATA, _HOLE, _STATUS32, _STATUS64, _ERROR_OFFSET = (int(t) for t in (
+    ReplyType.NONE, ReplyType.OFFSET_DATA, ReplyType.OFFSET_HOLE, ReplyType.BLOCK_STATUS, ReplyType.BLOCK_STATUS_EXT,
+    ReplyType.ERROR_OFFSET))
+_DF = int(CommandFlag.DF)
+_STATUS = frozenset({_STATUS32, _STATUS64})
+_CONTENT = frozenset({_DATA, _HOLE})
+_CONTENT_OR_STATUS = _CONTENT | _STATUS
+_LOCATED = _CONTENT | {_ERROR_OFFSET}  # chunk types with an offset into the request
+_VALID_TYPES = {int(Cmd.READ): _CONTENT, int(Cmd.BLOCK_STATUS): _STATUS}
 
 
 @dataclass
@@ -58,37 +65,42 @@ class _TrackingRule(Rule):
         return t
 
 
-class CookieReuse(_TrackingRule):
+class CookieReuse(Rule):
     INFO = RuleInfo("cookie-reuse", "warning", "client", "Transmission",
                     "a cookie reused while a request with that cookie is still in flight, so replies are ambiguous")
     EVENTS = (ev.Request, ev.SimpleReply, ev.ReplyChunk, ev.ConnectionEnd)
 
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)  # type: ignore[arg-type]
+        self.open: dict[str, dict[int, tuple[int, int]]] = {}  # session -> cookie -> (command, request frame)
+
     def on_event(self, session: Session, event: ev.Event) -> None:
-        t = self.tracker(session)
+        cookies = self.open.get(session.id)
+        if cookies is None:
+            cookies = self.open[session.id] = {}
         if isinstance(event, ev.Request):
-            prior = t.open.get(event.cookie)
+            prior = cookies.get(event.cookie)
             if prior is not None:
                 self.flag(session, event, f"cookie {event.cookie:#x} reused by {COMMANDS.name(event.command)} while "
-                          f"{COMMANDS.name(prior.command)} from frame {prior.request_frame} is unanswered",
-                          cookie=event.cookie, first_frame=prior.request_frame)
+                          f"{COMMANDS.name(prior[0])} from frame {prior[1]} is unanswered",
+                          cookie=event.cookie, first_frame=prior[1])
             if event.command != Cmd.DISC:
-                t.open[event.cookie] = _Open(event.command, event.offset, event.length, event.frame)
-        elif isinstance(event, ev.Reply) and event.completes:
-            t.done(event.cookie, event.command if event.command is not None else -1)
+                cookies[event.cookie] = (event.command, event.frame)
+        elif isinstance(event, ev.Reply):
+            if event.completes:
+                cookies.pop(event.cookie, None)
         elif isinstance(event, ev.ConnectionEnd):
-            self.sessions.pop(session.id, None)
+            del self.open[session.id]
 
 
 class UnmatchedReply(_TrackingRule):
     INFO = RuleInfo("unmatched-reply", "error", "server", "Transmission",
                     "a reply whose cookie matches no request in flight: a double reply or an invented cookie")
-    EVENTS = (ev.Request, ev.SimpleReply, ev.ReplyChunk, ev.ConnectionEnd)
+    EVENTS = (ev.SimpleReply, ev.ReplyChunk, ev.ConnectionEnd)  # the decoder matches requests: command is None
 
     def on_event(self, session: Session, event: ev.Event) -> None:
         t = self.tracker(session)
-        if isinstance(event, ev.Request):
-            t.open[event.cookie] = _Open(event.command, event.offset, event.length, event.frame)
-        elif isinstance(event, ev.Reply):
+        if isinstance(event, ev.Reply):
             if event.command is None and session.reliable:
                 previous = t.recent.get(event.cookie)
                 if isinstance(event, ev.ReplyChunk) and previous is not None:
@@ -139,6 +151,7 @@ class SimpleReplyToStructuredRead(Rule):
     INFO = RuleInfo("simple-reply-to-structured-read", "error", "server", "Structured reply chunk message",
                     "a simple reply to NBD_CMD_READ after structured replies were agreed")
     EVENTS = (ev.SimpleReply,)
+    FOR_COMMANDS = frozenset({Cmd.READ})
 
     def on_event(self, session: Session, event: ev.Event) -> None:
         if isinstance(event, ev.SimpleReply) and event.command == Cmd.READ and session.structured_replies \
@@ -151,13 +164,10 @@ class BadReplyChunk(_TrackingRule):
     INFO = RuleInfo("bad-reply-chunk", "error", "server", "Structured reply chunk message; Structured reply types",
                     "a reply chunk that breaks the chunk rules: order, DONE, coverage of a read, offsets outside "
                     "the request, lengths, or a type not valid for the command")
-    EVENTS = (ev.Request, ev.SimpleReply, ev.ReplyChunk, ev.ConnectionEnd)
+    EVENTS = (ev.SimpleReply, ev.ReplyChunk, ev.ConnectionEnd)  # replies carry their request's fields
 
     def on_event(self, session: Session, event: ev.Event) -> None:
         t = self.tracker(session)
-        if isinstance(event, ev.Request):
-            t.open[event.cookie] = _Open(event.command, event.offset, event.length, event.frame)
-            return
         if isinstance(event, ev.ConnectionEnd):
             for cookie, o in t.open.items():
                 if o.chunks:
@@ -170,55 +180,56 @@ class BadReplyChunk(_TrackingRule):
             if isinstance(event, ev.SimpleReply) and event.completes:
                 t.done(event.cookie, event.command if event.command is not None else -1)
             return
-        name, cookie = REPLY_TYPES.name(event.reply_type), event.cookie
+        cookie, rtype = event.cookie, event.reply_type
         if event.command is None:
             if cookie in t.recent and session.reliable:
-                self.flag(session, event, f"{name} for cookie {cookie:#x} after its reply was already complete "
-                          "(a chunk after the one marked DONE)", cookie=cookie)
+                self.flag(session, event, f"{REPLY_TYPES.name(rtype)} for cookie {cookie:#x} after its reply was "
+                          "already complete (a chunk after the one marked DONE)", cookie=cookie)
             return
         o = t.open.get(cookie)
-        if o is None:
+        if o is None or o.request_frame != event.request_frame:  # the first chunk, or the cookie was reused
             o = t.open[cookie] = _Open(event.command, event.request_offset or 0, event.request_length or 0,
                                        event.request_frame or 0)
         o.chunks += 1
-        cmd = COMMANDS.name(event.command)
         if event.problem:
-            self.flag(session, event, f"{name} for {cmd} (cookie {cookie:#x}): {event.problem}", cookie=cookie)
-        valid = _VALID_TYPES.get(event.command, set())  # type: ignore[call-overload]
-        rtype = event.reply_type
-        if rtype in (ReplyType.OFFSET_DATA, ReplyType.OFFSET_HOLE, *_STATUS) and rtype not in valid:
-            self.flag(session, event, f"{name} is not a valid reply to {cmd}", cookie=cookie)
-        if rtype == ReplyType.NONE and not event.completes:
-            self.flag(session, event, "NBD_REPLY_TYPE_NONE without NBD_REPLY_FLAG_DONE", cookie=cookie)
-        if (rtype == ReplyType.BLOCK_STATUS and session.extended_headers) or \
-                (rtype == ReplyType.BLOCK_STATUS_EXT and not session.extended_headers):
-            self.flag(session, event, f"{name} does not match the header style agreed", cookie=cookie)
+            self._bad(session, event, event.problem, prefixed=True)
+        if rtype in _CONTENT_OR_STATUS and rtype not in _VALID_TYPES.get(event.command, ()):
+            self._bad(session, event, f"{REPLY_TYPES.name(rtype)} is not a valid reply to "
+                      f"{COMMANDS.name(event.command)}")
+        if rtype == _NONE and not event.completes:
+            self._bad(session, event, "NBD_REPLY_TYPE_NONE without NBD_REPLY_FLAG_DONE")
+        if (rtype == _STATUS32 and session.extended_headers) or (rtype == _STATUS64 and not session.extended_headers):
+            self._bad(session, event, f"{REPLY_TYPES.name(rtype)} does not match the header style agreed")
         if event.error is not None:
             o.errors += 1
-        if rtype == ReplyType.OFFSET_HOLE and event.hole_length == 0:
-            self.flag(session, event, "NBD_REPLY_TYPE_OFFSET_HOLE with a hole size of 0 (must be nonzero)",
-                      cookie=cookie)
-        if rtype in (ReplyType.OFFSET_DATA, ReplyType.OFFSET_HOLE):
+        if rtype in _CONTENT:
+            if rtype == _HOLE and event.hole_length == 0:
+                self._bad(session, event, "NBD_REPLY_TYPE_OFFSET_HOLE with a hole size of 0 (must be nonzero)")
             o.content_chunks += 1
-            if o.content_chunks == 2 and (event.request_flags or 0) & CommandFlag.DF:
-                self.flag(session, event, "a second content chunk for a read sent with NBD_CMD_FLAG_DF "
-                          "(the reply must not be fragmented)", cookie=cookie)
-        if event.offset is not None and rtype in (ReplyType.OFFSET_DATA, ReplyType.OFFSET_HOLE,
-                                                  ReplyType.ERROR_OFFSET):
-            extent = event.data_length or event.hole_length or (1 if rtype == ReplyType.ERROR_OFFSET else 0)
+            if o.content_chunks == 2 and (event.request_flags or 0) & _DF:
+                self._bad(session, event, "a second content chunk for a read sent with NBD_CMD_FLAG_DF "
+                          "(the reply must not be fragmented)")
+        if event.offset is not None and rtype in _LOCATED:
+            extent = event.data_length or event.hole_length or (1 if rtype == _ERROR_OFFSET else 0)
             if event.offset < o.offset or event.offset + extent > o.offset + o.length:
-                self.flag(session, event, f"{name} covers {event.offset}+{extent}, outside the request "
-                          f"{o.offset}+{o.length}", cookie=cookie, offset=event.offset, length=extent)
-            elif rtype != ReplyType.ERROR_OFFSET:
+                self._bad(session, event, f"{REPLY_TYPES.name(rtype)} covers {event.offset}+{extent}, outside the "
+                          f"request {o.offset}+{o.length}", offset=event.offset, length=extent)
+            elif rtype != _ERROR_OFFSET:
                 o.covered.append((event.offset, event.offset + extent))
         if rtype in _STATUS and event.context_id is not None:
             if event.context_id in o.contexts:
-                self.flag(session, event, f"second status chunk for context {event.context_id} in one reply",
-                          cookie=cookie)
+                self._bad(session, event, f"second status chunk for context {event.context_id} in one reply")
             o.contexts.add(event.context_id)
         if event.completes:
             self._complete(session, event, o)
             t.done(cookie, event.command)
+
+    def _bad(self, session: Session, event: ev.ReplyChunk, message: str, *, prefixed: bool = False,
+             **values: object) -> None:
+        if prefixed:  # a decoder problem: say which chunk of which request
+            message = (f"{REPLY_TYPES.name(event.reply_type)} for {COMMANDS.name(event.command)} "
+                       f"(cookie {event.cookie:#x}): {message}")
+        self.flag(session, event, message, cookie=event.cookie, **values)
 
     def _complete(self, session: Session, event: ev.ReplyChunk, o: _Open) -> None:
         if o.errors:
