@@ -10,6 +10,8 @@ import random
 import threading
 import time
 
+import pytest
+
 from nbdscope.proxy import tap
 
 
@@ -21,6 +23,16 @@ def _consume(fd: int, ring: tap.Ring, out: list[tuple[int, str, int, bytes]], sl
 
 
 def test_a_small_ring_throttles_the_relay_and_loses_nothing() -> None:
+    _throttled_run(wake_only=False)
+
+
+def test_the_watcher_wakes_a_throttled_relay(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the relay's own second look a minute away, only the watcher's wake-up can finish in time."""
+    monkeypatch.setattr(tap, "RETRY", 60.0)
+    _throttled_run(wake_only=True)
+
+
+def _throttled_run(wake_only: bool) -> None:
     ring = tap.Ring(size=8192)
     read_fd, write_fd = os.pipe()
     got: list[tuple[int, str, int, bytes]] = []
@@ -39,6 +51,11 @@ def test_a_small_ring_throttles_the_relay_and_loses_nothing() -> None:
                 await asyncio.sleep(0)
         t.close(1, "s2c", 1.0)
         t.end({"sessions": 1}, 2.0)
+        if wake_only:  # wait without flushing ourselves, as a relay with idle sockets would
+            deadline = time.monotonic() + 15
+            while (t.waiting or t.out) and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            assert not t.waiting and not t.out, "the throttled relay was never woken"
         await t.drain(timeout=30)
 
     asyncio.run(relay())

@@ -10,6 +10,8 @@ from nbdscope.decoder import events as ev
 from nbdscope.spec import COMMANDS, Cmd, CommandFlag, ReplyType
 from nbdscope.spec.codes import DEFAULT_MAX_PAYLOAD
 
+_STATUS_TYPES = frozenset({int(ReplyType.BLOCK_STATUS), int(ReplyType.BLOCK_STATUS_EXT)})
+
 # commands whose offset and length address the export
 RANGED = frozenset({Cmd.READ, Cmd.WRITE, Cmd.TRIM, Cmd.CACHE, Cmd.WRITE_ZEROES, Cmd.BLOCK_STATUS})
 
@@ -40,7 +42,7 @@ class _ServerShouldRefuse(Rule):
         self.bad[(session.id, event.cookie)] = what
 
     def check_reply(self, session: Session, event: ev.Event) -> None:
-        if isinstance(event, ev.SimpleReply | ev.ReplyChunk) and event.completes:
+        if self.bad and isinstance(event, ev.SimpleReply | ev.ReplyChunk) and event.completes:
             what = self.bad.pop((session.id, event.cookie), None)
             if what and not event.failed:
                 self.flag(session, event, f"server reported success for the {what} (it should fail it with "
@@ -50,8 +52,7 @@ class _ServerShouldRefuse(Rule):
 class UnalignedRequest(_ServerShouldRefuse):
     INFO = RuleInfo("unaligned-request", "error", "client", "Size constraints",
                     "request offset or length is not a multiple of the advertised minimum block size")
-    EVENTS = (ev.Request, ev.SimpleReply, ev.ReplyChunk)
-    FOR_COMMANDS = RANGED  # replies matter only for requests remembered as bad, all of them ranged
+    EVENTS = (ev.Request, ev.SimpleReply, ev.ReplyChunk)  # replies of any command: cookies may be reused
 
     def on_event(self, session: Session, event: ev.Event) -> None:
         self.check_reply(session, event)
@@ -70,8 +71,7 @@ class UnalignedRequest(_ServerShouldRefuse):
 class RequestBeyondExport(_ServerShouldRefuse):
     INFO = RuleInfo("request-beyond-export", "error", "client", "Size constraints",
                     "request offset + length runs past the end of the export")
-    EVENTS = (ev.Request, ev.SimpleReply, ev.ReplyChunk)
-    FOR_COMMANDS = RANGED  # replies matter only for requests remembered as bad, all of them ranged
+    EVENTS = (ev.Request, ev.SimpleReply, ev.ReplyChunk)  # replies of any command: cookies may be reused
 
     def on_event(self, session: Session, event: ev.Event) -> None:
         self.check_reply(session, event)
@@ -113,12 +113,10 @@ class UnalignedExtent(Rule):
     INFO = RuleInfo("unaligned-extent", "warning", "server", "Size constraints; NBD_CMD_BLOCK_STATUS",
                     "block status extents not aligned to the minimum block size, of length zero, running past "
                     "the request or the export, or making no progress")
-    EVENTS = (ev.ReplyChunk,)
-    FOR_COMMANDS = frozenset({Cmd.BLOCK_STATUS})
+    EVENTS = (ev.ReplyChunk,)  # for any command: a status chunk may answer a request of another kind
 
     def on_event(self, session: Session, event: ev.Event) -> None:
-        if not isinstance(event, ev.ReplyChunk) or event.reply_type not in (ReplyType.BLOCK_STATUS,
-                                                                            ReplyType.BLOCK_STATUS_EXT):
+        if not isinstance(event, ev.ReplyChunk) or event.reply_type not in _STATUS_TYPES:
             return
         if event.request_offset is None or event.request_length is None:
             return
