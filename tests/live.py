@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from nbdscope.capture.processes import stop_process
+
 SYSTEM_PYTHON = "/usr/bin/python3"  # python3-libnbd (nbdsh) only works with Debian's interpreter
 ENV = {**os.environ, "PATH": "/usr/bin:/bin:/usr/sbin:/sbin:" + os.environ.get("PATH", ""),
        "LIBNBD_DEBUG": "0"}
@@ -57,13 +59,7 @@ def process(cmd: list[str], host: str | None = None, port: int | None = None,
             wait_port(host or "127.0.0.1", port, netns=netns)
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        stop_process(proc)
 
 
 @contextmanager
@@ -86,11 +82,7 @@ def tcpdump(out: Path, port: int, iface: str = "lo", netns: str | None = None, b
         yield
         time.sleep(0.5 if immediate else 2.5)  # let the last ring block reach the file
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc, signal.SIGINT, 10)
         err.seek(0)
         report = err.read().decode(errors="replace")
         if "0 packets dropped by kernel" not in report:

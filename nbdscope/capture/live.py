@@ -22,6 +22,7 @@ from nbdscope.capture import PacketStream
 from nbdscope.capture.files import CaptureError, pcap_frames
 from nbdscope.capture.items import CaptureProblem, StreamItem
 from nbdscope.capture.pipes import grow_pipe
+from nbdscope.capture.processes import stop_process
 
 STATS_EVERY = 2.0  # seconds between drop-counter queries
 START_TIMEOUT = 10.0
@@ -187,12 +188,5 @@ class LiveCapture:
     def stop(self) -> None:
         """SIGINT, so tcpdump flushes and prints its final counters; bounded wait, then kill."""
         self.stopped.set()
-        proc = self.proc
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        if self.proc is not None:
+            stop_process(self.proc, signal.SIGINT)

@@ -49,6 +49,10 @@ def _serialised(describe: Callable[[int], dict[str, object]]) -> Callable[[int],
     return render
 
 
+_HELPERS = {"event_type": event_type, "describe_status": describe_status, "command_name": COMMANDS.name,
+            "info_name": INFO_TYPES.name}
+
+
 def _rendering(cls: type, name: str, env: dict[str, Any], as_json: bool) -> str | None:
     """The statement that renders one field of one event class into ``rec`` (the value is in
     ``v``), with any helper it calls put into ``env``; None: the value goes in as it is."""
@@ -65,8 +69,7 @@ def _rendering(cls: type, name: str, env: dict[str, Any], as_json: bool) -> str 
     if name == "error" and issubclass(cls, ev.SimpleReply | ev.ReplyChunk):
         env["error_name"] = ERRORS.name
         return "rec['error'] = v; rec['error_name'] = error_name(v)"
-    env["describe_status"], env["command_name"], env["info_name"] = describe_status, COMMANDS.name, INFO_TYPES.name
-    return {
+    return {  # helpers from _HELPERS
         "extents": "rec['extents'] = [{'length': n, 'status': s, 'state': describe_status(e.context, s)} "
                    "for n, s in v]",
         "in_flight": "rec['in_flight'] = [{'cookie': c, 'command': command_name(cmd), 'request_frame': f} "
@@ -93,7 +96,7 @@ def _builder(cls: type, as_json: bool = False) -> Callable[[str, ev.Event, float
     writes __init__): straight-line code with the renderers inlined costs a third of a loop
     over the fields with a call per field. ``as_json``: the record goes straight to orjson,
     so parts of it may be JSON already."""
-    env: dict[str, Any] = {"event_type": event_type}
+    env: dict[str, Any] = dict(_HELPERS)
     lines = ["def build(session, e, t0):",
              "    rec = {'session': session, 'frame': e.frame, 'time': round(e.time - t0, 6), 'dir': e.dir,",
              f"           'phase': e.phase, 'type': {_type_expression(cls, env)}}}"]

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from nbdscope.capture.processes import stop_process
 from tests.live import free_port, nbdsh, process, run
 from tests.oracles import jsonl, report
 
@@ -38,12 +39,7 @@ def proxy(tmp: Path, listen: str, upstream: str, *args: str) -> Iterator[subproc
         assert "listening on" in line, line
         yield proc
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop_process(proc, signal.SIGINT, 20)
 
 
 def sha(path: Path) -> str:

@@ -5,6 +5,10 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from textual.pilot import Pilot
 
 from nbdscope.capture import read_captures
 from nbdscope.decoder import events as ev
@@ -157,25 +161,35 @@ class _TrickleSource(Source):
         self.gate.set()
 
 
+@asynccontextmanager
+async def _trickle_app(capture: str) -> AsyncIterator[tuple[NbdscopeApp, Pilot[None], MessageTable, threading.Event]]:
+    """The messages view over a trickle source that has delivered half of ``capture``;
+    setting the gate releases the rest."""
+    gate = threading.Event()
+    app = NbdscopeApp(store := Store(), _TrickleSource(store, str(CAPTURES / capture), gate))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause(0.5)
+        await pilot.press("m")
+        await pilot.pause(0.4)
+        yield app, pilot, app.screen.query_one(MessageTable), gate
+
+
+async def _until_done(pilot: Pilot[None], store: Store) -> None:
+    deadline = time.monotonic() + 20
+    while not store.done and time.monotonic() < deadline:
+        await pilot.pause(0.1)
+
+
 def test_live_append_follow_and_pause() -> None:
     async def go() -> None:
-        store = Store()
-        gate = threading.Event()
-        source = _TrickleSource(store, str(CAPTURES / "fio-iodepth8.pcap"), gate)
-        app = NbdscopeApp(store, source)
-        async with app.run_test(size=(100, 30)) as pilot:
-            await pilot.pause(0.5)
-            await pilot.press("m")
-            await pilot.pause(0.4)
-            table = app.screen.query_one(MessageTable)
+        async with _trickle_app("fio-iodepth8.pcap") as (app, pilot, table, gate):
+            store = app.store
             first = table.count
             assert 0 < first < 418
             await pilot.press("down", "down", "down")
             assert table.cursor == 3
             gate.set()  # the rest arrives while the user sits on row 3
-            deadline = time.monotonic() + 20
-            while not store.done and time.monotonic() < deadline:
-                await pilot.pause(0.1)
+            await _until_done(pilot, store)
             await pilot.pause(0.5)
             assert table.count == len(store) > first
             assert table.cursor == 3  # not yanked away
@@ -194,21 +208,12 @@ def test_pause_holds_new_rows_back() -> None:
     """While paused the view does not grow; resuming catches up with everything the source kept adding."""
 
     async def go() -> None:
-        store = Store()
-        gate = threading.Event()
-        source = _TrickleSource(store, str(CAPTURES / "nbdcopy-4conn-nbdkit-memory.pcap"), gate)
-        app = NbdscopeApp(store, source)
-        async with app.run_test(size=(100, 30)) as pilot:
-            await pilot.pause(0.5)
-            await pilot.press("m")
-            await pilot.pause(0.4)
-            table = app.screen.query_one(MessageTable)
+        async with _trickle_app("nbdcopy-4conn-nbdkit-memory.pcap") as (app, pilot, table, gate):
+            store = app.store
             await pilot.press("p")
             before = table.count
             gate.set()
-            deadline = time.monotonic() + 20
-            while not store.done and time.monotonic() < deadline:
-                await pilot.pause(0.1)
+            await _until_done(pilot, store)
             await pilot.pause(0.4)
             assert table.count == before < len(store)
             await pilot.press("p")
