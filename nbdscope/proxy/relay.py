@@ -30,6 +30,7 @@ from nbdscope.spec import COMMANDS
 
 MADE_UP_CLIENT, MADE_UP_SERVER = "192.0.2.1", "192.0.2.2"  # documentation range: not a real host
 OTHER = {"c2s": "s2c", "s2c": "c2s"}
+OWN_BUFFER = 256 << 10  # receive buffer of a session that rewrites or delays
 
 
 def _ipv4(host: object) -> str | None:
@@ -47,34 +48,66 @@ class RelayStats:
     bytes: dict[str, int] = field(default_factory=lambda: {"c2s": 0, "s2c": 0})
 
 
-class _End(asyncio.Protocol):
-    """One socket of a session; ``direction`` is the direction of the bytes it receives."""
+class _End(asyncio.BufferedProtocol):
+    """One socket of a session; ``direction`` is the direction of the bytes it receives.
+
+    It receives straight into the tap's ring and the other end sends from there, unless
+    the session changes or holds bytes (flag rewrite, --delay): then into a buffer of its own."""
 
     def __init__(self, session: _Session, direction: str) -> None:
         self.session, self.direction = session, direction
         self.transport: asyncio.Transport | None = None
         self.holds: set[str] = set()
+        self.into: int | None = None  # ring position of the buffer handed out, if in the ring
+        self.own: bytearray | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        # paused as soon as anything waits to be sent, resumed once all is: the ring space
+        # those bytes sit in is pinned meanwhile (see resume_writing)
+        self.transport.set_write_buffer_limits(high=0)  # type: ignore[union-attr]
         self.session.made(self)
+        # uvloop starts reading only after connection_made returns, ignoring a pause asked for inside it
+        asyncio.get_running_loop().call_soon(self._pause_if_held)
 
-    def data_received(self, data: bytes) -> None:
-        self.session.forward(self.direction, data)
+    def _pause_if_held(self) -> None:
+        t = self.transport
+        if self.holds and t is not None and not t.is_closing():
+            t.pause_reading()
+
+    def get_buffer(self, sizehint: int) -> memoryview | bytearray:
+        if self.session.direct:
+            space = self.session.relay.tap.reserve()
+            if space is not None:
+                self.into, view = space
+                return view
+        self.into = None
+        if self.own is None:
+            self.own = bytearray(OWN_BUFFER)
+        return self.own
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if self.into is not None:
+            self.session.forward_ring(self.direction, self.into, nbytes)
+        else:
+            assert self.own is not None
+            self.session.forward(self.direction, bytes(self.own[:nbytes]))
 
     def eof_received(self) -> bool:
         self.session.eof(self.direction)
         return True  # keep the socket open: the other direction may still be talking
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.session.relay.tap.unpin(self)
         self.session.lost(self.direction)
 
-    def pause_writing(self) -> None:  # our outgoing buffer is full: stop reading the other side
+    def pause_writing(self) -> None:  # bytes wait to be sent: stop reading the other side
         peer = self.session.ends.get(OTHER[self.direction])
         if peer is not None:
             peer.hold("peer", True)
 
-    def resume_writing(self) -> None:
+    def resume_writing(self) -> None:  # all sent: the ring space they were in is free again
+        self.session.relay.tap.unpin(self)
         peer = self.session.ends.get(OTHER[self.direction])
         if peer is not None:
             peer.hold("peer", False)
@@ -105,7 +138,9 @@ class _Session:
         self.started = False
         self.held: deque[tuple[float, bytes]] = deque()  # --delay: client bytes waiting, in order
         self.decoder = Connection() if relay.delays else None  # --delay must know which requests pass
+        self.direct = self.rewriter is None and self.decoder is None  # bytes forwarded as received
         self.done = asyncio.get_running_loop().create_future()
+        self.early: list[bytes] = []  # client bytes that arrived before the upstream connection
 
     def made(self, end: _End) -> None:
         self.ends[end.direction] = end
@@ -149,8 +184,24 @@ class _Session:
         peer, made_up = relay.endpoints(self.conn, client)
         relay.tap.open(self.conn, time.time(), {"client": [peer[0].host, peer[0].port],
                                                 "server": [peer[1].host, peer[1].port], "comment": made_up})
+        early, self.early = self.early, []
+        for data in early:
+            self.forward("c2s", data)
+        if "c2s" in self.eofs:
+            self.eof("c2s")
+
+    def _too_early(self, direction: str, data: bytes | memoryview) -> bool:
+        """Client bytes before the upstream is connected are kept for it, not lost."""
+        target = self.ends.get(OTHER[direction])
+        if target is not None and target.transport is not None:
+            return False
+        self.early.append(bytes(data))
+        self.ends[direction].hold("upstream", True)
+        return True
 
     def forward(self, direction: str, data: bytes) -> None:
+        if self._too_early(direction, data):
+            return
         relay = self.relay
         note = None
         if direction == "s2c" and self.rewriter is not None:
@@ -169,6 +220,22 @@ class _Session:
         target.transport.write(data)  # forward first: everything after this only watches
         relay.stats.bytes[direction] += len(data)
         relay.tap.data(self.conn, direction, time.time(), data, note)  # type: ignore[arg-type]
+
+    def forward_ring(self, direction: str, at: int, n: int) -> None:
+        """Bytes received into the ring at ``at``: sent from there, then recorded."""
+        relay = self.relay
+        tap = relay.tap
+        start = at % tap.ring.size
+        view = tap.ring.data[start:start + n]
+        if self._too_early(direction, view):
+            return  # the ring space is not committed: it is simply reused
+        target = self.ends[OTHER[direction]]
+        assert target.transport is not None
+        target.transport.write(view)
+        if target.transport.get_write_buffer_size():  # the transport may keep a view of the ring
+            tap.pin(target, at)
+        relay.stats.bytes[direction] += n
+        tap.commit(self.conn, direction, time.time(), at, n)  # type: ignore[arg-type]
 
     def _forward_later(self, direction: str, data: bytes, note: str | None) -> None:
         """--delay: decode first, then hold client bytes as long as the slowest delayed request

@@ -5,15 +5,17 @@ relaying itself; in the relay's process they would sit between one message and t
 next. So the relay only records what it forwarded and the watcher, on another
 core, does the rest.
 
-Relayed bytes go into a ring of shared memory (one memcpy; a pipe would cost two
-copies and page allocations, which halved bulk throughput), and a small record per
-chunk goes down a pipe, in order: RECORD (kind, direction, connection, time,
-length, ring position), followed for OPEN, NOTE, END and LOG by ``length`` bytes of
-JSON or text. The watcher publishes how far it has consumed the ring. Nothing is
-dropped: when the ring is full the relay stops reading from its sockets until the
-watcher has emptied an eighth of it, and the watcher wakes it through a second pipe.
-Resuming at once instead, for every few free bytes, doubled the relay's CPU time
-per message when the watcher was the bottleneck: CPU the watcher then lacked."""
+The relay receives straight into a ring of shared memory and sends from there, so
+it never copies relayed bytes itself (receiving into fresh 256 KiB bytes objects
+and copying those into the ring made it cost more CPU than nbdkit's nbd plugin on
+bulk copies). A small record per chunk goes down a pipe, in order: RECORD (kind,
+direction, connection, time, length, ring position), followed for OPEN, NOTE, END
+and LOG by ``length`` bytes of JSON or text. The watcher publishes how far it has
+consumed the ring. Nothing is dropped: when the ring is full the relay stops
+reading from its sockets until the watcher has emptied an eighth of it, and the
+watcher wakes it through a second pipe. Resuming at once instead, for every few
+free bytes, doubled the relay's CPU time per message when the watcher was the
+bottleneck: CPU the watcher then lacked."""
 
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ OPEN, DATA, NOTE, CLOSE, END, LOG = range(6)
 DIRECTIONS: tuple[Direction, Direction] = ("c2s", "s2c")
 DIR_CODE = {"c2s": 0, "s2c": 1}
 RING_SIZE = 64 << 20
+MAX_READ = 1 << 20  # largest single receive into the ring
 PIPE_SIZE = 1 << 20
 RETRY = 0.01  # seconds between looks at a full ring, should a wake-up be missed
 
@@ -69,29 +72,30 @@ class Ring:
 
 class Tap:
     """The relay's side. ``throttle(True)`` asks the relay to stop reading its sockets,
-    ``throttle(False)`` to go on."""
+    ``throttle(False)`` to go on.
+
+    Two ways in: ``reserve``/``commit`` let the relay receive straight into the ring and
+    send from there (no copy of its own), ``data`` copies bytes that the relay changed or
+    holds back. Ring space that a socket's send buffer may still point to is pinned
+    until that buffer is empty, so neither way overwrites bytes not yet sent."""
 
     def __init__(self, fd: int, ring: Ring, throttle: Callable[[bool], None]) -> None:
         self.fd, self.ring = fd, ring
         self.throttle = throttle
         self.written = 0  # ring position of the next byte
-        self.waiting: deque[tuple[int, str, int, float, bytes]] = deque()  # not yet in the ring or the pipe
+        self.waiting: deque[tuple[int, str, int, float, bytes]] = deque()  # data waiting for ring space
         self.out = bytearray()  # records not yet in the pipe
+        self.pins: dict[object, int] = {}  # who -> oldest ring position its unsent bytes start at
         self.throttled = False
         self.scheduled = False
         self.writer_added = False
         self.waker_added = False
         self.broken = False
+        self.low_water = min(MAX_READ, ring.resume_at)  # less free ring than this throttles the relay
         os.set_blocking(fd, False)
         grow_pipe(fd, PIPE_SIZE)  # fewer wake-ups on both sides
 
-    def _put(self, kind: int, direction: str, conn: int, time: float, payload: bytes) -> None:
-        if self.broken:
-            return
-        self.waiting.append((kind, direction, conn, time, payload))
-        if not self.scheduled:
-            self.scheduled = True
-            asyncio.get_running_loop().call_soon(self.flush)
+    # ------------------------------------------------------------- the relay's calls
 
     def open(self, conn: int, time: float, info: dict[str, Any]) -> None:
         self._put(OPEN, "c2s", conn, time, json.dumps(info).encode())
@@ -99,7 +103,40 @@ class Tap:
     def data(self, conn: int, direction: Direction, time: float, data: bytes, note: str | None = None) -> None:
         if note:
             self._put(NOTE, direction, conn, time, note.encode())
-        self._put(DATA, direction, conn, time, data)
+        if self.broken:
+            return
+        self.waiting.append((DATA, direction, conn, time, data))
+        self._place()
+        self._schedule()
+
+    def reserve(self) -> tuple[int, memoryview] | None:
+        """Ring space to receive into directly: (position, view), or None when there is
+        none to spare or copied data is queued ahead."""
+        if self.waiting:
+            return None
+        size, at = self.ring.size, self.written % self.ring.size
+        n = min(size - at, self._free(), MAX_READ)
+        return (self.written, self.ring.data[at:at + n]) if n > 0 else None
+
+    def commit(self, conn: int, direction: Direction, time: float, at: int, n: int, note: str | None = None) -> None:
+        """Record ``n`` bytes received into the space ``reserve`` gave at ``at``."""
+        assert at == self.written and not self.waiting
+        if note:
+            self._put(NOTE, direction, conn, time, note.encode())
+        if not self.broken:
+            self.out += RECORD.pack(DATA, DIR_CODE[direction], conn, time, n, at)
+        self.written += n
+        self._schedule()
+        if not self.throttled and self._free() < self.low_water:
+            self._hold(True)
+
+    def pin(self, who: object, at: int) -> None:
+        """``who`` (a socket) still has bytes from ring position ``at`` on to send."""
+        self.pins.setdefault(who, at)
+
+    def unpin(self, who: object) -> None:
+        if self.pins.pop(who, None) is not None and self.throttled:
+            self.flush()
 
     def close(self, conn: int, by: Direction, time: float) -> None:
         self._put(CLOSE, by, conn, time, b"")
@@ -111,12 +148,36 @@ class Tap:
     def end(self, totals: dict[str, Any], time: float) -> None:
         self._put(END, "c2s", 0, time, json.dumps(totals).encode())
 
-    def _place(self) -> bool:
-        """Move waiting items into the ring and their records into ``out``; False when the ring is full."""
+    # ------------------------------------------------------------- inside
+
+    def _put(self, kind: int, direction: str, conn: int, time: float, payload: bytes) -> None:
+        if self.broken:
+            return
+        if self.waiting:  # behind queued data, to keep the order
+            self.waiting.append((kind, direction, conn, time, payload))
+        else:
+            self.out += RECORD.pack(kind, DIR_CODE[direction], conn, time, len(payload), 0)
+            self.out += payload
+        self._schedule()
+
+    def _schedule(self) -> None:
+        if not self.scheduled:
+            self.scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def _free(self) -> int:
+        """Ring bytes that may be written: neither unread by the watcher nor pinned."""
+        low = self.written if self.broken else self.ring.consumed.value
+        if self.pins:
+            low = min(low, *self.pins.values())
+        return self.ring.size - (self.written - low)
+
+    def _place(self) -> None:
+        """Move queued items into the ring and their records into ``out``, as far as there is room."""
         ring, size, out, pack = self.ring, self.ring.size, self.out, RECORD.pack
         waiting = self.waiting
-        if self.throttled and size - (self.written - ring.consumed.value) < ring.resume_at:
-            return False
+        if self.throttled and self._free() < ring.resume_at:
+            return
         while waiting:
             kind, direction, conn, time, payload = waiting[0]
             if kind != DATA:
@@ -124,11 +185,10 @@ class Tap:
                 out += payload
                 waiting.popleft()
                 continue
-            free = size - (self.written - ring.consumed.value)
             at = self.written % size
-            n = min(len(payload), free, size - at)  # a piece never wraps around the end
+            n = min(len(payload), self._free(), size - at)  # a piece never wraps around the end
             if n <= 0:
-                return False
+                break
             ring.data[at:at + n] = memoryview(payload)[:n] if n < len(payload) else payload
             out += pack(DATA, DIR_CODE[direction], conn, time, n, self.written)
             self.written += n
@@ -136,13 +196,30 @@ class Tap:
                 waiting[0] = (kind, direction, conn, time, memoryview(payload)[n:])  # type: ignore[assignment]
             else:
                 waiting.popleft()
-        return True
+        if waiting and not self.throttled:
+            self._hold(True)
+
+    def _hold(self, on: bool) -> None:
+        self.throttled = on
+        if on:  # the watcher wakes us when there is room; should that cross our going to sleep, we look anyway
+            self.ring.written.value = self.written
+            self.ring.waiting.value = 1
+            loop = asyncio.get_running_loop()
+            if not self.waker_added:
+                loop.add_reader(self.ring.wake_r, self._woken)
+                self.waker_added = True
+            if not self.scheduled:
+                self.scheduled = True
+                loop.call_later(RETRY, self.flush)
+        self.throttle(on)
 
     def flush(self) -> None:
         self.scheduled = False
-        if self.broken:
-            return
-        placed = self._place()
+        if not self.broken:
+            self._place()
+        held = self.throttled and (bool(self.waiting) or self._free() < self.ring.resume_at)
+        if held:  # said before the records go out: the watcher's wake-up after reading them must not be lost
+            self.ring.waiting.value = 1
         self.ring.written.value = self.written
         if self.out:
             try:
@@ -154,7 +231,7 @@ class Tap:
                 self.broken = True
                 self.waiting.clear()
                 self.out.clear()
-                placed = True
+                held = self.throttled and self._free() < self.ring.resume_at
         loop = asyncio.get_running_loop()
         if self.out and not self.writer_added:
             loop.add_writer(self.fd, self.flush)
@@ -162,17 +239,11 @@ class Tap:
         elif not self.out and self.writer_added:
             loop.remove_writer(self.fd)
             self.writer_added = False
-        if not placed:  # the ring is full: the watcher wakes us when there is room
-            self.ring.waiting.value = 1
-            if not self.waker_added:
-                loop.add_reader(self.ring.wake_r, self._woken)
-                self.waker_added = True
-            if not self.scheduled:  # and should the wake-up cross our going to sleep, we look anyway
-                self.scheduled = True
-                loop.call_later(RETRY, self.flush)
-        if placed != (not self.throttled):
-            self.throttled = not placed
-            self.throttle(self.throttled)
+        if self.throttled and not held:
+            self._hold(False)
+        elif held and not self.scheduled:
+            self.scheduled = True
+            loop.call_later(RETRY, self.flush)
 
     def _woken(self) -> None:
         try:
