@@ -42,6 +42,7 @@ MAX_EXTENTS = 1 << 20  # extents kept per chunk; the spec asks servers not to ex
 DATA_KEEP = 64 << 20  # keep_data: payloads longer than this are not gathered
 SANE_PAYLOAD = 64 << 20  # a header announcing more is implausible when hunting for sync
 HEADER_KEEP = 64  # keep_headers: wire bytes kept per message (the header and the start of a bounded payload)
+FEED_PIECE = 16 << 10  # bytes put into a side's buffer at a time in transmission
 
 _REQ = struct.Struct(">IHHQQI")
 _EREQ = struct.Struct(">IHHQQQ")
@@ -162,30 +163,46 @@ class Connection:
     def feed(self, direction: Direction, data: bytes, *, frame: int, time: float) -> list[ev.Event]:
         side = self._c if direction == "c2s" else self._s
         side.frame, side.time = frame, time
-        side.fed += len(data)
-        if side.skip >= len(data) and side.pos == len(side.buf) and side.sink is None:
-            side.skip -= len(data)  # inside a read or write payload: nothing to decode
+        n = len(data)
+        if side.skip >= n and side.pos == len(side.buf) and side.sink is None:
+            side.skip -= n  # inside a read or write payload: nothing to decode
             if side.payload is not None and side.skip_data:
-                side.payload.append((side.fed - len(data), side.fed))
+                side.payload.append((side.fed, side.fed + n))
+            side.fed += n
             return []
         self._out = out = []
-        start = 0
         if side.state == "tls":
-            self._tls(side, len(data))
+            side.fed += n
+            self._tls(side, n)
             return out
-        if side.skip and not side.avail():
-            start = min(side.skip, len(data))
-            side.skip -= start
-            if side.payload is not None and side.skip_data:
-                side.payload.append((side.fed - len(data), side.fed - len(data) + start))
-            if side.sink is not None:
-                side.sink.parts.append(bytes(data[:start]))
-                if not side.skip:
-                    self._sink_done(side)
-        if start < len(data):
-            side.buf += data[start:] if start else data
-        self._pump()
+        # In transmission the bytes go into the buffer a piece at a time, so that read or
+        # write data after a header is skipped where it lies instead of copied in and out.
+        # (In the handshake all at once: STARTTLS must see every byte that follows it.)
+        piece = FEED_PIECE if self.transmission else n
+        i = 0
+        while i < n:
+            if side.skip and side.pos == len(side.buf):
+                k = min(side.skip, n - i)
+                side.skip -= k
+                if side.payload is not None and side.skip_data:
+                    side.payload.append((side.fed, side.fed + k))
+                if side.sink is not None:
+                    side.sink.parts.append(bytes(data[i:i + k]))
+                    if not side.skip:
+                        self._sink_done(side)
+            else:
+                k = min(piece, n - i)
+                side.buf += data[i:i + k] if k < n else data
+            side.fed += k
+            i += k
+            self._pump()
         return out
+
+    def quiet_bytes(self, direction: Direction) -> int:
+        """How many of the next bytes in this direction are read or write data that will
+        decode to nothing: a caller may hand them over in one piece, whatever their framing."""
+        side = self._c if direction == "c2s" else self._s
+        return side.skip if side.pos == len(side.buf) and side.sink is None and side.state != "tls" else 0
 
     def take_payload_ranges(self, direction: Direction) -> list[tuple[int, int]]:
         """Stream ranges of read and write data found since the last call (track_payload)."""

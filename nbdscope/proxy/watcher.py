@@ -113,9 +113,17 @@ class Watcher:
             return  # a session the watcher never saw open
         base = self.pcap.frames
         feed = self.engine.feed
-        # decoded segment by segment, with the frame numbers the pcapng gives them
-        for j, at in enumerate(range(0, len(data), MAX_SEGMENT)):
-            feed(it.StreamData(conn, direction, data[at:at + MAX_SEGMENT], base + j + 1, time))  # type: ignore[arg-type]
+        decoder = self.engine.connection(conn)
+        # decoded segment by segment, with the frame numbers the pcapng gives them; whole
+        # segments of read or write data go in one piece (they yield no event to number)
+        at, end = 0, len(data)
+        while at < end:
+            step = MAX_SEGMENT
+            if decoder is not None:
+                quiet = min(decoder.quiet_bytes(direction), end - at)
+                step = max(step, quiet - quiet % MAX_SEGMENT)
+            feed(it.StreamData(conn, direction, data[at:at + step], base + at // MAX_SEGMENT + 1, time))  # type: ignore[arg-type]
+            at += step
         start = self.offsets[key]
         self.offsets[key] = start + len(data)
         note = self.notes.pop(key, None)
