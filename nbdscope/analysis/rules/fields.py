@@ -29,23 +29,26 @@ class ReservedBitsSet(Rule):
     EVENTS = (ev.ServerGreeting, ev.ClientFlags, ev.Request, ev.ReplyChunk, ev.OptionReply, ev.ExportNameReply)
 
     def on_event(self, session: Session, event: ev.Event) -> None:
-        if isinstance(event, ev.ServerGreeting):
+        if isinstance(event, ev.Request):  # the common events first
+            if COMMAND_FLAGS.reserved(event.flags):
+                self.flag(session, event, f"{COMMANDS.name(event.command)} sets undefined command flag bit(s) "
+                          f"{_bits(COMMAND_FLAGS.reserved(event.flags))}", value=event.flags, cookie=event.cookie)
+        elif isinstance(event, ev.ReplyChunk):
+            if REPLY_FLAGS.reserved(event.flags):
+                self.flag(session, event, f"reply chunk sets undefined reply flag bit(s) "
+                          f"{_bits(REPLY_FLAGS.reserved(event.flags))}", value=event.flags, cookie=event.cookie)
+        elif isinstance(event, ev.ServerGreeting):
             if event.handshake_flags is not None and HANDSHAKE_FLAGS.reserved(event.handshake_flags):
                 self.flag(session, event, f"handshake flags {event.handshake_flags:#06x} set undefined bit(s) "
                           f"{_bits(HANDSHAKE_FLAGS.reserved(event.handshake_flags))}", value=event.handshake_flags)
             if event.oldstyle_high_flags:
                 self.flag(session, event, f"oldstyle greeting sets the reserved upper 16 flag bits "
                           f"({event.oldstyle_high_flags:#06x})", value=event.oldstyle_high_flags)
-        elif isinstance(event, ev.ClientFlags) and CLIENT_FLAGS.reserved(event.flags):
-            self.flag(session, event, f"client flags {event.flags:#010x} set undefined bit(s) "
-                      f"{_bits(CLIENT_FLAGS.reserved(event.flags))}; the server must then drop the connection",
-                      value=event.flags)
-        elif isinstance(event, ev.Request) and COMMAND_FLAGS.reserved(event.flags):
-            self.flag(session, event, f"{COMMANDS.name(event.command)} sets undefined command flag bit(s) "
-                      f"{_bits(COMMAND_FLAGS.reserved(event.flags))}", value=event.flags, cookie=event.cookie)
-        elif isinstance(event, ev.ReplyChunk) and REPLY_FLAGS.reserved(event.flags):
-            self.flag(session, event, f"reply chunk sets undefined reply flag bit(s) "
-                      f"{_bits(REPLY_FLAGS.reserved(event.flags))}", value=event.flags, cookie=event.cookie)
+        elif isinstance(event, ev.ClientFlags):
+            if CLIENT_FLAGS.reserved(event.flags):
+                self.flag(session, event, f"client flags {event.flags:#010x} set undefined bit(s) "
+                          f"{_bits(CLIENT_FLAGS.reserved(event.flags))}; the server must then drop the connection",
+                          value=event.flags)
         else:
             tflags = getattr(event, "transmission_flags", None)
             if tflags is not None and not isinstance(event, ev.TransmissionStart) \

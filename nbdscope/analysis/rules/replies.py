@@ -18,6 +18,7 @@ _NONE, _DATA, _HOLE, _STATUS32, _STATUS64, _ERROR_OFFSET = (int(t) for t in (
     ReplyType.NONE, ReplyType.OFFSET_DATA, ReplyType.OFFSET_HOLE, ReplyType.BLOCK_STATUS, ReplyType.BLOCK_STATUS_EXT,
     ReplyType.ERROR_OFFSET))
 _DF = int(CommandFlag.DF)
+_READ = int(Cmd.READ)
 _STATUS = frozenset({_STATUS32, _STATUS64})
 _CONTENT = frozenset({_DATA, _HOLE})
 _CONTENT_OR_STATUS = _CONTENT | _STATUS
@@ -181,12 +182,17 @@ class BadReplyChunk(_TrackingRule):
                 t.done(event.cookie, event.command if event.command is not None else -1)
             return
         cookie, rtype = event.cookie, event.reply_type
+        o = t.open.get(cookie)
+        if (rtype == _DATA and event.completes and event.command == _READ and event.problem is None
+                and event.offset == event.request_offset and event.data_length == event.request_length
+                and (o is None or o.request_frame != event.request_frame)):
+            t.done(cookie, _READ)  # the usual read: all its data in one chunk, nothing else to check
+            return
         if event.command is None:
             if cookie in t.recent and session.reliable:
                 self.flag(session, event, f"{REPLY_TYPES.name(rtype)} for cookie {cookie:#x} after its reply was "
                           "already complete (a chunk after the one marked DONE)", cookie=cookie)
             return
-        o = t.open.get(cookie)
         if o is None or o.request_frame != event.request_frame:  # the first chunk, or the cookie was reused
             o = t.open[cookie] = _Open(event.command, event.request_offset or 0, event.request_length or 0,
                                        event.request_frame or 0)
