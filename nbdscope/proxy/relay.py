@@ -3,9 +3,9 @@ bytes are forwarded first and recorded after, so a decoder problem can never sta
 or alter the relay. What passes goes to the watcher process through a Tap (see
 tap.py); decoding, rules and outputs happen there.
 
-Built on asyncio protocols rather than streams: data goes from one transport to
-the other as it arrives, with no intermediate buffer, and back-pressure pauses
-reading from a side while the other side's write buffer is full."""
+Built on asyncio buffered protocols rather than streams: a socket receives
+straight into the tap's ring, the other socket sends from there as it arrives, and
+back-pressure pauses reading from a side while the other side has bytes unsent."""
 
 from __future__ import annotations
 
