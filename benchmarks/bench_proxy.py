@@ -120,7 +120,7 @@ def main() -> int:
             src = work / "src.raw"
             run(["nbdcopy", "--", "[", "nbdkit", "pattern", args.size, "]", str(src)], timeout=600)
             for n in range(max(1, args.rounds)):
-                for kind in KINDS[n % 3:] + KINDS[:n % 3]:  # no relay always goes first
+                for kind in KINDS[n % len(KINDS):] + KINDS[:n % len(KINDS)]:  # no relay always goes first
                     with relay(kind, up, work) as (port, pids):
                         r = measure(port, str(src), pids, args.fio_seconds)
                     runs[kind].append(r)

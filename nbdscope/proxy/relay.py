@@ -98,7 +98,7 @@ class _End(asyncio.BufferedProtocol):
         return True  # keep the socket open: the other direction may still be talking
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.session.relay.tap.unpin(self)
+        self.session.relay.tap.unpin(self.transport)
         self.session.lost(self.direction)
 
     def pause_writing(self) -> None:  # bytes wait to be sent: stop reading the other side
@@ -107,7 +107,7 @@ class _End(asyncio.BufferedProtocol):
             peer.hold("peer", True)
 
     def resume_writing(self) -> None:  # all sent: the ring space they were in is free again
-        self.session.relay.tap.unpin(self)
+        self.session.relay.tap.unpin(self.transport)
         peer = self.session.ends.get(OTHER[self.direction])
         if peer is not None:
             peer.hold("peer", False)
@@ -190,17 +190,19 @@ class _Session:
         if "c2s" in self.eofs:
             self.eof("c2s")
 
-    def _too_early(self, direction: str, data: bytes | memoryview) -> bool:
-        """Client bytes before the upstream is connected are kept for it, not lost."""
+    def _target(self, direction: str, data: bytes | memoryview) -> asyncio.Transport | None:
+        """Where bytes received in ``direction`` go; None for client bytes that arrive before
+        the upstream is connected, which are kept for it, not lost."""
         target = self.ends.get(OTHER[direction])
         if target is not None and target.transport is not None:
-            return False
+            return target.transport
         self.early.append(bytes(data))
         self.ends[direction].hold("upstream", True)
-        return True
+        return None
 
     def forward(self, direction: str, data: bytes) -> None:
-        if self._too_early(direction, data):
+        target = self._target(direction, data)
+        if target is None:
             return
         relay = self.relay
         note = None
@@ -211,13 +213,12 @@ class _Session:
                              for old, new in self.rewriter.changes[before:] if old != new) or None
             if note:
                 relay.log(f"proxy: session {self.conn}: {note}")
-        target = self.ends.get(OTHER[direction])
-        if not data or target is None or target.transport is None:
+        if not data:
             return
         if self.decoder is not None:
             self._forward_later(direction, data, note)
             return
-        target.transport.write(data)  # forward first: everything after this only watches
+        target.write(data)  # forward first: everything after this only watches
         relay.stats.bytes[direction] += len(data)
         relay.tap.data(self.conn, direction, time.time(), data, note)  # type: ignore[arg-type]
 
@@ -227,12 +228,11 @@ class _Session:
         tap = relay.tap
         start = at % tap.ring.size
         view = tap.ring.data[start:start + n]
-        if self._too_early(direction, view):
+        target = self._target(direction, view)
+        if target is None:
             return  # the ring space is not committed: it is simply reused
-        target = self.ends[OTHER[direction]]
-        assert target.transport is not None
-        target.transport.write(view)
-        if target.transport.get_write_buffer_size():  # the transport may keep a view of the ring
+        target.write(view)
+        if target.get_write_buffer_size():  # the transport may keep a view of the ring
             tap.pin(target, at)
         relay.stats.bytes[direction] += n
         tap.commit(self.conn, direction, time.time(), at, n)  # type: ignore[arg-type]

@@ -118,11 +118,9 @@ class Tap:
         n = min(size - at, self._free(), MAX_READ)
         return (self.written, self.ring.data[at:at + n]) if n > 0 else None
 
-    def commit(self, conn: int, direction: Direction, time: float, at: int, n: int, note: str | None = None) -> None:
+    def commit(self, conn: int, direction: Direction, time: float, at: int, n: int) -> None:
         """Record ``n`` bytes received into the space ``reserve`` gave at ``at``."""
         assert at == self.written and not self.waiting
-        if note:
-            self._put(NOTE, direction, conn, time, note.encode())
         if not self.broken:
             self.out += RECORD.pack(DATA, DIR_CODE[direction], conn, time, n, at)
         self.written += n
@@ -156,9 +154,13 @@ class Tap:
         if self.waiting:  # behind queued data, to keep the order
             self.waiting.append((kind, direction, conn, time, payload))
         else:
-            self.out += RECORD.pack(kind, DIR_CODE[direction], conn, time, len(payload), 0)
-            self.out += payload
+            self._record(kind, direction, conn, time, payload)
         self._schedule()
+
+    def _record(self, kind: int, direction: str, conn: int, time: float, payload: bytes) -> None:
+        """A record that carries its payload in the pipe (all kinds but DATA)."""
+        self.out += RECORD.pack(kind, DIR_CODE[direction], conn, time, len(payload), 0)
+        self.out += payload
 
     def _schedule(self) -> None:
         if not self.scheduled:
@@ -181,8 +183,7 @@ class Tap:
         while waiting:
             kind, direction, conn, time, payload = waiting[0]
             if kind != DATA:
-                out += pack(kind, DIR_CODE[direction], conn, time, len(payload), 0)
-                out += payload
+                self._record(kind, direction, conn, time, payload)
                 waiting.popleft()
                 continue
             at = self.written % size
