@@ -80,9 +80,14 @@ class OverviewScreen(_Base):
         self.query_one(FindingsTable if self.store.findings else SessionsTable).focus()
 
     def tick(self) -> None:
-        self.query_one(SessionsTable).sync()
+        sessions = self.query_one(SessionsTable)
+        sessions.sync()
         findings = self.query_one(FindingsTable)
         findings.sync()
+        if findings.row_count and self.focused is sessions and not sessions.cursor_row:
+            # the source is read in the background: the first findings may come after the
+            # screen; they take the focus the sessions were given only for want of them
+            findings.focus()
         self.query_one("#status", Static).update(self.napp.status_text())
         sev: dict[str, int] = {}
         with self.store.lock:

@@ -18,7 +18,7 @@ from nbdscope.tui.screens import HelpScreen, MessagesScreen, OverviewScreen, Sum
 from nbdscope.tui.sources import Source
 from nbdscope.tui.store import NO_ROW, Store
 from nbdscope.tui.table import MessageTable
-from nbdscope.tui.widgets import FindingsTable
+from nbdscope.tui.widgets import FindingsTable, SessionsTable
 from tests.tui.helpers import CAPTURES, file_app, screen_text, settle
 
 
@@ -138,14 +138,15 @@ class _TrickleSource(Source):
     live = True
     label = "trickle"
 
-    def __init__(self, store: Store, path: str, gate: threading.Event) -> None:
+    def __init__(self, store: Store, path: str, gate: threading.Event, before_gate: float = 0.5) -> None:
         super().__init__(store)
         self.items = list(read_captures([path]))
         self.gate = gate
         self.halt = threading.Event()
+        self.before_gate = before_gate  # the share of the items delivered before the gate opens
 
     def run(self) -> None:
-        half = len(self.items) // 2
+        half = int(len(self.items) * self.before_gate)
         for item in self.items[:half]:
             self.engine.feed(item)
         self.gate.wait(20)
@@ -200,6 +201,27 @@ def test_live_append_follow_and_pause() -> None:
             await pilot.press("p")
             assert "PAUSED" not in screen_text(app)
             assert "LIVE trickle" in screen_text(app) or "trickle (stopped)" in screen_text(app)
+
+    run(go())
+
+
+def test_findings_that_arrive_late_take_the_focus() -> None:
+    """The overview is up before the source has found anything: the sessions get the focus
+    for want of findings, and the first findings take it over (no key was pressed)."""
+
+    async def go() -> None:
+        gate = threading.Event()
+        app = NbdscopeApp(store := Store(), _TrickleSource(store, str(CAPTURES / "seed-unaligned-extent.pcap"), gate,
+                                                           before_gate=0.0))
+        async with app.run_test(size=(100, 30)) as pilot:
+            await pilot.pause(0.5)
+            assert isinstance(app.screen, OverviewScreen)
+            assert not store.findings and isinstance(app.screen.focused, SessionsTable)
+            gate.set()
+            await _until_done(pilot, store)
+            await pilot.pause(0.5)
+            findings = app.screen.query_one(FindingsTable)
+            assert findings.row_count == 3 and app.screen.focused is findings
 
     run(go())
 
