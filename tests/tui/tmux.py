@@ -33,16 +33,17 @@ class Tmux:
     def keys(self, *keys: str, literal: bool = False) -> None:
         self.tmux(["send-keys", "-t", "t", *(["-l"] if literal else []), *keys])
 
-    def wait_for(self, text: str, timeout: float = 15.0) -> str:
-        """Wait (bounded) until the screen shows ``text``; fail with the last screen."""
+    def wait_for(self, text: str, timeout: float = 15.0, *, shown: bool = True) -> str:
+        """Wait (bounded) until the screen shows ``text`` (or, with ``shown=False``, no longer
+        shows it); fail with the last screen."""
         deadline = time.monotonic() + timeout
         screen = ""
         while time.monotonic() < deadline:
             screen = self.screen()
-            if text in screen:
+            if (text in screen) == shown:
                 return screen
             time.sleep(0.1)
-        raise AssertionError(f"{text!r} never appeared; screen was:\n{screen}")
+        raise AssertionError(f"{text!r} never {'appeared' if shown else 'went away'}; screen was:\n{screen}")
 
     def alive(self) -> bool:
         return subprocess.run(["tmux", "-L", self.socket, "has-session", "-t", "t"], capture_output=True).returncode == 0
