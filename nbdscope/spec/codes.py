@@ -187,5 +187,9 @@ def is_rep_error(rep: int) -> bool:
     return bool(rep & REP_ERR_BIT)
 
 
+# the two chunk types that carry block status extents (32-bit, and 64-bit with extended headers)
+STATUS_REPLY_TYPES = frozenset({int(ReplyType.BLOCK_STATUS), int(ReplyType.BLOCK_STATUS_EXT)})
+
+
 def is_reply_type_error(rtype: int) -> bool:
     return bool(rtype & REPLY_TYPE_ERR_BIT)

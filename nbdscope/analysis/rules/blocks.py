@@ -7,10 +7,8 @@ from nbdscope.analysis.anomaly import RuleInfo
 from nbdscope.analysis.rules.base import Rule
 from nbdscope.analysis.session import Session
 from nbdscope.decoder import events as ev
-from nbdscope.spec import COMMANDS, Cmd, CommandFlag, ReplyType
-from nbdscope.spec.codes import DEFAULT_MAX_PAYLOAD
-
-_STATUS_TYPES = frozenset({int(ReplyType.BLOCK_STATUS), int(ReplyType.BLOCK_STATUS_EXT)})
+from nbdscope.spec import COMMANDS, Cmd, CommandFlag
+from nbdscope.spec.codes import DEFAULT_MAX_PAYLOAD, STATUS_REPLY_TYPES
 
 # commands whose offset and length address the export
 RANGED = frozenset({Cmd.READ, Cmd.WRITE, Cmd.TRIM, Cmd.CACHE, Cmd.WRITE_ZEROES, Cmd.BLOCK_STATUS})
@@ -116,7 +114,7 @@ class UnalignedExtent(Rule):
     EVENTS = (ev.ReplyChunk,)  # for any command: a status chunk may answer a request of another kind
 
     def on_event(self, session: Session, event: ev.Event) -> None:
-        if not isinstance(event, ev.ReplyChunk) or event.reply_type not in _STATUS_TYPES:
+        if not isinstance(event, ev.ReplyChunk) or event.reply_type not in STATUS_REPLY_TYPES:
             return
         if event.request_offset is None or event.request_length is None:
             return

@@ -11,6 +11,7 @@ from nbdscope.analysis.rules.base import Rule
 from nbdscope.analysis.session import Session
 from nbdscope.decoder import events as ev
 from nbdscope.spec import COMMANDS, REPLY_TYPES, Cmd, CommandFlag, ReplyType
+from nbdscope.spec.codes import STATUS_REPLY_TYPES
 
 RECENT = 256  # completed cookies remembered per session, to tell "chunk after DONE" from a stray reply
 # plain ints: comparing with enum members costs an attribute lookup through the enum class per message
@@ -19,7 +20,7 @@ _NONE, _DATA, _HOLE, _STATUS32, _STATUS64, _ERROR_OFFSET = (int(t) for t in (
     ReplyType.ERROR_OFFSET))
 _DF = int(CommandFlag.DF)
 _READ = int(Cmd.READ)
-_STATUS = frozenset({_STATUS32, _STATUS64})
+_STATUS = STATUS_REPLY_TYPES
 _CONTENT = frozenset({_DATA, _HOLE})
 _CONTENT_OR_STATUS = _CONTENT | _STATUS
 _LOCATED = _CONTENT | {_ERROR_OFFSET}  # chunk types with an offset into the request
