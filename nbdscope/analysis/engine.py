@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from nbdscope import vocab as it
 from nbdscope.analysis.anomaly import Anomaly
 from nbdscope.analysis.rules import ALL_RULES, Rule
 from nbdscope.analysis.session import Session
-from nbdscope.capture import items as it
 from nbdscope.decoder import Connection
 from nbdscope.decoder import events as ev
 

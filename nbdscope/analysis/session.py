@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from nbdscope.analysis.stats import CommandStats
-from nbdscope.capture.items import Endpoint
 from nbdscope.decoder import events as ev
 from nbdscope.spec import COMMANDS, TRANSMISSION_FLAGS, Cmd, ReplyType
+from nbdscope.vocab import Endpoint
 
 
 @dataclass

@@ -1,13 +1,13 @@
-"""Sources: capture files to per-connection byte streams (see items.py)."""
+"""Sources: capture files to per-connection byte streams (see nbdscope/vocab.py)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterator, Sequence
 
 from nbdscope.capture.files import CaptureError, frames
-from nbdscope.capture.items import CaptureProblem, StreamItem
 from nbdscope.capture.linklayer import tcp_segment
 from nbdscope.capture.tcp import TcpStreams
+from nbdscope.vocab import CaptureProblem, StreamItem
 
 __all__ = ["CaptureError", "PacketStream", "read_captures"]
 

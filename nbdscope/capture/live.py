@@ -20,9 +20,9 @@ from typing import IO
 
 from nbdscope.capture import PacketStream
 from nbdscope.capture.files import CaptureError, pcap_frames
-from nbdscope.capture.items import CaptureProblem, StreamItem
 from nbdscope.capture.pipes import grow_pipe
 from nbdscope.capture.processes import stop_process
+from nbdscope.vocab import CaptureProblem, StreamItem
 
 STATS_EVERY = 2.0  # seconds between drop-counter queries
 START_TIMEOUT = 10.0

@@ -13,7 +13,9 @@ import ipaddress
 from collections.abc import Collection
 from dataclasses import dataclass, field
 
-from nbdscope.capture.items import (
+from nbdscope.capture.linklayer import ACK, FIN, RST, SYN, Segment
+from nbdscope.spec import magics as M
+from nbdscope.vocab import (
     Direction,
     Endpoint,
     StreamClose,
@@ -22,8 +24,6 @@ from nbdscope.capture.items import (
     StreamItem,
     StreamOpen,
 )
-from nbdscope.capture.linklayer import ACK, FIN, RST, SYN, Segment
-from nbdscope.spec import magics as M
 
 OOO_LIMIT = 16 << 20  # out-of-order bytes held per direction before the hole is declared lost
 DETECT_SEGMENTS = 8  # payload segments examined before a connection on an unknown port is dropped

@@ -14,7 +14,6 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from nbdscope.capture.items import Direction
 from nbdscope.decoder import events as ev
 from nbdscope.decoder import payloads
 from nbdscope.spec import ClientFlag, Cmd, CommandFlag, HandshakeFlag, Opt, Rep, ReplyFlag, ReplyType
@@ -35,6 +34,7 @@ from nbdscope.spec.codes import (
     is_reply_type_error,
 )
 from nbdscope.spec.flags import COMMAND_FLAGS, REPLY_FLAGS
+from nbdscope.vocab import Direction
 
 HANDSHAKE_KEEP = 1 << 20  # option payload bytes we hold at most; the rest is skipped
 CHUNK_KEEP = 16 << 20  # reply chunk payload bytes we hold at most (2^20 extents is ~8 MiB)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Literal
 
-from nbdscope.capture.items import Direction
+from nbdscope.vocab import Direction
 
 Phase = Literal["handshake", "transmission"]
 

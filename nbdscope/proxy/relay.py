@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from nbdscope.capture import items as it
+from nbdscope import vocab as it
 from nbdscope.decoder import Connection
 from nbdscope.decoder import events as ev
 from nbdscope.proxy.addresses import Address

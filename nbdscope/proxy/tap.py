@@ -29,8 +29,8 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from nbdscope.capture.items import Direction
 from nbdscope.capture.pipes import grow_pipe
+from nbdscope.vocab import Direction
 
 RECORD = struct.Struct("<BBIdIQ")
 OPEN, DATA, NOTE, CLOSE, END, LOG = range(6)

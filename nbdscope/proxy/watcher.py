@@ -13,16 +13,16 @@ import sys
 from collections.abc import Callable
 from typing import IO, Any, BinaryIO
 
+from nbdscope import vocab as it
 from nbdscope.analysis.anomaly import Anomaly
 from nbdscope.analysis.engine import Engine, Result
 from nbdscope.analysis.session import Session
-from nbdscope.capture import items as it
-from nbdscope.capture.items import Direction
 from nbdscope.decoder import events as ev
 from nbdscope.proxy import tap
 from nbdscope.report.pcapng import MAX_SEGMENT, PcapngWriter
 from nbdscope.report.records import anomaly_json, message_json
 from nbdscope.report.timeline import anomaly_line, message_line
+from nbdscope.vocab import Direction
 
 MessageHook = Callable[[Session, ev.Event], None]
 AnomalyHook = Callable[[Anomaly], None]

@@ -24,9 +24,9 @@ import struct
 from collections.abc import Callable, Iterable, Iterator
 from typing import IO, BinaryIO
 
+from nbdscope import vocab as it
 from nbdscope.analysis.anomaly import Anomaly
 from nbdscope.capture import PacketStream
-from nbdscope.capture import items as it
 from nbdscope.capture.files import (
     PCAP_MAGICS,
     PCAPNG_EPB,

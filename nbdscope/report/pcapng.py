@@ -8,7 +8,7 @@ from __future__ import annotations
 import struct
 from typing import BinaryIO
 
-from nbdscope.capture.items import Direction, Endpoint
+from nbdscope.vocab import Direction, Endpoint
 
 LINKTYPE_ETHERNET = 1
 MAX_SEGMENT = 65000  # IPv4 total length must stay under 65536

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 
 from nbdscope.analysis.anomaly import SEVERITY_RANK, Anomaly
 from nbdscope.analysis.session import Session
-from nbdscope.capture.items import CaptureProblem
 from nbdscope.decoder import events as ev
+from nbdscope.vocab import CaptureProblem
 
 NO_ROW = -1
 LINK_SCAN = 200_000  # rows searched backwards for the message an anomaly names by frame

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nbdscope.capture import items as it
+from nbdscope import vocab as it
 from nbdscope.capture import read_captures
 from nbdscope.decoder import Connection
 from nbdscope.decoder import connection as decoder_module

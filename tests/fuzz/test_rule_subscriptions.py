@@ -13,10 +13,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from nbdscope import vocab as it
 from nbdscope.analysis.engine import Engine
 from nbdscope.analysis.rules import ALL_RULES
 from nbdscope.analysis.rules.base import Rule
-from nbdscope.capture import items as it
 from nbdscope.capture import read_captures
 from nbdscope.decoder import events as ev
 from tests import nbdwire as w

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from rich.console import Console
 
+from nbdscope import vocab as it
 from nbdscope.analysis.engine import Engine
-from nbdscope.capture import items as it
 from nbdscope.decoder import events as ev
 from nbdscope.tui.detail import Palette, hex_renderable, message_renderable
 from nbdscope.tui.store import Store

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from nbdscope import vocab as it
 from nbdscope.capture import CaptureError, read_captures
-from nbdscope.capture import items as it
 from tests import pcapbuild as pb
 
 GREETING = b"NBDMAGIC" + b"IHAVEOPT" + b"\x00\x03"

@@ -3,9 +3,9 @@ the spec requirement it breaks and checks the rule id, blame and key values."""
 
 from __future__ import annotations
 
+from nbdscope import vocab as it
 from nbdscope.analysis.anomaly import Anomaly
 from nbdscope.analysis.engine import Engine, Result
-from nbdscope.capture import items as it
 from tests import nbdwire as w
 
 READ, WRITE, DISC, FLUSH, TRIM, CACHE, ZEROES, BSTATUS = range(8)

@@ -1,9 +1,12 @@
-"""What the capture layer hands to the decoder: ordered byte chunks per TCP
-connection and direction, with the frame and time they were seen, plus the
-openings, gaps and closings of each connection.
+"""The words every layer shares: directions, endpoints, connection keys and the
+stream items a source hands to the decoder.
 
-Sources (pcap files, live capture, the proxy) all produce these items, so the
-decoder and everything after it never knows where bytes came from.
+Stream items are ordered byte chunks per connection and direction, with the
+frame and time they were seen, plus the openings, gaps and closings of each
+connection. Sources (capture files, live capture, the proxy's tap) all produce
+them, so the decoder and everything after it never knows where bytes came from.
+This module imports nothing else of nbdscope: it sits below capture/, decoder/,
+proxy/, analysis/ and the views.
 """
 
 from __future__ import annotations
@@ -12,6 +15,9 @@ from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
 Direction = Literal["c2s", "s2c"]
+ConnKey = int
+"""A connection's number within one run: unique across every input of that run, assigned by the source
+in the order connections are first seen."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +36,7 @@ class StreamOpen:
     ``saw_start`` is False when the capture began mid-connection (no SYN seen and
     the first payload is not the start of a handshake)."""
 
-    conn: int
+    conn: ConnKey
     client: Endpoint
     server: Endpoint
     frame: int
@@ -43,7 +49,7 @@ class StreamData(NamedTuple):
     """Bytes of one direction, in order (a NamedTuple: one is made per packet, and a
     frozen dataclass costs several times more to build)."""
 
-    conn: int
+    conn: ConnKey
     dir: Direction
     data: bytes | memoryview  # may view the reader's buffer: copy it to keep it past this call
     frame: int  # frame in which the last byte of this chunk arrived
@@ -54,7 +60,7 @@ class StreamData(NamedTuple):
 class StreamGap:
     """Bytes of one direction that the capture lost (missing TCP segments)."""
 
-    conn: int
+    conn: ConnKey
     dir: Direction
     nbytes: int
     frame: int
@@ -63,7 +69,7 @@ class StreamGap:
 
 @dataclass(frozen=True, slots=True)
 class StreamClose:
-    conn: int
+    conn: ConnKey
     how: Literal["fin", "rst", "end-of-capture"]
     frame: int
     time: float
