@@ -89,13 +89,13 @@ def make_loopback(path: Path) -> None:
 async def measure(path: Path) -> dict[str, float]:
     from nbdscope.tui.app import NbdscopeApp
     from nbdscope.tui.screens import MessagesScreen
-    from nbdscope.tui.sources import FileSource
+    from nbdscope.tui.sources import file_producer
     from nbdscope.tui.store import Store
     from nbdscope.tui.table import MessageTable
 
     out: dict[str, float] = {}
     store = Store()
-    app = NbdscopeApp(store, FileSource(store, [str(path)]))
+    app = NbdscopeApp(store, file_producer(store, [str(path)]))
     start = time.perf_counter()
     async with app.run_test(size=(120, 40)) as pilot:
         deadline = time.monotonic() + 900

@@ -6,16 +6,15 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import ExitStack
 from typing import IO, Any
 
 from nbdscope import __version__
-from nbdscope.analysis.anomaly import SEVERITY_RANK, Anomaly
-from nbdscope.analysis.engine import Engine, Result
+from nbdscope.analysis.addons import Addon
+from nbdscope.analysis.anomaly import INTERNAL_ERROR, SEVERITY_RANK
+from nbdscope.analysis.engine import Result
 from nbdscope.analysis.rules import ALL_RULES
-from nbdscope.analysis.session import Session
-from nbdscope.decoder import events as ev
 
 EXIT_OK, EXIT_ANOMALY, EXIT_USAGE = 0, 1, 2
 
@@ -44,18 +43,10 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--verify-data", action="store_true",
                    help="also compare read data with earlier writes (stale-read); slower")
 
+    from nbdscope.cli_proxy import add_proxy_options
+
     x = sub.add_parser("proxy", help="transparent relay between an NBD client and server, decoding live")
-    x.add_argument("--listen", required=True, metavar="ADDR", help="HOST:PORT, [IPV6]:PORT, :PORT or unix:/path")
-    x.add_argument("--upstream", required=True, metavar="ADDR", help="the real server, same forms")
-    x.add_argument("--jsonl", metavar="FILE", help="write the decoded timeline and anomalies as JSON lines")
-    x.add_argument("--pcapng", metavar="FILE", help="write what passed as a capture")
-    x.add_argument("--quiet", action="store_true", help="no console timeline (anomalies are still shown)")
-    x.add_argument("--set-flags", default="", metavar="BITS", help="set these transmission flags (names or bits)")
-    x.add_argument("--clear-flags", default="", metavar="BITS", help="clear these transmission flags")
-    x.add_argument("--redact", action="store_true", help="zero read/write data in the pcapng (JSONL has none)")
-    x.add_argument("--delay", default="", metavar="CMD=MS,...",
-                   help="hold requests of these commands for MS milliseconds before forwarding (e.g. READ=5)")
-    x.add_argument("--grace", type=float, default=5.0, metavar="S", help="seconds open sessions get at shutdown")
+    add_proxy_options(x, required=True)
     x.add_argument("--tui", action="store_true", help="show the relayed traffic in the terminal UI")
 
     t = sub.add_parser("tui", help="terminal UI over capture files, a live interface or the proxy")
@@ -64,8 +55,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="extra TCP port to treat as NBD (repeatable)")
     t.add_argument("-i", "--interface", metavar="IFACE", help="capture live from this interface (tcpdump)")
     t.add_argument("--filter", default="tcp", metavar="BPF", help="live: capture filter (default: tcp)")
-    t.add_argument("--listen", metavar="ADDR", help="run the proxy: listen here (with --upstream)")
-    t.add_argument("--upstream", metavar="ADDR", help="run the proxy: relay to this server")
+    add_proxy_options(t, required=False)
 
     lv = sub.add_parser("live", help="capture from a network interface and decode live")
     lv.add_argument("-i", "--interface", required=True, metavar="IFACE")
@@ -126,14 +116,6 @@ def _open_output(stack: ExitStack, path: str | None) -> IO[str]:
         raise UsageError(f"{path}: cannot write: {exc.strerror}") from None
 
 
-def _items_with_progress(files: list[str], ports: list[int]) -> Iterator[Any]:
-    from nbdscope.capture import read_captures
-    from nbdscope.report.progress import ProgressBar
-
-    with ProgressBar(files) as bar:
-        yield from read_captures(files, extra_ports=ports, progress=bar.update, reuse_buffers=True)
-
-
 def _check_inputs(paths: list[str]) -> None:
     """Refuse unreadable inputs before any output is written."""
     from nbdscope.capture import CaptureError
@@ -149,8 +131,9 @@ def _check_inputs(paths: list[str]) -> None:
 
 
 def analyze(args: argparse.Namespace) -> int:
+    from nbdscope import pipeline
     from nbdscope.capture import CaptureError
-    from nbdscope.report.records import anomaly_json, message_json
+    from nbdscope.report import outputs
 
     annotate = args.output is not None and args.output.lower().endswith(".pcapng")
     if annotate and len(args.files) != 1:
@@ -163,215 +146,153 @@ def analyze(args: argparse.Namespace) -> int:
     _check_inputs(args.files)
     with ExitStack() as stack:
         out = _open_output(stack, None if annotate else args.output)
-        on_message: Callable[[Session, ev.Event], None] | None = None
-        on_anomaly: Callable[[Anomaly], None] | None = None
-        engine: Engine
+        addons: list[Addon] = []
         if args.format == "jsonl":
-            def on_message(session: Session, e: ev.Event) -> None:
-                out.write(message_json(session.id, e, engine.t0()).decode())
-
-            def on_anomaly(a: Anomaly) -> None:
-                out.write(anomaly_json(a).decode())
+            addons.append(outputs.JsonlLines(out))
         elif args.format == "text" and args.messages:
-            from nbdscope.report.timeline import message_line
-
-            def on_message(session: Session, e: ev.Event) -> None:
-                out.write(message_line(session.id, e, engine.t0()) + "\n")
-        engine = Engine(on_message=on_message, on_anomaly=on_anomaly, keep_data=args.verify_data,
-                        track_payload=args.redact)
-        items = _items_with_progress(args.files, args.port)
-        ranges = None
-        if args.redact:
-            from nbdscope.report.annotate import PayloadRanges
-
-            ranges = PayloadRanges(engine.connection)
-            items = ranges.tap(items)
+            addons.append(outputs.TimelineLines(out))
+        if annotate:
+            try:
+                annotated = stack.enter_context(open(args.output, "wb"))
+            except OSError as exc:
+                raise UsageError(f"{args.output}: cannot write: {exc.strerror}") from None
+            addons.append(outputs.AnnotatedCapture(args.files[0], annotated, redact=args.redact, ports=args.port))
+        if args.format == "json":
+            addons.append(outputs.JsonReport(out, args.files))
+        elif args.format == "text":
+            addons.append(outputs.TextReport(out, args.files))
         try:
-            result = engine.run(items)
-            if annotate:
-                _write_annotated(args, result, ranges)
+            result = pipeline.run(pipeline.FileSource(args.files, args.port, progress=True), addons,
+                                  verify_data=args.verify_data)
         except CaptureError as exc:
             raise UsageError(str(exc)) from None
-        _write_report(args, result, out)
-        for problem in result.problems:
-            print(f"nbdscope: warning: {problem.source}: frame {problem.frame}: {problem.message}; "
-                  "results up to there are kept", file=sys.stderr)
+        _report_failures(result)
     return _exit_code(args.fail_on, result)
 
 
-def _write_annotated(args: argparse.Namespace, result: Result, ranges: Any) -> None:
-    """The input capture back as pcapng, anomalies as packet comments (report/annotate.py)."""
-    from nbdscope.report.annotate import Redactor, write_annotated
-
-    redactor = Redactor(args.files[0], ranges.finish(), args.port) if ranges is not None else None
-    try:
-        with open(args.output, "wb") as f:
-            write_annotated(args.files[0], f, result.anomalies, redactor)
-    except OSError as exc:
-        raise UsageError(f"{args.output}: cannot write: {exc.strerror}") from None
-
-
-def _write_report(args: argparse.Namespace, result: Result, out: IO[str]) -> None:
-    if args.format == "json":
-        json.dump(json_report(args.files, result), out, indent=2)
-        out.write("\n")
-    elif args.format == "text":
-        from rich.console import Console
-
-        from nbdscope.report.text import render
-
-        console = Console(file=out, width=None if out.isatty() else 140, highlight=False)
-        render(result, args.files, console)
-
-
-def json_report(inputs: list[str], result: Result) -> dict[str, object]:
-    return {
-        "nbdscope": __version__,
-        "inputs": inputs,
-        "sessions": [s.as_json() for s in result.sessions],
-        "anomalies": [a.as_json() for a in result.anomalies],
-        "capture_problems": [{"input": p.source, "frame": p.frame, "message": p.message} for p in result.problems],
-    }
+def _report_failures(result: Result) -> None:
+    """Damaged input and addons that failed, one line each on stderr (the reports carry them too)."""
+    for problem in result.problems:
+        print(f"nbdscope: warning: {problem.source}: frame {problem.frame}: {problem.message}; "
+              "results up to there are kept", file=sys.stderr)
+    for a in result.anomalies:
+        if a.rule == INTERNAL_ERROR.id:
+            print(f"nbdscope: internal error: {a.message}", file=sys.stderr)
 
 
 def _exit_code(fail_on: str, result: Result) -> int:
     if fail_on == "never":
         return EXIT_OK
     threshold = SEVERITY_RANK[fail_on]
-    return EXIT_ANOMALY if any(SEVERITY_RANK[a.severity] >= threshold for a in result.anomalies) else EXIT_OK
+    # --fail-on judges the peers and the capture; a failure of nbdscope's own is reported, not counted
+    return EXIT_ANOMALY if any(SEVERITY_RANK[a.severity] >= threshold and a.rule != INTERNAL_ERROR.id
+                               for a in result.anomalies) else EXIT_OK
 
 
 def proxy(args: argparse.Namespace) -> int:
-    from nbdscope.proxy.addresses import parse_address
-    from nbdscope.proxy.rewrite import parse_bits, parse_delays
-    from nbdscope.proxy.run import run_proxy
+    from nbdscope.cli_proxy import ProxyPlan, run_proxy
 
     try:
-        listen, upstream = parse_address(args.listen), parse_address(args.upstream)
-        set_mask, clear_mask = parse_bits(args.set_flags), parse_bits(args.clear_flags)
-        delays = parse_delays(args.delay)
+        plan = ProxyPlan.from_args(args)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     if args.tui:
-        from nbdscope.tui.sources import ProxySource
-        from nbdscope.tui.store import Store
-
-        store = Store()
-        source = ProxySource(store, listen, upstream, pcapng=args.pcapng, jsonl=args.jsonl, set_mask=set_mask,
-                             clear_mask=clear_mask, redact=args.redact, grace=args.grace, delays=delays)
-        return _run_tui(store, source)
-    with ExitStack() as stack:
-        try:
-            return run_proxy(listen, upstream, jsonl=args.jsonl, pcapng=args.pcapng, quiet=args.quiet,
-                             set_mask=set_mask, clear_mask=clear_mask, redact=args.redact, grace=args.grace,
-                             delays=delays, stack=stack)
-        except OSError as exc:
-            raise UsageError(f"{exc.filename or args.listen}: {exc.strerror or exc}") from None
+        return _run_tui(lambda store, stack: _proxy_producer(plan, store, stack))
+    try:
+        return run_proxy(plan)
+    except OSError as exc:
+        raise UsageError(f"{exc.filename or args.listen}: {exc.strerror or exc}") from None
 
 
-def _run_tui(store: Any, source: Any) -> int:
-    """Start the source (so a bad address or interface fails here, in one line), then the UI."""
+def _proxy_producer(plan: Any, store: Any, stack: ExitStack) -> Any:
+    from nbdscope.cli_proxy import tui_producer
+
+    try:
+        return tui_producer(plan, store, stack)
+    except OSError as exc:
+        raise UsageError(f"cannot listen on {exc.filename or plan.listen}: {exc.strerror or exc}") from None
+
+
+def _run_tui(make: Callable[[Any, ExitStack], Any]) -> int:
+    """Make the producer (so a bad address or interface fails here, in one line), then run the UI over it."""
     from nbdscope.tui.app import NbdscopeApp
-    from nbdscope.tui.sources import ProxySource
+    from nbdscope.tui.store import Store
 
     if not sys.stdout.isatty():
         raise UsageError("the terminal UI needs a terminal (stdout is not one)")
-    source.start()
-    if isinstance(source, ProxySource):
-        source.ready.wait(10)
-        if source.error:
-            source.stop()
-            raise UsageError(f"cannot listen on {source.error}")
-    try:
-        NbdscopeApp(store, source).run()
-    finally:
-        source.stop()
+    store = Store()
+    with ExitStack() as stack:
+        producer = make(store, stack)
+        producer.start()
+        try:
+            NbdscopeApp(store, producer).run()
+        finally:
+            producer.stop()
     for text in store.notices:
         print(f"nbdscope: {text}", file=sys.stderr)
     return EXIT_OK
 
 
 def tui(args: argparse.Namespace) -> int:
-    from nbdscope.tui.sources import FileSource, ProxySource
-    from nbdscope.tui.store import Store
+    from nbdscope.tui.sources import file_producer
 
     kinds = [bool(args.files), bool(args.interface), bool(args.listen or args.upstream)]
     if sum(kinds) != 1:
         raise UsageError("give capture FILEs, or -i IFACE, or --listen ADDR --upstream ADDR (exactly one of them)")
-    store = Store()
-    source: Any
     if args.files:
         _check_inputs(args.files)
-        source = FileSource(store, args.files, args.port)
-    elif args.interface:
-        source = _live_source(store, args.interface, args.port, args.filter, 65536)
-    else:
-        from nbdscope.proxy.addresses import parse_address
+        return _run_tui(lambda store, stack: file_producer(store, args.files, args.port))
+    if args.interface:
+        return _run_tui(lambda store, stack: _live_producer(store, args.interface, args.port, args.filter, 65536))
+    from nbdscope.cli_proxy import ProxyPlan
 
-        if not (args.listen and args.upstream):
-            raise UsageError("the proxy needs both --listen and --upstream")
-        try:
-            source = ProxySource(store, parse_address(args.listen), parse_address(args.upstream))
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
-    return _run_tui(store, source)
-
-
-def _live_source(store: Any, interface: str, ports: list[int], bpf: str, buffer_kib: int) -> Any:
-    from nbdscope.capture.live import LiveError
-    from nbdscope.tui.sources import LiveSource
-
-    source = LiveSource(store, interface, ports, bpf=bpf, buffer_kib=buffer_kib)
+    if not (args.listen and args.upstream):
+        raise UsageError("the proxy needs both --listen and --upstream")
     try:
-        source.capture.start()
+        plan = ProxyPlan.from_args(args)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return _run_tui(lambda store, stack: _proxy_producer(plan, store, stack))
+
+
+def _live_producer(store: Any, interface: str, ports: list[int], bpf: str, buffer_kib: int) -> Any:
+    from nbdscope.capture.live import LiveError
+    from nbdscope.tui.sources import live_producer
+
+    try:
+        return live_producer(store, interface, ports, bpf, buffer_kib)
     except LiveError as exc:
         raise UsageError(str(exc)) from None
-    return source
 
 
 def live(args: argparse.Namespace) -> int:
     """Capture from an interface until SIGINT; print the timeline (or show the UI)."""
     import signal
 
-    from nbdscope.capture.live import LiveCapture, LiveError
-    from nbdscope.report.records import anomaly_json, message_json
-    from nbdscope.report.timeline import anomaly_line, message_line
+    from nbdscope import pipeline
+    from nbdscope.capture.live import LiveError
+    from nbdscope.report import outputs
 
     if args.tui:
-        from nbdscope.tui.store import Store
-
-        store = Store()
-        return _run_tui(store, _live_source(store, args.interface, args.port, args.filter, args.buffer))
-    capture = LiveCapture(args.interface, bpf=args.filter, extra_ports=args.port, buffer_kib=args.buffer,
-                          on_notice=lambda text: print(f"nbdscope: {text}", file=sys.stderr, flush=True))
+        return _run_tui(lambda store, stack: _live_producer(store, args.interface, args.port, args.filter,
+                                                            args.buffer))
+    source = pipeline.LiveSource(args.interface, args.port, bpf=args.filter, buffer_kib=args.buffer,
+                                 on_notice=lambda text: print(f"nbdscope: {text}", file=sys.stderr, flush=True))
     try:
-        capture.start()
+        source.start()
     except LiveError as exc:
         raise UsageError(str(exc)) from None
     for sig in (signal.SIGINT, signal.SIGTERM):  # stop tcpdump, then decode what it still hands over
-        signal.signal(sig, lambda *_: capture.request_stop())
+        signal.signal(sig, lambda *_: source.stop())
     print(f"nbdscope live: capturing on {args.interface} ({args.filter}); Ctrl-C stops", file=sys.stderr, flush=True)
     with ExitStack() as stack:
         out = _open_output(stack, args.output)
-        engine: Engine
-
-        def on_message(session: Session, e: ev.Event) -> None:
-            if args.format == "jsonl":
-                out.write(message_json(session.id, e, engine.t0()).decode())
-            else:
-                out.write(message_line(session.id, e, engine.t0()) + "\n")
-            out.flush()
-
-        def on_anomaly(a: Anomaly) -> None:
-            out.write(anomaly_json(a).decode() if args.format == "jsonl" else anomaly_line(a) + "\n")
-            out.flush()
-
-        engine = Engine(on_message=on_message, on_anomaly=on_anomaly)
-        for item in capture.items():
-            engine.feed(item)
-        result = engine.finish()
+        addon: Addon = (outputs.JsonlLines(out, flush=True) if args.format == "jsonl"
+                        else outputs.TimelineLines(out, findings=True, flush=True))
+        result = pipeline.run(source, [addon])
     print(f"nbdscope live: {len(result.sessions)} sessions, {len(result.anomalies)} anomalies, "
-          f"{capture.dropped} packets dropped by the kernel", file=sys.stderr, flush=True)
+          f"{source.dropped} packets dropped by the kernel", file=sys.stderr, flush=True)
+    _report_failures(result)
     return _exit_code(args.fail_on, result)
 
 

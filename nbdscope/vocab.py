@@ -77,6 +77,18 @@ class StreamClose:
 
 
 @dataclass(frozen=True, slots=True)
+class StreamNote:
+    """Something the source itself has to say about the next bytes of a direction (the proxy: which
+    bytes it rewrote); writers of captures put it in a packet comment. The decoder never sees it."""
+
+    conn: ConnKey
+    dir: Direction
+    text: str
+    frame: int
+    time: float
+
+
+@dataclass(frozen=True, slots=True)
 class CaptureProblem:
     """The input itself is damaged (truncated file, corrupt block): reading stopped
     or skipped here; everything before it is kept."""
@@ -86,4 +98,4 @@ class CaptureProblem:
     message: str
 
 
-StreamItem = StreamOpen | StreamData | StreamGap | StreamClose | CaptureProblem
+StreamItem = StreamOpen | StreamData | StreamGap | StreamClose | StreamNote | CaptureProblem

@@ -6,7 +6,9 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 Severity = Literal["error", "warning", "info"]
-Blame = Literal["client", "server", "capture"]
+Blame = Literal["client", "server", "capture", "proxy", "nbdscope"]
+"""Who a finding is about: a peer, the capture (it lost or cut what it saw), the proxy's own doing
+(e.g. flags it was asked to rewrite), or nbdscope itself (an addon that failed: ``internal-error``)."""
 SEVERITY_RANK: dict[str, int] = {"info": 0, "warning": 1, "error": 2}
 
 
@@ -40,3 +42,8 @@ class Anomaly:
         if self.values:
             out["values"] = self.values
         return out
+
+
+INTERNAL_ERROR = RuleInfo("internal-error", "error", "nbdscope", "",
+                          "an addon of nbdscope (a rule or an output) raised and was detached; the rest of the "
+                          "analysis went on without it (a bug of ours, never a peer's fault)")

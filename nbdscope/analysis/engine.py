@@ -1,21 +1,32 @@
-"""Fans stream items out to per-connection decoders, then decoder events out to
-session summaries, rules and any listening view."""
+"""The engine: stream items to per-connection decoders, decoder events to the session
+model and then to every addon (rules, statistics, outputs), findings to every addon.
+
+Only ``nbdscope.pipeline.run`` builds one for the commands; tests may build their own.
+A hook that raises is caught here: the addon is reported once as an ``internal-error``
+finding (the traceback goes to stderr with NBDSCOPE_DEBUG=1) and detached, and the
+run goes on without it.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import os
+import sys
+import traceback
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from nbdscope import vocab as it
-from nbdscope.analysis.anomaly import Anomaly
+from nbdscope.analysis.addons import Addon, defines
+from nbdscope.analysis.anomaly import INTERNAL_ERROR, Anomaly
 from nbdscope.analysis.rules import ALL_RULES, Rule
 from nbdscope.analysis.session import Session
+from nbdscope.analysis.stats import Statistics
 from nbdscope.decoder import Connection
 from nbdscope.decoder import events as ev
 
 _BY_COMMAND = frozenset((ev.Request, ev.SimpleReply, ev.ReplyChunk))  # rules subscribe to these per command
-MessageListener = Callable[[Session, ev.Event], None]
-AnomalyListener = Callable[[Anomaly], None]
+MessageHook = Callable[[Session, ev.Event], None]
 
 
 @dataclass
@@ -27,32 +38,81 @@ class Result:
 
 
 class Engine:
-    """Streaming analysis: memory follows open connections, not the input size."""
+    """Streaming analysis: memory follows open connections, not the input size.
 
-    def __init__(self, *, rules: Iterable[type[Rule]] = ALL_RULES, on_message: MessageListener | None = None,
-                 on_anomaly: AnomalyListener | None = None, keep_data: bool = False,
-                 track_payload: bool = False, keep_headers: bool = False) -> None:
-        self.keep_data = keep_data
-        self.keep_headers = keep_headers  # events carry their header bytes (the TUI's hex pane)
-        self.track_payload = track_payload
+    ``addons`` run in the order given, before the rules, so an output sees a message before the
+    findings about it. ``verify_data`` attaches the rules that compare payloads (stale-read) and has
+    the decoder hand payloads over; other needs of the decoder come from the addons' NEEDS."""
+
+    def __init__(self, addons: Sequence[Addon] = (), *, rules: Iterable[type[Rule]] = ALL_RULES,
+                 verify_data: bool = False) -> None:
+        chosen = [cls() for cls in rules if verify_data or not cls.NEEDS_DATA]
+        self.addons: list[Addon] = [Statistics(), *addons, *chosen]
+        needs = frozenset().union(*(a.NEEDS for a in self.addons))
+        self.keep_data = verify_data or "data" in needs
+        self.keep_headers = "headers" in needs  # events carry their header bytes (the TUI's hex pane)
+        self.track_payload = "payload-ranges" in needs
         self.sessions: list[Session] = []
         self.anomalies: list[Anomaly] = []
         self.problems: list[it.CaptureProblem] = []
-        self._open: dict[int, tuple[Session, Connection]] = {}
-        self._on_message = on_message
-        self._on_anomaly = on_anomaly
+        self._open: dict[it.ConnKey, tuple[Session, Connection]] = {}
         self._t0: float | None = None
-        self.rules = [cls(self._report, self.t0) for cls in rules]
-        # (event type, command of a request or reply) -> the rules wanting it
-        self._listeners: dict[tuple[type, int | None], list[Callable[[Session, ev.Event], None]]] = {}
+        # (event type, command of a request or reply) -> the message hooks wanting it
+        self._listeners: dict[tuple[type, int | None], list[MessageHook]] = {}
+        self._hooks: dict[str, list[Any]] = {}
+        self._index_hooks()
+        for addon in list(self.addons):
+            self._call(addon, "started", self)
+
+    def _index_hooks(self) -> None:
+        self._listeners.clear()
+        self._hooks = {hook: [getattr(a, hook) for a in self.addons if defines(a, hook)]
+                       for hook in ("stream", "finding", "problem")}
 
     def t0(self) -> float:
         return self._t0 or 0.0
 
-    def _report(self, anomaly: Anomaly) -> None:
+    # ------------------------------------------------------------- failures
+
+    def _call(self, addon: Addon, hook: str, *args: Any) -> None:
+        """Call one hook of one addon, detaching the addon if it raises."""
+        if addon not in self.addons or not defines(addon, hook):
+            return
+        try:
+            getattr(addon, hook)(*args)
+        except Exception as exc:
+            self._failed(addon, hook, exc, None)
+
+    def _failed(self, addon: Any, hook: str, exc: Exception, where: ev.Event | None,
+                session: Session | None = None) -> None:
+        """Report an addon's exception once as a finding and detach the addon."""
+        addon = getattr(addon, "__self__", addon)  # a bound hook -> its addon
+        if addon not in self.addons:
+            return
+        self.addons.remove(addon)
+        self._index_hooks()
+        if os.environ.get("NBDSCOPE_DEBUG"):
+            traceback.print_exception(exc, file=sys.stderr)
+        what = f" on {type(where).__name__} at frame {where.frame}" if where is not None else ""
+        sid = session.id if session is not None else ""
+        frame = where.frame if where is not None else 0
+        when = (where.time - self.t0()) if where is not None else 0.0
+        self.report(Anomaly(rule=INTERNAL_ERROR.id, severity=INTERNAL_ERROR.severity, blame="nbdscope",
+                            session=sid, frame=frame, time=when, spec=INTERNAL_ERROR.spec,
+                            message=f"{addon.name} failed in {hook}{what} and was detached: "
+                                    f"{type(exc).__name__}: {exc} (NBDSCOPE_DEBUG=1 shows the traceback)",
+                            source=session.source if session is not None else ""))
+
+    # ---------------------------------------------------------------- input
+
+    def report(self, anomaly: Anomaly) -> None:
+        """Record a finding and hand it to every addon listening for findings."""
         self.anomalies.append(anomaly)
-        if self._on_anomaly:
-            self._on_anomaly(anomaly)
+        for hook in self._hooks["finding"]:
+            try:
+                hook(anomaly)
+            except Exception as exc:
+                self._failed(hook, "finding", exc, None)
 
     def feed(self, item: it.StreamItem) -> list[ev.Event]:
         """Fold one stream item in; returns the decoder events it produced."""
@@ -60,12 +120,25 @@ class Engine:
             entry = self._open.get(item.conn)
             if entry is None:
                 return []
-            events = entry[1].feed(item.dir, item.data, frame=item.frame, time=item.time)
+            try:
+                events = entry[1].feed(item.dir, item.data, frame=item.frame, time=item.time)
+            except Exception as exc:
+                self._decoder_failed(item, exc)
+                return []
             for event in events:
                 self._dispatch(entry[0], event)
+            self._stream(item)
             return events
+        if isinstance(item, it.StreamNote):
+            self._stream(item)
+            return []
         if isinstance(item, it.CaptureProblem):
             self.problems.append(item)
+            for hook in self._hooks["problem"]:
+                try:
+                    hook(item)
+                except Exception as exc:
+                    self._failed(hook, "problem", exc, None)
             return []
         if self._t0 is None:
             self._t0 = item.time
@@ -75,40 +148,67 @@ class Engine:
                               start_time=item.time)
             self.sessions.append(session)
             self._open[item.conn] = (session, Connection(saw_start=item.saw_start, keep_data=self.keep_data,
-                                                              track_payload=self.track_payload,
-                                                              keep_headers=self.keep_headers))
+                                                         track_payload=self.track_payload,
+                                                         keep_headers=self.keep_headers))
+            self._stream(item)
             return []
         entry = self._open.get(item.conn)
         if entry is None:
             return []
         session, conn = entry
-        if isinstance(item, it.StreamData):
-            events = conn.feed(item.dir, item.data, frame=item.frame, time=item.time)
-        elif isinstance(item, it.StreamGap):
-            events = conn.gap(item.dir, item.nbytes, frame=item.frame, time=item.time)
-        else:
-            events = conn.close(item.how, frame=item.frame, time=item.time, by=item.by)
-            del self._open[item.conn]
+        try:
+            if isinstance(item, it.StreamGap):
+                events = conn.gap(item.dir, item.nbytes, frame=item.frame, time=item.time)
+            else:
+                events = conn.close(item.how, frame=item.frame, time=item.time, by=item.by)
+                del self._open[item.conn]
+        except Exception as exc:
+            self._decoder_failed(item, exc)
+            return []
         for event in events:
             self._dispatch(session, event)
+        self._stream(item)
         return events
 
-    def connection(self, conn: int) -> Connection | None:
+    def _decoder_failed(self, item: it.StreamData | it.StreamGap | it.StreamClose, exc: Exception) -> None:
+        """A decoder bug: that connection is decoded no further (reported once), the others go on."""
+        session, _ = self._open.pop(item.conn)
+        if os.environ.get("NBDSCOPE_DEBUG"):
+            traceback.print_exception(exc, file=sys.stderr)
+        self.report(Anomaly(rule=INTERNAL_ERROR.id, severity=INTERNAL_ERROR.severity, blame="nbdscope",
+                            session=session.id, frame=item.frame, time=item.time - self.t0(), spec=INTERNAL_ERROR.spec,
+                            message=f"the decoder failed at frame {item.frame} and decoded this connection no "
+                                    f"further: {type(exc).__name__}: {exc} (NBDSCOPE_DEBUG=1 shows the traceback)",
+                            source=session.source))
+
+    def _stream(self, item: it.StreamItem) -> None:
+        for hook in self._hooks["stream"]:
+            try:
+                hook(item)
+            except Exception as exc:
+                self._failed(hook, "stream", exc, None)
+
+    def connection(self, conn: it.ConnKey) -> Connection | None:
         entry = self._open.get(conn)
         return entry[1] if entry else None
 
+    def _subscribers(self, key: tuple[type, int | None]) -> list[MessageHook]:
+        hooks = self._listeners[key] = [a.message for a in self.addons
+                                        if defines(a, "message") and a.wants(*key)]
+        return hooks
+
     def _dispatch(self, session: Session, event: ev.Event) -> None:
         session.observe(event)
-        if self._on_message:
-            self._on_message(session, event)
         cls = type(event)
-        command = event.command if cls in _BY_COMMAND else None  # type: ignore[attr-defined]
-        listeners = self._listeners.get((cls, command))
-        if listeners is None:
-            listeners = self._listeners[(cls, command)] = [
-                r.on_event for r in self.rules if r.wants(cls, command) and (self.keep_data or not r.NEEDS_DATA)]
-        for on_event in listeners:
-            on_event(session, event)
+        key = (cls, event.command if cls in _BY_COMMAND else None)  # type: ignore[attr-defined]
+        hooks = self._listeners.get(key)
+        if hooks is None:
+            hooks = self._subscribers(key)
+        for hook in hooks:
+            try:
+                hook(session, event)
+            except Exception as exc:
+                self._failed(hook, "message", exc, event, session)
 
     def run(self, items: Iterable[it.StreamItem]) -> Result:
         for item in items:
@@ -120,8 +220,11 @@ class Engine:
             session, conn = self._open.pop(conn_id)
             for event in conn.close("end-of-capture", frame=session.last_frame, time=session.last_time):
                 self._dispatch(session, event)
-        for rule in self.rules:
-            rule.on_end(self.sessions)
+        for addon in list(self.addons):
+            self._call(addon, "ending", self.sessions)
         rank = {src: i for i, src in enumerate(dict.fromkeys(s.source for s in self.sessions))}
         self.anomalies.sort(key=lambda a: (rank.get(a.source, 0), a.frame))
-        return Result(self.sessions, self.anomalies, self.problems, self.t0())
+        result = Result(self.sessions, self.anomalies, self.problems, self.t0())
+        for addon in list(self.addons):
+            self._call(addon, "finished", result)
+        return result

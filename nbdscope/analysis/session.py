@@ -6,8 +6,10 @@ from dataclasses import dataclass, field
 
 from nbdscope.analysis.stats import CommandStats
 from nbdscope.decoder import events as ev
-from nbdscope.spec import COMMANDS, TRANSMISSION_FLAGS, Cmd, ReplyType
+from nbdscope.spec import COMMANDS, TRANSMISSION_FLAGS
 from nbdscope.vocab import Endpoint
+
+_TRAFFIC = frozenset((ev.Request, ev.SimpleReply, ev.ReplyChunk, ev.PayloadData))
 
 
 @dataclass
@@ -34,36 +36,21 @@ class Session:
     extended_headers: bool | None = None
     meta_contexts: dict[int, str] = field(default_factory=dict)
     transmission: bool = False
-    commands: dict[int, CommandStats] = field(default_factory=dict)
+    commands: dict[int, CommandStats] = field(default_factory=dict)  # kept by the Statistics addon
     messages: int = 0
     disconnect: str = "open"
     closed: bool = False
     anomaly_count: int = 0
     lost_sync: int = 0  # gaps and resyncs: replies to unseen requests are then expected
-    _failed: set[int] = field(default_factory=set)  # cookies with an error chunk, reply not yet complete
 
     def observe(self, e: ev.Event) -> None:
         """Fold one decoder event into the summary."""
         self.last_frame = max(self.last_frame, e.frame)
         self.last_time = e.time
         self.messages += 1
-        if isinstance(e, ev.Request):
-            stats = self._stats(e.command)
-            stats.count += 1
-            if e.command == Cmd.WRITE:
-                stats.bytes += e.payload_length
-        elif isinstance(e, ev.SimpleReply):
-            if e.command is not None:
-                stats = self._stats(e.command)
-                if e.error:
-                    stats.errors += 1
-                if e.command == Cmd.READ and e.data_length:
-                    stats.bytes += e.data_length
-                if e.latency_us is not None:
-                    stats.add_latency(e.latency_us)
-        elif isinstance(e, ev.ReplyChunk):
-            self._chunk(e)
-        elif isinstance(e, ev.ServerGreeting):
+        if type(e) in _TRAFFIC:
+            return  # requests and replies: counted by the Statistics addon, tracked in flight by the decoder
+        if isinstance(e, ev.ServerGreeting):
             self.handshake = e.style
             if e.style == "oldstyle":
                 self.size, self.transmission_flags = e.size, e.transmission_flags
@@ -96,27 +83,6 @@ class Session:
     def has_flag(self, mask: int) -> bool:
         # int() first: '&' with an IntFlag on the right goes through the slow enum machinery
         return bool(self.transmission_flags is not None and self.transmission_flags & int(mask))
-
-    def _chunk(self, e: ev.ReplyChunk) -> None:
-        if e.command is None:
-            return
-        stats = self._stats(e.command)
-        if e.error is not None:
-            self._failed.add(e.cookie)
-        if e.reply_type == ReplyType.OFFSET_DATA and e.data_length:
-            stats.bytes += e.data_length
-        if e.completes:
-            if e.cookie in self._failed:
-                self._failed.discard(e.cookie)
-                stats.errors += 1
-            if e.latency_us is not None:
-                stats.add_latency(e.latency_us)
-
-    def _stats(self, command: int) -> CommandStats:
-        stats = self.commands.get(command)
-        if stats is None:
-            stats = self.commands[command] = CommandStats()
-        return stats
 
     def as_json(self) -> dict[str, object]:
         tflags = self.transmission_flags

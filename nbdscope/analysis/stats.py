@@ -1,7 +1,8 @@
-"""Per-command counters with bounded memory.
+"""Per-command counters with bounded memory, and the addon that keeps them.
 
 Latency samples are kept in a fixed-size reservoir so a capture with millions of
 requests costs the same memory as one with thousands; the maximum stays exact.
+Percentiles have one definition (nearest rank, ``percentile``) for every view.
 """
 
 from __future__ import annotations
@@ -9,11 +10,20 @@ from __future__ import annotations
 import random
 from array import array
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from nbdscope.analysis.addons import Addon
+from nbdscope.decoder import events as ev
+from nbdscope.spec import Cmd, ReplyType
+
+if TYPE_CHECKING:
+    from nbdscope.analysis.session import Session
 
 RESERVOIR = 1 << 16
+_WRITE, _READ, _OFFSET_DATA = int(Cmd.WRITE), int(Cmd.READ), int(ReplyType.OFFSET_DATA)
 
 
-def _percentile(sorted_values: list[float], q: float) -> float:
+def percentile(sorted_values: list[float], q: float) -> float:
     """Nearest-rank percentile, the definition most latency tools print."""
     if not sorted_values:
         return 0.0
@@ -45,8 +55,60 @@ class CommandStats:
         out: dict[str, object] = {"count": self.count, "bytes": self.bytes, "errors": self.errors}
         if self.seen:
             ordered = sorted(self.samples)
-            out["latency_us"] = {"p50": round(_percentile(ordered, 50), 1), "p99": round(_percentile(ordered, 99), 1),
+            out["latency_us"] = {"p50": round(percentile(ordered, 50), 1), "p99": round(percentile(ordered, 99), 1),
                                  "max": round(self.max_latency, 1)}
         else:
             out["latency_us"] = None
         return out
+
+
+class Statistics(Addon):
+    """Counts requests, bytes moved, errors and latencies per command into each session's ``commands``."""
+
+    def __init__(self) -> None:
+        self._failed: dict[str, set[int]] = {}  # session -> cookies with an error chunk, reply not yet complete
+
+    def wants(self, event_type: type[ev.Event], command: int | None) -> bool:
+        return event_type in (ev.Request, ev.SimpleReply, ev.ReplyChunk)
+
+    def message(self, session: Session, e: ev.Event) -> None:
+        cls = type(e)
+        if cls is ev.Request:
+            stats = _stats(session, e.command)  # type: ignore[attr-defined]
+            stats.count += 1
+            if e.command == _WRITE:  # type: ignore[attr-defined]
+                stats.bytes += e.payload_length  # type: ignore[attr-defined]
+        elif cls is ev.SimpleReply:
+            if e.command is not None:  # type: ignore[attr-defined]
+                stats = _stats(session, e.command)  # type: ignore[attr-defined]
+                if e.error:  # type: ignore[attr-defined]
+                    stats.errors += 1
+                if e.command == _READ and e.data_length:  # type: ignore[attr-defined]
+                    stats.bytes += e.data_length  # type: ignore[attr-defined]
+                if e.latency_us is not None:  # type: ignore[attr-defined]
+                    stats.add_latency(e.latency_us)  # type: ignore[attr-defined]
+        else:
+            self._chunk(session, e)  # type: ignore[arg-type]
+
+    def _chunk(self, session: Session, e: ev.ReplyChunk) -> None:
+        if e.command is None:
+            return
+        stats = _stats(session, e.command)
+        if e.error is not None:
+            self._failed.setdefault(session.id, set()).add(e.cookie)
+        if e.reply_type == _OFFSET_DATA and e.data_length:
+            stats.bytes += e.data_length
+        if e.completes:
+            failed = self._failed.get(session.id)
+            if failed and e.cookie in failed:
+                failed.discard(e.cookie)
+                stats.errors += 1
+            if e.latency_us is not None:
+                stats.add_latency(e.latency_us)
+
+
+def _stats(session: Session, command: int) -> CommandStats:
+    stats = session.commands.get(command)
+    if stats is None:
+        stats = session.commands[command] = CommandStats()
+    return stats

@@ -1,35 +1,32 @@
-"""`nbdscope proxy`: the relay in a forked child, the watcher (decoding, rules,
-outputs) in this process, fed through a shared ring and a pipe, so the two run on
-different cores and a slow output never delays a relayed byte.
+"""The relay process: the relay in a forked child; the decoding, rules and outputs
+(``nbdscope.proxy.source`` through the pipeline) in the parent, fed through a shared
+ring and a pipe, so the two run on different cores and a slow output never delays a
+relayed byte.
 
 The child is forked before this process starts any thread or event loop. It stops
 on SIGTERM or SIGINT (after the grace period), and closing its end of the pipe
 tells the watcher that every record has arrived; so a SIGINT to this process (or
-Ctrl-C to both) ends with complete outputs. The TUI uses the same RelayProcess
-with its own watcher thread."""
+Ctrl-C to both) ends with complete outputs. The TUI runs the same pipeline in a
+thread of its own."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import ctypes
-import gc
 import os
 import select
 import signal
 import sys
 import time
-from contextlib import ExitStack
 from dataclasses import dataclass
 
 from nbdscope.proxy.addresses import Address
 from nbdscope.proxy.relay import Relay
 from nbdscope.proxy.rewrite import FlagRewriter
 from nbdscope.proxy.tap import Ring
-from nbdscope.proxy.watcher import Watcher
 
 FLUSH_EVERY = 0.25  # seconds between flushes of the outputs
-JSONL_BUFFER = 1 << 20  # the JSONL is flushed on a timer; a small buffer would cost a write call every few lines
 READY_TIMEOUT = 30.0
 
 
@@ -147,32 +144,3 @@ def _relay_main(listen: Address, upstream: Address, options: RelayOptions, write
         runner = asyncio.run
     runner(main())
     return 0
-
-
-def run_proxy(listen: Address, upstream: Address, *, jsonl: str | None, pcapng: str | None, quiet: bool,
-              set_mask: int, clear_mask: int, redact: bool, grace: float, stack: ExitStack,
-              delays: dict[int, float] | None = None) -> int:
-    jsonl_file = stack.enter_context(open(jsonl, "wb", buffering=JSONL_BUFFER)) if jsonl else None
-    pcap_file = stack.enter_context(open(pcapng, "wb")) if pcapng else None
-    relay = RelayProcess(listen, upstream, RelayOptions(set_mask, clear_mask, grace, delays))
-    for sig in (signal.SIGINT, signal.SIGTERM):  # the relay stops; the watcher reads to the end
-        signal.signal(sig, lambda *_: relay.stop())
-    problem = relay.wait_ready()
-    if problem is not None:
-        relay.stop()
-        relay.wait()
-        raise OSError(problem)
-    print(f"nbdscope proxy: listening on {listen}, relaying to {upstream}", file=sys.stderr, flush=True)
-    # Every message makes a few short-lived, acyclic objects: collect cycles far less often
-    # than after every 700 allocations, and never rescan what was loaded at start.
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 20)
-    watcher = Watcher(jsonl=jsonl_file, pcapng=pcap_file, quiet=quiet, redact=redact)
-    try:
-        result = watcher.run(relay.fd, relay.ring, FLUSH_EVERY)
-    finally:
-        relay.stop()
-        status = relay.wait()
-        os.close(relay.fd)
-    print(watcher.summary(result), file=sys.stderr, flush=True)
-    return 0 if status == 0 else 2

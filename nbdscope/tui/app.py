@@ -10,7 +10,7 @@ from textual.binding import Binding, BindingType
 
 from nbdscope.tui.detail import Palette
 from nbdscope.tui.screens import HelpScreen, MessagesScreen, OverviewScreen, _Base
-from nbdscope.tui.sources import Source
+from nbdscope.tui.sources import Producer
 from nbdscope.tui.store import NO_ROW, Store
 
 TICK = 0.25  # seconds between screen refreshes from the store
@@ -25,7 +25,7 @@ class NbdscopeApp(App[None]):
         Binding("t", "toggle_theme", "Theme"),
     ]
 
-    def __init__(self, store: Store, source: Source | None = None, *, title: str = "") -> None:
+    def __init__(self, store: Store, source: Producer | None = None, *, title: str = "") -> None:
         super().__init__()
         self.store = store
         self.source = source

@@ -18,6 +18,7 @@ from textual.screen import ModalScreen, Screen
 from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Input, Label, Markdown, RichLog, Sparkline, Static
 
+from nbdscope.analysis.stats import percentile
 from nbdscope.decoder import events as ev
 from nbdscope.spec import COMMANDS, TRANSMISSION_FLAGS
 from nbdscope.tui import detail as D
@@ -574,8 +575,8 @@ class SummaryScreen(_Base):
         if lats:
             lats.sort()
             self.query_one("#latency-scale", Static).update(
-                f"{len(lats):,} replies: min {F.fmt_latency(lats[0])}  p50 {F.fmt_latency(lats[len(lats) // 2])}  "
-                f"p99 {F.fmt_latency(lats[min(len(lats) - 1, len(lats) * 99 // 100)])}  "
+                f"{len(lats):,} replies: min {F.fmt_latency(lats[0])}  p50 {F.fmt_latency(percentile(lats, 50))}  "
+                f"p99 {F.fmt_latency(percentile(lats, 99))}  "
                 f"max {F.fmt_latency(lats[-1])}")
         else:
             self.query_one("#latency-scale", Static).update("no completed replies")

@@ -2,7 +2,7 @@
 its anomaly mark and its request/reply link.
 
 One producer (a loader thread, the proxy's thread or the live capture thread)
-appends through the engine's callbacks; the UI thread only reads. Rows are the
+appends through the engine's addon hooks; the UI thread only reads. Rows are the
 decoder's own immutable events plus a few compact parallel arrays, so a million
 messages cost no widget and no per-row object beyond the event itself.
 """
@@ -11,15 +11,20 @@ from __future__ import annotations
 
 import threading
 from array import array
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar
 
+from nbdscope.analysis.addons import Addon
 from nbdscope.analysis.anomaly import SEVERITY_RANK, Anomaly
 from nbdscope.analysis.session import Session
 from nbdscope.decoder import events as ev
 from nbdscope.vocab import CaptureProblem
 
+if TYPE_CHECKING:
+    from nbdscope.analysis.engine import Engine
+
 NO_ROW = -1
-LINK_SCAN = 200_000  # rows searched backwards for the message an anomaly names by frame
 
 
 @dataclass
@@ -30,8 +35,11 @@ class Finding:
     row: int
 
 
-@dataclass
-class Store:
+@dataclass(eq=False)
+class Store(Addon):
+    """An addon: the engine hands it every message and finding of the run it watches."""
+
+    NEEDS: ClassVar[frozenset[str]] = frozenset({"headers"})  # the hex pane shows each message's header
     events: list[ev.Event] = field(default_factory=list)
     session_of: array = field(default_factory=lambda: array("H"))  # index into sessions
     marks: bytearray = field(default_factory=bytearray)  # 0: none, else 1 + worst severity rank
@@ -44,16 +52,21 @@ class Store:
     done: bool = False  # the source has ended (file read, proxy stopped)
     lock: threading.Lock = field(default_factory=threading.Lock)  # guards findings/notices lists for readers
     _session_index: dict[str, int] = field(default_factory=dict)
-    _inflight: dict[tuple[int, int], int] = field(default_factory=dict)  # (session, cookie) -> request row
-    _last_row: int = NO_ROW
+    # per session: its rows and their frames, both in arrival order (frames never decrease within a
+    # session), so the row a finding or a reply names by frame is a bisection away
+    _rows: list[array] = field(default_factory=list)
+    _frames: list[array] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.link)  # the array written last for a row: a row counted here is complete
 
     # ------------------------------------------------------------ producer side
 
-    def on_message(self, session: Session, e: ev.Event) -> None:
-        """Engine listener: append one message."""
+    def started(self, engine: Engine) -> None:
+        self.t0 = None  # times count from the run's first message
+
+    def message(self, session: Session, e: ev.Event) -> None:
+        """Append one message, linked to its request (replies) by the request frame the decoder matched."""
         if isinstance(e, ev.PayloadData):
             return
         if self.t0 is None:
@@ -62,28 +75,36 @@ class Store:
         if s is None:
             s = self._session_index[session.id] = len(self.sessions)
             self.sessions.append(session)
+            self._rows.append(array("q"))
+            self._frames.append(array("q"))
         row = len(self.events)
         link = NO_ROW
-        if isinstance(e, ev.Request):
-            self._inflight[(s, e.cookie)] = row
-        elif isinstance(e, ev.Reply):
-            key = (s, e.cookie)
-            req = self._inflight.get(key, NO_ROW)
+        if isinstance(e, ev.Reply) and e.request_frame is not None:
+            req = self._request_row(s, e.request_frame, e.cookie)
             if req != NO_ROW:
                 link = req
-                if e.completes:
-                    del self._inflight[key]
-                    self.link[req] = row
-                elif self.link[req] == NO_ROW:
+                if e.completes or self.link[req] == NO_ROW:
                     self.link[req] = row  # until the completing chunk arrives, point at the first one
         self.events.append(e)
         self.session_of.append(s)
         self.marks.append(0)
+        self._rows[s].append(row)
+        self._frames[s].append(e.frame)
         self.link.append(link)
-        self._last_row = row
 
-    def on_anomaly(self, a: Anomaly) -> None:
-        """Engine listener: attach a finding to the message it names (the one just decoded, if it matches)."""
+    def _request_row(self, s: int, frame: int, cookie: int) -> int:
+        rows, frames = self._rows[s], self._frames[s]
+        i = bisect_left(frames, frame)
+        while i < len(frames) and frames[i] == frame:
+            e = self.events[rows[i]]
+            if isinstance(e, ev.Request) and e.cookie == cookie:
+                return rows[i]
+            i += 1
+        return NO_ROW
+
+    def finding(self, a: Anomaly) -> None:
+        """Attach a finding to the message it names: the latest of its session at that frame, else the
+        nearest earlier one."""
         row = self._find_row(a)
         if row != NO_ROW:
             self.marks[row] = max(self.marks[row], 1 + SEVERITY_RANK[a.severity])
@@ -94,18 +115,12 @@ class Store:
         s = self._session_index.get(a.session)
         if s is None:
             return NO_ROW
-        last = self._last_row
-        if last != NO_ROW and self.session_of[last] == s and self.events[last].frame == a.frame:
-            return last
-        best = NO_ROW
-        for row in range(len(self.events) - 1, max(-1, len(self.events) - 1 - LINK_SCAN), -1):
-            if self.session_of[row] == s:
-                frame = self.events[row].frame
-                if frame == a.frame:
-                    return row
-                if frame < a.frame and best == NO_ROW:
-                    best = row  # nearest earlier message of that session
-        return best
+        i = bisect_right(self._frames[s], a.frame) - 1
+        return self._rows[s][i] if i >= 0 else NO_ROW
+
+    def problem(self, problem: CaptureProblem) -> None:
+        self.problems.append(problem)
+        self.add_notice(f"{problem.source}: frame {problem.frame}: {problem.message}; results up to there are kept")
 
     def add_notice(self, text: str) -> None:
         with self.lock:

@@ -29,6 +29,6 @@ def test_mutated_captures_never_raise(which: int, flips: list[tuple[int, int]], 
         path = Path(tmp) / "x.pcap"
         path.write_bytes(bytes(blob))
         try:
-            Engine(keep_data=True).run(read_captures([str(path)]))
+            Engine(verify_data=True).run(read_captures([str(path)]))
         except CaptureError:
             pass  # not a capture at all: refused up front, which is the contract

@@ -9,7 +9,7 @@ from pathlib import Path
 from nbdscope.analysis.engine import Engine
 from nbdscope.capture import read_captures
 from nbdscope.tui.app import NbdscopeApp
-from nbdscope.tui.sources import FileSource
+from nbdscope.tui.sources import file_producer
 from nbdscope.tui.store import Store
 
 CAPTURES = Path(__file__).resolve().parents[2] / "captures"
@@ -19,7 +19,7 @@ SNAPSHOTS = Path(__file__).resolve().parent / "snapshots"
 def loaded_store(name: str) -> Store:
     """A store filled synchronously from a shipped capture, as the file source would fill it."""
     store = Store()
-    engine = Engine(on_message=store.on_message, on_anomaly=store.on_anomaly, keep_headers=True)
+    engine = Engine([store])
     engine.run(read_captures([str(CAPTURES / name)]))
     store.done = True
     return store
@@ -27,7 +27,7 @@ def loaded_store(name: str) -> Store:
 
 def file_app(name: str) -> NbdscopeApp:
     store = Store()
-    return NbdscopeApp(store, FileSource(store, [str(CAPTURES / name)]))
+    return NbdscopeApp(store, file_producer(store, [str(CAPTURES / name)]))
 
 
 async def settle(pilot: object, app: NbdscopeApp, timeout: float = 10.0) -> None:

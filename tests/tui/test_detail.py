@@ -19,7 +19,7 @@ FUA, BIT9 = 1 << 0, 1 << 9  # command flag bit 0 is NBD_CMD_FLAG_FUA; bit 9 is n
 
 def session() -> Store:
     store = Store()
-    engine = Engine(on_message=store.on_message, on_anomaly=store.on_anomaly, keep_headers=True)
+    engine = Engine([store])
     frame = iter(range(1, 100))
 
     def send(direction: str, data: bytes) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 
 from textual.pilot import Pilot
@@ -15,10 +15,11 @@ from nbdscope.decoder import events as ev
 from nbdscope.spec import Cmd, ReplyType
 from nbdscope.tui.app import NbdscopeApp
 from nbdscope.tui.screens import HelpScreen, MessagesScreen, OverviewScreen, SummaryScreen
-from nbdscope.tui.sources import Source
+from nbdscope.tui.sources import Producer
 from nbdscope.tui.store import NO_ROW, Store
 from nbdscope.tui.table import MessageTable
 from nbdscope.tui.widgets import FindingsTable, SessionsTable
+from nbdscope.vocab import StreamItem
 from tests.tui.helpers import CAPTURES, file_app, screen_text, settle
 
 
@@ -132,34 +133,35 @@ def test_navigation_filter_and_search() -> None:
     run(go())
 
 
-class _TrickleSource(Source):
-    """A capture fed to the engine a few items at a time, as a live source would."""
+class _TrickleSource:
+    """A capture handed to the pipeline a few items at a time, as a live source would."""
 
     live = True
     label = "trickle"
 
-    def __init__(self, store: Store, path: str, gate: threading.Event, before_gate: float = 0.5) -> None:
-        super().__init__(store)
-        self.items = list(read_captures([path]))
+    def __init__(self, path: str, gate: threading.Event, before_gate: float = 0.5) -> None:
+        self.all = list(read_captures([path]))
         self.gate = gate
         self.halt = threading.Event()
         self.before_gate = before_gate  # the share of the items delivered before the gate opens
 
-    def run(self) -> None:
-        half = int(len(self.items) * self.before_gate)
-        for item in self.items[:half]:
-            self.engine.feed(item)
+    def items(self) -> Iterator[StreamItem]:
+        half = int(len(self.all) * self.before_gate)
+        yield from self.all[:half]
         self.gate.wait(20)
-        for item in self.items[half:]:
+        for item in self.all[half:]:
             if self.halt.is_set():
                 return
-            self.engine.feed(item)
+            yield item
             time.sleep(0.001)
-        self._finish()
 
-    def _request_stop(self) -> None:
+    def stop(self) -> None:
         self.halt.set()
         self.gate.set()
+
+
+def _trickle(store: Store, path: str, gate: threading.Event, before_gate: float = 0.5) -> Producer:
+    return Producer(store, _TrickleSource(path, gate, before_gate))
 
 
 @asynccontextmanager
@@ -167,7 +169,7 @@ async def _trickle_app(capture: str) -> AsyncIterator[tuple[NbdscopeApp, Pilot[N
     """The messages view over a trickle source that has delivered half of ``capture``;
     setting the gate releases the rest."""
     gate = threading.Event()
-    app = NbdscopeApp(store := Store(), _TrickleSource(store, str(CAPTURES / capture), gate))
+    app = NbdscopeApp(store := Store(), _trickle(store, str(CAPTURES / capture), gate))
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.pause(0.5)
         await pilot.press("m")
@@ -211,7 +213,7 @@ def test_findings_that_arrive_late_take_the_focus() -> None:
 
     async def go() -> None:
         gate = threading.Event()
-        app = NbdscopeApp(store := Store(), _TrickleSource(store, str(CAPTURES / "seed-unaligned-extent.pcap"), gate,
+        app = NbdscopeApp(store := Store(), _trickle(store, str(CAPTURES / "seed-unaligned-extent.pcap"), gate,
                                                            before_gate=0.0))
         async with app.run_test(size=(100, 30)) as pilot:
             await pilot.pause(0.5)

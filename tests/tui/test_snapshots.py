@@ -13,7 +13,7 @@ import pytest
 
 from nbdscope.spec import TRANSMISSION_FLAGS, Errno
 from nbdscope.tui.app import NbdscopeApp
-from nbdscope.tui.sources import FileSource
+from nbdscope.tui.sources import file_producer
 from nbdscope.tui.store import Store
 from tests.tui.helpers import CAPTURES, SNAPSHOTS, screen_text, settle
 
@@ -31,7 +31,7 @@ def shoot(capture: str, size: tuple[int, int], keys: list[str]) -> str:
     async def go() -> str:
         os.chdir(CAPTURES.parent)  # relative path: the status line shows it as a user would type it
         store = Store()
-        app = NbdscopeApp(store, FileSource(store, [f"captures/{capture}"]))
+        app = NbdscopeApp(store, file_producer(store, [f"captures/{capture}"]))
         async with app.run_test(size=size) as pilot:
             await settle(pilot, app)
             for key in keys:

@@ -31,7 +31,7 @@ def handshake(tflags: int, size: int = 1 << 20, block: tuple[int, int, int] | No
 
 
 def analyze(*sessions: list[tuple[str, bytes]], client_ports: tuple[int, ...] = (), keep_data: bool = False) -> Result:
-    engine = Engine(keep_data=keep_data)
+    engine = Engine(verify_data=keep_data)
     frame = 0
     for n in range(len(sessions)):
         port = client_ports[n] if client_ports else 40000 + n

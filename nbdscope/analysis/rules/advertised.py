@@ -35,11 +35,11 @@ class CacheFlagMismatch(Rule):
     EVENTS = (ev.Request, ev.SimpleReply, ev.ReplyChunk)
     FOR_COMMANDS = frozenset({Cmd.CACHE})
 
-    def __init__(self, *args: object) -> None:
-        super().__init__(*args)  # type: ignore[arg-type]
+    def __init__(self) -> None:
+        super().__init__()
         self._flagged_servers: set[str] = set()
 
-    def on_event(self, session: Session, event: ev.Event) -> None:
+    def message(self, session: Session, event: ev.Event) -> None:
         if session.transmission_flags is None or session.has_flag(TF.SEND_CACHE):
             return
         multi = session.has_flag(TF.CAN_MULTI_CONN)
@@ -58,7 +58,7 @@ class CacheFlagMismatch(Rule):
                       "spread writes over several connections to it risk corruption", blame="server",
                       cookie=event.cookie, transmission_flags=session.transmission_flags)
 
-    def on_end(self, sessions: list[Session]) -> None:
+    def ending(self, sessions: list[Session]) -> None:
         """Name the other connections to an export whose multi-conn claim is in doubt."""
         by_export: dict[tuple[str, str | None], list[Session]] = defaultdict(list)
         for s in sessions:
@@ -81,7 +81,7 @@ class CommandNotAdvertised(Rule):
     EVENTS = (ev.Request,)
     FOR_COMMANDS = frozenset({*_NEEDS, Cmd.BLOCK_STATUS})
 
-    def on_event(self, session: Session, event: ev.Event) -> None:
+    def message(self, session: Session, event: ev.Event) -> None:
         if not isinstance(event, ev.Request) or session.transmission_flags is None:
             return
         need = _NEEDS.get(event.command)  # type: ignore[call-overload]
@@ -99,7 +99,7 @@ class FlagNotAdvertised(Rule):
                     "it is not documented for")
     EVENTS = (ev.Request,)
 
-    def on_event(self, session: Session, event: ev.Event) -> None:
+    def message(self, session: Session, event: ev.Event) -> None:
         if not isinstance(event, ev.Request) or not event.flags:
             return
         known = session.transmission_flags is not None
@@ -133,7 +133,7 @@ class WriteToReadOnly(Rule):
     EVENTS = (ev.Request, ev.SimpleReply, ev.ReplyChunk)
     FOR_COMMANDS = frozenset(WRITES)
 
-    def on_event(self, session: Session, event: ev.Event) -> None:
+    def message(self, session: Session, event: ev.Event) -> None:
         if not session.has_flag(TF.READ_ONLY):
             return
         if isinstance(event, ev.Request) and event.command in WRITES:
@@ -150,10 +150,10 @@ class MultiConnWithoutFlag(Rule):
                     "advertise NBD_FLAG_CAN_MULTI_CONN")
     EVENTS = ()
 
-    def on_event(self, session: Session, event: ev.Event) -> None:
+    def message(self, session: Session, event: ev.Event) -> None:
         return
 
-    def on_end(self, sessions: list[Session]) -> None:
+    def ending(self, sessions: list[Session]) -> None:
         groups: dict[tuple[str, str, int, str | None], list[Session]] = defaultdict(list)
         for s in sessions:
             if s.transmission_flags is not None and not s.has_flag(TF.CAN_MULTI_CONN):

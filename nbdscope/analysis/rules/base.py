@@ -1,47 +1,66 @@
-"""The rule interface: a rule watches decoder events and reports anomalies."""
+"""The rule interface: a rule is an addon that watches decoder events and reports anomalies."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
+from nbdscope.analysis.addons import Addon
 from nbdscope.analysis.anomaly import Anomaly, Blame, RuleInfo, Severity
 from nbdscope.analysis.session import Session
 from nbdscope.decoder import events as ev
 
+if TYPE_CHECKING:
+    from nbdscope.analysis.engine import Engine
+
 Report = Callable[[Anomaly], None]
 
 
-class Rule:
-    """One anomaly check. Subclasses set INFO and override on_event (and maybe on_end).
+def _unstarted(anomaly: Anomaly) -> None:
+    raise RuntimeError("a rule reported before the engine started it")
+
+
+class Rule(Addon):
+    """One anomaly check. Subclasses set INFO and override ``message`` (and maybe ``ending``).
 
     A rule instance lives for a whole analysis run and sees every session, so
     rules that compare connections (several connections to one export) can."""
 
     INFO: ClassVar[RuleInfo]
-    EVENTS: ClassVar[tuple[type[ev.Event], ...]] = (ev.Event,)  # what on_event is called for
+    EVENTS: ClassVar[tuple[type[ev.Event], ...]] = (ev.Event,)  # what ``message`` is called for
     NEEDS_DATA: ClassVar[bool] = False  # only meaningful when the decoder keeps payloads
     # requests and replies: the commands the rule cares about (None: all, including replies that
     # match no request). The engine skips the call for others: most rules concern a few commands,
     # and a live proxy pays for every call on every message.
     FOR_COMMANDS: ClassVar[frozenset[int] | None] = None
 
-    def __init__(self, report: Report, t0: Callable[[], float]) -> None:
-        self._report = report
-        self._t0 = t0
+    def __init__(self) -> None:
+        self._report: Report = _unstarted
+        self._t0: Callable[[], float] = lambda: 0.0
+
+    @property
+    def name(self) -> str:
+        return self.INFO.id
+
+    def started(self, engine: Engine) -> None:
+        self._report = engine.report
+        self._t0 = engine.t0
 
     @classmethod
-    def wants(cls, event_type: type[ev.Event], command: int | None) -> bool:
-        """Whether on_event is to be called for events of this type (and command, for requests and replies)."""
+    def subscribes(cls, event_type: type[ev.Event], command: int | None) -> bool:
+        """Whether ``message`` is to be called for events of this type (and command, for requests and replies)."""
         if not issubclass(event_type, cls.EVENTS):
             return False
         only = cls.FOR_COMMANDS
         return only is None or not issubclass(event_type, ev.Request | ev.Reply) or command in only
 
-    def on_event(self, session: Session, event: ev.Event) -> None:
+    def wants(self, event_type: type[ev.Event], command: int | None) -> bool:
+        return self.subscribes(event_type, command)
+
+    def message(self, session: Session, event: ev.Event) -> None:
         raise NotImplementedError
 
-    def on_end(self, sessions: list[Session]) -> None:
+    def ending(self, sessions: list[Session]) -> None:
         """Called once after all inputs; for findings that need the whole run."""
 
     def flag(self, session: Session, event: ev.Event, message: str, *, blame: Blame | None = None,

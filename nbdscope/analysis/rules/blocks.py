@@ -20,7 +20,7 @@ class SizeNotBlockMultiple(Rule):
                     "unreachable; qemu-img 7.2 aborts on such exports")
     EVENTS = (ev.TransmissionStart,)
 
-    def on_event(self, session: Session, event: ev.Event) -> None:
+    def message(self, session: Session, event: ev.Event) -> None:
         if isinstance(event, ev.TransmissionStart) and event.min_block and event.size is not None \
                 and event.size % event.min_block:
             self.flag(session, event, f"export size {event.size} is not a multiple of the minimum block size "
@@ -32,8 +32,8 @@ class _ServerShouldRefuse(Rule):
     """Requests the client should not have sent, which the server then should have refused
     with NBD_EINVAL ("Size constraints": the server SHOULD report NBD_EINVAL)."""
 
-    def __init__(self, *args: object) -> None:
-        super().__init__(*args)  # type: ignore[arg-type]
+    def __init__(self) -> None:
+        super().__init__()
         self.bad: dict[tuple[str, int], str] = {}
 
     def remember(self, session: Session, event: ev.Request, what: str) -> None:
@@ -52,7 +52,7 @@ class UnalignedRequest(_ServerShouldRefuse):
                     "request offset or length is not a multiple of the advertised minimum block size")
     EVENTS = (ev.Request, ev.SimpleReply, ev.ReplyChunk)  # replies of any command: cookies may be reused
 
-    def on_event(self, session: Session, event: ev.Event) -> None:
+    def message(self, session: Session, event: ev.Event) -> None:
         self.check_reply(session, event)
         block = session.min_block
         if not isinstance(event, ev.Request) or not block or block == 1 or event.command not in RANGED:
@@ -71,7 +71,7 @@ class RequestBeyondExport(_ServerShouldRefuse):
                     "request offset + length runs past the end of the export")
     EVENTS = (ev.Request, ev.SimpleReply, ev.ReplyChunk)  # replies of any command: cookies may be reused
 
-    def on_event(self, session: Session, event: ev.Event) -> None:
+    def message(self, session: Session, event: ev.Event) -> None:
         self.check_reply(session, event)
         if not isinstance(event, ev.Request) or session.size is None or event.command not in RANGED:
             return
@@ -89,7 +89,7 @@ class PayloadTooLarge(Rule):
     EVENTS = (ev.Request,)
     FOR_COMMANDS = frozenset({Cmd.READ, Cmd.WRITE})
 
-    def on_event(self, session: Session, event: ev.Event) -> None:
+    def message(self, session: Session, event: ev.Event) -> None:
         if not isinstance(event, ev.Request):
             return
         carries = event.command == Cmd.WRITE or (event.command == Cmd.READ and not session.structured_replies
@@ -113,7 +113,7 @@ class UnalignedExtent(Rule):
                     "the request or the export, or making no progress")
     EVENTS = (ev.ReplyChunk,)  # for any command: a status chunk may answer a request of another kind
 
-    def on_event(self, session: Session, event: ev.Event) -> None:
+    def message(self, session: Session, event: ev.Event) -> None:
         if not isinstance(event, ev.ReplyChunk) or event.reply_type not in STATUS_REPLY_TYPES:
             return
         if event.request_offset is None or event.request_length is None:

@@ -54,8 +54,8 @@ class StaleRead(Rule):
     NEEDS_DATA = True
     MAX_REPORTS = 10  # per session: one broken cache produces thousands of findings
 
-    def __init__(self, *args: object) -> None:
-        super().__init__(*args)  # type: ignore[arg-type]
+    def __init__(self) -> None:
+        super().__init__()
         self.disks: dict[tuple[str, str | None], ShadowDisk] = {}
         self.conns: dict[str, _Conn] = {}
         self.multi: dict[str, bool] = {}
@@ -72,7 +72,7 @@ class StaleRead(Rule):
         return [(w.offset, w.offset + w.length) for c in self.conns.values() if c.export == export
                 for w in c.writes.values()]
 
-    def on_event(self, session: Session, event: ev.Event) -> None:
+    def message(self, session: Session, event: ev.Event) -> None:
         self.seq += 1
         c = self._conn(session)
         self.multi[session.id] = session.has_flag(TransmissionFlag.CAN_MULTI_CONN)

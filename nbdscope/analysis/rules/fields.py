@@ -28,7 +28,7 @@ class ReservedBitsSet(Rule):
                     "a bit the spec does not define is set in a flags field")
     EVENTS = (ev.ServerGreeting, ev.ClientFlags, ev.Request, ev.ReplyChunk, ev.OptionReply, ev.ExportNameReply)
 
-    def on_event(self, session: Session, event: ev.Event) -> None:
+    def message(self, session: Session, event: ev.Event) -> None:
         if isinstance(event, ev.Request):  # the common events first
             if COMMAND_FLAGS.reserved(event.flags):
                 self.flag(session, event, f"{COMMANDS.name(event.command)} sets undefined command flag bit(s) "
@@ -65,7 +65,7 @@ class TransmissionFlagsInvalid(Rule):
                     "without extended headers)")
     EVENTS = (ev.TransmissionStart,)
 
-    def on_event(self, session: Session, event: ev.Event) -> None:
+    def message(self, session: Session, event: ev.Event) -> None:
         if not isinstance(event, ev.TransmissionStart) or event.transmission_flags is None:
             return
         f = event.transmission_flags
@@ -92,7 +92,7 @@ class UnknownCommand(Rule):
     def wants(cls, event_type: type[ev.Event], command: int | None) -> bool:
         return issubclass(event_type, ev.Request) and command not in COMMANDS
 
-    def on_event(self, session: Session, event: ev.Event) -> None:
+    def message(self, session: Session, event: ev.Event) -> None:
         if isinstance(event, ev.Request) and event.command not in COMMANDS:
             self.flag(session, event, f"request type {event.command} is not defined", command=event.command,
                       cookie=event.cookie)

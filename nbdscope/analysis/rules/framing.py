@@ -16,11 +16,11 @@ class CaptureGap(Rule):
     EVENTS = (ev.Gap, ev.ConnectionEnd, ev.TransmissionStart)
     SHOWN = 10  # gaps reported one by one per session; the rest are summed up at the end
 
-    def __init__(self, *args: object) -> None:
-        super().__init__(*args)  # type: ignore[arg-type]
+    def __init__(self) -> None:
+        super().__init__()
         self.counts: dict[str, list[int]] = {}  # session -> [gaps, bytes]
 
-    def on_event(self, session: Session, event: ev.Event) -> None:
+    def message(self, session: Session, event: ev.Event) -> None:
         if isinstance(event, ev.Gap):
             count = self.counts.setdefault(session.id, [0, 0])
             count[0] += 1
@@ -46,7 +46,7 @@ class MalformedMessage(Rule):
                     "bytes that are not a valid message at that point of the protocol (bad magic, garbage)")
     EVENTS = (ev.Malformed, ev.Resync)
 
-    def on_event(self, session: Session, event: ev.Event) -> None:
+    def message(self, session: Session, event: ev.Event) -> None:
         if isinstance(event, ev.Malformed) and event.what != "option-after-handshake":
             self.flag(session, event, event.message, what=event.what, **event.values)
         elif isinstance(event, ev.Resync) and event.skipped and not event.after_gap:
@@ -59,7 +59,7 @@ class HardDisconnect(Rule):
                     "a connection in transmission closed without NBD_CMD_DISC, or with requests unanswered")
     EVENTS = (ev.ConnectionEnd,)
 
-    def on_event(self, session: Session, event: ev.Event) -> None:
+    def message(self, session: Session, event: ev.Event) -> None:
         if not isinstance(event, ev.ConnectionEnd) or event.how == "end-of-capture" or not session.transmission:
             return
         if session.lost_sync:

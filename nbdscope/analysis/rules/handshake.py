@@ -37,12 +37,12 @@ class OptionProtocol(Rule):
                     "answered differently from the INFO just before it")
     EVENTS = (ev.ServerGreeting, ev.ClientFlags, ev.OptionRequest, ev.OptionReply, ev.Malformed, ev.ConnectionEnd)
 
-    def __init__(self, *args: object) -> None:
-        super().__init__(*args)  # type: ignore[arg-type]
+    def __init__(self) -> None:
+        super().__init__()
         self.state: dict[str, _State] = {}
         self.greeting_flags: dict[str, int] = {}
 
-    def on_event(self, session: Session, event: ev.Event) -> None:
+    def message(self, session: Session, event: ev.Event) -> None:
         st = self.state.setdefault(session.id, _State())
         if isinstance(event, ev.ServerGreeting) and event.handshake_flags is not None:
             self.greeting_flags[session.id] = event.handshake_flags
@@ -139,11 +139,11 @@ class TlsProtocol(Rule):
                     "transmission after the server required TLS (a downgrade)")
     EVENTS = (ev.Malformed, ev.OptionReply, ev.OptionRequest, ev.TransmissionStart, ev.ConnectionEnd)
 
-    def __init__(self, *args: object) -> None:
-        super().__init__(*args)  # type: ignore[arg-type]
+    def __init__(self) -> None:
+        super().__init__()
         self.required: dict[str, int] = {}
 
-    def on_event(self, session: Session, event: ev.Event) -> None:
+    def message(self, session: Session, event: ev.Event) -> None:
         if isinstance(event, ev.Malformed) and event.what == "tls-without-starttls":
             self.flag(session, event, f"{event.message}: STARTTLS was not acknowledged, so this stream cannot be "
                       "decoded and the peer is out of step")

@@ -56,8 +56,8 @@ class _Tracker:
 
 
 class _TrackingRule(Rule):
-    def __init__(self, *args: object) -> None:
-        super().__init__(*args)  # type: ignore[arg-type]
+    def __init__(self) -> None:
+        super().__init__()
         self.sessions: dict[str, _Tracker] = {}
 
     def tracker(self, session: Session) -> _Tracker:
@@ -72,11 +72,11 @@ class CookieReuse(Rule):
                     "a cookie reused while a request with that cookie is still in flight, so replies are ambiguous")
     EVENTS = (ev.Request, ev.SimpleReply, ev.ReplyChunk, ev.ConnectionEnd)
 
-    def __init__(self, *args: object) -> None:
-        super().__init__(*args)  # type: ignore[arg-type]
+    def __init__(self) -> None:
+        super().__init__()
         self.open: dict[str, dict[int, tuple[int, int]]] = {}  # session -> cookie -> (command, request frame)
 
-    def on_event(self, session: Session, event: ev.Event) -> None:
+    def message(self, session: Session, event: ev.Event) -> None:
         cookies = self.open.get(session.id)
         if cookies is None:
             cookies = self.open[session.id] = {}
@@ -100,7 +100,7 @@ class UnmatchedReply(_TrackingRule):
                     "a reply whose cookie matches no request in flight: a double reply or an invented cookie")
     EVENTS = (ev.SimpleReply, ev.ReplyChunk, ev.ConnectionEnd)  # the decoder matches requests: command is None
 
-    def on_event(self, session: Session, event: ev.Event) -> None:
+    def message(self, session: Session, event: ev.Event) -> None:
         t = self.tracker(session)
         if isinstance(event, ev.Reply):
             if event.command is None and session.reliable:
@@ -126,7 +126,7 @@ class ReplyKind(Rule):
                     "chunks without negotiation, simple replies or compact requests under extended headers)")
     EVENTS = (ev.Request, ev.SimpleReply, ev.ReplyChunk)
 
-    def on_event(self, session: Session, event: ev.Event) -> None:
+    def message(self, session: Session, event: ev.Event) -> None:
         if session.handshake == "unknown" or session.tls:
             return
         extended, structured = session.extended_headers, session.structured_replies
@@ -155,7 +155,7 @@ class SimpleReplyToStructuredRead(Rule):
     EVENTS = (ev.SimpleReply,)
     FOR_COMMANDS = frozenset({Cmd.READ})
 
-    def on_event(self, session: Session, event: ev.Event) -> None:
+    def message(self, session: Session, event: ev.Event) -> None:
         if isinstance(event, ev.SimpleReply) and event.command == Cmd.READ and session.structured_replies \
                 and not session.extended_headers:
             self.flag(session, event, f"simple reply (error {event.error}) to NBD_CMD_READ cookie {event.cookie:#x} "
@@ -168,7 +168,7 @@ class BadReplyChunk(_TrackingRule):
                     "the request, lengths, or a type not valid for the command")
     EVENTS = (ev.SimpleReply, ev.ReplyChunk, ev.ConnectionEnd)  # replies carry their request's fields
 
-    def on_event(self, session: Session, event: ev.Event) -> None:
+    def message(self, session: Session, event: ev.Event) -> None:
         t = self.tracker(session)
         if isinstance(event, ev.ConnectionEnd):
             for cookie, o in t.open.items():

@@ -1,0 +1,90 @@
+"""One way to run nbdscope: a source of stream items, through the engine, into addons.
+
+Every command goes through ``run``: ``analyze`` (capture files), ``live`` (tcpdump on an
+interface), ``proxy`` (the relay's tap) and the TUI over any of them. A source only
+yields stream items (``nbdscope.vocab``); what is done with the decoded events is
+the addons' business, so a new input is one Source class and a new output one
+Addon class, and no command wires an engine by hand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterator, Sequence
+from typing import Protocol
+
+from nbdscope.analysis.addons import Addon
+from nbdscope.analysis.engine import Engine, Result
+from nbdscope.vocab import StreamItem
+
+
+class Source(Protocol):
+    """Where stream items come from. ``items`` may block while waiting for traffic (live, proxy);
+    ``stop`` asks it, from another thread or a signal handler, to end ``items`` soon."""
+
+    label: str
+    live: bool
+
+    def items(self) -> Iterator[StreamItem]: ...
+
+    def stop(self) -> None: ...
+
+
+def run(source: Source, addons: Sequence[Addon] = (), *, verify_data: bool = False) -> Result:
+    """Feed everything the source yields through a new engine into the addons; the run's result."""
+    return Engine(addons, verify_data=verify_data).run(source.items())
+
+
+class FileSource:
+    """Capture files, read once in the order given (with a progress bar on a terminal if asked)."""
+
+    live = False
+
+    def __init__(self, paths: Sequence[str], ports: Collection[int] = (), *, progress: bool = False) -> None:
+        self.paths, self.ports, self.progress = list(paths), list(ports), progress
+        self.label = ", ".join(self.paths)
+        self._stopped = False
+
+    def items(self) -> Iterator[StreamItem]:
+        from nbdscope.capture import read_captures
+
+        if not self.progress:
+            for item in read_captures(self.paths, extra_ports=self.ports, reuse_buffers=True):
+                if self._stopped:
+                    return
+                yield item
+            return
+        from nbdscope.report.progress import ProgressBar
+
+        with ProgressBar(self.paths) as bar:
+            yield from read_captures(self.paths, extra_ports=self.ports, progress=bar.update, reuse_buffers=True)
+
+    def stop(self) -> None:
+        self._stopped = True
+
+
+class LiveSource:
+    """tcpdump on an interface, its pcap read from a pipe as it is written (nbdscope.capture.live)."""
+
+    live = True
+
+    def __init__(self, interface: str, ports: Collection[int] = (), *, bpf: str = "tcp", buffer_kib: int = 65536,
+                 on_notice: object = None) -> None:
+        from nbdscope.capture.live import LiveCapture
+
+        self.capture = LiveCapture(interface, bpf=bpf, extra_ports=ports, buffer_kib=buffer_kib,
+                                   on_notice=on_notice)  # type: ignore[arg-type]
+        self.label = f"capture on {interface}"
+
+    def start(self) -> None:
+        """Start tcpdump now, so that a bad interface or a missing tcpdump fails before any output."""
+        self.capture.start()
+
+    def items(self) -> Iterator[StreamItem]:
+        yield from self.capture.items()
+
+    def stop(self) -> None:
+        self.capture.request_stop()
+
+    @property
+    def dropped(self) -> int:
+        return self.capture.dropped

@@ -1,0 +1,111 @@
+"""The proxy as a source: the relay's tap records turned back into stream items.
+
+The relay runs in a forked child (``run.RelayProcess``); this side reads its records
+and yields the same items a capture file gives, so the proxy is decoded, judged and
+written by the ordinary pipeline. Frame numbers are given here, the way the
+proxy's pcapng numbers its packets (three for a connection's handshake, one per
+segment of at most MAX_SEGMENT bytes, two for its close), so the console, the
+JSONL and the capture name the same frames whether or not a capture is written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+
+from nbdscope import vocab as it
+from nbdscope.proxy import tap
+from nbdscope.proxy.addresses import Address
+from nbdscope.proxy.run import FLUSH_EVERY, RelayOptions, RelayProcess
+
+MAX_SEGMENT = 65000  # bytes per made-up TCP segment: an IPv4 packet's total length must stay under 65536
+OPEN_FRAMES, CLOSE_FRAMES = 3, 2  # SYN, SYN-ACK, ACK; a FIN each way
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+class ProxySource:
+    """Forks the relay when made (before any thread starts); ``items`` reads it until it ends."""
+
+    live = True
+
+    def __init__(self, listen: Address, upstream: Address, options: RelayOptions | None = None, *,
+                 log: Callable[[str], None] = _stderr) -> None:
+        self.relay = RelayProcess(listen, upstream, options or RelayOptions())
+        self.label = f"proxy {listen} → {upstream}"
+        self.log = log
+        self.on_idle: Callable[[], None] = lambda: None  # called at least every FLUSH_EVERY seconds
+        self.totals: dict[str, object] = {}  # the relay's own counts, sent as it ends
+        self.frames = 0
+        self._notes: dict[tuple[int, str], str] = {}
+        self._open: set[int] = set()
+
+    def wait_ready(self) -> str | None:
+        """None once the relay listens; otherwise why it cannot (and the relay is gone)."""
+        problem = self.relay.wait_ready()
+        if problem is not None:
+            self.relay.stop()
+            self.relay.wait()
+            os.close(self.relay.fd)
+        return problem
+
+    def stop(self) -> None:
+        """The relay ends its sessions (grace period) and closes the pipe; ``items`` then drains it."""
+        self.relay.stop()
+
+    def items(self) -> Iterator[it.StreamItem]:
+        try:
+            for kind, direction, conn, time, payload in tap.read_records(self.relay.fd, self.relay.ring,
+                                                                         self.on_idle, FLUSH_EVERY):
+                if kind == tap.DATA:
+                    if conn in self._open:
+                        yield from self._data(conn, direction, time, payload)
+                elif kind == tap.OPEN:
+                    info = json.loads(bytes(payload))
+                    client, server = it.Endpoint(*info["client"]), it.Endpoint(*info["server"])
+                    self._open.add(conn)
+                    yield it.StreamOpen(conn, client, server, self.frames + 1, time, True, "proxy")
+                    if info.get("comment"):
+                        yield it.StreamNote(conn, "c2s", info["comment"], self.frames + 1, time)
+                    self.frames += OPEN_FRAMES
+                elif kind == tap.CLOSE:
+                    if conn in self._open:
+                        self._open.discard(conn)
+                        self.frames += CLOSE_FRAMES
+                        yield it.StreamClose(conn, "fin", self.frames, time, direction)
+                    for d in ("c2s", "s2c"):
+                        self._notes.pop((conn, d), None)
+                elif kind == tap.NOTE:
+                    key = (conn, direction)
+                    text = bytes(payload).decode("utf-8", "replace")
+                    self._notes[key] = f"{self._notes[key]}; {text}" if key in self._notes else text
+                elif kind == tap.END:
+                    self.totals = json.loads(bytes(payload))
+                elif kind == tap.LOG:
+                    self.log(bytes(payload).decode("utf-8", "replace"))
+        finally:
+            self.relay.stop()
+            self.relay.wait()
+            os.close(self.relay.fd)
+
+    def _data(self, conn: int, direction: it.Direction, time: float,
+              data: memoryview) -> Iterator[it.StreamItem]:
+        """One relayed chunk as segments, each its own frame (a view of the ring: valid until the next item)."""
+        note = self._notes.pop((conn, direction), None)
+        if note is not None:
+            yield it.StreamNote(conn, direction, note, self.frames + 1, time)
+        for at in range(0, len(data), MAX_SEGMENT):
+            self.frames += 1
+            yield it.StreamData(conn, direction, data[at:at + MAX_SEGMENT], self.frames, time)
+
+    def summary(self, sessions: int, anomalies: int) -> str:
+        t: dict = self.totals  # type: ignore[type-arg]
+        moved = t.get("bytes", {})
+        return (f"nbdscope proxy: {t.get('sessions', sessions)} sessions, {moved.get('c2s', 0)} bytes "
+                f"to the server, {moved.get('s2c', 0)} to clients, {anomalies} anomalies, "
+                f"{t.get('upstream_failures', 0)} upstream failures; at exit {t.get('left_open', 0)} sessions and "
+                f"{t.get('left_tasks', 0)} tasks were still open")

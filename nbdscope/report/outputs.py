@@ -1,0 +1,211 @@
+"""The outputs of a run, each an addon: the JSONL timeline, the text timeline, the
+finding lines beside it, and the JSON and text reports written once the run ends.
+
+Each writes to a file object it is given and never decides where that is, so the
+same addon serves analyze, live, the proxy and the TUI's side files.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable, Collection
+from typing import IO, TYPE_CHECKING, Any
+
+from nbdscope import __version__
+from nbdscope.analysis.addons import Addon
+from nbdscope.report.records import anomaly_json, message_json
+from nbdscope.report.timeline import anomaly_line, message_line
+
+if TYPE_CHECKING:
+    from nbdscope.analysis.anomaly import Anomaly
+    from nbdscope.analysis.engine import Engine, Result
+    from nbdscope.analysis.session import Session
+    from nbdscope.decoder import events as ev
+    from nbdscope.vocab import StreamItem
+
+Predicate = Callable[["Session", "ev.Event"], bool]
+
+
+def _writer(out: IO[str] | IO[bytes]) -> Callable[[bytes], Any]:
+    """A function writing bytes to ``out``, whether it is a text or a binary file."""
+    if isinstance(out, io.TextIOBase):
+        return lambda data: out.write(data.decode())  # type: ignore[arg-type]
+    return out.write  # type: ignore[return-value]
+
+
+class _Timed(Addon):
+    """Base of the line writers: they print times relative to the run's first packet."""
+
+    def __init__(self) -> None:
+        self.engine: Engine | None = None
+
+    def started(self, engine: Engine) -> None:
+        self.engine = engine
+
+
+class JsonlLines(_Timed):
+    """The JSONL timeline: one line per decoded message (those ``keep`` accepts) and one per finding."""
+
+    def __init__(self, out: IO[str] | IO[bytes], *, keep: Predicate | None = None, flush: bool = False) -> None:
+        super().__init__()
+        self.write = _writer(out)
+        self.out, self.keep, self.flush = out, keep, flush
+
+    def message(self, session: Session, event: ev.Event) -> None:
+        if self.keep is None or self.keep(session, event):
+            self.write(message_json(session.id, event, self.engine.t0()))  # type: ignore[union-attr]
+            if self.flush:
+                self.out.flush()
+
+    def finding(self, anomaly: Anomaly) -> None:
+        self.write(anomaly_json(anomaly))
+        if self.flush:
+            self.out.flush()
+
+
+class TimelineLines(_Timed):
+    """The text timeline (``--messages``, the proxy's and live console): one line per message that
+    ``keep`` accepts, and, with ``findings``, one line per finding as it is found."""
+
+    def __init__(self, out: IO[str], *, findings: bool = False, messages: bool = True,
+                 keep: Predicate | None = None, flush: bool = False) -> None:
+        super().__init__()
+        self.out, self.keep, self.flush = out, keep, flush
+        self.messages, self.findings = messages, findings
+
+    def message(self, session: Session, event: ev.Event) -> None:
+        if self.messages and (self.keep is None or self.keep(session, event)):
+            self.out.write(message_line(session.id, event, self.engine.t0()) + "\n")  # type: ignore[union-attr]
+            if self.flush:
+                self.out.flush()
+
+    def wants(self, event_type: type[ev.Event], command: int | None) -> bool:
+        return self.messages
+
+    def finding(self, anomaly: Anomaly) -> None:
+        if self.findings:
+            self.out.write(anomaly_line(anomaly) + "\n")
+            self.out.flush()
+
+
+def json_report(inputs: list[str], result: Result) -> dict[str, object]:
+    """The whole run as one JSON object (docs/CONTRACT.md, ``analyze --format json``)."""
+    return {
+        "nbdscope": __version__,
+        "inputs": inputs,
+        "sessions": [s.as_json() for s in result.sessions],
+        "anomalies": [a.as_json() for a in result.anomalies],
+        "capture_problems": [{"input": p.source, "frame": p.frame, "message": p.message} for p in result.problems],
+    }
+
+
+class JsonReport(Addon):
+    """Writes the JSON report when the run ends."""
+
+    def __init__(self, out: IO[str], inputs: list[str]) -> None:
+        self.out, self.inputs = out, inputs
+
+    def finished(self, result: Result) -> None:
+        json.dump(json_report(self.inputs, result), self.out, indent=2)
+        self.out.write("\n")
+
+
+class TextReport(Addon):
+    """Writes the text report (sessions, findings) when the run ends."""
+
+    def __init__(self, out: IO[str], inputs: list[str]) -> None:
+        self.out, self.inputs = out, inputs
+
+    def finished(self, result: Result) -> None:
+        from rich.console import Console
+
+        from nbdscope.report.text import render
+
+        console = Console(file=self.out, width=None if self.out.isatty() else 140, highlight=False)
+        render(result, self.inputs, console)
+
+
+class AnnotatedCapture(Addon):
+    """``analyze -o FILE.pcapng``: the input capture back as pcapng, each finding a packet comment,
+    read and write data zeroed with ``redact`` (the decoder's payload ranges, gathered as the run goes)."""
+
+    def __init__(self, source: str, out: IO[bytes], *, redact: bool = False, ports: Collection[int] = ()) -> None:
+        self.source, self.out, self.ports = source, out, list(ports)
+        self.ranges: Any = None
+        self.redact = redact
+        if redact:
+            self.NEEDS = frozenset({"payload-ranges"})
+
+    def started(self, engine: Engine) -> None:
+        if self.redact:
+            from nbdscope.report.annotate import PayloadRanges
+
+            self.ranges = PayloadRanges(engine.connection)
+
+    def stream(self, item: StreamItem) -> None:
+        if self.ranges is not None:
+            self.ranges.collect(item)
+
+    def finished(self, result: Result) -> None:
+        from nbdscope.report.annotate import Redactor, write_annotated
+
+        redactor = Redactor(self.source, self.ranges.finish(), self.ports) if self.ranges is not None else None
+        write_annotated(self.source, self.out, result.anomalies, redactor)  # type: ignore[arg-type]
+
+
+class RelayedCapture(Addon):
+    """The proxy's ``--pcapng``: what passed, as a capture of made-up TCP connections, each packet
+    numbered as the proxy source numbered its frame; notes (rewritten bytes, Unix sockets) become
+    packet comments, and with ``redact`` read and write data are zeroed, headers and lengths kept."""
+
+    def __init__(self, out: IO[bytes], *, redact: bool = False) -> None:
+        from nbdscope.report.pcapng import PcapngWriter
+
+        self.writer = PcapngWriter(out)  # type: ignore[arg-type]
+        self.out, self.redact = out, redact
+        if redact:
+            self.NEEDS = frozenset({"payload-ranges"})
+        self.engine: Engine | None = None
+        self.notes: dict[tuple[int, str], str] = {}
+        self.offsets: dict[tuple[int, str], int] = {}
+
+    def started(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def stream(self, item: StreamItem) -> None:
+        from nbdscope import vocab as it
+
+        if type(item) is it.StreamData:
+            key = (item.conn, item.dir)
+            if key not in self.offsets:
+                return
+            data = item.data
+            if self.redact:
+                data = self._redacted(item, self.offsets[key])
+            self.offsets[key] += len(item.data)
+            self.writer.data(item.conn, item.dir, data, item.time, self.notes.pop(key, None))
+        elif isinstance(item, it.StreamNote):
+            self.notes[(item.conn, item.dir)] = item.text
+        elif isinstance(item, it.StreamOpen):
+            self.offsets[(item.conn, "c2s")] = self.offsets[(item.conn, "s2c")] = 0
+            self.writer.open(item.conn, item.client, item.server, item.time, self.notes.pop((item.conn, "c2s"), None))
+        elif isinstance(item, it.StreamClose) and (item.conn, "c2s") in self.offsets:
+            self.writer.close(item.conn, item.by or "c2s", item.time)
+            for d in ("c2s", "s2c"):
+                self.offsets.pop((item.conn, d), None)
+                self.notes.pop((item.conn, d), None)
+
+    def _redacted(self, item: Any, start: int) -> bytes | memoryview:
+        decoder = self.engine.connection(item.conn) if self.engine is not None else None
+        if decoder is None:
+            return item.data  # type: ignore[no-any-return]
+        out = bytearray(item.data)
+        for lo, hi in decoder.take_payload_ranges(item.dir):
+            a, b = max(lo, start) - start, min(hi, start + len(out)) - start
+            if a < b:
+                out[a:b] = bytes(b - a)
+        return bytes(out)
+
+    def flush(self) -> None:
+        self.out.flush()
