@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 from array import array
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from nbdscope.analysis.anomaly import SEVERITY_RANK, Anomaly
@@ -44,6 +45,7 @@ class Store:
     done: bool = False  # the source has ended (file read, proxy stopped)
     lock: threading.Lock = field(default_factory=threading.Lock)  # guards findings/notices lists for readers
     _session_index: dict[str, int] = field(default_factory=dict)
+    _row_anomalies: dict[int, list[Anomaly]] = field(default_factory=dict)  # marked rows only: what filters read
     _inflight: dict[tuple[int, int], int] = field(default_factory=dict)  # (session, cookie) -> request row
     _last_row: int = NO_ROW
 
@@ -85,10 +87,12 @@ class Store:
     def on_anomaly(self, a: Anomaly) -> None:
         """Engine listener: attach a finding to the message it names (the one just decoded, if it matches)."""
         row = self._find_row(a)
+        with self.lock:
+            if row != NO_ROW:
+                self._row_anomalies.setdefault(row, []).append(a)
+            self.findings.append(Finding(a, row))
         if row != NO_ROW:
             self.marks[row] = max(self.marks[row], 1 + SEVERITY_RANK[a.severity])
-        with self.lock:
-            self.findings.append(Finding(a, row))
 
     def _find_row(self, a: Anomaly) -> int:
         s = self._session_index.get(a.session)
@@ -125,6 +129,13 @@ class Store:
     def findings_for(self, row: int) -> list[Finding]:
         with self.lock:
             return [f for f in self.findings if f.row == row]
+
+    def anomalies_at(self, row: int) -> Sequence[Anomaly]:
+        """The anomalies attached to a row, in arrival order (cheap: what a filter asks for every row)."""
+        if not self.marks[row]:
+            return ()
+        with self.lock:
+            return tuple(self._row_anomalies.get(row, ()))
 
     def anomaly_count(self, session_id: str) -> int:
         with self.lock:
