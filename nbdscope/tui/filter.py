@@ -18,11 +18,14 @@ def compile_filter(text: str) -> Predicate | None:
     `time=` counts from the first message of the store the row is in."""
     if not text.strip():
         return None
-    origin = [0.0]
-    pred = compile(text, t0=lambda: origin[0])
+    current: list[Store] = []  # the store of the row being tested, for time=
+    pred = compile(text, t0=lambda: current[0].t0 or 0.0)
+    no_findings = ()
 
     def on_row(store: Store, row: int) -> bool:
-        origin[0] = store.t0 or 0.0
-        return pred(store.sessions[store.session_of[row]], store.events[row], store.anomalies_at(row))
+        if not current or current[0] is not store:
+            current[:] = [store]
+        findings = store.anomalies_at(row) if store.marks[row] else no_findings  # the common case without a call
+        return pred(store.sessions[store.session_of[row]], store.events[row], findings)
 
     return on_row

@@ -199,6 +199,22 @@ def test_findings_rule_and_severity(msgs) -> None:  # type: ignore[no-untyped-de
                    time=0.0, message="", spec="")
     assert compile("rule=unaligned-extent and severity=info")(m.session, m.event, [fake])
     assert not compile("anomalies")(m.session, m.event, [])
+    worse = Anomaly(rule="cookie-reuse", severity="error", blame="client", session=m.session.id, frame=m.event.frame,
+                    time=0.0, message="", spec="")
+    assert compile("severity=error")(m.session, m.event, [fake, worse])
+    assert not compile("severity=info")(m.session, m.event, [fake, worse])  # the worst finding counts
+
+
+def test_errors_no_capture_shows() -> None:
+    """Broken bytes, and a reply whose error came in an earlier chunk, are errors too (no shipped capture has them)."""
+    session = Session(id="s1", client=None, server=None, source="", first_frame=0, saw_start=True)  # type: ignore[arg-type]
+    done = ev.ReplyChunk(dir="s2c", frame=9, time=0.0, phase="transmission", cookie=1, reply_type=ReplyType.NONE,
+                         flags=1, length=0, extended=False, failed=True)
+    broken = ev.Malformed(dir="s2c", frame=9, time=0.0, phase="transmission", what="bad-magic", message="")
+    fine = ev.ReplyChunk(dir="s2c", frame=9, time=0.0, phase="transmission", cookie=1, reply_type=ReplyType.NONE,
+                         flags=1, length=0, extended=False)
+    errors = compile("errors")
+    assert errors(session, done, ()) and errors(session, broken, ()) and not errors(session, fine, ())
 
 
 # ------------------------------------------------------------------ combining
