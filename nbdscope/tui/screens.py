@@ -20,6 +20,7 @@ from textual.widgets import DataTable, Footer, Input, Label, Markdown, RichLog, 
 
 from nbdscope.analysis.stats import percentile
 from nbdscope.decoder import events as ev
+from nbdscope.filter import help_markdown
 from nbdscope.spec import COMMANDS, TRANSMISSION_FLAGS
 from nbdscope.tui import detail as D
 from nbdscope.tui import fields as F
@@ -611,28 +612,7 @@ and its reply · `]` / `[` next / previous anomalous row (marked `!` error or wa
 
 **Summary**: negotiated features, flags bit by bit, command mix, throughput and latency sparklines.
 
-## Filter language (filter bar and search)
-
-Terms combine with `and` (or just a space), `or`, `not` / `!`, and parentheses.
-
-| term | matches |
-|---|---|
-| `read`, `block_status`, `opt_go` | type or command name contains the word |
-| `cmd=write` | requests of that command and the replies to them |
-| `type=OFFSET_DATA` | message type contains the text |
-| `dir=c2s`, `c2s`, `s2c` | direction |
-| `session=s2`, `s2` | one session |
-| `cookie=0x1f` | cookie |
-| `offset=0..64K`, `offset>=1M` | offset in an inclusive range, or compared |
-| `range=1M..2M` | the bytes a request or reply covers overlap this range |
-| `length>65536`, `latency>1000` | length in bytes, latency in µs |
-| `frame=120..180`, `time>2.5` | capture frame, seconds since the first message |
-| `errors`, `error=EINVAL` | replies with an error (or that error) |
-| `anomalies`, `severity=error`, `rule=unaligned-extent` | rows with findings |
-| `requests`, `replies`, `handshake`, `transmission` | message kinds and phases |
-
-Numbers take `0x` hex and `K`/`M`/`G` (binary) suffixes.
-"""
+""" + help_markdown("## Filter language (filter bar and search)")
 
 
 class HelpScreen(ModalScreen[None]):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 from array import array
 from bisect import bisect_left, bisect_right
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
@@ -52,6 +53,7 @@ class Store(Addon):
     done: bool = False  # the source has ended (file read, proxy stopped)
     lock: threading.Lock = field(default_factory=threading.Lock)  # guards findings/notices lists for readers
     _session_index: dict[str, int] = field(default_factory=dict)
+    _row_anomalies: dict[int, list[Anomaly]] = field(default_factory=dict)  # marked rows only: what filters read
     # per session: its rows and their frames, both in arrival order (frames never decrease within a
     # session), so the row a finding or a reply names by frame is a bisection away
     _rows: list[array] = field(default_factory=list)
@@ -106,10 +108,12 @@ class Store(Addon):
         """Attach a finding to the message it names: the latest of its session at that frame, else the
         nearest earlier one."""
         row = self._find_row(a)
+        with self.lock:
+            if row != NO_ROW:
+                self._row_anomalies.setdefault(row, []).append(a)
+            self.findings.append(Finding(a, row))
         if row != NO_ROW:
             self.marks[row] = max(self.marks[row], 1 + SEVERITY_RANK[a.severity])
-        with self.lock:
-            self.findings.append(Finding(a, row))
 
     def _find_row(self, a: Anomaly) -> int:
         s = self._session_index.get(a.session)
@@ -140,6 +144,13 @@ class Store(Addon):
     def findings_for(self, row: int) -> list[Finding]:
         with self.lock:
             return [f for f in self.findings if f.row == row]
+
+    def anomalies_at(self, row: int) -> Sequence[Anomaly]:
+        """The anomalies attached to a row, in arrival order (cheap: what a filter asks for every row)."""
+        if not self.marks[row]:
+            return ()
+        with self.lock:
+            return tuple(self._row_anomalies.get(row, ()))
 
     def anomaly_count(self, session_id: str) -> int:
         with self.lock:
