@@ -32,6 +32,9 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("files", nargs="+", metavar="FILE")
     a.add_argument("--format", choices=("text", "json", "jsonl"), default="text")
     a.add_argument("--messages", action="store_true", help="text: print the decoded timeline too")
+    a.add_argument("-Y", "--filter", metavar="EXPR", dest="display_filter",
+                   help="show only the messages matching EXPR in the timeline (--messages, jsonl); findings are "
+                        "still computed on every message (the language: docs/FILTER.md)")
     a.add_argument("--port", type=int, action="append", default=[], metavar="N",
                    help="extra TCP port to treat as NBD (repeatable)")
     a.add_argument("--fail-on", choices=("error", "warning", "never"), default="never")
@@ -64,6 +67,8 @@ def _parser() -> argparse.ArgumentParser:
     lv.add_argument("--filter", default="tcp", metavar="BPF", help="capture filter (default: tcp)")
     lv.add_argument("--buffer", type=int, default=65536, metavar="KIB", help="kernel capture buffer (tcpdump -B)")
     lv.add_argument("--format", choices=("text", "jsonl"), default="text")
+    lv.add_argument("-Y", "--display-filter", metavar="EXPR", dest="display_filter",
+                    help="show only the messages matching EXPR (findings are still computed on every message)")
     lv.add_argument("-o", "--output", metavar="FILE", help="write the timeline here instead of stdout")
     lv.add_argument("--fail-on", choices=("error", "warning", "never"), default="never")
     lv.add_argument("--tui", action="store_true", help="show the traffic in the terminal UI")
@@ -147,10 +152,15 @@ def analyze(args: argparse.Namespace) -> int:
     with ExitStack() as stack:
         out = _open_output(stack, None if annotate else args.output)
         addons: list[Addon] = []
+        timeline: outputs.JsonlLines | outputs.TimelineLines | None = None
         if args.format == "jsonl":
-            addons.append(outputs.JsonlLines(out))
+            timeline = outputs.JsonlLines(out)
         elif args.format == "text" and args.messages:
-            addons.append(outputs.TimelineLines(out))
+            timeline = outputs.TimelineLines(out)
+        elif args.display_filter is not None:
+            raise UsageError("-Y filters the timeline: add --messages, or use --format jsonl")
+        if timeline is not None:
+            addons.append(_filtered(timeline, args.display_filter))
         if annotate:
             try:
                 annotated = stack.enter_context(open(args.output, "wb"))
@@ -168,6 +178,19 @@ def analyze(args: argparse.Namespace) -> int:
             raise UsageError(str(exc)) from None
         _report_failures(result)
     return _exit_code(args.fail_on, result)
+
+
+def _filtered(writer: Any, expr: str | None) -> Addon:
+    """The timeline writer, behind the -Y filter if one was given (a bad expression is a usage error)."""
+    if expr is None:
+        return writer  # type: ignore[no-any-return]
+    from nbdscope.filter import FilterError
+    from nbdscope.report.outputs import Filtered
+
+    try:
+        return Filtered(writer, expr)
+    except FilterError as exc:
+        raise UsageError(f"-Y {expr!r}: {exc}") from None
 
 
 def _report_failures(result: Result) -> None:
@@ -289,7 +312,7 @@ def live(args: argparse.Namespace) -> int:
         out = _open_output(stack, args.output)
         addon: Addon = (outputs.JsonlLines(out, flush=True) if args.format == "jsonl"
                         else outputs.TimelineLines(out, findings=True, flush=True))
-        result = pipeline.run(source, [addon])
+        result = pipeline.run(source, [_filtered(addon, args.display_filter)])
     print(f"nbdscope live: {len(result.sessions)} sessions, {len(result.anomalies)} anomalies, "
           f"{source.dropped} packets dropped by the kernel", file=sys.stderr, flush=True)
     _report_failures(result)

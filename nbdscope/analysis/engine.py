@@ -85,7 +85,10 @@ class Engine:
 
     def _failed(self, addon: Any, hook: str, exc: Exception, where: ev.Event | None,
                 session: Session | None = None) -> None:
-        """Report an addon's exception once as a finding and detach the addon."""
+        """Report an addon's exception once as a finding and detach the addon. A closed pipe is no bug:
+        the reader of our output went away, and the command ends quietly (cli.main)."""
+        if isinstance(exc, BrokenPipeError):
+            raise exc
         addon = getattr(addon, "__self__", addon)  # a bound hook -> its addon
         if addon not in self.addons:
             return

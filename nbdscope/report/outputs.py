@@ -209,3 +209,51 @@ class RelayedCapture(Addon):
 
     def flush(self) -> None:
         self.out.flush()
+
+
+class Filtered(Addon):
+    """``-Y EXPR``: hands the inner line writer only the messages the filter accepts, and every finding.
+
+    Rules report a message's findings after the writers have seen it, and the filter may ask about
+    them (``anomalies``, ``rule=``), so each message is held until the next one arrives (or the run
+    ends) and judged with the findings reported for it meanwhile; findings are queued behind it so
+    the output keeps stream order. Findings are computed on every message, shown or not, as tshark's
+    expert analysis is under ``-Y``."""
+
+    def __init__(self, inner: _Timed, expr: str) -> None:
+        from nbdscope.filter import compile as compile_filter
+
+        self.inner = inner
+        self.keep = compile_filter(expr, self._t0)  # raises FilterError for the CLI to report
+        self.held: tuple[Session, ev.Event] | None = None
+        self.about: list[Anomaly] = []  # findings for the held message
+        self.queued: list[Anomaly] = []  # every finding since it, in order
+
+    def _t0(self) -> float:
+        return self.inner.engine.t0() if self.inner.engine is not None else 0.0
+
+    def started(self, engine: Engine) -> None:
+        self.inner.started(engine)
+
+    def message(self, session: Session, event: ev.Event) -> None:
+        self._release()
+        self.held = (session, event)
+
+    def finding(self, anomaly: Anomaly) -> None:
+        if self.held is None:
+            self.inner.finding(anomaly)
+            return
+        if anomaly.session == self.held[0].id and anomaly.frame == self.held[1].frame:
+            self.about.append(anomaly)
+        self.queued.append(anomaly)
+
+    def ending(self, sessions: list[Session]) -> None:
+        self._release()
+
+    def _release(self) -> None:
+        held, self.held = self.held, None
+        if held is not None and self.keep(held[0], held[1], self.about):
+            self.inner.message(*held)
+        for anomaly in self.queued:
+            self.inner.finding(anomaly)
+        self.about, self.queued = [], []
