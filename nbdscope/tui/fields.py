@@ -4,19 +4,14 @@ accessor per column, shared so that a filter always agrees with what is on scree
 from __future__ import annotations
 
 from nbdscope.decoder import events as ev
-from nbdscope.report.names import event_type
+from nbdscope.report.fieldinfo import type_name
 from nbdscope.spec import COMMANDS
 from nbdscope.spec.codes import is_rep_error
 
 
-def type_name(e: ev.Event) -> str:
-    """The spec name of the message (NBD_CMD_READ, NBD_REPLY_TYPE_OFFSET_DATA, ...)."""
-    return event_type(e)
-
-
 def short_type(e: ev.Event) -> str:
     """The spec name without its family prefix, for narrow columns."""
-    name = event_type(e)
+    name = type_name(e)
     for prefix in ("NBD_REPLY_TYPE_", "NBD_"):
         if name.startswith(prefix):
             name = name[len(prefix):]
