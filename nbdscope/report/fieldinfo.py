@@ -29,7 +29,7 @@ from nbdscope.spec import (
     REPLY_TYPES,
     TRANSMISSION_FLAGS,
 )
-from nbdscope.spec.tables import CodeTable, FlagField
+from nbdscope.spec.tables import Bit, CodeTable, FlagField
 
 Kind = Literal[
     "bytes",  # a byte count
@@ -325,3 +325,21 @@ def type_name(e: ev.Event) -> str:
     if namer is None:
         namer = _NAMERS[type(e)] = _namer(type(e))
     return namer(e)
+
+
+# ------------------------------------------------------------------ flags, bit by bit
+
+@dataclass(frozen=True, slots=True)
+class BitRow:
+    """One line of a flags field shown bit by bit."""
+
+    number: int
+    bit: Bit | None  # None: a bit the spec does not define, shown only when set
+    set: bool
+
+
+def bit_rows(table: FlagField, value: int) -> list[BitRow]:
+    """Every defined bit of ``table``, set or clear, then every undefined bit ``value`` sets."""
+    rows = [BitRow(b.number, b, bool(value & b.mask)) for b in table.bits]
+    rows += [BitRow(n, None, True) for n in range(table.width) if value & (1 << n) and table.bit(n) is None]
+    return rows

@@ -11,7 +11,7 @@ from rich.text import Text
 
 from nbdscope.analysis.anomaly import Anomaly
 from nbdscope.decoder import events as ev
-from nbdscope.report.fieldinfo import NOT_SHOWN, FieldInfo, field_info, flag_table
+from nbdscope.report.fieldinfo import NOT_SHOWN, BitRow, FieldInfo, bit_rows, field_info, flag_table
 from nbdscope.spec import FLAG_FIELDS
 from nbdscope.spec.metacontexts import describe_status
 from nbdscope.spec.tables import FlagField
@@ -26,7 +26,7 @@ class Palette(dict[str, str]):
     """Colours of the current theme (error, warning, accent, muted), so text stays readable on dark and light."""
 
 
-def bits_table(field: FlagField, value: int, pal: Palette, named: str = "") -> Table:
+def bits_table(bits: list[BitRow], pal: Palette, named: str = "") -> Table:
     """Every defined bit (number, name, set or clear, meaning) and any reserved bit that is set.
     Bits whose name appears in ``named`` (a finding's text) are pointed at."""
     t = Table(box=None, show_header=True, header_style="bold", pad_edge=False, expand=False)
@@ -34,19 +34,19 @@ def bits_table(field: FlagField, value: int, pal: Palette, named: str = "") -> T
     t.add_column("name")
     t.add_column("state")
     t.add_column("meaning", overflow="fold")
-    for b in field.bits:
-        on = bool(value & b.mask)
+    for row in bits:
+        b = row.bit
+        if b is None:
+            bad = f"bold {pal['error']}"
+            t.add_row(Text(str(row.number), style=bad), Text("RESERVED", style=bad), Text("SET", style=bad),
+                      Text("not defined by the spec: must be zero", style=bad))
+            continue
         pointed = bool(named) and (b.name in named or f"bit {b.number})" in named or f"bit {b.number} " in named)
-        style = "bold" if on else pal["muted"]
+        style = "bold" if row.set else pal["muted"]
         name = Text(b.name, style=style)
         if pointed:
             name.append(" ◀", style=f"bold {pal['warning']}")
-        t.add_row(str(b.number), name, Text("set" if on else "clear", style=style), Text(b.meaning, style=style))
-    for n in range(field.width):
-        if value & (1 << n) and field.bit(n) is None:
-            bad = f"bold {pal['error']}"
-            t.add_row(Text(str(n), style=bad), Text("RESERVED", style=bad), Text("SET", style=bad),
-                      Text("not defined by the spec: must be zero", style=bad))
+        t.add_row(str(b.number), name, Text("set" if row.set else "clear", style=style), Text(b.meaning, style=style))
     return t
 
 
@@ -95,7 +95,7 @@ def finding_renderable(a: Anomaly, pal: Palette) -> RenderableType:
         field = FLAG_FIELDS.get(key)
         if field is not None and isinstance(value, int):
             parts.append(Text(f"{field.field} of the session: {value:#06x}", style="bold"))
-            parts.append(bits_table(field, value, pal, named=a.message))
+            parts.append(bits_table(bit_rows(field, value), pal, named=a.message))
         elif key not in ("transmission_flags",):
             shown = f"{value:#x}" if key == "cookie" and isinstance(value, int) else str(value)
             parts.append(Text(f"  {key}: {shown}", style=pal["muted"]))
@@ -143,7 +143,7 @@ def message_renderable(store: Store, row: int, pal: Palette) -> RenderableType:
                           style=pal["muted"]))
     for name, table, value in flag_fields:
         parts.append(Text(f"\n{name} = {value:#06x}: {table.field}, bit by bit", style="bold"))
-        parts.append(bits_table(table, value, pal))
+        parts.append(bits_table(bit_rows(table, value), pal))
     return Group(*parts)
 
 

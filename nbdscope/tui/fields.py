@@ -4,8 +4,7 @@ accessor per column, shared so that a filter always agrees with what is on scree
 from __future__ import annotations
 
 from nbdscope.decoder import events as ev
-from nbdscope.report.fieldinfo import type_name
-from nbdscope.spec import COMMANDS
+from nbdscope.report.fieldinfo import code_name, type_name
 from nbdscope.spec.codes import is_rep_error
 
 
@@ -32,7 +31,7 @@ def command(e: ev.Event) -> int | None:
 
 def command_name(e: ev.Event) -> str | None:
     cmd = command(e)
-    return COMMANDS.name(cmd) if cmd is not None else None
+    return code_name(type(e), "command", cmd) if cmd is not None else None
 
 
 def cookie(e: ev.Event) -> int | None:
