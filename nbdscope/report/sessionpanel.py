@@ -86,7 +86,7 @@ def _tables() -> tuple[FlagField, CodeTable]:
     return flags.flags, commands.codes
 
 
-_FLAGS, _COMMANDS = _tables()
+SESSION_FLAGS, _COMMANDS = _tables()
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,13 +116,14 @@ def session_panel(s: Session, view: View, anomalies: int | None = None) -> Sessi
     for fact in _FACTS:
         spelled = fact.report if view == "report" else fact.screen
         if spelled is not None:
-            value = spelled[1](s, count)
-            if value is not None:
-                rows.append((spelled[0], value))
+            text = spelled[1](s, count)
+            if text is not None:
+                rows.append((spelled[0], text))
     commands = []
     for cmd, st in sorted(s.commands.items()):
         lat = st.as_json()["latency_us"]
         commands.append(CommandRow(_COMMANDS.name(cmd), st.count, st.bytes, st.errors,
                                    lat if isinstance(lat, dict) else None))
-    value = s.transmission_flags
-    return SessionPanel(rows, _FLAGS, value, bit_rows(_FLAGS, value) if value is not None else [], commands)
+    flags = s.transmission_flags
+    bits = bit_rows(SESSION_FLAGS, flags) if flags is not None else []
+    return SessionPanel(rows, SESSION_FLAGS, flags, bits, commands)
