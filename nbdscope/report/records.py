@@ -42,7 +42,7 @@ _HELPERS = {"type_of": type_name, "describe_status": describe_status}
 # JSON shapes of the structured kinds of field (see fieldinfo.Kind)
 _STRUCTURED = {
     "extents": "rec[{name!r}] = [{{'length': n, 'status': s, 'state': describe_status(e.context, s)}} for n, s in v]",
-    "in-flight": "rec[{name!r}] = [{{'cookie': c, 'command': command_name(cmd), 'request_frame': f}} "
+    "in-flight": "rec[{name!r}] = [{{'cookie': c, 'command': name_{name}(cmd), 'request_frame': f}} "
                  "for c, cmd, f in v]",
     "contexts": "rec[{name!r}] = {{str(k): c for k, c in v}}",
 }
@@ -56,7 +56,7 @@ def _rendering(cls: type, name: str, env: dict[str, Any], as_json: bool) -> str 
         return None
     if info.kind in _STRUCTURED:
         if info.codes is not None:
-            env["command_name"] = info.codes.name
+            env[f"name_{name}"] = info.codes.name
         return _STRUCTURED[info.kind].format(name=name)
     if info.json == "value":
         return None
