@@ -6,14 +6,11 @@ so a filter always agrees with what the table shows."""
 from __future__ import annotations
 
 from nbdscope.decoder import events as ev
-from nbdscope.report.names import event_type
+from nbdscope.report.fieldinfo import (
+    type_name as type_name,  # re-exported: the filter and the table name messages alike
+)
 from nbdscope.spec import COMMANDS
 from nbdscope.spec.codes import is_rep_error
-
-
-def type_name(e: ev.Event) -> str:
-    """The spec name of the message (NBD_CMD_READ, NBD_REPLY_TYPE_OFFSET_DATA, ...)."""
-    return event_type(e)
 
 
 def command(e: ev.Event) -> int | None:

@@ -15,24 +15,12 @@ import orjson
 
 from nbdscope.analysis.anomaly import Anomaly
 from nbdscope.decoder import events as ev
-from nbdscope.report.names import event_type
-from nbdscope.spec import (
-    CLIENT_FLAGS,
-    COMMAND_FLAGS,
-    COMMANDS,
-    ERRORS,
-    HANDSHAKE_FLAGS,
-    INFO_TYPES,
-    OPTION_REPLIES,
-    OPTIONS,
-    REPLY_FLAGS,
-    REPLY_TYPES,
-    TRANSMISSION_FLAGS,
-)
+from nbdscope.report.fieldinfo import NOT_SHOWN, field_info, fixed_type_name, type_name, type_source
 from nbdscope.spec.metacontexts import describe_status
 
-# data: payload bytes never go into the timeline; header: the wire header kept for the TUI's hex pane
-_BASE = {"dir", "frame", "time", "phase", "data", "header"}
+# dir, frame, time and phase open every record; data and header never go into it
+_BASE = set(NOT_SHOWN)
+
 
 def _serialised(describe: Callable[[int], dict[str, object]]) -> Callable[[int], orjson.Fragment]:
     """A flags description already in JSON: a field takes few values, and serialising the
@@ -49,45 +37,51 @@ def _serialised(describe: Callable[[int], dict[str, object]]) -> Callable[[int],
     return render
 
 
-_HELPERS = {"event_type": event_type, "describe_status": describe_status, "command_name": COMMANDS.name,
-            "info_name": INFO_TYPES.name}
+_HELPERS = {"type_of": type_name, "describe_status": describe_status}
+
+# JSON shapes of the structured kinds of field (see fieldinfo.Kind)
+_STRUCTURED = {
+    "extents": "rec[{name!r}] = [{{'length': n, 'status': s, 'state': describe_status(e.context, s)}} for n, s in v]",
+    "in-flight": "rec[{name!r}] = [{{'cookie': c, 'command': name_{name}(cmd), 'request_frame': f}} "
+                 "for c, cmd, f in v]",
+    "contexts": "rec[{name!r}] = {{str(k): c for k, c in v}}",
+}
 
 
 def _rendering(cls: type, name: str, env: dict[str, Any], as_json: bool) -> str | None:
     """The statement that renders one field of one event class into ``rec`` (the value is in
     ``v``), with any helper it calls put into ``env``; None: the value goes in as it is."""
-    table = {"transmission_flags": TRANSMISSION_FLAGS, "handshake_flags": HANDSHAKE_FLAGS}.get(name)
-    if name == "flags":
-        table = {ev.Request: COMMAND_FLAGS, ev.ReplyChunk: REPLY_FLAGS, ev.ClientFlags: CLIENT_FLAGS}.get(cls)
-    if table is not None:
+    info = field_info(cls, name)
+    if info is None:
+        return None
+    if info.kind in _STRUCTURED:
+        if info.codes is not None:
+            env[f"name_{name}"] = info.codes.name
+        return _STRUCTURED[info.kind].format(name=name)
+    if info.json == "value":
+        return None
+    if info.flags is not None:
+        table = info.flags
         env[f"describe_{name}"] = _serialised(table.describe) if as_json else table.describe
         return f"rec[{name!r}] = describe_{name}(v)"
-    named = {"command": COMMANDS, "option": OPTIONS, "info_type": INFO_TYPES}.get(name)
-    if named is not None:
-        env[f"name_{name}"] = named.name
-        return f"rec[{name!r}] = name_{name}(v)"
-    if name == "error" and issubclass(cls, ev.SimpleReply | ev.ReplyChunk):
-        env["error_name"] = ERRORS.name
-        return "rec['error'] = v; rec['error_name'] = error_name(v)"
-    return {  # helpers from _HELPERS
-        "extents": "rec['extents'] = [{'length': n, 'status': s, 'state': describe_status(e.context, s)} "
-                   "for n, s in v]",
-        "in_flight": "rec['in_flight'] = [{'cookie': c, 'command': command_name(cmd), 'request_frame': f} "
-                     "for c, cmd, f in v]",
-        "meta_contexts": "rec['meta_contexts'] = {str(k): c for k, c in v}",
-        "info_requests": "rec['info_requests'] = [info_name(t) for t in v]",
-    }.get(name)
+    assert info.codes is not None, f"{cls.__name__}.{name}: only flags and codes are decoded"
+    env[f"name_{name}"] = info.codes.name
+    if info.kind == "codes":
+        return f"rec[{name!r}] = [name_{name}(t) for t in v]"
+    if info.json == "value+name":
+        return f"rec[{name!r}] = v; rec['{name}_name'] = name_{name}(v)"
+    return f"rec[{name!r}] = name_{name}(v)"
 
 
 def _type_expression(cls: type, env: dict[str, Any]) -> str:
-    """The record's "type" for events of this class, as an expression (see names.event_type)."""
-    field = {ev.Request: "command", ev.ReplyChunk: "reply_type", ev.OptionRequest: "option",
-             ev.OptionReply: "reply"}.get(cls)
-    if field is None:
-        return "event_type(e)"
-    env["type_name"] = {"command": COMMANDS, "reply_type": REPLY_TYPES, "option": OPTIONS,
-                        "reply": OPTION_REPLIES}[field].name
-    return f"type_name(e.{field})"
+    """The record's "type" for events of this class, as an expression (see fieldinfo.type_name)."""
+    source = type_source(cls)
+    if source is not None:
+        field, codes = source
+        env["type_name"] = codes.name
+        return f"type_name(e.{field})"
+    fixed = fixed_type_name(cls)
+    return repr(fixed) if fixed is not None else "type_of(e)"
 
 
 @cache

@@ -11,28 +11,13 @@ from rich.text import Text
 
 from nbdscope.analysis.anomaly import Anomaly
 from nbdscope.decoder import events as ev
-from nbdscope.spec import (
-    CLIENT_FLAGS,
-    COMMAND_FLAGS,
-    COMMANDS,
-    ERRORS,
-    FLAG_FIELDS,
-    HANDSHAKE_FLAGS,
-    INFO_TYPES,
-    OPTION_REPLIES,
-    OPTIONS,
-    REPLY_FLAGS,
-    REPLY_TYPES,
-    TRANSMISSION_FLAGS,
-)
+from nbdscope.report.fieldinfo import NOT_SHOWN, BitRow, FieldInfo, bit_rows, field_info, flag_table
+from nbdscope.spec import FLAG_FIELDS
 from nbdscope.spec.metacontexts import describe_status
-from nbdscope.spec.tables import CodeTable, FlagField
+from nbdscope.spec.tables import FlagField
 from nbdscope.tui import fields as F
 from nbdscope.tui.store import NO_ROW, Store
 
-_SKIP = {"dir", "frame", "time", "phase", "header"}
-_CODES: dict[str, CodeTable] = {"command": COMMANDS, "option": OPTIONS, "reply_type": REPLY_TYPES,
-                                "info_type": INFO_TYPES}
 EXTENTS_SHOWN = 32
 HEX_PER_LINE = 8  # bytes per hex line: the pane fits beside the detail in 120 columns
 
@@ -41,20 +26,7 @@ class Palette(dict[str, str]):
     """Colours of the current theme (error, warning, accent, muted), so text stays readable on dark and light."""
 
 
-def flag_table_for(e: ev.Event, name: str) -> FlagField | None:
-    """Which spec flags field a field of this event is."""
-    if name in ("transmission_flags",):
-        return TRANSMISSION_FLAGS
-    if name == "handshake_flags":
-        return HANDSHAKE_FLAGS
-    if name == "request_flags":
-        return COMMAND_FLAGS
-    if name == "flags":
-        return {ev.Request: COMMAND_FLAGS, ev.ReplyChunk: REPLY_FLAGS, ev.ClientFlags: CLIENT_FLAGS}.get(type(e))
-    return None
-
-
-def bits_table(field: FlagField, value: int, pal: Palette, named: str = "") -> Table:
+def bits_table(bits: list[BitRow], pal: Palette, named: str = "") -> Table:
     """Every defined bit (number, name, set or clear, meaning) and any reserved bit that is set.
     Bits whose name appears in ``named`` (a finding's text) are pointed at."""
     t = Table(box=None, show_header=True, header_style="bold", pad_edge=False, expand=False)
@@ -62,48 +34,49 @@ def bits_table(field: FlagField, value: int, pal: Palette, named: str = "") -> T
     t.add_column("name")
     t.add_column("state")
     t.add_column("meaning", overflow="fold")
-    for b in field.bits:
-        on = bool(value & b.mask)
+    for row in bits:
+        b = row.bit
+        if b is None:
+            bad = f"bold {pal['error']}"
+            t.add_row(Text(str(row.number), style=bad), Text("RESERVED", style=bad), Text("SET", style=bad),
+                      Text("not defined by the spec: must be zero", style=bad))
+            continue
         pointed = bool(named) and (b.name in named or f"bit {b.number})" in named or f"bit {b.number} " in named)
-        style = "bold" if on else pal["muted"]
+        style = "bold" if row.set else pal["muted"]
         name = Text(b.name, style=style)
         if pointed:
             name.append(" ◀", style=f"bold {pal['warning']}")
-        t.add_row(str(b.number), name, Text("set" if on else "clear", style=style), Text(b.meaning, style=style))
-    for n in range(field.width):
-        if value & (1 << n) and field.bit(n) is None:
-            bad = f"bold {pal['error']}"
-            t.add_row(Text(str(n), style=bad), Text("RESERVED", style=bad), Text("SET", style=bad),
-                      Text("not defined by the spec: must be zero", style=bad))
+        t.add_row(str(b.number), name, Text("set" if row.set else "clear", style=style), Text(b.meaning, style=style))
     return t
 
 
-def _value(e: ev.Event, name: str, value: object) -> str:
-    if name in _CODES and isinstance(value, int):
-        code = _CODES[name].get(value)
-        return f"{_CODES[name].name(value)} ({value})" + (f" — {code.meaning}" if code else "")
-    if name == "reply" and isinstance(value, int):
-        code = OPTION_REPLIES.get(value)
-        return f"{OPTION_REPLIES.name(value)} ({value:#x})" + (f" — {code.meaning}" if code else "")
-    if name == "error" and isinstance(value, int):
-        code = ERRORS.get(value)
-        return f"{ERRORS.name(value)} ({value})" + (f" — {code.meaning}" if code else "")
-    if name in ("cookie", "transmission_flags", "handshake_flags", "flags", "request_flags",
-                "oldstyle_high_flags") and isinstance(value, int):
-        return f"{value:#x}" if name == "cookie" else f"{value:#06x} ({value})"
-    if name == "info_requests" and isinstance(value, tuple):
-        return ", ".join(INFO_TYPES.name(v) for v in value) or "none"
-    if name == "latency_us" and isinstance(value, float):
+def _value(e: ev.Event, info: FieldInfo | None, value: object) -> str:
+    """One field's value as the detail pane shows it, decoded by the table its metadata names."""
+    kind = info.kind if info is not None else None
+    codes = info.codes if info is not None else None
+    if isinstance(value, int) and not isinstance(value, bool):
+        if kind == "code" and codes is not None:
+            code = codes.get(value)
+            number = f"{value:#x}" if info is not None and info.hex else str(value)
+            return f"{codes.name(value)} ({number})" + (f" — {code.meaning}" if code else "")
+        if kind == "cookie":
+            return f"{value:#x}"
+        if kind in ("flags", "reserved"):
+            return f"{value:#06x} ({value})"
+    if kind == "us" and isinstance(value, float):
         return F.fmt_latency(value)
-    if name == "extents" and isinstance(value, tuple):
-        ctx = getattr(e, "context", None)
-        shown = [f"{n}:{describe_status(ctx, s)}" for n, s in value[:EXTENTS_SHOWN]]
-        more = f" (+{len(value) - EXTENTS_SHOWN} more)" if len(value) > EXTENTS_SHOWN else ""
-        return ", ".join(shown) + more
-    if name == "in_flight" and isinstance(value, tuple):
-        return ", ".join(f"cookie {c:#x} {COMMANDS.name(cmd)} (frame {f})" for c, cmd, f in value)
-    if name == "meta_contexts" and isinstance(value, tuple):
-        return ", ".join(f"{i}={n}" for i, n in value)
+    if isinstance(value, tuple):
+        if kind == "codes" and codes is not None:
+            return ", ".join(codes.name(v) for v in value) or "none"
+        if kind == "extents":
+            ctx = getattr(e, "context", None)
+            shown = [f"{n}:{describe_status(ctx, s)}" for n, s in value[:EXTENTS_SHOWN]]
+            more = f" (+{len(value) - EXTENTS_SHOWN} more)" if len(value) > EXTENTS_SHOWN else ""
+            return ", ".join(shown) + more
+        if kind == "in-flight" and codes is not None:
+            return ", ".join(f"cookie {c:#x} {codes.name(cmd)} (frame {f})" for c, cmd, f in value)
+        if kind == "contexts":
+            return ", ".join(f"{i}={n}" for i, n in value)
     if isinstance(value, str):
         return repr(value)
     return str(value)
@@ -122,7 +95,7 @@ def finding_renderable(a: Anomaly, pal: Palette) -> RenderableType:
         field = FLAG_FIELDS.get(key)
         if field is not None and isinstance(value, int):
             parts.append(Text(f"{field.field} of the session: {value:#06x}", style="bold"))
-            parts.append(bits_table(field, value, pal, named=a.message))
+            parts.append(bits_table(bit_rows(field, value), pal, named=a.message))
         elif key not in ("transmission_flags",):
             shown = f"{value:#x}" if key == "cookie" and isinstance(value, int) else str(value)
             parts.append(Text(f"  {key}: {shown}", style=pal["muted"]))
@@ -148,13 +121,14 @@ def message_renderable(store: Store, row: int, pal: Palette) -> RenderableType:
     t.add_column("value", overflow="fold")
     flag_fields: list[tuple[str, FlagField, int]] = []
     for f in fields(e):
-        if f.name in _SKIP:
+        if f.name in NOT_SHOWN:
             continue
         value = getattr(e, f.name)
         if value is None or value == () or value == {}:
             continue
-        t.add_row(f.name, _value(e, f.name, value))
-        table = flag_table_for(e, f.name)
+        info = field_info(type(e), f.name)
+        t.add_row(info.label if info is not None else f.name, _value(e, info, value))
+        table = flag_table(type(e), f.name)
         if table is not None and isinstance(value, int):
             flag_fields.append((f.name, table, value))
     parts.append(t)
@@ -169,7 +143,7 @@ def message_renderable(store: Store, row: int, pal: Palette) -> RenderableType:
                           style=pal["muted"]))
     for name, table, value in flag_fields:
         parts.append(Text(f"\n{name} = {value:#06x}: {table.field}, bit by bit", style="bold"))
-        parts.append(bits_table(table, value, pal))
+        parts.append(bits_table(bit_rows(table, value), pal))
     return Group(*parts)
 
 

@@ -16,7 +16,6 @@ from nbdscope.filter.message import (
     offset,
     type_name,
 )
-from nbdscope.report.names import event_type
 
 __all__ = ["command", "command_name", "cookie", "error", "fmt_latency", "is_error", "latency", "length", "offset",
            "short_type", "type_name"]
@@ -24,7 +23,7 @@ __all__ = ["command", "command_name", "cookie", "error", "fmt_latency", "is_erro
 
 def short_type(e: ev.Event) -> str:
     """The spec name without its family prefix, for narrow columns."""
-    name = event_type(e)
+    name = type_name(e)
     for prefix in ("NBD_REPLY_TYPE_", "NBD_"):
         if name.startswith(prefix):
             name = name[len(prefix):]

@@ -21,7 +21,7 @@ from textual.widgets import DataTable, Footer, Input, Label, Markdown, RichLog, 
 from nbdscope.analysis.stats import percentile
 from nbdscope.decoder import events as ev
 from nbdscope.filter import help_markdown
-from nbdscope.spec import COMMANDS, TRANSMISSION_FLAGS
+from nbdscope.report.sessionpanel import session_panel
 from nbdscope.tui import detail as D
 from nbdscope.tui import fields as F
 from nbdscope.tui.filter import FilterError, Predicate, compile_filter
@@ -541,31 +541,18 @@ class SummaryScreen(_Base):
         if s is None:
             return
         pal = self.napp.palette()
+        panel = session_panel(s, "screen", anomalies=store.anomaly_count(s.id))
         info = Table(box=None, show_header=False, pad_edge=False)
         info.add_column(style="bold")
         info.add_column(overflow="fold")
-        rows: list[tuple[str, str]] = [
-            ("session", f"{s.id}  {s.client} → {s.server}  ({s.source})"),
-            ("handshake", s.handshake + ("   TLS (encrypted after STARTTLS)" if s.tls else "")),
-            ("export", f"{s.export_name!r}" if s.export_name is not None else "unknown"),
-            ("size", f"{s.size:,} bytes" if s.size is not None else "unknown"),
-            ("block sizes", f"min {s.min_block}  preferred {s.preferred_block}  max payload {s.max_payload}"
-             if s.min_block is not None else "not announced"),
-            ("structured replies", {True: "yes", False: "no", None: "unknown"}[s.structured_replies]),
-            ("extended headers", {True: "yes", False: "no", None: "unknown"}[s.extended_headers]),
-            ("metadata contexts", ", ".join(f"{k}={v}" for k, v in sorted(s.meta_contexts.items())) or "none"),
-            ("messages", f"{s.messages:,}"),
-            ("anomalies", str(store.anomaly_count(s.id))),
-            ("ended", s.disconnect),
-        ]
-        for k, v in rows:
+        for k, v in panel.rows:
             info.add_row(k, v)
         self.query_one("#negotiated", Static).update(
             Group(Text(f"Session {s.id}", style=f"bold {pal['accent']}"), info))
-        if s.transmission_flags is not None:
+        if panel.flags_value is not None:
             self.query_one("#flags", Static).update(Group(
-                Text(f"\ntransmission flags {s.transmission_flags:#06x}, bit by bit", style="bold"),
-                D.bits_table(TRANSMISSION_FLAGS, s.transmission_flags, pal)))
+                Text(f"\n{panel.flags.field} {panel.flags_value:#06x}, bit by bit", style="bold"),
+                D.bits_table(panel.bits, pal)))
         moved, width, hist, lats = session_series(store, s.id)
         self.query_one("#throughput", Sparkline).data = moved or [0.0]
         peak = max(moved, default=0.0)
@@ -584,13 +571,11 @@ class SummaryScreen(_Base):
         mix = Table(title="Command mix", title_justify="left", title_style="bold", box=None, pad_edge=False)
         for col in ("command", "count", "bytes", "errors", "p50", "p99", "max"):
             mix.add_column(col, justify="left" if col == "command" else "right")
-        for cmd, st in sorted(s.commands.items()):
-            j = st.as_json()
-            lat = j.get("latency_us") or {}
-            assert isinstance(lat, dict)
-            mix.add_row(COMMANDS.name(cmd), f"{st.count:,}", _human(st.bytes), str(st.errors),
+        for c in panel.commands:
+            lat = c.latency_us or {}
+            mix.add_row(c.name, f"{c.count:,}", _human(c.bytes), str(c.errors),
                         F.fmt_latency(lat.get("p50")), F.fmt_latency(lat.get("p99")), F.fmt_latency(lat.get("max")))
-        self.query_one("#commands", Static).update(Group(Text(""), mix) if s.commands else Text(""))
+        self.query_one("#commands", Static).update(Group(Text(""), mix) if panel.commands else Text(""))
 
     def action_messages(self) -> None:
         self.napp.open_messages(f"session={self.session_id}")

@@ -9,7 +9,7 @@ from textual.binding import Binding, BindingType
 from textual.widgets import DataTable
 
 from nbdscope.analysis.session import Session
-from nbdscope.spec import TRANSMISSION_FLAGS
+from nbdscope.report.sessionpanel import SESSION_FLAGS
 from nbdscope.tui.store import Store
 
 SEVERITY_STYLE = {"error": "bold red", "warning": "bold dark_orange3", "info": "dodger_blue2"}
@@ -18,7 +18,7 @@ SEVERITY_STYLE = {"error": "bold red", "warning": "bold dark_orange3", "info": "
 def flags_summary(s: Session) -> str:
     if s.transmission_flags is None:
         return "?"
-    names = [n.removeprefix("NBD_FLAG_") for n in TRANSMISSION_FLAGS.names(s.transmission_flags)]
+    names = [n.removeprefix("NBD_FLAG_") for n in SESSION_FLAGS.names(s.transmission_flags)]
     names = [n for n in names if n != "HAS_FLAGS"]
     return f"{s.transmission_flags:#x} " + ",".join(names)
 

@@ -29,18 +29,18 @@ DONE = 1
 @contextmanager
 def every_rule_hears_everything() -> Iterator[None]:
     """The reference: each rule called for every event of the types it lists, whatever the command."""
-    saved = {cls: cls.__dict__["wants"] for cls in (Rule, *ALL_RULES) if "wants" in cls.__dict__}
+    saved = {cls: cls.__dict__["subscribes"] for cls in (Rule, *ALL_RULES) if "subscribes" in cls.__dict__}
 
     def wants(cls: type[Rule], event_type: type[ev.Event], command: int | None) -> bool:
         return issubclass(event_type, cls.EVENTS)
 
     for cls in saved:
-        cls.wants = classmethod(wants)  # type: ignore[method-assign,assignment]
+        cls.subscribes = classmethod(wants)  # type: ignore[method-assign,assignment]
     try:
         yield
     finally:
         for cls, original in saved.items():
-            cls.wants = original  # type: ignore[method-assign]
+            cls.subscribes = original  # type: ignore[method-assign]
 
 
 def findings(items: list[it.StreamItem]) -> list[tuple[str, int, str]]:

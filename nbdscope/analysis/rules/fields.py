@@ -89,7 +89,7 @@ class UnknownCommand(Rule):
     EVENTS = (ev.Request,)
 
     @classmethod
-    def wants(cls, event_type: type[ev.Event], command: int | None) -> bool:
+    def subscribes(cls, event_type: type[ev.Event], command: int | None) -> bool:
         return issubclass(event_type, ev.Request) and command not in COMMANDS
 
     def message(self, session: Session, event: ev.Event) -> None:
