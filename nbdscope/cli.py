@@ -1,4 +1,4 @@
-"""The `nbdscope` command line (names as in CONTRACT.md)."""
+"""The `nbdscope` command line (names as in docs/CONTRACT.md)."""
 
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ from tests.oracles import ROOT
 SCHEMAS = ROOT / "docs" / "schemas"
 BASE = "https://nbdscope.invalid/schemas/"
 
-# the rule of CONTRACT.md in Python: first match wins (exact names before prefixes)
+# the rule of docs/CONTRACT.md in Python: first match wins (exact names before prefixes)
 _EXACT = {
     "ANOMALY": "anomaly-line", "NBD_SIMPLE_REPLY": "simple-reply", "NEWSTYLE_GREETING": "greeting",
     "OLDSTYLE_GREETING": "greeting", "CLIENT_FLAGS": "client-flags", "EXPORT_NAME_REPLY": "export-name-reply",
