@@ -47,13 +47,14 @@ def test_rule_ids_are_the_catalogue() -> None:
 def test_the_line_table_is_the_one_the_tests_and_the_dispatcher_use() -> None:
     text = DOC[DOC.index("\n### Recognising a line\n"):DOC.index("\n### Keys of every message line\n")]
     rows = re.findall(r"^\| (.+?) \| .+? \| `([a-z-]+)\.schema\.json` \|$", text, re.M)
-    exact, prefixes = {}, {}
+    exact: dict[str, str] = {}
+    prefixes: dict[str, str] = {}
     for test, schema in rows:
         for name in re.findall(r"`([A-Za-z_]+)`", test):
             (prefixes if test.startswith("starts with") else exact)[name] = schema
     assert exact == _EXACT and prefixes == dict(_PREFIXES)
     dispatcher = json.loads((SCHEMAS / "jsonl-line.schema.json").read_text())
-    routed = {}
+    routed: dict[str, str] = {}
     for rule in dispatcher["allOf"]:
         test, target = rule["if"]["properties"]["type"], rule["then"]["$ref"].removesuffix(".schema.json")
         for name in test.get("enum", [test.get("const")]) if "pattern" not in test else [test["pattern"][1:]]:
