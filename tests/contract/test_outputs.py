@@ -95,3 +95,15 @@ def test_proxy_jsonl_meets_its_schemas(capture: Path) -> None:
     plain = lines(analyze(capture, "--format", "jsonl"))
     assert Counter(r["type"] for r in records if r["type"] != "ANOMALY") == \
            Counter(r["type"] for r in plain if r["type"] != "ANOMALY")
+
+
+def test_rules_json_meets_its_schema() -> None:
+    import io
+    from contextlib import redirect_stdout
+
+    from nbdscope.cli import main
+
+    out = io.StringIO()
+    with redirect_stdout(out):
+        assert main(["rules", "--format", "json"]) == 0
+    assert errors("rules", json.loads(out.getvalue())) == []
