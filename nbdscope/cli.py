@@ -1,4 +1,4 @@
-"""The `nbdscope` command line (names as in CONTRACT.md)."""
+"""The `nbdscope` command line (names as in docs/CONTRACT.md)."""
 
 from __future__ import annotations
 
@@ -79,18 +79,19 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
     try:
-        if args.command == "analyze":
-            return analyze(args)
-        if args.command == "proxy":
-            return proxy(args)
-        if args.command == "tui":
-            return tui(args)
-        if args.command == "live":
-            return live(args)
-        return rules(args)
+        try:
+            try:
+                args = _parser().parse_args(argv)  # --help and --version print and exit from here
+                command = {"analyze": analyze, "proxy": proxy, "tui": tui, "live": live, "rules": rules}[args.command]
+                code = command(args)
+            finally:
+                sys.stdout.flush()  # meet a closed pipe here, where it is handled, not at interpreter exit
+        except BaseException as exc:
+            if _output_closed(exc):
+                return EXIT_OK
+            raise
+        return code
     except UsageError as exc:
         print(f"nbdscope: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -106,10 +107,29 @@ def main(argv: list[str] | None = None) -> int:
         print(f"nbdscope: internal error: {type(exc).__name__}: {exc} (set NBDSCOPE_DEBUG=1 for details)",
               file=sys.stderr)
         return EXIT_USAGE
-    except BrokenPipeError:
-        # the reader of our output went away (e.g. `| head`); nothing more to say
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_OK
+
+
+def _output_closed(exc: BaseException) -> bool:
+    """Whether ``exc`` is a write into a pipe whose reader has gone (`| head`), or was raised while
+    handling one (rich exits with status 1; a command may turn it into a UsageError). Then stdout
+    is pointed at /dev/null, so what is still buffered there goes nowhere at interpreter exit
+    instead of failing again, and the run ends quietly with status 0."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # a short walk: the pipe error is the exception itself or close behind it
+        if seen is None:
+            return False
+        if isinstance(seen, BrokenPipeError):
+            break
+        seen = seen.__context__
+    else:
+        return False
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # stdout without a descriptor (an in-process caller's capture)
+        pass
+    return True
 
 
 def _open_output(stack: ExitStack, path: str | None) -> IO[str]:

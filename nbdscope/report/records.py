@@ -1,4 +1,4 @@
-"""One JSON-ready record per decoded message: the JSONL timeline of CONTRACT.md.
+"""One JSON-ready record per decoded message: the JSONL timeline of docs/CONTRACT.md.
 
 The proxy builds one of these per message while it relays, so the per-class work
 (which fields exist, how each is rendered) is planned once and the per-message work

@@ -99,7 +99,7 @@ class FlagField:
         return out
 
     def describe(self, value: int) -> dict[str, object]:
-        """The JSON shape of CONTRACT.md: every defined bit, plus any undefined set bit.
+        """The JSON shape of docs/CONTRACT.md: every defined bit, plus any undefined set bit.
 
         Cached per value (a flags field takes few distinct values); callers must not
         modify the result."""

@@ -1,4 +1,4 @@
-"""The command line as scripts use it (CONTRACT.md): formats, exit codes, errors."""
+"""The command line as scripts use it (docs/CONTRACT.md): formats, exit codes, errors."""
 
 from __future__ import annotations
 
@@ -98,7 +98,7 @@ def test_rules_catalog_has_the_contract_ids() -> None:
 
 def test_a_finding_reads_the_same_on_the_console_and_in_jsonl() -> None:
     """analyze, live and the proxy print findings through one pair of helpers: the console
-    line names rule, severity, blame, session and frame; the JSONL line is the CONTRACT record."""
+    line names rule, severity, blame, session and frame; the JSONL line is the docs/CONTRACT.md record."""
     import json
 
     from nbdscope.analysis.anomaly import Anomaly
