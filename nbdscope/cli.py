@@ -14,7 +14,7 @@ from nbdscope import __version__
 from nbdscope.analysis.addons import Addon
 from nbdscope.analysis.anomaly import INTERNAL_ERROR, SEVERITY_RANK
 from nbdscope.analysis.engine import Result
-from nbdscope.analysis.rules import ALL_RULES
+from nbdscope.analysis.rules import CATALOGUE
 
 EXIT_OK, EXIT_ANOMALY, EXIT_USAGE = 0, 1, 2
 
@@ -340,7 +340,7 @@ def live(args: argparse.Namespace) -> int:
 
 
 def rules(args: argparse.Namespace) -> int:
-    infos = [cls.INFO for cls in ALL_RULES]
+    infos = CATALOGUE
     if args.format == "json":
         json.dump([{"id": i.id, "severity": i.severity, "blame": i.blame, "spec": i.spec, "summary": i.summary}
                    for i in infos], sys.stdout, indent=2)

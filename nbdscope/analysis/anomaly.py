@@ -44,6 +44,6 @@ class Anomaly:
         return out
 
 
-INTERNAL_ERROR = RuleInfo("internal-error", "error", "nbdscope", "",
+INTERNAL_ERROR = RuleInfo("internal-error", "error", "nbdscope", "none: a failure of nbdscope itself",
                           "an addon of nbdscope (a rule or an output) raised and was detached; the rest of the "
                           "analysis went on without it (a bug of ours, never a peer's fault)")

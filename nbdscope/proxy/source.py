@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from nbdscope import vocab as it
 from nbdscope.proxy import tap
@@ -28,6 +28,57 @@ def _stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
+class TapReader:
+    """The relay's records as stream items: frame numbering, notes, the relay's totals and logs.
+    Kept apart from the relay process so that any record sequence can be replayed through it."""
+
+    def __init__(self, log: Callable[[str], None] = _stderr) -> None:
+        self.log = log
+        self.totals: dict[str, object] = {}  # the relay's own counts, sent as it ends
+        self.frames = 0
+        self._notes: dict[tuple[int, str], str] = {}
+        self._open: set[int] = set()
+
+    def items(self, records: Iterable[tap.Record]) -> Iterator[it.StreamItem]:
+        for kind, direction, conn, time, payload in records:
+            if kind == tap.DATA:
+                if conn in self._open:
+                    yield from self._data(conn, direction, time, payload)
+            elif kind == tap.OPEN:
+                info = json.loads(bytes(payload))
+                client, server = it.Endpoint(*info["client"]), it.Endpoint(*info["server"])
+                self._open.add(conn)
+                if info.get("comment"):  # before the open: a capture writer puts it on the SYN
+                    yield it.StreamNote(conn, "c2s", info["comment"], self.frames + 1, time)
+                yield it.StreamOpen(conn, client, server, self.frames + 1, time, True, "proxy")
+                self.frames += OPEN_FRAMES
+            elif kind == tap.CLOSE:
+                if conn in self._open:
+                    self._open.discard(conn)
+                    self.frames += CLOSE_FRAMES
+                    yield it.StreamClose(conn, "fin", self.frames, time, direction)
+                for d in ("c2s", "s2c"):
+                    self._notes.pop((conn, d), None)
+            elif kind == tap.NOTE:
+                key = (conn, direction)
+                text = bytes(payload).decode("utf-8", "replace")
+                self._notes[key] = f"{self._notes[key]}; {text}" if key in self._notes else text
+            elif kind == tap.END:
+                self.totals = json.loads(bytes(payload))
+            elif kind == tap.LOG:
+                self.log(bytes(payload).decode("utf-8", "replace"))
+
+    def _data(self, conn: int, direction: it.Direction, time: float,
+              data: memoryview) -> Iterator[it.StreamItem]:
+        """One relayed chunk as segments, each its own frame (a view of the ring: valid until the next item)."""
+        note = self._notes.pop((conn, direction), None)
+        if note is not None:
+            yield it.StreamNote(conn, direction, note, self.frames + 1, time)
+        for at in range(0, len(data), MAX_SEGMENT):
+            self.frames += 1
+            yield it.StreamData(conn, direction, data[at:at + MAX_SEGMENT], self.frames, time)
+
+
 class ProxySource:
     """Forks the relay when made (before any thread starts); ``items`` reads it until it ends."""
 
@@ -37,12 +88,8 @@ class ProxySource:
                  log: Callable[[str], None] = _stderr) -> None:
         self.relay = RelayProcess(listen, upstream, options or RelayOptions())
         self.label = f"proxy {listen} → {upstream}"
-        self.log = log
+        self.reader = TapReader(log)
         self.on_idle: Callable[[], None] = lambda: None  # called at least every FLUSH_EVERY seconds
-        self.totals: dict[str, object] = {}  # the relay's own counts, sent as it ends
-        self.frames = 0
-        self._notes: dict[tuple[int, str], str] = {}
-        self._open: set[int] = set()
 
     def wait_ready(self) -> str | None:
         """None once the relay listens; otherwise why it cannot (and the relay is gone)."""
@@ -59,51 +106,15 @@ class ProxySource:
 
     def items(self) -> Iterator[it.StreamItem]:
         try:
-            for kind, direction, conn, time, payload in tap.read_records(self.relay.fd, self.relay.ring,
-                                                                         self.on_idle, FLUSH_EVERY):
-                if kind == tap.DATA:
-                    if conn in self._open:
-                        yield from self._data(conn, direction, time, payload)
-                elif kind == tap.OPEN:
-                    info = json.loads(bytes(payload))
-                    client, server = it.Endpoint(*info["client"]), it.Endpoint(*info["server"])
-                    self._open.add(conn)
-                    yield it.StreamOpen(conn, client, server, self.frames + 1, time, True, "proxy")
-                    if info.get("comment"):
-                        yield it.StreamNote(conn, "c2s", info["comment"], self.frames + 1, time)
-                    self.frames += OPEN_FRAMES
-                elif kind == tap.CLOSE:
-                    if conn in self._open:
-                        self._open.discard(conn)
-                        self.frames += CLOSE_FRAMES
-                        yield it.StreamClose(conn, "fin", self.frames, time, direction)
-                    for d in ("c2s", "s2c"):
-                        self._notes.pop((conn, d), None)
-                elif kind == tap.NOTE:
-                    key = (conn, direction)
-                    text = bytes(payload).decode("utf-8", "replace")
-                    self._notes[key] = f"{self._notes[key]}; {text}" if key in self._notes else text
-                elif kind == tap.END:
-                    self.totals = json.loads(bytes(payload))
-                elif kind == tap.LOG:
-                    self.log(bytes(payload).decode("utf-8", "replace"))
+            yield from self.reader.items(tap.read_records(self.relay.fd, self.relay.ring, lambda: self.on_idle(),
+                                                          FLUSH_EVERY))
         finally:
             self.relay.stop()
             self.relay.wait()
             os.close(self.relay.fd)
 
-    def _data(self, conn: int, direction: it.Direction, time: float,
-              data: memoryview) -> Iterator[it.StreamItem]:
-        """One relayed chunk as segments, each its own frame (a view of the ring: valid until the next item)."""
-        note = self._notes.pop((conn, direction), None)
-        if note is not None:
-            yield it.StreamNote(conn, direction, note, self.frames + 1, time)
-        for at in range(0, len(data), MAX_SEGMENT):
-            self.frames += 1
-            yield it.StreamData(conn, direction, data[at:at + MAX_SEGMENT], self.frames, time)
-
     def summary(self, sessions: int, anomalies: int) -> str:
-        t: dict = self.totals  # type: ignore[type-arg]
+        t: dict = self.reader.totals  # type: ignore[type-arg]
         moved = t.get("bytes", {})
         return (f"nbdscope proxy: {t.get('sessions', sessions)} sessions, {moved.get('c2s', 0)} bytes "
                 f"to the server, {moved.get('s2c', 0)} to clients, {anomalies} anomalies, "

@@ -1,5 +1,5 @@
 """Real outputs to check: what `nbdscope analyze` prints for a capture, and the JSONL the
-proxy's watcher writes when it is handed that capture's bytes as the relay would hand them."""
+proxy writes when its tap reader is handed that capture's bytes as the relay would hand them."""
 
 from __future__ import annotations
 
@@ -11,10 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from nbdscope import vocab as it
+from nbdscope.analysis.engine import Engine
 from nbdscope.capture import read_captures
 from nbdscope.cli import main
 from nbdscope.proxy import tap
-from nbdscope.proxy.watcher import Watcher
+from nbdscope.proxy.source import TapReader
+from nbdscope.report.outputs import JsonlLines
 from tests.oracles import CAPTURES
 
 SHIPPED = sorted(p for p in CAPTURES.iterdir() if p.suffix in (".pcap", ".pcapng"))
@@ -36,22 +38,21 @@ def lines(text: str) -> list[dict[str, Any]]:
 
 
 def proxy_jsonl(capture: Path) -> bytes:
-    """The --jsonl file of a proxy that relayed this capture's connections: the watcher gets the
-    records the relay's tap would send (open, data, close), in capture order."""
+    """The --jsonl file of a proxy that relayed this capture's connections: the proxy's tap reader gets
+    the records the relay's tap would send (open, data, close), in capture order, and the pipeline
+    writes them as the proxy does."""
     jsonl = io.BytesIO()
-    watcher = Watcher(jsonl=jsonl, pcapng=None, quiet=True, redact=False, console=io.StringIO(),
-                      log=lambda line: None)
+    records: list[tap.Record] = []
     for item in read_captures([str(capture)]):
         if isinstance(item, it.StreamOpen):
             info = {"client": [item.client.host, item.client.port], "server": [item.server.host, item.server.port]}
-            watcher.record(tap.OPEN, "c2s", item.conn, item.time, memoryview(json.dumps(info).encode()))
+            records.append((tap.OPEN, "c2s", item.conn, item.time, memoryview(json.dumps(info).encode())))
         elif isinstance(item, it.StreamData):
-            watcher.record(tap.DATA, item.dir, item.conn, item.time, memoryview(bytes(item.data)))
+            records.append((tap.DATA, item.dir, item.conn, item.time, memoryview(bytes(item.data))))
         elif isinstance(item, it.StreamClose):
-            watcher.record(tap.CLOSE, item.by or "c2s", item.conn, item.time, memoryview(b""))
+            records.append((tap.CLOSE, item.by or "c2s", item.conn, item.time, memoryview(b"")))
         else:  # a relay loses nothing: captures with gaps are not replayed
             raise AssertionError(f"{capture.name}: {type(item).__name__} cannot come from a relay")
-    watcher.engine.finish()
-    watcher.flush()
-    assert watcher.errors == 0
+    result = Engine([JsonlLines(jsonl)]).run(TapReader(log=lambda line: None).items(records))
+    assert not any(a.rule == "internal-error" for a in result.anomalies)
     return jsonl.getvalue()

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
-from nbdscope.analysis.rules import ALL_RULES
+from nbdscope.analysis.rules import CATALOGUE
 from nbdscope.decoder import events as ev
-from nbdscope.report.names import event_type
+from nbdscope.report.fieldinfo import type_name as event_type
 from nbdscope.spec import COMMANDS, ERRORS, INFO_TYPES, OPTION_REPLIES, OPTIONS, REPLY_TYPES, TRANSMISSION_FLAGS
 from tests.contract.events import SAMPLES, concrete_event_classes, samples
 from tests.contract.schemas import BASE, SCHEMAS, check_line, line_schema, registry, schema_files, validator
@@ -59,7 +59,7 @@ def test_enumerations_are_the_spec_tables_and_the_rule_catalogue() -> None:
     assert _enum("info_name") == [c.name for c in INFO_TYPES]
     assert _enum("error_name") == [c.name for c in ERRORS]
     assert _enum("transmission_flag_name") == [b.name for b in TRANSMISSION_FLAGS.bits]
-    assert _enum("rule_id") == [cls.INFO.id for cls in ALL_RULES]
+    assert _enum("rule_id") == [info.id for info in CATALOGUE]
 
 
 def test_every_event_class_has_samples() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from nbdscope.analysis.anomaly import INTERNAL_ERROR, RuleInfo
 from nbdscope.analysis.rules.advertised import (
     CacheFlagMismatch,
     CommandNotAdvertised,
@@ -37,4 +38,7 @@ ALL_RULES: tuple[type[Rule], ...] = (
     StaleRead, CaptureGap, MalformedMessage,
 )
 
-__all__ = ["ALL_RULES", "Rule"]
+CATALOGUE: tuple[RuleInfo, ...] = (*(cls.INFO for cls in ALL_RULES), INTERNAL_ERROR)
+"""Every id a finding can carry, in the order `nbdscope rules` lists them."""
+
+__all__ = ["ALL_RULES", "CATALOGUE", "Rule"]
