@@ -126,18 +126,18 @@ def _open_output(stack: ExitStack, path: str | None) -> IO[str]:
         raise UsageError(f"{path}: cannot write: {exc.strerror}") from None
 
 
-def _items_with_progress(files: list[str], ports: list[int]) -> Iterator[Any]:
+def _items_with_progress(files: list[str], ports: list[int], trace: list[Any] | None = None) -> Iterator[Any]:
     from nbdscope.capture import read_captures
     from nbdscope.report.progress import ProgressBar
 
     with ProgressBar(files) as bar:
-        yield from read_captures(files, extra_ports=ports, progress=bar.update, reuse_buffers=True)
+        yield from read_captures(files, extra_ports=ports, progress=bar.update, reuse_buffers=True, trace=trace)
 
 
 def _check_inputs(paths: list[str]) -> None:
     """Refuse unreadable inputs before any output is written."""
     from nbdscope.capture import CaptureError
-    from nbdscope.capture.files import open_capture
+    from nbdscope.capture.pcapio import open_capture
 
     for path in paths:
         if os.path.isdir(path):
@@ -179,17 +179,18 @@ def analyze(args: argparse.Namespace) -> int:
                 out.write(message_line(session.id, e, engine.t0()) + "\n")
         engine = Engine(on_message=on_message, on_anomaly=on_anomaly, keep_data=args.verify_data,
                         track_payload=args.redact)
-        items = _items_with_progress(args.files, args.port)
-        ranges = None
+        redaction = None
         if args.redact:
-            from nbdscope.report.annotate import PayloadRanges
+            from nbdscope.capture.pcapio.redact import FrameRedaction
 
-            ranges = PayloadRanges(engine.connection)
-            items = ranges.tap(items)
+            redaction = FrameRedaction(engine.connection)
+            items = redaction.tap(_items_with_progress(args.files, args.port, redaction.trace))
+        else:
+            items = _items_with_progress(args.files, args.port)
         try:
             result = engine.run(items)
             if annotate:
-                _write_annotated(args, result, ranges)
+                _write_annotated(args, result, redaction)
         except CaptureError as exc:
             raise UsageError(str(exc)) from None
         _write_report(args, result, out)
@@ -199,14 +200,14 @@ def analyze(args: argparse.Namespace) -> int:
     return _exit_code(args.fail_on, result)
 
 
-def _write_annotated(args: argparse.Namespace, result: Result, ranges: Any) -> None:
+def _write_annotated(args: argparse.Namespace, result: Result, redaction: Any) -> None:
     """The input capture back as pcapng, anomalies as packet comments (report/annotate.py)."""
-    from nbdscope.report.annotate import Redactor, write_annotated
+    from nbdscope.report.annotate import write_annotated
 
-    redactor = Redactor(args.files[0], ranges.finish(), args.port) if ranges is not None else None
+    spans = redaction.finish() if redaction is not None else None
     try:
         with open(args.output, "wb") as f:
-            write_annotated(args.files[0], f, result.anomalies, redactor)
+            write_annotated(args.files[0], f, result.anomalies, spans)
     except OSError as exc:
         raise UsageError(f"{args.output}: cannot write: {exc.strerror}") from None
 

@@ -3,8 +3,9 @@ them through the same engine that analyses captures, then writes the outputs (th
 console timeline, anomalies, JSONL, pcapng).
 
 It runs in a process of its own (see tap.py), so a slow output or an expensive
-rule costs the relay nothing but pipe space. Frame numbers are the ones the pcapng
-gets, so live findings and the capture agree."""
+rule costs the relay nothing but pipe space. The watcher numbers the frames itself,
+as the pcapng will hold them (capture/pcapio/synth.py says how many each step
+takes), so the console, the JSONL and the capture agree."""
 
 from __future__ import annotations
 
@@ -17,9 +18,10 @@ from nbdscope import vocab as it
 from nbdscope.analysis.anomaly import Anomaly
 from nbdscope.analysis.engine import Engine, Result
 from nbdscope.analysis.session import Session
+from nbdscope.capture.pcapio.redact import DataMask
+from nbdscope.capture.pcapio.synth import CLOSE_FRAMES, MAX_SEGMENT, OPEN_FRAMES, SessionCapture, data_frames
 from nbdscope.decoder import events as ev
 from nbdscope.proxy import tap
-from nbdscope.report.pcapng import MAX_SEGMENT, PcapngWriter
 from nbdscope.report.records import anomaly_json, message_json
 from nbdscope.report.timeline import anomaly_line, message_line
 from nbdscope.vocab import Direction
@@ -39,8 +41,10 @@ class Watcher:
         self.hooks = (on_message, on_anomaly)
         self.engine = Engine(on_message=self._message, on_anomaly=self._anomaly, track_payload=redact,
                              keep_headers=keep_headers)
-        self.pcap = PcapngWriter(pcapng)
+        self.pcap = SessionCapture(pcapng) if pcapng is not None else None
         self.pcapng = pcapng
+        self.frames = 0  # frames numbered so far: the pcapng's, whether or not one is written
+        self.mask = DataMask() if redact else None
         self.offsets: dict[tuple[int, str], int] = {}
         self.notes: dict[tuple[int, str], str] = {}
         self.totals: dict[str, Any] = {}
@@ -92,13 +96,19 @@ class Watcher:
         elif kind == tap.OPEN:
             info = json.loads(bytes(payload))
             client, server = it.Endpoint(*info["client"]), it.Endpoint(*info["server"])
-            frame = self.pcap.open(conn, client, server, time, info.get("comment"))
+            frame = self.frames + 1
+            self.frames += OPEN_FRAMES
+            if self.pcap is not None:
+                self.pcap.open(conn, client, server, time, info.get("comment"))
             self.offsets[(conn, "c2s")] = self.offsets[(conn, "s2c")] = 0
             self.engine.feed(it.StreamOpen(conn, client, server, frame, time, True, "proxy"))
         elif kind == tap.CLOSE:
-            frame = self.pcap.frames + 2  # the second FIN closes the connection in a capture too
-            self.engine.feed(it.StreamClose(conn, "fin", frame, time, direction))  # type: ignore[arg-type]
-            self.pcap.close(conn, direction, time)
+            self.frames += CLOSE_FRAMES  # the last FIN closes the connection in a capture too
+            self.engine.feed(it.StreamClose(conn, "fin", self.frames, time, direction))  # type: ignore[arg-type]
+            if self.pcap is not None:
+                self.pcap.close(conn, direction, time)
+            if self.mask is not None:
+                self.mask.drop(conn)
             for d in ("c2s", "s2c"):
                 self.offsets.pop((conn, d), None)
                 self.notes.pop((conn, d), None)
@@ -111,7 +121,7 @@ class Watcher:
         key = (conn, direction)
         if key not in self.offsets:
             return  # a session the watcher never saw open
-        base = self.pcap.frames
+        base = self.frames
         feed = self.engine.feed
         decoder = self.engine.connection(conn)
         # decoded segment by segment, with the frame numbers the pcapng gives them; whole
@@ -124,24 +134,23 @@ class Watcher:
                 step = max(step, quiet - quiet % MAX_SEGMENT)
             feed(it.StreamData(conn, direction, data[at:at + step], base + at // MAX_SEGMENT + 1, time))  # type: ignore[arg-type]
             at += step
+        self.frames += data_frames(end)
         start = self.offsets[key]
         self.offsets[key] = start + len(data)
         note = self.notes.pop(key, None)
-        self.pcap.data(conn, direction, self._redacted(conn, direction, data, start) if self.pcapng else data, time,
-                       note)
+        if self.pcap is not None:
+            self.pcap.data(conn, direction, self._redacted(conn, direction, data, start), time, note)
 
     def _redacted(self, conn: int, direction: Direction, data: memoryview, start: int) -> bytes | memoryview:
         """The chunk with read and write data zeroed (headers and lengths kept), if asked."""
-        if not self.redact:
-            return data
         decoder = self.engine.connection(conn)
-        if decoder is None:
+        if self.mask is None or decoder is None:
             return data
+        key = (conn, direction)
+        self.mask.add(key, decoder.take_payload_ranges(direction))
         out = bytearray(data)
-        for lo, hi in decoder.take_payload_ranges(direction):
-            a, b = max(lo, start) - start, min(hi, start + len(data)) - start
-            if a < b:
-                out[a:b] = bytes(b - a)
+        self.mask.zero(out, 0, key, start, len(data))
+        self.mask.forget_before(key, start + len(data))
         return bytes(out)
 
     # ---------------------------------------------------------------- runs

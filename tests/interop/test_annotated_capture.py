@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from nbdscope.capture.files import frames
+from nbdscope.capture.pcapio import frames
 from tests.oracles import CAPTURES, ROOT
 
 TSHARK = shutil.which("tshark")
