@@ -143,7 +143,7 @@ def _read(path: str, problems: list[str], position: list[Callable[[], int]] | No
         position.append(getattr(f, "raw", f).tell)
     try:
         if kind == "pcap":
-            yield from pcap_frames(path, f, problems, reuse, detail)
+            yield from _pcap(path, f, problems, reuse, detail)
         else:
             yield from _pcapng(path, f, problems, detail)
     except (OSError, EOFError, zlib.error) as exc:
@@ -152,8 +152,12 @@ def _read(path: str, problems: list[str], position: list[Callable[[], int]] | No
         f.close()
 
 
-def pcap_frames(path: str, f: IO[bytes], problems: list[str], reuse: bool,
-                detail: bool = False) -> Iterator[Frame | Record]:
+def pcap_frames(path: str, f: IO[bytes], problems: list[str], reuse: bool) -> Iterator[Frame]:
+    """The frames of a classic pcap stream (a file or tcpdump's pipe)."""
+    return _pcap(path, f, problems, reuse, False)  # type: ignore[return-value]
+
+
+def _pcap(path: str, f: IO[bytes], problems: list[str], reuse: bool, detail: bool) -> Iterator[Frame | Record]:
     """Classic pcap: dpkt parses and validates the file header; records are then
     sliced from large reads with one struct call each, because building a dpkt
     header object per record costs more than everything else we do per packet."""
