@@ -144,7 +144,7 @@ def _open_output(stack: ExitStack, path: str | None) -> IO[str]:
 def _check_inputs(paths: list[str]) -> None:
     """Refuse unreadable inputs before any output is written."""
     from nbdscope.capture import CaptureError
-    from nbdscope.capture.files import open_capture
+    from nbdscope.capture.pcapio import open_capture
 
     for path in paths:
         if os.path.isdir(path):
@@ -159,6 +159,7 @@ def analyze(args: argparse.Namespace) -> int:
     from nbdscope import pipeline
     from nbdscope.capture import CaptureError
     from nbdscope.report import outputs
+    from nbdscope.report.captures import AnnotatedCapture
 
     annotate = args.output is not None and args.output.lower().endswith(".pcapng")
     if annotate and len(args.files) != 1:
@@ -173,6 +174,7 @@ def analyze(args: argparse.Namespace) -> int:
         out = _open_output(stack, None if annotate else args.output)
         addons: list[Addon] = []
         timeline: outputs.JsonlLines | outputs.TimelineLines | None = None
+        redaction = None
         if args.format == "jsonl":
             timeline = outputs.JsonlLines(out)
         elif args.format == "text" and args.messages:
@@ -186,13 +188,16 @@ def analyze(args: argparse.Namespace) -> int:
                 annotated = stack.enter_context(open(args.output, "wb"))
             except OSError as exc:
                 raise UsageError(f"{args.output}: cannot write: {exc.strerror}") from None
-            addons.append(outputs.AnnotatedCapture(args.files[0], annotated, redact=args.redact, ports=args.port))
+            redaction = AnnotatedCapture.redaction() if args.redact else None
+            addons.append(AnnotatedCapture(args.files[0], annotated, redaction))
         if args.format == "json":
             addons.append(outputs.JsonReport(out, args.files))
         elif args.format == "text":
             addons.append(outputs.TextReport(out, args.files))
         try:
-            result = pipeline.run(pipeline.FileSource(args.files, args.port, progress=True), addons,
+            source = pipeline.FileSource(args.files, args.port, progress=True,
+                                         trace=redaction.trace if redaction is not None else None)
+            result = pipeline.run(source, addons,
                                   verify_data=args.verify_data)
         except CaptureError as exc:
             raise UsageError(str(exc)) from None

@@ -62,6 +62,7 @@ class ProxyPlan:
     def outputs(self, stack: ExitStack, console: IO[str] | None) -> tuple[list[Addon], list[IO[Any]]]:
         """The output addons and the files to flush on the proxy's timer (opened here: OSError if one cannot be)."""
         from nbdscope.report import outputs
+        from nbdscope.report.captures import RelayedCapture
 
         addons: list[Addon] = []
         files: list[IO[Any]] = []
@@ -74,7 +75,7 @@ class ProxyPlan:
             files.append(f)
         if self.pcapng:
             g = stack.enter_context(open(self.pcapng, "wb"))
-            addons.append(outputs.RelayedCapture(g, redact=self.redact))
+            addons.append(RelayedCapture(g, redact=self.redact))
             files.append(g)
         return addons, files
 

@@ -10,7 +10,7 @@ Addon class, and no command wires an engine by hand.
 from __future__ import annotations
 
 from collections.abc import Collection, Iterator, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from nbdscope.analysis.addons import Addon
 from nbdscope.analysis.engine import Engine, Result
@@ -39,8 +39,10 @@ class FileSource:
 
     live = False
 
-    def __init__(self, paths: Sequence[str], ports: Collection[int] = (), *, progress: bool = False) -> None:
+    def __init__(self, paths: Sequence[str], ports: Collection[int] = (), *, progress: bool = False,
+                 trace: list[Any] | None = None) -> None:
         self.paths, self.ports, self.progress = list(paths), list(ports), progress
+        self.trace = trace  # where each delivered byte lay in which frame (capture/tcp.py), for redaction
         self.label = ", ".join(self.paths)
         self._stopped = False
 
@@ -48,7 +50,7 @@ class FileSource:
         from nbdscope.capture import read_captures
 
         if not self.progress:
-            for item in read_captures(self.paths, extra_ports=self.ports, reuse_buffers=True):
+            for item in read_captures(self.paths, extra_ports=self.ports, reuse_buffers=True, trace=self.trace):
                 if self._stopped:
                     return
                 yield item
@@ -56,7 +58,8 @@ class FileSource:
         from nbdscope.report.progress import ProgressBar
 
         with ProgressBar(self.paths) as bar:
-            yield from read_captures(self.paths, extra_ports=self.ports, progress=bar.update, reuse_buffers=True)
+            yield from read_captures(self.paths, extra_ports=self.ports, progress=bar.update, reuse_buffers=True,
+                                     trace=self.trace)
 
     def stop(self) -> None:
         self._stopped = True

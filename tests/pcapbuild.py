@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import struct
+from decimal import Decimal
 
 import dpkt
 
@@ -48,18 +49,29 @@ def write_pcap(path: str, packets: list[tuple[float, bytes]], linktype: int = 1,
             w.writepkt(buf, ts=ts)
 
 
-def write_pcapng(path: str, packets: list[tuple[float, int, bytes]], linktypes: list[int]) -> None:
-    """packets: (time, interface index, frame)."""
+def write_pcapng(path: str, packets: list[tuple[float | Decimal, int, bytes]], linktypes: list[int],
+                 tsresol: list[int] | None = None, tsoffset: list[int] | None = None) -> None:
+    """packets: (time, interface index, frame). Per interface, ``tsresol`` is the if_tsresol
+    byte (decimal digits, default 6) and ``tsoffset`` the if_tsoffset seconds (default none):
+    stored timestamps are then (time - offset) in those units (give times as Decimal for
+    nanoseconds a float of today's epoch cannot hold)."""
     def block(btype: int, body: bytes) -> bytes:
         body += b"\0" * (-len(body) % 4)
         n = len(body) + 12
         return struct.pack("<II", btype, n) + body + struct.pack("<I", n)
 
+    resol = tsresol or [6] * len(linktypes)
+    offset = tsoffset or [0] * len(linktypes)
     out = block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1))
-    for lt in linktypes:
-        out += block(1, struct.pack("<HHI", lt, 0, 0))
+    for lt, r, o in zip(linktypes, resol, offset, strict=True):
+        opts = b""
+        if tsresol is not None:
+            opts += struct.pack("<HHB3x", 9, 1, r)
+        if tsoffset is not None:
+            opts += struct.pack("<HHq", 14, 8, o)
+        out += block(1, struct.pack("<HHI", lt, 0, 0) + (opts + struct.pack("<HH", 0, 0) if opts else b""))
     for ts, iface, buf in packets:
-        t = int(ts * 1e6)
+        t = round((ts - offset[iface]) * 10 ** resol[iface])
         out += block(6, struct.pack("<IIIII", iface, t >> 32, t & 0xFFFFFFFF, len(buf), len(buf)) + buf)
     with open(path, "wb") as f:
         f.write(out)

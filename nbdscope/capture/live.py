@@ -19,7 +19,7 @@ from collections.abc import Callable, Collection, Iterator
 from typing import IO
 
 from nbdscope.capture import PacketStream
-from nbdscope.capture.files import CaptureError, pcap_frames
+from nbdscope.capture.pcapio.read import CaptureError, pcap_frames
 from nbdscope.capture.pipes import grow_pipe
 from nbdscope.capture.processes import stop_process
 from nbdscope.vocab import CaptureProblem, StreamItem

@@ -4,6 +4,12 @@ Each direction delivers bytes in sequence order exactly once: retransmissions
 and overlaps are trimmed, out-of-order segments wait (bounded) for the hole to
 fill, and a hole that cannot fill becomes a StreamGap. Memory is the open
 connections plus their out-of-order backlog; delivered bytes are never kept.
+
+Given a ``trace`` list, TcpStreams also says where in the capture every payload
+byte of an NBD connection lies: one Origin per delivered chunk (in the order of
+the StreamData items) and one per piece it did not deliver again (retransmitted
+or overlapping bytes), so a copy of the capture can be redacted without a second
+reassembly. StreamData itself stays as small as it is (one is made per packet).
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import heapq
 import ipaddress
 from collections.abc import Collection
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from nbdscope.capture.linklayer import ACK, FIN, RST, SYN, Segment
 from nbdscope.spec import magics as M
@@ -33,6 +40,19 @@ _SERVER_WORDS = (M.SIMPLE_REPLY_MAGIC_BYTES, M.STRUCTURED_REPLY_MAGIC_BYTES, M.E
 _CLIENT_WORDS = (M.REQUEST_MAGIC_BYTES, M.EXTENDED_REQUEST_MAGIC_BYTES)
 
 
+class Origin(NamedTuple):
+    """Where ``length`` bytes of a connection's stream lie in the capture: at ``pos`` in
+    frame ``frame``. ``offset`` is their stream offset as the decoder counts it, or -1
+    when they cannot be placed in the stream (whoever redacts must hide them all)."""
+
+    conn: int
+    dir: Direction
+    offset: int
+    length: int
+    frame: int
+    pos: int
+
+
 def _signed(delta: int) -> int:
     delta &= 0xFFFFFFFF
     return delta - (1 << 32) if delta & 0x80000000 else delta
@@ -44,11 +64,12 @@ class _Half:
 
     next_seq: int | None = None
     offset: int = 0  # stream offset of next_seq (never wraps, unlike sequence numbers)
-    ooo: dict[int, bytes] = field(default_factory=dict)  # waiting segments by stream offset
+    ooo: dict[int, tuple[bytes, int, int]] = field(default_factory=dict)  # by stream offset: data, frame, pos
     heap: list[int] = field(default_factory=list)  # the keys of ooo, smallest first
     ooo_bytes: int = 0
     fin: bool = False
     first: bytes = b""  # the first payload bytes, for detection
+    unseen: int = 0  # bytes lost before the connection was found to be NBD (the decoder never counts them)
 
 
 @dataclass
@@ -59,7 +80,8 @@ class _Conn:
     syn_seen: bool = False
     state: str = "detect"  # detect, nbd, ignored
     conn_id: int = -1
-    pending: list[tuple[int, bytes, int, float]] = field(default_factory=list)  # side, data, frame, time
+    pending: list[tuple[int, bytes, int, float, int, int, int]] = field(default_factory=list)
+    # side, data, frame, time, then where the data came from: frame, position in it, stream offset
     closer: int | None = None  # side that sent the first FIN or the RST
     segments: int = 0
 
@@ -67,13 +89,15 @@ class _Conn:
 class TcpStreams:
     """Feeds decoded TCP segments, returns stream items for NBD connections."""
 
-    def __init__(self, source: str, extra_ports: Collection[int] = (), first_conn_id: int = 0) -> None:
+    def __init__(self, source: str, extra_ports: Collection[int] = (), first_conn_id: int = 0,
+                 trace: list[Origin] | None = None) -> None:
         self.source = source
         self.ports = {M.DEFAULT_PORT, *extra_ports}
         self.conns: dict[tuple[bytes, int, bytes, int], _Conn] = {}
-        self.closed: dict[tuple[bytes, int, bytes, int], None] = {}
+        self.closed: dict[tuple[bytes, int, bytes, int], int | None] = {}  # the NBD connection's id, if it was one
         self.next_id = first_conn_id
         self.out: list[StreamItem] = []
+        self.trace = trace
 
     # ------------------------------------------------------------------ input
 
@@ -88,8 +112,10 @@ class TcpStreams:
             if half.next_seq == seg.seq and not half.heap:
                 half.next_seq = (seg.seq + len(seg.payload)) & 0xFFFFFFFF
                 half.offset += len(seg.payload)
-                return [StreamData(conn.conn_id, "c2s" if conn.client_side == side else "s2c", seg.payload,
-                                   frame, time)]
+                d: Direction = "c2s" if conn.client_side == side else "s2c"
+                if self.trace is not None:
+                    self._trace_fast(conn, half, d, seg, frame)
+                return [StreamData(conn.conn_id, d, seg.payload, frame, time)]
         rev = (seg.dst, seg.dport, seg.src, seg.sport)
         if conn is None:
             conn = self.conns.get(rev)
@@ -98,13 +124,17 @@ class TcpStreams:
                 if half.next_seq == seg.seq and not half.heap:
                     half.next_seq = (seg.seq + len(seg.payload)) & 0xFFFFFFFF
                     half.offset += len(seg.payload)
-                    return [StreamData(conn.conn_id, "c2s" if conn.client_side == 1 else "s2c", seg.payload,
-                                       frame, time)]
+                    d = "c2s" if conn.client_side == 1 else "s2c"
+                    if self.trace is not None:
+                        self._trace_fast(conn, half, d, seg, frame)
+                    return [StreamData(conn.conn_id, d, seg.payload, frame, time)]
         self.out = out = []
         if conn is None:
             key = fwd
             if key in self.closed or rev in self.closed:
                 if not flags & SYN or flags & ACK:
+                    if self.trace is not None and seg.payload:
+                        self._trace_straggler(key if key in self.closed else rev, seg, frame)
                     return out  # stragglers of a connection already closed
                 self.closed.pop(key, None)
                 self.closed.pop(rev, None)
@@ -132,7 +162,7 @@ class TcpStreams:
         if flags & ACK:
             self._ack_reveals_loss(conn, 1 - side, seg.ack, frame, time)
         if seg.payload:
-            self._data(conn, side, seg.seq + (1 if flags & SYN else 0), seg.payload, frame, time)
+            self._data(conn, side, seg.seq + (1 if flags & SYN else 0), seg.payload, frame, time, seg.offset)
         if flags & (RST | FIN) and conn.closer is None:
             conn.closer = side
         if flags & RST:
@@ -153,38 +183,49 @@ class TcpStreams:
 
     # ------------------------------------------------------------- reassembly
 
-    def _data(self, conn: _Conn, side: int, seq: int, payload: bytes, frame: int, time: float) -> None:
+    def _data(self, conn: _Conn, side: int, seq: int, payload: bytes, frame: int, time: float, pos: int) -> None:
         half = conn.halves[side]
         if half.next_seq is None:
             half.next_seq = seq  # capture began mid-connection
         delta = _signed(seq - half.next_seq)
         if delta < 0:
+            if self.trace is not None:
+                self._trace_again(conn, side, half.offset + delta, min(-delta, len(payload)), frame, pos)
             if -delta >= len(payload):
                 return  # pure retransmission
-            payload, seq, delta = payload[-delta:], half.next_seq, 0
+            payload, seq, pos, delta = payload[-delta:], half.next_seq, pos - delta, 0
         if delta > 0:
             key = half.offset + delta
             known = half.ooo.get(key)
-            if known is None or len(known) < len(payload):
+            if known is None or len(known[0]) < len(payload):
                 if known is None:
                     heapq.heappush(half.heap, key)
-                half.ooo_bytes += len(payload) - (len(known) if known else 0)
-                half.ooo[key] = bytes(payload)  # kept across packets: no view into the reader's buffer
+                elif self.trace is not None:
+                    self._trace_again(conn, side, key, len(known[0]), known[1], known[2])
+                half.ooo_bytes += len(payload) - (len(known[0]) if known else 0)
+                half.ooo[key] = (bytes(payload), frame, pos)  # kept across packets: no view into the reader's buffer
+            elif self.trace is not None:
+                self._trace_again(conn, side, key, len(payload), frame, pos)
             if half.ooo_bytes > OOO_LIMIT:
                 self._give_up_hole(conn, side, frame, time)
             return
-        self._deliver(conn, side, payload, frame, time)
+        self._deliver(conn, side, payload, frame, time, frame, pos)
         if half.heap:
             self._drain(conn, side, frame, time)
 
-    def _deliver(self, conn: _Conn, side: int, data: bytes, frame: int, time: float) -> None:
+    def _deliver(self, conn: _Conn, side: int, data: bytes, frame: int, time: float, src: int, pos: int) -> None:
+        """Hand on ``data``, found at ``pos`` in frame ``src`` (``frame`` is the one that completed it)."""
         half = conn.halves[side]
+        at = half.offset - half.unseen
         half.next_seq = (half.next_seq + len(data)) & 0xFFFFFFFF  # type: ignore[operator]
         half.offset += len(data)
         if conn.state == "nbd":
-            self.out.append(StreamData(conn.conn_id, self._dir(conn, side), data, frame, time))
+            d = self._dir(conn, side)
+            self.out.append(StreamData(conn.conn_id, d, data, frame, time))
+            if self.trace is not None:
+                self.trace.append(Origin(conn.conn_id, d, at, len(data), src, pos))
         elif conn.state == "detect":
-            conn.pending.append((side, bytes(data), frame, time))
+            conn.pending.append((side, bytes(data), frame, time, src, pos, at))
             if len(half.first) < 8:
                 half.first += bytes(data[:8 - len(half.first)])
             conn.segments += 1
@@ -195,11 +236,32 @@ class TcpStreams:
         half = conn.halves[side]
         while half.heap and half.heap[0] <= half.offset:
             key = heapq.heappop(half.heap)
-            data = half.ooo.pop(key)
+            data, src, pos = half.ooo.pop(key)
             half.ooo_bytes -= len(data)
             already = half.offset - key
+            if already and self.trace is not None:
+                self._trace_again(conn, side, key, min(already, len(data)), src, pos)
             if already < len(data):
-                self._deliver(conn, side, data[already:], frame, time)
+                self._deliver(conn, side, data[already:], frame, time, src, pos + already)
+
+    # ------------------------------------------------------------------ trace
+
+    def _trace_fast(self, conn: _Conn, half: _Half, d: Direction, seg: Segment, frame: int) -> None:
+        n = len(seg.payload)
+        self.trace.append(Origin(conn.conn_id, d, half.offset - n - half.unseen, n, frame, seg.offset))  # type: ignore[union-attr]
+
+    def _trace_again(self, conn: _Conn, side: int, offset: int, length: int, frame: int, pos: int) -> None:
+        """Bytes of a segment that were delivered before (or will be from another segment)."""
+        if conn.state == "nbd" and length > 0:
+            half = conn.halves[side]
+            at = offset - half.unseen
+            self.trace.append(Origin(conn.conn_id, self._dir(conn, side), at if at >= 0 else -1, length,  # type: ignore[union-attr]
+                                     frame, pos))
+
+    def _trace_straggler(self, key: tuple[bytes, int, bytes, int], seg: Segment, frame: int) -> None:
+        conn_id = self.closed.get(key)
+        if conn_id is not None:  # a late segment of a closed NBD connection: nowhere to place it
+            self.trace.append(Origin(conn_id, "c2s", -1, len(seg.payload), frame, seg.offset))  # type: ignore[union-attr]
 
     def _give_up_hole(self, conn: _Conn, side: int, frame: int, time: float, upto: int | None = None) -> None:
         """Declare the bytes before the earliest waiting segment (or before ``upto``) lost."""
@@ -215,7 +277,9 @@ class TcpStreams:
         missing = min(positive)
         half.next_seq = (half.next_seq + missing) & 0xFFFFFFFF
         half.offset += missing
-        if conn.state == "nbd":
+        if conn.state != "nbd":
+            half.unseen += missing
+        else:
             self.out.append(StreamGap(conn.conn_id, self._dir(conn, side), missing, frame, time))
         self._drain(conn, side, frame, time)
 
@@ -281,8 +345,11 @@ class TcpStreams:
         saw_start = conn.syn_seen or server_half.first.startswith(M.NBDMAGIC_BYTES)
         self.out.append(StreamOpen(conn.conn_id, client, server, conn.pending[0][2] if conn.pending else frame,
                                    conn.pending[0][3] if conn.pending else time, saw_start, self.source))
-        for side, data, f, t in conn.pending:
-            self.out.append(StreamData(conn.conn_id, self._dir(conn, side), data, f, t))
+        for side, data, f, t, src, pos, at in conn.pending:
+            d = self._dir(conn, side)
+            self.out.append(StreamData(conn.conn_id, d, data, f, t))
+            if self.trace is not None:
+                self.trace.append(Origin(conn.conn_id, d, at, len(data), src, pos))
         conn.pending.clear()
 
     @staticmethod
@@ -305,6 +372,6 @@ class TcpStreams:
 
     def _forget(self, conn: _Conn) -> None:
         self.conns.pop(conn.key, None)
-        self.closed[conn.key] = None
+        self.closed[conn.key] = conn.conn_id if conn.state == "nbd" else None
         if len(self.closed) > RECENTLY_CLOSED:
             self.closed.pop(next(iter(self.closed)))

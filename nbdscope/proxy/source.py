@@ -16,12 +16,10 @@ import sys
 from collections.abc import Callable, Iterable, Iterator
 
 from nbdscope import vocab as it
+from nbdscope.capture.pcapio.synth import CLOSE_FRAMES, MAX_SEGMENT, OPEN_FRAMES
 from nbdscope.proxy import tap
 from nbdscope.proxy.addresses import Address
 from nbdscope.proxy.run import FLUSH_EVERY, RelayOptions, RelayProcess
-
-MAX_SEGMENT = 65000  # bytes per made-up TCP segment: an IPv4 packet's total length must stay under 65536
-OPEN_FRAMES, CLOSE_FRAMES = 3, 2  # SYN, SYN-ACK, ACK; a FIN each way
 
 
 def _stderr(line: str) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, Any
 
 from nbdscope import __version__
@@ -22,7 +22,6 @@ if TYPE_CHECKING:
     from nbdscope.analysis.engine import Engine, Result
     from nbdscope.analysis.session import Session
     from nbdscope.decoder import events as ev
-    from nbdscope.vocab import StreamItem
 
 Predicate = Callable[["Session", "ev.Event"], bool]
 
@@ -124,91 +123,6 @@ class TextReport(Addon):
 
         console = Console(file=self.out, width=None if self.out.isatty() else 140, highlight=False)
         render(result, self.inputs, console)
-
-
-class AnnotatedCapture(Addon):
-    """``analyze -o FILE.pcapng``: the input capture back as pcapng, each finding a packet comment,
-    read and write data zeroed with ``redact`` (the decoder's payload ranges, gathered as the run goes)."""
-
-    def __init__(self, source: str, out: IO[bytes], *, redact: bool = False, ports: Collection[int] = ()) -> None:
-        self.source, self.out, self.ports = source, out, list(ports)
-        self.ranges: Any = None
-        self.redact = redact
-        if redact:
-            self.NEEDS = frozenset({"payload-ranges"})
-
-    def started(self, engine: Engine) -> None:
-        if self.redact:
-            from nbdscope.report.annotate import PayloadRanges
-
-            self.ranges = PayloadRanges(engine.connection)
-
-    def stream(self, item: StreamItem) -> None:
-        if self.ranges is not None:
-            self.ranges.collect(item)
-
-    def finished(self, result: Result) -> None:
-        from nbdscope.report.annotate import Redactor, write_annotated
-
-        redactor = Redactor(self.source, self.ranges.finish(), self.ports) if self.ranges is not None else None
-        write_annotated(self.source, self.out, result.anomalies, redactor)  # type: ignore[arg-type]
-
-
-class RelayedCapture(Addon):
-    """The proxy's ``--pcapng``: what passed, as a capture of made-up TCP connections, each packet
-    numbered as the proxy source numbered its frame; notes (rewritten bytes, Unix sockets) become
-    packet comments, and with ``redact`` read and write data are zeroed, headers and lengths kept."""
-
-    def __init__(self, out: IO[bytes], *, redact: bool = False) -> None:
-        from nbdscope.report.pcapng import PcapngWriter
-
-        self.writer = PcapngWriter(out)  # type: ignore[arg-type]
-        self.out, self.redact = out, redact
-        if redact:
-            self.NEEDS = frozenset({"payload-ranges"})
-        self.engine: Engine | None = None
-        self.notes: dict[tuple[int, str], str] = {}
-        self.offsets: dict[tuple[int, str], int] = {}
-
-    def started(self, engine: Engine) -> None:
-        self.engine = engine
-
-    def stream(self, item: StreamItem) -> None:
-        from nbdscope import vocab as it
-
-        if type(item) is it.StreamData:
-            key = (item.conn, item.dir)
-            if key not in self.offsets:
-                return
-            data = item.data
-            if self.redact:
-                data = self._redacted(item, self.offsets[key])
-            self.offsets[key] += len(item.data)
-            self.writer.data(item.conn, item.dir, data, item.time, self.notes.pop(key, None))
-        elif isinstance(item, it.StreamNote):
-            self.notes[(item.conn, item.dir)] = item.text
-        elif isinstance(item, it.StreamOpen):
-            self.offsets[(item.conn, "c2s")] = self.offsets[(item.conn, "s2c")] = 0
-            self.writer.open(item.conn, item.client, item.server, item.time, self.notes.pop((item.conn, "c2s"), None))
-        elif isinstance(item, it.StreamClose) and (item.conn, "c2s") in self.offsets:
-            self.writer.close(item.conn, item.by or "c2s", item.time)
-            for d in ("c2s", "s2c"):
-                self.offsets.pop((item.conn, d), None)
-                self.notes.pop((item.conn, d), None)
-
-    def _redacted(self, item: Any, start: int) -> bytes | memoryview:
-        decoder = self.engine.connection(item.conn) if self.engine is not None else None
-        if decoder is None:
-            return item.data  # type: ignore[no-any-return]
-        out = bytearray(item.data)
-        for lo, hi in decoder.take_payload_ranges(item.dir):
-            a, b = max(lo, start) - start, min(hi, start + len(out)) - start
-            if a < b:
-                out[a:b] = bytes(b - a)
-        return bytes(out)
-
-    def flush(self) -> None:
-        self.out.flush()
 
 
 class Filtered(Addon):

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Collection, Sequence
-from typing import Any
 
 from nbdscope import pipeline
 from nbdscope.analysis.addons import Addon
@@ -63,8 +62,3 @@ def live_producer(store: Store, interface: str, ports: Collection[int] = (), bpf
     source = pipeline.LiveSource(interface, ports, bpf=bpf, buffer_kib=buffer_kib, on_notice=store.add_notice)
     source.start()
     return Producer(store, source)
-
-
-def proxy_producer(store: Store, proxy: Any) -> Producer:
-    """The proxy: the relay in its forked child process and its watcher's outputs beside the store."""
-    return Producer(store, proxy.source, proxy.outputs(console=False))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from nbdscope.capture.files import frames
+from nbdscope.capture.pcapio import frames
 from tests.oracles import CAPTURES, ROOT
 
 TSHARK = shutil.which("tshark")
@@ -88,6 +88,73 @@ def test_redact_zeroes_data_and_keeps_every_header(name: str, tmp_path: Path) ->
         assert b"N" * 1024 in capture.read_bytes() and b"N" * 1024 not in out.read_bytes()
     # every header survived: the redacted capture decodes to the same timeline and findings
     assert _timeline(out) == _timeline(capture)
+
+
+def _decoder_ranges(capture: Path) -> tuple[dict[tuple[int, int], tuple[int, str]], dict[tuple[int, str], list]]:
+    """The decoder's read/write data ranges per connection and direction, and the connection
+    of each (source port, destination port)."""
+    from nbdscope import vocab as it
+    from nbdscope.analysis.addons import Addon
+    from nbdscope.analysis.engine import Engine
+    from nbdscope.capture import read_captures
+
+    class WantsRanges(Addon):
+        NEEDS = frozenset({"payload-ranges"})
+
+    engine = Engine([WantsRanges()])
+    conns: dict[tuple[int, int], tuple[int, str]] = {}
+    ranges: dict[tuple[int, str], list] = {}
+    for item in read_captures([str(capture)]):
+        engine.feed(item)
+        if isinstance(item, it.StreamOpen):
+            conns[(item.client.port, item.server.port)] = (item.conn, "c2s")
+            conns[(item.server.port, item.client.port)] = (item.conn, "s2c")
+        elif isinstance(item, it.StreamData | it.StreamGap):
+            decoder = engine.connection(item.conn)
+            if decoder is not None:
+                ranges.setdefault((item.conn, item.dir), []).extend(decoder.take_payload_ranges(item.dir))
+    engine.finish()
+    return conns, ranges
+
+
+@needs_tshark
+@pytest.mark.parametrize("capture", PCAPS, ids=lambda p: p.name)
+def test_redacted_copy_zeroes_exactly_the_decoders_data_ranges(capture: Path, tmp_path: Path) -> None:
+    """Stream offsets from tshark's sequence numbers, not from nbdscope's reassembly: every
+    payload byte (retransmissions too) at a stream offset the decoder calls data is zero in
+    the copy, every other byte of every frame is as it was."""
+    out = tmp_path / "redacted.pcapng"
+    assert nbdscope("analyze", str(capture), "-o", str(out), "--redact").returncode == 0
+    conns, ranges = _decoder_ranges(capture)
+    rows = fields(capture, "frame.number", "tcp.srcport", "tcp.dstport", "tcp.seq_raw", "tcp.flags.syn", "tcp.len",
+                  "frame.cap_len", "tcp.payload")
+    base: dict[tuple[int, int], int] = {}
+    wanted: dict[int, tuple[int, bytes, set[int]]] = {}  # frame: payload position, payload, positions to zero
+    for number, sport, dport, seq, syn, length, caplen, payload in rows:
+        if not sport or (int(sport), int(dport)) not in conns:
+            continue
+        key = (int(sport), int(dport))
+        if syn in ("1", "True"):
+            base[key] = int(seq) + 1
+            continue
+        if not int(length):
+            continue
+        start = (int(seq) - base.setdefault(key, int(seq))) & 0xFFFFFFFF
+        end = start + int(length)
+        at = int(caplen) - int(length)
+        zero = {at + o - start for lo, hi in ranges.get(conns[key], []) for o in range(max(lo, start), min(hi, end))}
+        wanted[int(number)] = (at, bytes.fromhex(payload.replace(":", "")), zero)
+    zeroed = 0
+    for (n, _t, _l, a), (_m, _u, _k, b) in zip(frames(str(capture), []), frames(str(out), []), strict=True):
+        a, b = bytes(a), bytes(b)
+        at, payload, zero = wanted.get(n, (0, b"", set()))
+        assert a[at:at + len(payload)] == payload  # the payload sits where we think (no link-layer trailer)
+        assert len(a) == len(b)
+        assert [i for i in range(len(a)) if b[i] != (0 if i in zero else a[i])] == [], f"frame {n}"
+        zeroed += len(zero)
+    assert zeroed >= sum(hi - lo for spans in ranges.values() for lo, hi in spans)  # retransmitted bytes count twice
+    cols = ("frame.time_epoch", "frame.len", "frame.cap_len", "tcp.stream", "tcp.seq_raw", "tcp.len")
+    assert fields(out, *cols) == fields(capture, *cols)  # timestamps to the nanosecond, every header
 
 
 def _timeline(capture: Path) -> list[dict]:

@@ -1,9 +1,16 @@
 """Capture files as a stream of raw link-layer frames.
 
-Classic pcap goes through dpkt's reader. pcapng is read block by block here:
-dpkt's pcapng reader takes the link type and timestamp resolution of the first
-interface for every packet, which is wrong for captures of several interfaces
-(dumpcap -i lo -i eth0), so we keep a per-interface table instead.
+Classic pcap: dpkt parses and checks the file header, records are then sliced
+from large reads. pcapng is read block by block here: dpkt's pcapng reader takes
+the link type and timestamp resolution of the first interface for every packet,
+which is wrong for captures of several interfaces (dumpcap -i lo -i eth0), so we
+keep a per-interface table (link type, if_tsresol, if_tsoffset).
+
+One reader serves two uses. ``frames`` yields (number, time, linktype, data)
+tuples for decoding, as cheaply as we can. ``records`` yields, in file order,
+what a faithful copy needs: every packet with its timestamp in its interface's
+own units, its wire length and options, every other pcapng block as it is, and
+for classic pcap the file header as a PcapHeader.
 """
 
 from __future__ import annotations
@@ -16,14 +23,20 @@ from typing import IO, NamedTuple
 
 import dpkt
 
-PCAPNG_SHB = 0x0A0D0D0A
-PCAPNG_IDB = 0x00000001
-PCAPNG_PB = 0x00000002  # obsolete packet block
-PCAPNG_SPB = 0x00000003
-PCAPNG_EPB = 0x00000006
-PCAPNG_BOM = 0x1A2B3C4D
-IF_TSRESOL = 9
-IF_TSOFFSET = 14
+from nbdscope.capture.pcapio.write import (
+    IF_TSOFFSET,
+    IF_TSRESOL,
+    PCAPNG_BOM,
+    PCAPNG_EPB,
+    PCAPNG_IDB,
+    PCAPNG_PB,
+    PCAPNG_SHB,
+    PCAPNG_SPB,
+    TSRESOL_MICRO,
+    TSRESOL_NANO,
+    strip_end,
+)
+
 MAX_BLOCK = 1 << 26  # a block claiming more than this is corrupt, not a packet
 READ_SIZE = 1 << 20
 
@@ -39,6 +52,39 @@ class Frame(NamedTuple):
     time: float
     linktype: int
     data: bytes
+
+
+class Packet(NamedTuple):
+    """A packet as ``records`` gives it: enough to write it back unchanged or amended."""
+
+    number: int
+    time: float  # seconds, if_tsoffset applied
+    linktype: int
+    data: bytes | memoryview
+    iface: int  # interface index within its section (0 for classic pcap)
+    ticks: int  # timestamp in the interface's units, as stored (if_tsoffset not applied)
+    wirelen: int
+    options: bytes  # the block's options without their end marker (b"" for classic pcap)
+    block: bytes | None  # the original pcapng block, None for classic pcap
+    endian: str  # byte order of its section ("<" for classic pcap, which is copied little-endian)
+
+
+class Block(NamedTuple):
+    """A pcapng block other than a packet, to be copied as it is."""
+
+    btype: int
+    raw: bytes
+
+
+class PcapHeader(NamedTuple):
+    """What a classic pcap file says of its one interface."""
+
+    linktype: int
+    snaplen: int
+    tsresol: int  # if_tsresol for the same units: 6 (microseconds) or 9 (nanoseconds)
+
+
+Record = Packet | Block | PcapHeader
 
 
 def open_capture(path: str) -> tuple[IO[bytes], str]:
@@ -81,14 +127,25 @@ def frames(path: str, problems: list[str], position: list[Callable[[], int]] | N
     ends the iteration after appending a one-line description to ``problems``.
     ``position``, if given, receives a function telling how far into the file
     (in bytes on disk) reading has got."""
+    return _read(path, problems, position, reuse, False)  # type: ignore[return-value]
+
+
+def records(path: str, problems: list[str]) -> Iterator[Record]:
+    """Everything of one capture file a copy needs, in file order (see the module's docstring);
+    damage ends it as for ``frames``, at the same frame."""
+    return _read(path, problems, None, False, True)  # type: ignore[return-value]
+
+
+def _read(path: str, problems: list[str], position: list[Callable[[], int]] | None, reuse: bool,
+          detail: bool) -> Iterator[Frame | Record]:
     f, kind = open_capture(path)
     if position is not None:
         position.append(getattr(f, "raw", f).tell)
     try:
         if kind == "pcap":
-            yield from pcap_frames(path, f, problems, reuse)
+            yield from _pcap(path, f, problems, reuse, detail)
         else:
-            yield from _pcapng(path, f, problems)
+            yield from _pcapng(path, f, problems, detail)
     except (OSError, EOFError, zlib.error) as exc:
         problems.append(f"read error: {exc}")
     finally:
@@ -96,6 +153,11 @@ def frames(path: str, problems: list[str], position: list[Callable[[], int]] | N
 
 
 def pcap_frames(path: str, f: IO[bytes], problems: list[str], reuse: bool) -> Iterator[Frame]:
+    """The frames of a classic pcap stream (a file or tcpdump's pipe)."""
+    return _pcap(path, f, problems, reuse, False)  # type: ignore[return-value]
+
+
+def _pcap(path: str, f: IO[bytes], problems: list[str], reuse: bool, detail: bool) -> Iterator[Frame | Record]:
     """Classic pcap: dpkt parses and validates the file header; records are then
     sliced from large reads with one struct call each, because building a dpkt
     header object per record costs more than everything else we do per packet."""
@@ -110,6 +172,9 @@ def pcap_frames(path: str, f: IO[bytes], problems: list[str], reuse: bool) -> It
         fh = dpkt.pcap.LEFileHdr(head)
     nano = magic in (dpkt.pcap.TCPDUMP_MAGIC_NANO, dpkt.pcap.PMUDPCT_MAGIC_NANO)
     linktype, divisor = fh.linktype & 0x0FFFFFFF, 1e9 if nano else 1e6
+    scale = 10**9 if nano else 10**6
+    if detail:
+        yield PcapHeader(linktype, fh.snaplen, TSRESOL_NANO if nano else TSRESOL_MICRO)
     record = struct.Struct("<IIII" if little else ">IIII")
     window = _Window(f, reuse)
     number = 0
@@ -118,7 +183,7 @@ def pcap_frames(path: str, f: IO[bytes], problems: list[str], reuse: bool) -> It
             if window.available():
                 problems.append(f"file truncated inside the record header after frame {number}")
             return
-        sec, frac, caplen, _wire = record.unpack_from(window.buf, window.start)
+        sec, frac, caplen, wire = record.unpack_from(window.buf, window.start)
         if caplen > MAX_BLOCK:
             problems.append(f"corrupt record after frame {number}: captured length {caplen}")
             return
@@ -128,9 +193,13 @@ def pcap_frames(path: str, f: IO[bytes], problems: list[str], reuse: bool) -> It
         number += 1
         start = window.start + 16
         window.start = start + caplen
-        # a plain tuple and a zero-copy view: this runs once per packet, and most payload
-        # bytes are only counted downstream, never copied
-        yield number, sec + frac / divisor, linktype, window.view[start:start + caplen]
+        if detail:
+            yield Packet(number, sec + frac / divisor, linktype, window.view[start:start + caplen], 0,
+                         sec * scale + frac, wire, b"", None, "<")
+        else:
+            # a plain tuple and a zero-copy view: this runs once per packet, and most payload
+            # bytes are only counted downstream, never copied
+            yield number, sec + frac / divisor, linktype, window.view[start:start + caplen]  # type: ignore[misc]
 
 
 class _Window:
@@ -170,9 +239,15 @@ class _Window:
         return True
 
 
-def _pcapng(path: str, f: IO[bytes], problems: list[str]) -> Iterator[Frame]:
+class _Interface(NamedTuple):
+    linktype: int
+    tick: float  # seconds per timestamp unit (if_tsresol)
+    offset: float  # seconds added to every timestamp (if_tsoffset)
+
+
+def _pcapng(path: str, f: IO[bytes], problems: list[str], detail: bool) -> Iterator[Frame | Record]:
     endian = "<"
-    interfaces: list[tuple[int, float, float]] = []  # linktype, seconds per tick, offset
+    interfaces: list[_Interface] = []
     number = 0
     while True:
         head = f.read(8)
@@ -194,47 +269,58 @@ def _pcapng(path: str, f: IO[bytes], problems: list[str]) -> Iterator[Frame]:
             if blen < 28 or blen > MAX_BLOCK or blen % 4:
                 raise_or_note(path, number, problems, f"section header block with bad length {blen}")
                 return
-            if len(f.read(body_len)) < body_len:
+            body = f.read(body_len)
+            if len(body) < body_len:
                 problems.append(f"file truncated after frame {number}")
                 return
+            if detail:
+                yield Block(btype, head + rest + body)
             continue
         (blen,) = struct.unpack(endian + "I", head[4:])
         if blen < 12 or blen > MAX_BLOCK or blen % 4:
             raise_or_note(path, number, problems, f"block of type {btype:#x} with bad length {blen}")
             return
-        body = f.read(blen - 8)
+        body = f.read(blen - 8)  # the block's body and its trailing length
         if len(body) < blen - 8:
             problems.append(f"file truncated inside frame {number + 1}")
             return
-        if btype == PCAPNG_IDB:
-            interfaces.append(_interface(body, endian))
-        elif btype == PCAPNG_EPB:
+        if btype == PCAPNG_EPB or btype == PCAPNG_PB:
             if len(body) < 24:
                 problems.append(f"corrupt packet block after frame {number}")
                 return
-            iface, hi, lo, caplen = struct.unpack_from(endian + "IIII", body, 0)
+            if btype == PCAPNG_EPB:
+                iface, hi, lo, caplen, wire = struct.unpack_from(endian + "IIIII", body, 0)
+            else:
+                iface, _drops, hi, lo, caplen, wire = struct.unpack_from(endian + "HHIIII", body, 0)
             if iface >= len(interfaces) or 20 + caplen > len(body):
                 problems.append(f"corrupt packet block after frame {number}")
                 return
             linktype, tick, offset = interfaces[iface]
             number += 1
-            yield Frame(number, offset + ((hi << 32) | lo) * tick, linktype, body[20:20 + caplen])
+            ticks = (hi << 32) | lo
+            if detail:
+                opts = strip_end(body[20 + caplen + (-caplen % 4):len(body) - 4], endian)
+                yield Packet(number, offset + ticks * tick, linktype, body[20:20 + caplen], iface, ticks, wire, opts,
+                             head + body, endian)
+            else:
+                yield Frame(number, offset + ticks * tick, linktype, body[20:20 + caplen])
         elif btype == PCAPNG_SPB:
             if not interfaces:
                 problems.append(f"packet block before any interface after frame {number}")
                 return
             (origlen,) = struct.unpack_from(endian + "I", body, 0)
-            linktype, _tick, _offset = interfaces[0]
+            linktype = interfaces[0].linktype
             number += 1
-            yield Frame(number, 0.0, linktype, body[4:4 + min(origlen, len(body) - 8)])
-        elif btype == PCAPNG_PB:
-            iface, _drops, hi, lo, caplen = struct.unpack_from(endian + "HHIII", body, 0)
-            if iface >= len(interfaces) or 20 + caplen > len(body):
-                problems.append(f"corrupt packet block after frame {number}")
-                return
-            linktype, tick, offset = interfaces[iface]
-            number += 1
-            yield Frame(number, offset + ((hi << 32) | lo) * tick, linktype, body[20:20 + caplen])
+            data = body[4:4 + min(origlen, len(body) - 8)]
+            if detail:
+                yield Packet(number, 0.0, linktype, data, 0, 0, origlen, b"", head + body, endian)
+            else:
+                yield Frame(number, 0.0, linktype, data)
+        else:
+            if btype == PCAPNG_IDB:
+                interfaces.append(_interface(body, endian))
+            if detail:
+                yield Block(btype, head + body)
 
 
 def raise_or_note(path: str, number: int, problems: list[str], what: str) -> None:
@@ -243,7 +329,7 @@ def raise_or_note(path: str, number: int, problems: list[str], what: str) -> Non
     problems.append(f"corrupt pcapng after frame {number}: {what}")
 
 
-def _interface(body: bytes, endian: str) -> tuple[int, float, float]:
+def _interface(body: bytes, endian: str) -> _Interface:
     linktype = struct.unpack_from(endian + "H", body, 0)[0]
     tick, offset = 1e-6, 0.0
     pos = 8
@@ -258,4 +344,4 @@ def _interface(body: bytes, endian: str) -> tuple[int, float, float]:
         elif code == IF_TSOFFSET and length >= 8:
             offset = float(struct.unpack(endian + "q", value[:8])[0])
         pos += 4 + ((length + 3) & ~3)
-    return linktype, tick, offset
+    return _Interface(linktype, tick, offset)
