@@ -111,3 +111,16 @@ def test_every_command_runs_through_the_one_pipeline() -> None:
     root = pathlib.Path(pipeline.__file__).parent
     builders = sorted(str(p.relative_to(root)) for p in root.rglob("*.py") if "Engine(" in p.read_text())
     assert builders == ["pipeline.py"]
+
+
+def test_the_documented_example_output_works() -> None:
+    """docs/examples/slow_replies.py, the README's example of a new output, against the JSONL's latencies."""
+    import pathlib
+
+    script = pathlib.Path(__file__).resolve().parents[2] / "docs" / "examples" / "slow_replies.py"
+    run = subprocess.run([sys.executable, str(script), str(FIO), "1500"], capture_output=True, text=True,
+                         timeout=60, check=True)
+    full = _cli("analyze", "--format", "jsonl", str(FIO))
+    expected = [f"{x['session']} frame {x['frame']}: {x['command']} took {x['latency_us']:.0f} us"
+                for x in full if x.get("latency_us") is not None and x["latency_us"] > 1500]
+    assert expected and run.stdout.splitlines() == expected
