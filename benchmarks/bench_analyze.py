@@ -30,6 +30,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -92,9 +93,16 @@ def capture_veth(out: Path, size: int) -> None:
         _teardown_namespaces()
 
 
-def measure(cmd: list[str], keep_output: bool = True) -> tuple[float, float, bytes]:
-    """Wall seconds, peak RSS in MB and stdout of one child process (b"" when its
-    output goes to /dev/null). A child still running after RUN_LIMIT is killed."""
+class Timed(NamedTuple):
+    wall: float  # seconds
+    cpu: float  # user + system seconds: on a busy machine steadier than the wall time
+    rss_mb: float  # peak
+    out: bytes
+
+
+def timed(cmd: list[str], keep_output: bool = True) -> Timed:
+    """One child process, measured from wait4; its stdout is b"" when it went to
+    /dev/null. A child still running after RUN_LIMIT is killed."""
     out_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"nbdscope-bench-{os.getpid()}.out"
     with open(out_path if keep_output else os.devnull, "wb") as out:
         start = time.monotonic()
@@ -113,7 +121,13 @@ def measure(cmd: list[str], keep_output: bool = True) -> tuple[float, float, byt
         out_path.unlink()
     if proc.returncode:
         raise RuntimeError(f"{cmd[0]} failed with {proc.returncode}")
-    return wall, usage.ru_maxrss / 1024, data
+    return Timed(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, data)
+
+
+def measure(cmd: list[str]) -> tuple[float, float, bytes]:
+    """Wall seconds, peak RSS in MB and stdout of one child process."""
+    t = timed(cmd)
+    return t.wall, t.rss_mb, t.out
 
 
 def tshark_messages(fields_output: bytes) -> int:
@@ -182,7 +196,7 @@ def capture_small(out: Path, number_ios: int, structured: bool, rate_iops: int, 
         if done < number_ios:
             out.unlink()
             raise RuntimeError(f"fio did {done} of {number_ios} reads within {max_seconds} s; raise --fio-limit")
-        reads, nbytes, _ = _decoded(json.loads(measure(_timed("nbdscope json", out))[2]))
+        reads, nbytes, _ = _decoded(json.loads(timed(_timed("nbdscope json", out)).out))
         if reads == number_ios and nbytes == number_ios * SMALL_BS:
             return
         print(f"  attempt {attempt}: the capture holds {reads} of {number_ios} reads; capturing again", flush=True)
@@ -215,24 +229,29 @@ def bench_small(capture: Path, rounds: int, number_ios: int) -> dict[str, object
         while f.read(1 << 24):
             pass
     times: dict[str, list[float]] = {t: [] for t in SMALL_TOOLS}
+    cpu: dict[str, list[float]] = {t: [] for t in SMALL_TOOLS}
     rss: dict[str, float] = dict.fromkeys(SMALL_TOOLS, 0.0)
     ours = theirs = reads = read_bytes = 0
     for r in range(rounds):
         for tool in SMALL_TOOLS[r % len(SMALL_TOOLS):] + SMALL_TOOLS[:r % len(SMALL_TOOLS)]:
-            wall, peak, out = measure(_timed(tool, capture), keep_output=tool in ("nbdscope json", "tshark -T fields"))
-            times[tool].append(wall)
-            rss[tool] = max(rss[tool], peak)
+            t = timed(_timed(tool, capture), keep_output=tool in ("nbdscope json", "tshark -T fields"))
+            times[tool].append(t.wall)
+            cpu[tool].append(t.cpu)
+            rss[tool] = max(rss[tool], t.rss_mb)
             if tool == "nbdscope json":
-                reads, read_bytes, ours = _decoded(json.loads(out))
+                reads, read_bytes, ours = _decoded(json.loads(t.out))
             elif tool == "tshark -T fields":
-                theirs = tshark_messages(out)
+                theirs = tshark_messages(t.out)
     complete = reads == number_ios and read_bytes == number_ios * SMALL_BS
     rows = {}
     for tool in SMALL_TOOLS:
         messages = ours if tool.startswith("nbdscope") else theirs
         median = statistics.median(times[tool])
+        cpu_median = statistics.median(cpu[tool])
         rows[tool] = {"median_s": median, "min_s": min(times[tool]), "max_s": max(times[tool]),
-                      "messages": messages, "us_per_message": median / messages * 1e6 if messages else None,
+                      "cpu_s": cpu_median, "messages": messages,
+                      "us_per_message": median / messages * 1e6 if messages else None,
+                      "cpu_us_per_message": cpu_median / messages * 1e6 if messages else None,
                       "peak_rss_mb": rss[tool]}
     return {"capture": capture.name, "bytes": capture.stat().st_size, "frames": _frames(capture),
             "rounds": rounds, "reads": reads, "complete": complete, "tools": rows}
@@ -247,16 +266,17 @@ def print_small(r: dict[str, object], structured: bool) -> None:
     base = tools["tshark -Y nbd"]
     print(f"\nfio 4k randread QD16 on nbdkit memory ({'structured' if structured else 'simple'} replies): "
           f"{r['capture']}, {r['frames']} frames, {r['bytes'] / 1e6:.0f} MB; median of {r['rounds']} rounds\n")
-    head = (f"{'tool':<18}{'median s':>9}{'range s':>14}{'messages':>10}{'us/msg':>8}{'peak MB':>9}"
-            f"{'us/msg vs tshark -Y nbd':>25}")
+    head = (f"{'tool':<18}{'median s':>9}{'range s':>13}{'messages':>9}{'us/msg':>8}{'ratio':>7}"
+            f"{'cpu s':>8}{'cpu us/msg':>11}{'ratio':>7}{'peak MB':>8}")
     print(head)
     print("-" * len(head))
     for tool, t in tools.items():
-        per = t["us_per_message"]
-        ratio = per / base["us_per_message"] if per and base["us_per_message"] else float("nan")
+        per, cpu_per = t["us_per_message"] or float("nan"), t["cpu_us_per_message"] or float("nan")
         spread = f"{t['min_s']:.2f}-{t['max_s']:.2f}"
-        print(f"{tool:<18}{t['median_s']:>9.2f}{spread:>14}{t['messages']:>10}{per or float('nan'):>8.2f}"
-              f"{t['peak_rss_mb']:>9.0f}{ratio:>24.2f}x")
+        print(f"{tool:<18}{t['median_s']:>9.2f}{spread:>13}{t['messages']:>9}{per:>8.2f}"
+              f"{per / (base['us_per_message'] or float('nan')):>6.2f}x{t['cpu_s']:>8.2f}{cpu_per:>11.2f}"
+              f"{cpu_per / (base['cpu_us_per_message'] or float('nan')):>6.2f}x{t['peak_rss_mb']:>8.0f}")
+    print("(ratio: microseconds per message against tshark -Y nbd's; cpu: user + system time of the process)")
     print(f"(tshark -Y nbd decodes what -T fields does; all {r['reads']} reads decoded by nbdscope, data "
           f"complete: {r['complete']})")
     if tools["nbdscope json"]["messages"] < SMALL_MIN_MESSAGES:
