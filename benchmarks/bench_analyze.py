@@ -301,6 +301,8 @@ def main() -> int:
                    help="small: pace fio at this many reads per second (0: unpaced) so that tcpdump keeps up")
     p.add_argument("--fio-limit", type=int, default=180, help="small: seconds fio may take at most")
     args = p.parse_args()
+    if min(args.rounds, args.runs, args.number_ios) < 1:
+        p.error("--rounds, --runs and --number-ios must be at least 1")
     if os.geteuid() != 0:
         print("run as root: tcpdump and network namespaces need it", file=sys.stderr)
         return 2
