@@ -31,10 +31,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from nbdscope.capture.files import frames
+
 from nbdscope import vocab as it
 from nbdscope.analysis.engine import Engine
 from nbdscope.capture import read_captures
-from nbdscope.capture.files import frames
 from nbdscope.capture.linklayer import tcp_segment
 from nbdscope.cli import json_report
 from nbdscope.decoder import Connection
