@@ -26,6 +26,7 @@ from nbdscope.decoder import Connection
 from nbdscope.decoder import events as ev
 
 _BY_COMMAND = frozenset((ev.Request, ev.SimpleReply, ev.ReplyChunk))  # rules subscribe to these per command
+_REPLIES = frozenset((ev.SimpleReply, ev.ReplyChunk))
 MessageHook = Callable[[Session, ev.Event], None]
 
 
@@ -111,11 +112,15 @@ class Engine:
     def report(self, anomaly: Anomaly) -> None:
         """Record a finding and hand it to every addon listening for findings."""
         self.anomalies.append(anomaly)
-        for hook in self._hooks["finding"]:
+        self._each("finding", anomaly)
+
+    def _each(self, name: str, arg: object) -> None:
+        """Call every addon's hook ``name`` that takes one argument (finding, problem, stream)."""
+        for hook in self._hooks[name]:
             try:
-                hook(anomaly)
+                hook(arg)
             except Exception as exc:
-                self._failed(hook, "finding", exc, None)
+                self._failed(hook, name, exc, None)
 
     def feed(self, item: it.StreamItem) -> list[ev.Event]:
         """Fold one stream item in; returns the decoder events it produced."""
@@ -137,11 +142,7 @@ class Engine:
             return []
         if isinstance(item, it.CaptureProblem):
             self.problems.append(item)
-            for hook in self._hooks["problem"]:
-                try:
-                    hook(item)
-                except Exception as exc:
-                    self._failed(hook, "problem", exc, None)
+            self._each("problem", item)
             return []
         if self._t0 is None:
             self._t0 = item.time
@@ -185,11 +186,8 @@ class Engine:
                             source=session.source))
 
     def _stream(self, item: it.StreamItem) -> None:
-        for hook in self._hooks["stream"]:
-            try:
-                hook(item)
-            except Exception as exc:
-                self._failed(hook, "stream", exc, None)
+        if self._hooks["stream"]:
+            self._each("stream", item)
 
     def connection(self, conn: it.ConnKey) -> Connection | None:
         entry = self._open.get(conn)
@@ -212,6 +210,13 @@ class Engine:
                 hook(session, event)
             except Exception as exc:
                 self._failed(hook, "message", exc, event, session)
+        if session.followups and cls in _REPLIES and event.completes:  # type: ignore[attr-defined]
+            for hook in session.followups.pop(event.cookie, ()):  # type: ignore[attr-defined]
+                if getattr(hook, "__self__", None) in self.addons:
+                    try:
+                        hook(session, event)  # type: ignore[arg-type]
+                    except Exception as exc:
+                        self._failed(hook, "message", exc, event, session)
 
     def run(self, items: Iterable[it.StreamItem]) -> Result:
         for item in items:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from nbdscope.analysis.stats import CommandStats
@@ -42,6 +43,9 @@ class Session:
     closed: bool = False
     anomaly_count: int = 0
     lost_sync: int = 0  # gaps and resyncs: replies to unseen requests are then expected
+    # cookie -> what to call with the reply that completes it (the engine calls and drops them), so a
+    # rule that judges a reply only in a few cases need not hear every reply
+    followups: dict[int, list[Callable[[Session, ev.Reply], None]]] = field(default_factory=dict)
 
     def observe(self, e: ev.Event) -> None:
         """Fold one decoder event into the summary."""
@@ -74,6 +78,10 @@ class Session:
                 self.disconnect = "soft"
             elif e.how != "end-of-capture":
                 self.disconnect = "hard"
+
+    def await_reply(self, cookie: int, hook: Callable[[Session, ev.Reply], None]) -> None:
+        """Have ``hook`` called with the reply that completes the request of this cookie."""
+        self.followups.setdefault(cookie, []).append(hook)
 
     @property
     def reliable(self) -> bool:

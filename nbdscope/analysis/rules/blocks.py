@@ -32,28 +32,30 @@ class _ServerShouldRefuse(Rule):
     """Requests the client should not have sent, which the server then should have refused
     with NBD_EINVAL ("Size constraints": the server SHOULD report NBD_EINVAL)."""
 
+    EVENTS = (ev.Request,)
+    FOR_COMMANDS = RANGED
+
     def __init__(self) -> None:
         super().__init__()
         self.bad: dict[tuple[str, int], str] = {}
 
     def remember(self, session: Session, event: ev.Request, what: str) -> None:
+        """Judge the reply to this request when it completes (whatever command it then answers:
+        cookies may be reused)."""
         self.bad[(session.id, event.cookie)] = what
+        session.await_reply(event.cookie, self.check_reply)
 
-    def check_reply(self, session: Session, event: ev.Event) -> None:
-        if self.bad and isinstance(event, ev.SimpleReply | ev.ReplyChunk) and event.completes:
-            what = self.bad.pop((session.id, event.cookie), None)
-            if what and not event.failed:
-                self.flag(session, event, f"server reported success for the {what} (it should fail it with "
-                          "NBD_EINVAL)", blame="server", severity="warning", cookie=event.cookie)
+    def check_reply(self, session: Session, event: ev.Reply) -> None:
+        what = self.bad.pop((session.id, event.cookie), None)
+        if what and not event.failed:
+            self.flag(session, event, f"server reported success for the {what} (it should fail it with "
+                      "NBD_EINVAL)", blame="server", severity="warning", cookie=event.cookie)
 
 
 class UnalignedRequest(_ServerShouldRefuse):
     INFO = RuleInfo("unaligned-request", "error", "client", "Size constraints",
                     "request offset or length is not a multiple of the advertised minimum block size")
-    EVENTS = (ev.Request, ev.SimpleReply, ev.ReplyChunk)  # replies of any command: cookies may be reused
-
     def message(self, session: Session, event: ev.Event) -> None:
-        self.check_reply(session, event)
         block = session.min_block
         if not isinstance(event, ev.Request) or not block or block == 1 or event.command not in RANGED:
             return
@@ -69,10 +71,7 @@ class UnalignedRequest(_ServerShouldRefuse):
 class RequestBeyondExport(_ServerShouldRefuse):
     INFO = RuleInfo("request-beyond-export", "error", "client", "Size constraints",
                     "request offset + length runs past the end of the export")
-    EVENTS = (ev.Request, ev.SimpleReply, ev.ReplyChunk)  # replies of any command: cookies may be reused
-
     def message(self, session: Session, event: ev.Event) -> None:
-        self.check_reply(session, event)
         if not isinstance(event, ev.Request) or session.size is None or event.command not in RANGED:
             return
         length = event.effect_length if event.effect_length is not None else event.length
