@@ -11,6 +11,7 @@ from typing import Any
 from nbdscope.analysis.anomaly import SEVERITY_RANK
 from nbdscope.analysis.rules import ALL_RULES
 from nbdscope.spec import COMMANDS, ERRORS
+from nbdscope.spec.tables import CodeTable
 
 UNITS = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 DIRECTIONS = {"c2s": "c2s", "s2c": "s2c", "client": "c2s", "server": "s2c", "->": "c2s", "<-": "s2c"}
@@ -52,11 +53,16 @@ def number_range(text: str) -> tuple[float, float]:
     return n, n
 
 
-def _command(text: str) -> int:
-    code = COMMANDS.by_name(text.upper())  # with or without the NBD_CMD_ prefix
+def _named(table: CodeTable, text: str, what: str, examples: str) -> int:
+    """The value a spec name stands for (with or without its prefix: READ or NBD_CMD_READ)."""
+    code = table.by_name(text.upper())
     if code is None:
-        raise ValueError(f"unknown command {text!r} (e.g. READ, WRITE, BLOCK_STATUS)")
+        raise ValueError(f"unknown {what} {text!r} (e.g. {examples})")
     return code.value
+
+
+def _command(text: str) -> int:
+    return _named(COMMANDS, text, "command", "READ, WRITE, BLOCK_STATUS")
 
 
 def _direction(text: str) -> str:
@@ -75,10 +81,7 @@ def _error(text: str) -> int | str:
         return ANY_ERROR
     if text[0].isdigit():
         return int(number(text))
-    code = ERRORS.by_name(text.upper())
-    if code is None:
-        raise ValueError(f"unknown error {text!r} (e.g. EINVAL, EIO, 22, or any)")
-    return code.value
+    return _named(ERRORS, text, "error", "EINVAL, EIO, 22, or any")
 
 
 def _severity(text: str) -> int:
