@@ -31,8 +31,9 @@ from nbdscope.spec import (
 )
 from nbdscope.spec.metacontexts import describe_status
 
-# data: payload bytes never go into the timeline; header: the wire header kept for the TUI's hex pane
-_BASE = {"dir", "frame", "time", "phase", "data", "header"}
+# data: payload bytes never go into the timeline; header: the wire header kept for the TUI's hex pane;
+# seq, start, end, data_start: the decoder's positions, not part of the record (the report layer numbers its own)
+_BASE = {"dir", "frame", "time", "phase", "data", "header", "seq", "start", "end", "data_start"}
 
 def _serialised(describe: Callable[[int], dict[str, object]]) -> Callable[[int], orjson.Fragment]:
     """A flags description already in JSON: a field takes few values, and serialising the
@@ -75,6 +76,8 @@ def _rendering(cls: type, name: str, env: dict[str, Any], as_json: bool) -> str 
         "in_flight": "rec['in_flight'] = [{'cookie': c, 'command': command_name(cmd), 'request_frame': f} "
                      "for c, cmd, f in v]",
         "meta_contexts": "rec['meta_contexts'] = {str(k): c for k, c in v}",
+        "values": "rec['values'] = dict(v)",  # (name, value) pairs on the event
+        "unparsed": "rec['unparsed'] = dict(v)",
         "info_requests": "rec['info_requests'] = [info_name(t) for t in v]",
     }.get(name)
 

@@ -30,7 +30,7 @@ from nbdscope.spec.tables import CodeTable, FlagField
 from nbdscope.tui import fields as F
 from nbdscope.tui.store import NO_ROW, Store
 
-_SKIP = {"dir", "frame", "time", "phase", "header"}
+_SKIP = {"dir", "frame", "time", "phase", "header", "seq", "start", "end", "data_start"}
 _CODES: dict[str, CodeTable] = {"command": COMMANDS, "option": OPTIONS, "reply_type": REPLY_TYPES,
                                 "info_type": INFO_TYPES}
 EXTENTS_SHOWN = 32
@@ -102,6 +102,8 @@ def _value(e: ev.Event, name: str, value: object) -> str:
         return ", ".join(shown) + more
     if name == "in_flight" and isinstance(value, tuple):
         return ", ".join(f"cookie {c:#x} {COMMANDS.name(cmd)} (frame {f})" for c, cmd, f in value)
+    if name in ("values", "unparsed") and isinstance(value, tuple):
+        return str(dict(value))  # (name, value) pairs on the event
     if name == "meta_contexts" and isinstance(value, tuple):
         return ", ".join(f"{i}={n}" for i, n in value)
     if isinstance(value, str):
