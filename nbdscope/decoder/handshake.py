@@ -148,7 +148,7 @@ class Handshake:
             conn.extended = True
         elif option == Opt.STARTTLS:
             conn.machine.fire(Input.STARTTLS, side)
-            conn.emit(ev.TlsStart, side, side.offset, side.offset)
+            conn.emit(ev.TlsStart, side, side.framed_to, side.framed_to)
             for s in (conn._c, conn._s):  # what either side sent after the acknowledgement is encrypted
                 start, rest = s.offset, s.avail()
                 s.pos = len(s.buf)
@@ -184,7 +184,7 @@ class Handshake:
     def _start_transmission(self, side: ReceiveBuffer, how: str) -> None:
         conn = self.conn
         conn.machine.fire(Input.HANDSHAKE_DONE, side)
-        conn.emit(ev.TransmissionStart, side, side.offset, side.offset, how=how, export_name=conn.export_name,
+        conn.emit(ev.TransmissionStart, side, side.framed_to, side.framed_to, how=how, export_name=conn.export_name,
                   size=conn.size, transmission_flags=conn.transmission_flags, structured_replies=conn.structured,
                   extended_headers=conn.extended, meta_contexts=tuple(sorted(conn.contexts.items())),
                   min_block=conn.min_block, preferred_block=conn.preferred_block, max_payload=conn.max_payload)

@@ -59,7 +59,7 @@ class Transmission:
         """A request or reply while we thought the handshake still ran: it ended unseen."""
         conn = self.conn
         conn.machine.fire(Input.MID_STREAM, side)
-        conn.emit(ev.TransmissionStart, side, side.offset, side.offset, how="mid-stream", export_name=None,
+        conn.emit(ev.TransmissionStart, side, side.framed_to, side.framed_to, how="mid-stream", export_name=None,
                   size=None, transmission_flags=None, structured_replies=conn.structured,
                   extended_headers=conn.extended)
 
