@@ -6,6 +6,7 @@ redaction are the events' data ranges."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import pytest
@@ -154,6 +155,32 @@ def test_payload_ranges_are_the_events_data_ranges(script: list[tuple[str, bytes
     read = sum(e.data_length or 0 for e in events
                if isinstance(e, ev.SimpleReply) or (isinstance(e, ev.ReplyChunk) and e.reply_type == 1))
     assert sum(hi - lo for lo, hi in taken["s2c"]) == read
+
+
+def _damage(items: list[it.StreamItem], rng: random.Random) -> list[it.StreamItem]:
+    """Lose some pieces to capture gaps and put garbage between others."""
+    out: list[it.StreamItem] = []
+    for item in items:
+        roll = rng.random()
+        if isinstance(item, it.StreamData) and roll < 0.06:
+            out.append(it.StreamGap(item.conn, item.dir, len(item.data), item.frame, item.time))
+        elif isinstance(item, it.StreamData) and roll < 0.12:
+            junk = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 40)))
+            out += [it.StreamData(item.conn, item.dir, junk, item.frame, item.time), item]
+        else:
+            out.append(item)
+    return out
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(conversations(), st.integers(0, 2**32 - 1), st.booleans())
+def test_damaged_streams_are_tiled_too(script: list[tuple[str, bytes]], seed: int, saw_start: bool) -> None:
+    rng = random.Random(seed)
+    items = _damage(script_items(_cut(script, rng)), rng)
+    if not saw_start:  # the capture began after the greeting and a few more bytes
+        first = next(i for i, x in enumerate(items) if isinstance(x, it.StreamData) and x.dir == "s2c")
+        items = [dataclasses.replace(items[0], saw_start=False)] + items[first + 1:]  # type: ignore[type-var]
+    check_decoding(items, complete=False)
 
 
 # ------------------------------------------------------------------ shipped captures
