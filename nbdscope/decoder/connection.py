@@ -82,7 +82,7 @@ class Connection:
 
     # ------------------------------------------------------------------ input
 
-    def feed(self, direction: Direction, data: bytes, *, frame: int, time: float) -> list[ev.Event]:
+    def feed(self, direction: Direction, data: bytes | memoryview, *, frame: int, time: float) -> list[ev.Event]:
         side = self._c if direction == "c2s" else self._s
         side.frame, side.time = frame, time
         n = len(data)
