@@ -2,37 +2,49 @@
 
 Events carry decoded values only (numbers, names, small tuples); bulk data such
 as read and write payloads is counted, never kept, so memory does not grow with
-the traffic.
+the traffic. They are frozen and hashable (see ``frozen.py`` for how, and why not
+``dataclass(frozen=True)``); mappings are tuples of pairs.
 
-Immutable by contract, not by ``frozen=True``: a frozen dataclass pays a generic
-``object.__setattr__`` per field at construction, which tripled the cost of the
-events the live proxy builds for every message. Nothing may assign to an event
-after the decoder made it; they stay hashable and comparable by value.
+Positions: every event has ``seq``, its number within its connection (from 0, in
+the order the decoder emits them), and ``start``/``end``, a span of offsets in
+its direction's byte stream (offset 0: the first byte the capture holds):
+
+- a message (greeting, flags, option, option reply, request, reply, chunk) spans
+  its header and all its payload, even bytes not yet received; ``data_start`` says
+  where read or write data begins inside it (the data runs to ``end``);
+- ``TlsData`` spans the encrypted bytes, ``Resync`` the bytes it skipped, and a
+  ``Gap`` that lost framing spans from the end of the last decoded message to the
+  end of the lost bytes; these and the messages tile each direction's stream;
+- a ``Gap`` inside a payload spans the lost bytes and ``PayloadData`` the data, both
+  inside the message that carries them;
+- the others (``TransmissionStart``, ``TlsStart``, ``Malformed``, ``ConnectionEnd``)
+  are points: ``start == end`` where the decoder stood.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from functools import partial
 from typing import Literal
 
+from nbdscope.decoder.frozen import frozen_event as event
+from nbdscope.decoder.frozen import positional
 from nbdscope.vocab import Direction
 
 Phase = Literal["handshake", "transmission"]
 
-event = partial(dataclass, slots=True, kw_only=True, unsafe_hash=True)
 
-
-@event()
+@event
 class Event:
     dir: Direction
     frame: int
     time: float
     phase: Phase
     header: bytes | None = None  # the message's wire header, only when the decoder was asked to keep headers
+    seq: int  # number within the connection, from 0, in emission order
+    start: int  # stream offset (this direction) of the first byte
+    end: int  # just past the last byte, payload included
 
 
-@event()
+@event
 class ServerGreeting(Event):
     """NBDMAGIC and what follows it: the newstyle flags or the oldstyle export."""
 
@@ -43,12 +55,12 @@ class ServerGreeting(Event):
     oldstyle_high_flags: int = 0  # oldstyle: the upper 16 bits, reserved
 
 
-@event()
+@event
 class ClientFlags(Event):
     flags: int
 
 
-@event()
+@event
 class OptionRequest(Event):
     option: int
     length: int
@@ -58,7 +70,7 @@ class OptionRequest(Event):
     problem: str | None = None  # payload disagrees with its own length fields
 
 
-@event()
+@event
 class OptionReply(Event):
     option: int
     reply: int
@@ -77,7 +89,7 @@ class OptionReply(Event):
     problem: str | None = None
 
 
-@event()
+@event
 class ExportNameReply(Event):
     """The server's answer to NBD_OPT_EXPORT_NAME: size and flags, maybe 124 zeroes."""
 
@@ -86,7 +98,7 @@ class ExportNameReply(Event):
     zeroes: bool
 
 
-@event()
+@event
 class TransmissionStart(Event):
     """Both sides have left the handshake; summarises what was agreed."""
 
@@ -102,17 +114,17 @@ class TransmissionStart(Event):
     max_payload: int | None = None
 
 
-@event()
+@event
 class TlsStart(Event):
     """STARTTLS was acknowledged: everything after this is encrypted."""
 
 
-@event()
+@event
 class TlsData(Event):
     nbytes: int
 
 
-@event()
+@event
 class Request(Event):
     cookie: int
     command: int
@@ -123,9 +135,10 @@ class Request(Event):
     payload_length: int  # data bytes following the header
     effect_length: int | None = None  # BLOCK_STATUS payload form: the length it asks about
     context_ids: tuple[int, ...] = ()  # BLOCK_STATUS payload form: contexts it asks for
+    data_start: int | None = None  # write data: where it begins (it runs to ``end``)
 
 
-@event()
+@event
 class Reply(Event):
     """Fields shared by simple replies and reply chunks: the request they answer."""
 
@@ -138,15 +151,16 @@ class Reply(Event):
     completes: bool = True  # last message of its reply
     failed: bool = False  # on the completing message: the reply as a whole reported an error
     latency_us: float | None = None  # set on the message that completes the reply
+    data_start: int | None = None  # read data: where it begins (it runs to ``end``)
 
 
-@event()
+@event
 class SimpleReply(Reply):
     error: int
     data_length: int | None  # None: unknown (cookie not in flight and capture mid-stream)
 
 
-@event()
+@event
 class ReplyChunk(Reply):
     reply_type: int
     flags: int
@@ -166,7 +180,7 @@ class ReplyChunk(Reply):
     problem: str | None = None  # payload disagrees with the chunk length or type
 
 
-@event()
+@event
 class PayloadData(Event):
     """The complete payload of a write request or of read data, emitted only when
     the decoder was asked to keep data (the shadow-disk checks need it)."""
@@ -177,7 +191,7 @@ class PayloadData(Event):
     data: bytes
 
 
-@event()
+@event
 class Gap(Event):
     """Bytes the capture lost; ``resync`` says whether framing was lost with them."""
 
@@ -185,7 +199,7 @@ class Gap(Event):
     resync: bool
 
 
-@event()
+@event
 class Resync(Event):
     """Decoding found its footing again after skipping bytes it could not frame."""
 
@@ -193,19 +207,27 @@ class Resync(Event):
     after_gap: bool = False  # the skipped bytes followed a capture gap (not the peer's fault)
 
 
-@event()
+@event
 class Malformed(Event):
     """Bytes that cannot be what the protocol allows at this point."""
 
     what: str  # short machine-readable category, e.g. "bad-magic"
     message: str
-    values: dict[str, int | str | None] = field(default_factory=dict)
+    values: tuple[tuple[str, int | str | None], ...] = ()  # (name, value) pairs, in the order reported
 
 
-@event()
+@event
 class ConnectionEnd(Event):
     how: Literal["fin", "rst", "end-of-capture"]
     soft: bool  # NBD_CMD_DISC was sent
     by: Direction | None = None  # who closed the TCP connection first, when the capture shows it
     in_flight: tuple[tuple[int, int, int], ...] = ()  # (cookie, command, request frame)
-    unparsed: dict[str, int] = field(default_factory=dict)  # bytes left undecoded per direction
+    unparsed: tuple[tuple[Direction, int], ...] = ()  # (direction, bytes left undecoded), c2s first
+
+
+# Positional builders for the decoder's per-message path (see frozen.positional): every
+# argument in field order, i.e. Event's fields (dir, frame, time, phase, header, seq, start,
+# end), then the class's own as declared above.
+make_request = positional(Request)
+make_simple_reply = positional(SimpleReply)
+make_data_chunk = positional(ReplyChunk, last="data_length")  # OFFSET_DATA: the fields after are defaults

@@ -82,6 +82,10 @@ NOT_SHOWN: dict[str, str] = {
     "phase": "the JSONL record and the TUI heading carry it; the message type implies it",
     "header": "the raw wire header, for the TUI hex pane only",
     "data": "payload bytes, kept for the shadow-disk checks and never displayed",
+    "seq": "the decoder's number for the message within its connection; views number their own",
+    "start": "where the message begins in its direction's byte stream (capture writers and redaction use it)",
+    "end": "just past where the message ends in its direction's byte stream",
+    "data_start": "where the message's read or write data begins in its stream (redaction uses it)",
 }
 
 

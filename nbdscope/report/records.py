@@ -18,7 +18,7 @@ from nbdscope.decoder import events as ev
 from nbdscope.report.fieldinfo import NOT_SHOWN, field_info, fixed_type_name, type_name, type_source
 from nbdscope.spec.metacontexts import describe_status
 
-# dir, frame, time and phase open every record; data and header never go into it
+# dir, frame, time and phase open every record; data, header and the decoder's positions never go into it
 _BASE = set(NOT_SHOWN)
 
 
@@ -45,6 +45,7 @@ _STRUCTURED = {
     "in-flight": "rec[{name!r}] = [{{'cookie': c, 'command': name_{name}(cmd), 'request_frame': f}} "
                  "for c, cmd, f in v]",
     "contexts": "rec[{name!r}] = {{str(k): c for k, c in v}}",
+    "values": "rec[{name!r}] = dict(v)",  # (name, value) pairs on the frozen event
 }
 
 

@@ -77,6 +77,8 @@ def _value(e: ev.Event, info: FieldInfo | None, value: object) -> str:
             return ", ".join(f"cookie {c:#x} {codes.name(cmd)} (frame {f})" for c, cmd, f in value)
         if kind == "contexts":
             return ", ".join(f"{i}={n}" for i, n in value)
+        if kind == "values":
+            return ", ".join(f"{k}={v}" for k, v in value)  # (name, value) pairs on the frozen event
     if isinstance(value, str):
         return repr(value)
     return str(value)

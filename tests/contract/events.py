@@ -11,7 +11,7 @@ from nbdscope.decoder import events as ev
 from nbdscope.spec import COMMANDS, OPTION_REPLIES, OPTIONS, REPLY_TYPES, Cmd, Opt, Rep, ReplyType
 
 UNKNOWN = 0x7FFE  # a value no table defines
-BASE: dict[str, Any] = {"frame": 7, "time": 0.5}
+BASE: dict[str, Any] = {"frame": 7, "time": 0.5, "seq": 3, "start": 100, "end": 128}
 C2S: dict[str, Any] = {**BASE, "dir": "c2s", "phase": "transmission"}
 S2C: dict[str, Any] = {**BASE, "dir": "s2c", "phase": "transmission"}
 HS_C2S: dict[str, Any] = {**C2S, "phase": "handshake"}
@@ -98,7 +98,7 @@ def _chunks() -> Iterator[ev.Event]:
 def _ends() -> Iterator[ev.Event]:
     yield ev.ConnectionEnd(**S2C, how="end-of-capture", soft=False)
     yield ev.ConnectionEnd(**S2C, how="rst", soft=False, by="c2s", in_flight=((1, Cmd.READ, 5), (2, UNKNOWN, 6)),
-                           unparsed={"c2s": 3, "s2c": 10})
+                           unparsed=(("c2s", 3), ("s2c", 10)))
     yield ev.ConnectionEnd(**{**S2C, "phase": "handshake"}, how="fin", soft=True, by="s2c")
 
 
@@ -127,7 +127,7 @@ SAMPLES: dict[type[ev.Event], tuple[str, Callable[[], Iterator[ev.Event]]]] = {
     ev.Gap: ("capture-gap", lambda: iter([ev.Gap(**C2S, nbytes=1448, resync=True)])),
     ev.Resync: ("resync", lambda: iter([ev.Resync(**S2C, skipped=12, after_gap=True)])),
     ev.Malformed: ("malformed", lambda: iter([
-        ev.Malformed(**S2C, what="bad-magic", message="expected a reply magic", values={"magic": 1, "x": None}),
+        ev.Malformed(**S2C, what="bad-magic", message="expected a reply magic", values=(("magic", 1), ("x", None))),
         ev.Malformed(**HS_C2S, what="option-after-handshake", message="m")])),
     ev.ConnectionEnd: ("connection-end", _ends),
 }

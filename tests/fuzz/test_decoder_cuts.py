@@ -30,7 +30,7 @@ def _items(name: str) -> tuple[it.StreamItem, ...]:
 
 def _decode(items: list[it.StreamItem] | tuple[it.StreamItem, ...]) -> Decoded:
     conns: dict[int, Connection] = {}
-    events: list[ev.Event] = []
+    events: list[tuple[int, ev.Event]] = []
     ranges: dict[tuple[int, str], list[tuple[int, int]]] = {}
     for item in items:
         if isinstance(item, it.StreamOpen):
@@ -40,24 +40,31 @@ def _decode(items: list[it.StreamItem] | tuple[it.StreamItem, ...]) -> Decoded:
         if conn is None:
             continue
         if isinstance(item, it.StreamData):
-            events += conn.feed(item.dir, item.data, frame=item.frame, time=item.time)
+            events += ((item.conn, e) for e in conn.feed(item.dir, item.data, frame=item.frame, time=item.time))
             _merge(ranges.setdefault((item.conn, item.dir), []), conn.take_payload_ranges(item.dir))
         elif isinstance(item, it.StreamGap):
-            events += conn.gap(item.dir, item.nbytes, frame=item.frame, time=item.time)
+            events += ((item.conn, e) for e in conn.gap(item.dir, item.nbytes, frame=item.frame, time=item.time))
         elif isinstance(item, it.StreamClose):
-            events += conn.close(item.how, frame=item.frame, time=item.time, by=item.by)
+            events += ((item.conn, e) for e in conn.close(item.how, frame=item.frame, time=item.time, by=item.by))
     return _tls_per_frame(events), ranges
 
 
-def _tls_per_frame(events: list[ev.Event]) -> list[ev.Event]:
-    """Encrypted bytes are reported per piece fed: count them per frame and direction."""
+def _tls_per_frame(events: list[tuple[int, ev.Event]]) -> list[ev.Event]:
+    """Encrypted bytes are reported per piece fed: count them per frame and direction (one
+    event for the pieces, spanning them all; the connection's later events renumbered to match)."""
     out: list[ev.Event] = []
-    for e in events:
+    merged: dict[int, int] = {}  # connection -> events merged away so far
+    last_conn = -1
+    for conn, e in events:
         last = out[-1] if out else None
-        if isinstance(e, ev.TlsData) and isinstance(last, ev.TlsData) and (last.dir, last.frame) == (e.dir, e.frame):
-            out[-1] = dataclasses.replace(last, nbytes=last.nbytes + e.nbytes)
+        if (isinstance(e, ev.TlsData) and isinstance(last, ev.TlsData) and conn == last_conn
+                and (last.dir, last.frame) == (e.dir, e.frame)):
+            assert e.start == last.end
+            out[-1] = dataclasses.replace(last, nbytes=last.nbytes + e.nbytes, end=e.end)
+            merged[conn] = merged.get(conn, 0) + 1
         else:
-            out.append(e)
+            out.append(dataclasses.replace(e, seq=e.seq - merged[conn]) if merged.get(conn) else e)
+        last_conn = conn
     return out
 
 

@@ -102,7 +102,7 @@ def test_enumerated_fields_are_named_by_a_table_of_spec_codes() -> None:
 
 
 def _base(**kw: object) -> dict[str, object]:
-    return {"dir": "c2s", "frame": 1, "time": 0.0, "phase": "transmission", **kw}
+    return {"dir": "c2s", "frame": 1, "time": 0.0, "phase": "transmission", "seq": 0, "start": 0, "end": 0, **kw}
 
 
 def test_type_names_are_the_spec_names() -> None:

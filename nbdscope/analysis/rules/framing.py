@@ -48,7 +48,7 @@ class MalformedMessage(Rule):
 
     def message(self, session: Session, event: ev.Event) -> None:
         if isinstance(event, ev.Malformed) and event.what != "option-after-handshake":
-            self.flag(session, event, event.message, what=event.what, **event.values)
+            self.flag(session, event, event.message, what=event.what, **dict(event.values))
         elif isinstance(event, ev.Resync) and event.skipped and not event.after_gap:
             self.flag(session, event, f"skipped {event.skipped} undecodable bytes before the next valid header",
                       skipped=event.skipped)
