@@ -210,6 +210,8 @@ class Engine:
                 hook(session, event)
             except Exception as exc:
                 self._failed(hook, "message", exc, event, session)
+        if cls in _BY_COMMAND:
+            session.track(event)
         if session.followups and cls in _REPLIES and event.completes:  # type: ignore[attr-defined]
             for hook in session.followups.pop(event.cookie, ()):  # type: ignore[attr-defined]
                 if getattr(hook, "__self__", None) in self.addons:

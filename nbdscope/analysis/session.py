@@ -7,10 +7,20 @@ from dataclasses import dataclass, field
 
 from nbdscope.analysis.stats import CommandStats
 from nbdscope.decoder import events as ev
-from nbdscope.spec import COMMANDS, TRANSMISSION_FLAGS
+from nbdscope.spec import COMMANDS, TRANSMISSION_FLAGS, Cmd
 from nbdscope.vocab import Endpoint
 
 _TRAFFIC = frozenset((ev.Request, ev.SimpleReply, ev.ReplyChunk, ev.PayloadData))
+_DISC = int(Cmd.DISC)
+RECENT = 256  # completed cookies remembered per session, to tell a second reply from an invented cookie
+
+
+@dataclass(slots=True)
+class Flight:
+    """A request awaiting (the rest of) its reply, as the analysis sees it."""
+
+    request: ev.Request
+    chunks: int = 0  # reply messages that arrived so far
 
 
 @dataclass
@@ -43,6 +53,12 @@ class Session:
     closed: bool = False
     anomaly_count: int = 0
     lost_sync: int = 0  # gaps and resyncs: replies to unseen requests are then expected
+    # The requests in flight and the recently completed cookies (cookie -> command, -1 for a reply that
+    # matched no request), as of the event being dispatched: the engine updates both once every addon has
+    # seen the event, so a rule reads the state before it. The decoder keeps its own table for framing,
+    # which runs ahead (it decodes a whole chunk of bytes before any of its events is dispatched).
+    in_flight: dict[int, Flight] = field(default_factory=dict)
+    recent: dict[int, int] = field(default_factory=dict)
     # cookie -> what to call with the reply that completes it (the engine calls and drops them), so a
     # rule that judges a reply only in a few cases need not hear every reply
     followups: dict[int, list[Callable[[Session, ev.Reply], None]]] = field(default_factory=dict)
@@ -78,6 +94,26 @@ class Session:
                 self.disconnect = "soft"
             elif e.how != "end-of-capture":
                 self.disconnect = "hard"
+
+    def track(self, e: ev.Event) -> None:
+        """Update the requests in flight for a request or reply that every addon has seen."""
+        cls = type(e)
+        if cls is ev.Request:
+            if e.command != _DISC:  # type: ignore[attr-defined]
+                self.in_flight[e.cookie] = Flight(e)  # type: ignore[arg-type, attr-defined]
+            return
+        cookie = e.cookie  # type: ignore[attr-defined]
+        if e.completes:  # type: ignore[attr-defined]
+            self.in_flight.pop(cookie, None)
+            recent = self.recent
+            recent.pop(cookie, None)
+            recent[cookie] = e.command if e.command is not None else -1  # type: ignore[attr-defined]
+            if len(recent) > RECENT:
+                del recent[next(iter(recent))]
+        else:
+            flight = self.in_flight.get(cookie)
+            if flight is not None:
+                flight.chunks += 1
 
     def await_reply(self, cookie: int, hook: Callable[[Session, ev.Reply], None]) -> None:
         """Have ``hook`` called with the reply that completes the request of this cookie."""

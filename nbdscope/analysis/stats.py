@@ -65,9 +65,6 @@ class CommandStats:
 class Statistics(Addon):
     """Counts requests, bytes moved, errors and latencies per command into each session's ``commands``."""
 
-    def __init__(self) -> None:
-        self._failed: dict[str, set[int]] = {}  # session -> cookies with an error chunk, reply not yet complete
-
     def wants(self, event_type: type[ev.Event], command: int | None) -> bool:
         return event_type in (ev.Request, ev.SimpleReply, ev.ReplyChunk)
 
@@ -94,14 +91,10 @@ class Statistics(Addon):
         if e.command is None:
             return
         stats = _stats(session, e.command)
-        if e.error is not None:
-            self._failed.setdefault(session.id, set()).add(e.cookie)
         if e.reply_type == _OFFSET_DATA and e.data_length:
             stats.bytes += e.data_length
         if e.completes:
-            failed = self._failed.get(session.id)
-            if failed and e.cookie in failed:
-                failed.discard(e.cookie)
+            if e.failed:  # the decoder says so on the last chunk when any chunk of the reply was an error
                 stats.errors += 1
             if e.latency_us is not None:
                 stats.add_latency(e.latency_us)

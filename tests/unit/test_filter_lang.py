@@ -219,10 +219,10 @@ def test_findings_rule_and_severity(msgs) -> None:  # type: ignore[no-untyped-de
 def test_errors_no_capture_shows() -> None:
     """Broken bytes, and a reply whose error came in an earlier chunk, are errors too (no shipped capture has them)."""
     session = Session(id="s1", client=None, server=None, source="", first_frame=0, saw_start=True)  # type: ignore[arg-type]
-    done = ev.ReplyChunk(dir="s2c", frame=9, time=0.0, phase="transmission", cookie=1, reply_type=ReplyType.NONE,
+    done = ev.ReplyChunk(dir="s2c", frame=9, time=0.0, phase="transmission", seq=0, start=0, end=0, cookie=1, reply_type=ReplyType.NONE,
                          flags=1, length=0, extended=False, failed=True)
-    broken = ev.Malformed(dir="s2c", frame=9, time=0.0, phase="transmission", what="bad-magic", message="")
-    fine = ev.ReplyChunk(dir="s2c", frame=9, time=0.0, phase="transmission", cookie=1, reply_type=ReplyType.NONE,
+    broken = ev.Malformed(dir="s2c", frame=9, time=0.0, phase="transmission", seq=0, start=0, end=0, what="bad-magic", message="")
+    fine = ev.ReplyChunk(dir="s2c", frame=9, time=0.0, phase="transmission", seq=0, start=0, end=0, cookie=1, reply_type=ReplyType.NONE,
                          flags=1, length=0, extended=False)
     errors = compile("errors")
     assert errors(session, done, ()) and errors(session, broken, ()) and not errors(session, fine, ())

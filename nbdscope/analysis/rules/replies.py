@@ -3,7 +3,6 @@ reply message", "Structured reply chunk message", "Structured reply types")."""
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from nbdscope.analysis.anomaly import RuleInfo
@@ -13,7 +12,6 @@ from nbdscope.decoder import events as ev
 from nbdscope.spec import COMMANDS, REPLY_TYPES, Cmd, CommandFlag, ReplyType
 from nbdscope.spec.codes import STATUS_REPLY_TYPES
 
-RECENT = 256  # completed cookies remembered per session, to tell "chunk after DONE" from a stray reply
 # plain ints: comparing with enum members costs an attribute lookup through the enum class per message
 _NONE, _DATA, _HOLE, _STATUS32, _STATUS64, _ERROR_OFFSET = (int(t) for t in (
     ReplyType.NONE, ReplyType.OFFSET_DATA, ReplyType.OFFSET_HOLE, ReplyType.BLOCK_STATUS, ReplyType.BLOCK_STATUS_EXT,
@@ -40,83 +38,39 @@ class _Open:
     contexts: set[int] = field(default_factory=set)
 
 
-class _Tracker:
-    """What one session has in flight, as the rules see it."""
-
-    def __init__(self) -> None:
-        self.open: dict[int, _Open] = {}
-        self.recent: OrderedDict[int, int] = OrderedDict()  # cookie -> command, recently completed
-
-    def done(self, cookie: int, command: int) -> None:
-        self.open.pop(cookie, None)
-        self.recent[cookie] = command
-        self.recent.move_to_end(cookie)
-        while len(self.recent) > RECENT:
-            self.recent.popitem(last=False)
-
-
-class _TrackingRule(Rule):
-    def __init__(self) -> None:
-        super().__init__()
-        self.sessions: dict[str, _Tracker] = {}
-
-    def tracker(self, session: Session) -> _Tracker:
-        t = self.sessions.get(session.id)
-        if t is None:
-            t = self.sessions[session.id] = _Tracker()
-        return t
-
-
 class CookieReuse(Rule):
     INFO = RuleInfo("cookie-reuse", "warning", "client", "Transmission",
                     "a cookie reused while a request with that cookie is still in flight, so replies are ambiguous")
-    EVENTS = (ev.Request, ev.SimpleReply, ev.ReplyChunk, ev.ConnectionEnd)
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.open: dict[str, dict[int, tuple[int, int]]] = {}  # session -> cookie -> (command, request frame)
+    EVENTS = (ev.Request,)
 
     def message(self, session: Session, event: ev.Event) -> None:
-        cookies = self.open.get(session.id)
-        if cookies is None:
-            cookies = self.open[session.id] = {}
-        if isinstance(event, ev.Request):
-            prior = cookies.get(event.cookie)
-            if prior is not None:
-                self.flag(session, event, f"cookie {event.cookie:#x} reused by {COMMANDS.name(event.command)} while "
-                          f"{COMMANDS.name(prior[0])} from frame {prior[1]} is unanswered",
-                          cookie=event.cookie, first_frame=prior[1])
-            if event.command != Cmd.DISC:
-                cookies[event.cookie] = (event.command, event.frame)
-        elif isinstance(event, ev.Reply):
-            if event.completes:
-                cookies.pop(event.cookie, None)
-        elif isinstance(event, ev.ConnectionEnd):
-            del self.open[session.id]
+        assert isinstance(event, ev.Request)
+        prior = session.in_flight.get(event.cookie)  # the session's table as it was before this request
+        if prior is not None:
+            self.flag(session, event, f"cookie {event.cookie:#x} reused by {COMMANDS.name(event.command)} while "
+                      f"{COMMANDS.name(prior.request.command)} from frame {prior.request.frame} is unanswered",
+                      cookie=event.cookie, first_frame=prior.request.frame)
 
 
-class UnmatchedReply(_TrackingRule):
+class UnmatchedReply(Rule):
     INFO = RuleInfo("unmatched-reply", "error", "server", "Transmission",
                     "a reply whose cookie matches no request in flight: a double reply or an invented cookie")
-    EVENTS = (ev.SimpleReply, ev.ReplyChunk, ev.ConnectionEnd)  # the decoder matches requests: command is None
+    EVENTS = (ev.SimpleReply, ev.ReplyChunk)
+    FOR_COMMANDS = frozenset({None})  # the decoder matched no request: command is None
 
     def message(self, session: Session, event: ev.Event) -> None:
-        t = self.tracker(session)
-        if isinstance(event, ev.Reply):
-            if event.command is None and session.reliable:
-                previous = t.recent.get(event.cookie)
-                if isinstance(event, ev.ReplyChunk) and previous is not None:
-                    pass  # reported by bad-reply-chunk as a chunk after the final one
-                elif previous is not None:
-                    self.flag(session, event, f"second reply for cookie {event.cookie:#x} "
-                              f"({COMMANDS.name(previous)} already answered)", cookie=event.cookie)
-                else:
-                    self.flag(session, event, f"reply for cookie {event.cookie:#x}, which no request in flight uses",
-                              cookie=event.cookie)
-            if event.completes:
-                t.done(event.cookie, event.command if event.command is not None else -1)
-        elif isinstance(event, ev.ConnectionEnd):
-            self.sessions.pop(session.id, None)
+        assert isinstance(event, ev.Reply)
+        if event.command is not None or not session.reliable:
+            return
+        previous = session.recent.get(event.cookie)
+        if isinstance(event, ev.ReplyChunk) and previous is not None:
+            pass  # reported by bad-reply-chunk as a chunk after the final one
+        elif previous is not None:
+            self.flag(session, event, f"second reply for cookie {event.cookie:#x} "
+                      f"({COMMANDS.name(previous)} already answered)", cookie=event.cookie)
+        else:
+            self.flag(session, event, f"reply for cookie {event.cookie:#x}, which no request in flight uses",
+                      cookie=event.cookie)
 
 
 class ReplyKind(Rule):
@@ -162,40 +116,44 @@ class SimpleReplyToStructuredRead(Rule):
                       "although structured replies were agreed", cookie=event.cookie)
 
 
-class BadReplyChunk(_TrackingRule):
+class BadReplyChunk(Rule):
     INFO = RuleInfo("bad-reply-chunk", "error", "server", "Structured reply chunk message; Structured reply types",
                     "a reply chunk that breaks the chunk rules: order, DONE, coverage of a read, offsets outside "
                     "the request, lengths, or a type not valid for the command")
-    EVENTS = (ev.SimpleReply, ev.ReplyChunk, ev.ConnectionEnd)  # replies carry their request's fields
+    EVENTS = (ev.ReplyChunk, ev.ConnectionEnd)  # replies carry their request's fields
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.open: dict[str, dict[int, _Open]] = {}  # session -> cookie -> what its reply delivered so far
 
     def message(self, session: Session, event: ev.Event) -> None:
-        t = self.tracker(session)
+        opened = self.open.get(session.id)
+        if opened is None:
+            opened = self.open[session.id] = {}
         if isinstance(event, ev.ConnectionEnd):
-            for cookie, o in t.open.items():
+            for cookie, o in opened.items():
                 if o.chunks:
                     self.flag(session, event, f"connection ended after {o.chunks} chunk(s) of the reply to "
                               f"{COMMANDS.name(o.command)} cookie {cookie:#x} without a chunk marked DONE",
                               cookie=cookie)
-            self.sessions.pop(session.id, None)
+            del self.open[session.id]
             return
-        if not isinstance(event, ev.ReplyChunk):
-            if isinstance(event, ev.SimpleReply) and event.completes:
-                t.done(event.cookie, event.command if event.command is not None else -1)
-            return
+        assert isinstance(event, ev.ReplyChunk)
         cookie, rtype = event.cookie, event.reply_type
-        o = t.open.get(cookie)
+        o = opened.get(cookie)
         if (rtype == _DATA and event.completes and event.command == _READ and event.problem is None
                 and event.offset == event.request_offset and event.data_length == event.request_length
                 and (o is None or o.request_frame != event.request_frame)):
-            t.done(cookie, _READ)  # the usual read: all its data in one chunk, nothing else to check
-            return
+            if o is not None:
+                del opened[cookie]
+            return  # the usual read: all its data in one chunk, nothing else to check
         if event.command is None:
-            if cookie in t.recent and session.reliable:
+            if cookie in session.recent and session.reliable:
                 self.flag(session, event, f"{REPLY_TYPES.name(rtype)} for cookie {cookie:#x} after its reply was "
                           "already complete (a chunk after the one marked DONE)", cookie=cookie)
             return
         if o is None or o.request_frame != event.request_frame:  # the first chunk, or the cookie was reused
-            o = t.open[cookie] = _Open(event.command, event.request_offset or 0, event.request_length or 0,
+            o = opened[cookie] = _Open(event.command, event.request_offset or 0, event.request_length or 0,
                                        event.request_frame or 0)
         o.chunks += 1
         if event.problem:
@@ -228,8 +186,8 @@ class BadReplyChunk(_TrackingRule):
                 self._bad(session, event, f"second status chunk for context {event.context_id} in one reply")
             o.contexts.add(event.context_id)
         if event.completes:
+            del opened[cookie]
             self._complete(session, event, o)
-            t.done(cookie, event.command)
 
     def _bad(self, session: Session, event: ev.ReplyChunk, message: str, *, prefixed: bool = False,
              **values: object) -> None:
