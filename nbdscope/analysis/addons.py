@@ -56,6 +56,12 @@ class Addon:
     def message(self, session: Session, event: ev.Event) -> None:
         """One decoded message of one session, in stream order."""
 
+    def wants_read_data(self, session: Session, offset: int, length: int) -> bool:
+        """For addons that need payloads: whether the read data at this disk offset is worth gathering
+        (asked when its reply header is decoded). An addon that needs data and does not override this
+        gets every read's data."""
+        return True
+
     def finding(self, anomaly: Anomaly) -> None:
         """An anomaly, as soon as a rule reports it."""
 

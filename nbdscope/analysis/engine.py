@@ -65,6 +65,16 @@ class Engine:
         for addon in list(self.addons):
             self._call(addon, "started", self)
 
+    def _want_read(self, session: Session) -> Callable[[int, int], bool] | None:
+        """What the decoder asks before gathering read data: the addons that need data decide together
+        (None, i.e. always, when one of them takes every read)."""
+        if not self.keep_data:
+            return None
+        deciders = [a for a in self.addons if "data" in a.NEEDS or getattr(a, "NEEDS_DATA", False)]
+        if not deciders or not all(defines(a, "wants_read_data") for a in deciders):
+            return None
+        return lambda offset, length: any(a.wants_read_data(session, offset, length) for a in deciders)
+
     def _index_hooks(self) -> None:
         self._listeners.clear()
         self._hooks = {hook: [getattr(a, hook) for a in self.addons if defines(a, hook)]
@@ -153,7 +163,8 @@ class Engine:
             self.sessions.append(session)
             self._open[item.conn] = (session, Connection(saw_start=item.saw_start, keep_data=self.keep_data,
                                                          track_payload=self.track_payload,
-                                                         keep_headers=self.keep_headers))
+                                                         keep_headers=self.keep_headers,
+                                                         want_read=self._want_read(session)))
             self._stream(item)
             return []
         entry = self._open.get(item.conn)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from nbdscope.decoder import events as ev
@@ -35,9 +36,12 @@ class Connection:
     """Decoder for one NBD connection (both directions)."""
 
     def __init__(self, *, saw_start: bool = True, keep_data: bool = False, track_payload: bool = False,
-                 keep_headers: bool = False) -> None:
+                 keep_headers: bool = False, want_read: Callable[[int, int], bool] | None = None) -> None:
         self.saw_start = saw_start
         self.keep_data = keep_data
+        # keep_data: whether the read data of (disk offset, length) is worth gathering (None: always); the
+        # data checks say no where nothing was written, so a capture without writes costs them nothing
+        self.want_read = want_read
         self.keep_headers = keep_headers  # attach each message's header bytes to its event (for hex views)
         self._c = ReceiveBuffer("c2s", track_payload=track_payload)
         self._s = ReceiveBuffer("s2c", track_payload=track_payload)

@@ -182,7 +182,8 @@ class Transmission:
         conn.out.append(reply)
         conn.consume(side, SIMPLE_REPLY_HEADER, data or 0,
                      open_sink(True, cookie, roffset, "read", start + SIMPLE_REPLY_HEADER, data)
-                     if data and entry is not None and conn.keep_data else None, True)
+                     if data and entry is not None and conn.keep_data and _wanted(conn, roffset, data) else None,
+                     True)
         if data is None:
             conn.machine.fire(Input.UNFRAMED, side)
         if not conn.transmission:
@@ -218,7 +219,7 @@ class Transmission:
                                            rtype, flags, length, extended, hoffset, offset, data_length)
             conn.out.append(chunk)
             sink = (open_sink(True, cookie, offset, "read", start + hsize + 8, data_length)
-                    if conn.keep_data else None)
+                    if conn.keep_data and _wanted(conn, offset, data_length) else None)
             conn.consume(side, hsize + 8, data_length, sink, True)
             if not conn.transmission:
                 self._mid_stream(side)
@@ -244,3 +245,8 @@ class Transmission:
         if not conn.transmission:
             self._mid_stream(side)
         return True
+
+
+def _wanted(conn: Connection, offset: int, length: int) -> bool:
+    """Whether read data at this disk offset is to be gathered (keep_data asked, and the checks want it)."""
+    return conn.want_read is None or conn.want_read(offset, length)

@@ -124,3 +124,20 @@ def test_the_documented_example_output_works() -> None:
     expected = [f"{x['session']} frame {x['frame']}: {x['command']} took {x['latency_us']:.0f} us"
                 for x in full if x.get("latency_us") is not None and x["latency_us"] > 1500]
     assert expected and run.stdout.splitlines() == expected
+
+
+def test_verify_data_gathers_no_read_that_no_write_could_contradict() -> None:
+    """A capture without writes: --verify-data hands over no read data (it cannot matter) and finds what
+    a run without it finds; on the stale-read capture the read that contradicts a write is still gathered
+    and judged."""
+    reads_only = str(CAPTURES / "nbdinfo-list-map.pcap")
+    plain = _cli("analyze", "--format", "jsonl", reads_only)
+    verified = _cli("analyze", "--format", "jsonl", "--verify-data", reads_only)
+    assert not any(x["type"] == "NBD_CMD_WRITE" for x in plain)
+    assert any(x["type"] == "NBD_CMD_READ" for x in plain)
+    assert not any(x["type"] == "PayloadData" for x in verified)
+    assert verified == plain
+    stale = _cli("analyze", "--format", "jsonl", "--verify-data", str(CAPTURES / "stale-read-multi-conn.pcap"))
+    gathered = [x for x in stale if x["type"] == "PayloadData" and x["kind"] == "read"]
+    found = [x for x in stale if x.get("rule") == "stale-read"]
+    assert gathered and found and {x["frame"] for x in found} <= {x["frame"] for x in gathered}

@@ -72,9 +72,21 @@ class StaleRead(Rule):
         return [(w.offset, w.offset + w.length) for c in self.conns.values() if c.export == export
                 for w in c.writes.values()]
 
+    def wants_read_data(self, session: Session, offset: int, length: int) -> bool:
+        """Read data can contradict only sectors the shadow disk holds: without them, gathering and
+        hashing it is wasted (a capture with no writes then costs --verify-data nothing)."""
+        disk = self.disks.get(self._conn(session).export)
+        if disk is None or not disk.sectors:
+            return False
+        covered = disk.covered(offset, length)
+        return len(covered) > 64 or any(n in disk.sectors for n in covered)
+
     def message(self, session: Session, event: ev.Event) -> None:
         self.seq += 1
         c = self._conn(session)
+        if isinstance(event, ev.Reply) and event.cookie not in c.reads and event.cookie not in c.writes \
+                and event.cookie not in c.flushes:
+            return  # a reply to nothing followed here (most reads, when nothing was written)
         self.multi[session.id] = session.has_flag(TransmissionFlag.CAN_MULTI_CONN)
         if isinstance(event, ev.Request):
             if event.command in _WRITES:
@@ -84,7 +96,9 @@ class StaleRead(Rule):
                     if other.export == c.export:
                         for read in (*other.reads.values(), *other.awaiting.values()):
                             read.racing.append(span)
-            elif event.command in (Cmd.READ, Cmd.BLOCK_STATUS):
+            elif event.command in (Cmd.READ, Cmd.BLOCK_STATUS) and c.export in self.disks:
+                # (a read sent before any write to the export was acknowledged cannot contradict one:
+                # nothing obliged the server to show it yet, so such reads are not followed at all)
                 c.reads[event.cookie] = _Read(self.seq, self._racing(c.export))
             elif event.command == Cmd.FLUSH:
                 c.flushes[event.cookie] = (set(c.unflushed), event.frame)
@@ -111,6 +125,9 @@ class StaleRead(Rule):
             self.conns.pop(session.id, None)
 
     def _complete(self, session: Session, c: _Conn, reply: ev.Reply) -> None:
+        # a simple reply's data follows its header at once: whatever still awaits data by the next reply
+        # was not gathered (the decoder was told it could not matter)
+        c.awaiting.clear()
         read = c.reads.pop(reply.cookie, None)
         if read is not None and isinstance(reply, ev.SimpleReply) and reply.data_length:
             c.awaiting[reply.cookie] = read  # the read data arrives right after this header
