@@ -188,7 +188,7 @@ def analyze(args: argparse.Namespace) -> int:
                 annotated = stack.enter_context(open(args.output, "wb"))
             except OSError as exc:
                 raise UsageError(f"{args.output}: cannot write: {exc.strerror}") from None
-            redaction = AnnotatedCapture.redaction() if args.redact else None
+            redaction = AnnotatedCapture.new_redaction() if args.redact else None
             addons.append(AnnotatedCapture(args.files[0], annotated, redaction))
         if args.format == "json":
             addons.append(outputs.JsonReport(out, args.files))

@@ -29,7 +29,7 @@ Predicate = Callable[["Session", "ev.Event"], bool]
 def _writer(out: IO[str] | IO[bytes]) -> Callable[[bytes], Any]:
     """A function writing bytes to ``out``, whether it is a text or a binary file."""
     if isinstance(out, io.TextIOBase):
-        return lambda data: out.write(data.decode())  # type: ignore[arg-type]
+        return lambda data: out.write(data.decode())
     return out.write  # type: ignore[return-value]
 
 

@@ -120,7 +120,8 @@ def message_renderable(store: Store, row: int, pal: Palette) -> RenderableType:
     t.add_column("field", style="bold")
     t.add_column("value", overflow="fold")
     flag_fields: list[tuple[str, FlagField, int]] = []
-    for f in fields(e):
+    # TEMPORARY: removed when the decoder rewrite lands (mypy does not see partial(dataclass) events as dataclasses)
+    for f in fields(e):  # type: ignore[arg-type]
         if f.name in NOT_SHOWN:
             continue
         value = getattr(e, f.name)

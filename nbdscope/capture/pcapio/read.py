@@ -16,10 +16,11 @@ for classic pcap the file header as a PcapHeader.
 from __future__ import annotations
 
 import gzip
+import io
 import struct
 import zlib
 from collections.abc import Callable, Iterator
-from typing import IO, NamedTuple
+from typing import NamedTuple, Protocol
 
 import dpkt
 
@@ -45,6 +46,14 @@ PCAP_MAGICS = {b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4", b"\x4d\x3c\xb2\xa1", b"
 
 class CaptureError(Exception):
     """The input cannot be read at all; the message names the file and the reason."""
+
+
+class ByteSource(Protocol):
+    """What classic pcap is read from: a file, or the live capture's pipe."""
+
+    def read(self, n: int, /) -> bytes: ...
+
+    def readinto(self, buffer: memoryview, /) -> int: ...
 
 
 class Frame(NamedTuple):
@@ -87,7 +96,7 @@ class PcapHeader(NamedTuple):
 Record = Packet | Block | PcapHeader
 
 
-def open_capture(path: str) -> tuple[IO[bytes], str]:
+def open_capture(path: str) -> tuple[io.BufferedIOBase, str]:
     """Open a capture, transparently gunzipping; return the stream and its format.
 
     For gzip input the returned stream carries the compressed file as ``raw`` so
@@ -98,9 +107,9 @@ def open_capture(path: str) -> tuple[IO[bytes], str]:
         raise CaptureError(f"{path}: cannot open: {exc.strerror}") from None
     head = raw.read(4)
     raw.seek(0)
-    f: IO[bytes] = raw
+    f: io.BufferedIOBase = raw
     if head[:2] == b"\x1f\x8b":
-        f = gzip.open(raw, "rb")  # type: ignore[assignment]
+        f = gzip.open(raw, "rb")
         try:
             head = f.read(4)
         except (OSError, EOFError, zlib.error) as exc:
@@ -108,7 +117,7 @@ def open_capture(path: str) -> tuple[IO[bytes], str]:
             raise CaptureError(f"{path}: corrupt gzip data: {exc}") from None
         raw.close()
         raw = open(path, "rb")
-        f = gzip.open(raw, "rb")  # type: ignore[assignment]
+        f = gzip.open(raw, "rb")
         f.raw = raw  # type: ignore[attr-defined]
     if len(head) < 4:
         f.close()
@@ -152,12 +161,12 @@ def _read(path: str, problems: list[str], position: list[Callable[[], int]] | No
         f.close()
 
 
-def pcap_frames(path: str, f: IO[bytes], problems: list[str], reuse: bool) -> Iterator[Frame]:
+def pcap_frames(path: str, f: ByteSource, problems: list[str], reuse: bool) -> Iterator[Frame]:
     """The frames of a classic pcap stream (a file or tcpdump's pipe)."""
     return _pcap(path, f, problems, reuse, False)  # type: ignore[return-value]
 
 
-def _pcap(path: str, f: IO[bytes], problems: list[str], reuse: bool, detail: bool) -> Iterator[Frame | Record]:
+def _pcap(path: str, f: ByteSource, problems: list[str], reuse: bool, detail: bool) -> Iterator[Frame | Record]:
     """Classic pcap: dpkt parses and validates the file header; records are then
     sliced from large reads with one struct call each, because building a dpkt
     header object per record costs more than everything else we do per packet."""
@@ -209,7 +218,7 @@ class _Window:
     allocation (and its page faults) per megabyte; views handed out are then only
     valid until the next frame is asked for, which is how the engine uses them."""
 
-    def __init__(self, f: IO[bytes], reuse: bool) -> None:
+    def __init__(self, f: ByteSource, reuse: bool) -> None:
         self.f, self.reuse = f, reuse
         self.buf = bytearray(READ_SIZE)
         self.view = memoryview(self.buf)
@@ -232,7 +241,7 @@ class _Window:
                 self.buf[:len(leftover)] = leftover
             self.start, self.end = 0, len(leftover)
         while self.end - self.start < need:
-            got = self.f.readinto(self.view[self.end:])  # type: ignore[attr-defined]
+            got = self.f.readinto(self.view[self.end:])
             if not got:
                 return False
             self.end += got
@@ -245,7 +254,7 @@ class _Interface(NamedTuple):
     offset: float  # seconds added to every timestamp (if_tsoffset)
 
 
-def _pcapng(path: str, f: IO[bytes], problems: list[str], detail: bool) -> Iterator[Frame | Record]:
+def _pcapng(path: str, f: io.BufferedIOBase, problems: list[str], detail: bool) -> Iterator[Frame | Record]:
     endian = "<"
     interfaces: list[_Interface] = []
     number = 0
