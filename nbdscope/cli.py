@@ -8,13 +8,16 @@ import os
 import sys
 from collections.abc import Callable
 from contextlib import ExitStack
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from nbdscope import __version__
 from nbdscope.analysis.addons import Addon
 from nbdscope.analysis.anomaly import INTERNAL_ERROR, SEVERITY_RANK
 from nbdscope.analysis.engine import Result
 from nbdscope.analysis.rules import CATALOGUE
+
+if TYPE_CHECKING:
+    from nbdscope.capture.pcapio.redact import FrameRedaction
 
 EXIT_OK, EXIT_ANOMALY, EXIT_USAGE = 0, 1, 2
 
@@ -158,42 +161,12 @@ def _check_inputs(paths: list[str]) -> None:
 def analyze(args: argparse.Namespace) -> int:
     from nbdscope import pipeline
     from nbdscope.capture import CaptureError
-    from nbdscope.report import outputs
-    from nbdscope.report.captures import AnnotatedCapture
 
-    annotate = args.output is not None and args.output.lower().endswith(".pcapng")
-    if annotate and len(args.files) != 1:
-        raise UsageError(f"{args.output}: an annotated capture is written from exactly one input file, "
-                         f"not {len(args.files)}")
-    if args.redact and not annotate:
-        raise UsageError("--redact applies to an annotated capture: add -o FILE.pcapng")
-    if annotate and os.path.exists(args.output) and os.path.samefile(args.output, args.files[0]):
-        raise UsageError(f"{args.output}: refusing to overwrite the input capture")
+    annotate = _annotating(args)
     _check_inputs(args.files)
     with ExitStack() as stack:
         out = _open_output(stack, None if annotate else args.output)
-        addons: list[Addon] = []
-        timeline: outputs.JsonlLines | outputs.TimelineLines | None = None
-        redaction = None
-        if args.format == "jsonl":
-            timeline = outputs.JsonlLines(out)
-        elif args.format == "text" and args.messages:
-            timeline = outputs.TimelineLines(out)
-        elif args.display_filter is not None:
-            raise UsageError("-Y filters the timeline: add --messages, or use --format jsonl")
-        if timeline is not None:
-            addons.append(_filtered(timeline, args.display_filter))
-        if annotate:
-            try:
-                annotated = stack.enter_context(open(args.output, "wb"))
-            except OSError as exc:
-                raise UsageError(f"{args.output}: cannot write: {exc.strerror}") from None
-            redaction = AnnotatedCapture.redaction() if args.redact else None
-            addons.append(AnnotatedCapture(args.files[0], annotated, redaction))
-        if args.format == "json":
-            addons.append(outputs.JsonReport(out, args.files))
-        elif args.format == "text":
-            addons.append(outputs.TextReport(out, args.files))
+        addons, redaction = _analyze_addons(args, stack, out, annotate)
         try:
             source = pipeline.FileSource(args.files, args.port, progress=True,
                                          trace=redaction.trace if redaction is not None else None)
@@ -203,6 +176,51 @@ def analyze(args: argparse.Namespace) -> int:
             raise UsageError(str(exc)) from None
         _report_failures(result)
     return _exit_code(args.fail_on, result)
+
+
+def _annotating(args: argparse.Namespace) -> bool:
+    """Whether -o names an annotated capture (FILE.pcapng), refusing the combinations that cannot work."""
+    annotate: bool = args.output is not None and args.output.lower().endswith(".pcapng")
+    if annotate and len(args.files) != 1:
+        raise UsageError(f"{args.output}: an annotated capture is written from exactly one input file, "
+                         f"not {len(args.files)}")
+    if args.redact and not annotate:
+        raise UsageError("--redact applies to an annotated capture: add -o FILE.pcapng")
+    if annotate and os.path.exists(args.output) and os.path.samefile(args.output, args.files[0]):
+        raise UsageError(f"{args.output}: refusing to overwrite the input capture")
+    return annotate
+
+
+def _analyze_addons(args: argparse.Namespace, stack: ExitStack, out: IO[str],
+                    annotate: bool) -> tuple[list[Addon], FrameRedaction | None]:
+    """The outputs analyze writes, as addons, in the order they see each message; and the redaction
+    the file source must trace for, if the annotated capture is redacted."""
+    from nbdscope.report import outputs
+    from nbdscope.report.captures import AnnotatedCapture
+
+    addons: list[Addon] = []
+    timeline: outputs.JsonlLines | outputs.TimelineLines | None = None
+    redaction = None
+    if args.format == "jsonl":
+        timeline = outputs.JsonlLines(out)
+    elif args.format == "text" and args.messages:
+        timeline = outputs.TimelineLines(out)
+    elif args.display_filter is not None:
+        raise UsageError("-Y filters the timeline: add --messages, or use --format jsonl")
+    if timeline is not None:
+        addons.append(_filtered(timeline, args.display_filter))
+    if annotate:
+        try:
+            annotated = stack.enter_context(open(args.output, "wb"))
+        except OSError as exc:
+            raise UsageError(f"{args.output}: cannot write: {exc.strerror}") from None
+        redaction = AnnotatedCapture.new_redaction() if args.redact else None
+        addons.append(AnnotatedCapture(args.files[0], annotated, redaction))
+    if args.format == "json":
+        addons.append(outputs.JsonReport(out, args.files))
+    elif args.format == "text":
+        addons.append(outputs.TextReport(out, args.files))
+    return addons, redaction
 
 
 def _filtered(writer: Any, expr: str | None) -> Addon:

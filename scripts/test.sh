@@ -10,7 +10,8 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
-.venv/bin/ruff check .
+.venv/bin/ruff check .  # lint, import order and C901 complexity (settings in pyproject.toml)
+.venv/bin/mypy nbdscope  # types ([tool.mypy] in pyproject.toml); must pass like the tests
 rc=0
 .venv/bin/python -m pytest "$@" || rc=$?
 # pytest's "no tests collected" must not pass silently

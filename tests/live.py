@@ -94,3 +94,18 @@ def tcpdump(out: Path, port: int, iface: str = "lo", netns: str | None = None, b
 def nbdsh(uri: str, script: str, base_allocation: bool = False) -> list[str]:
     return [SYSTEM_PYTHON, "-m", "nbd", *(["--base-allocation"] if base_allocation else []), "-u", uri,
             "-c", script]
+
+
+@contextmanager
+def proxy(tmp: Path, listen: str, upstream: str, *args: str) -> Iterator[subprocess.Popen[str]]:
+    """nbdscope proxy writing live.jsonl and live.pcapng into ``tmp``, once it accepts; SIGINT at the end."""
+    cmd = [sys.executable, "-m", "nbdscope", "proxy", "--listen", listen, "--upstream", upstream, "--quiet",
+           "--jsonl", str(tmp / "live.jsonl"), "--pcapng", str(tmp / "live.pcapng"), *args]
+    proc = subprocess.Popen(cmd, stdout=open(tmp / "proxy.out", "w"), stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()  # "listening on ..." once it accepts
+        assert "listening on" in line, line
+        yield proc
+    finally:
+        stop_process(proc, signal.SIGINT, 20)

@@ -12,7 +12,7 @@ the run's addons are listed (``nbdscope/pipeline.py`` for outputs,
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from nbdscope.analysis.anomaly import Anomaly
@@ -34,9 +34,10 @@ class Addon:
     ``NEEDS`` names what the decoder must do for this addon beyond its default: ``"data"`` (hand over
     read and write payloads as PayloadData events), ``"headers"`` (keep each message's wire header on its
     event), ``"payload-ranges"`` (track where read and write data lie, for redaction). The engine asks the
-    decoder for the union of its addons' needs, so nobody pays for what no addon wants."""
+    decoder for the union of its addons' needs, so nobody pays for what no addon wants. An addon may set
+    its own ``NEEDS`` when they depend on how it was configured."""
 
-    NEEDS: ClassVar[frozenset[str]] = frozenset()
+    NEEDS: frozenset[str] = frozenset()
 
     @property
     def name(self) -> str:

@@ -134,38 +134,33 @@ class Engine:
 
     def feed(self, item: it.StreamItem) -> list[ev.Event]:
         """Fold one stream item in; returns the decoder events it produced."""
-        if type(item) is it.StreamData:  # the common case first
-            entry = self._open.get(item.conn)
-            if entry is None:
-                return []
-            try:
-                events = entry[1].feed(item.dir, item.data, frame=item.frame, time=item.time)
-            except Exception as exc:
-                self._decoder_failed(item, exc)
-                return []
-            for event in events:
-                self._dispatch(entry[0], event)
-            self._stream(item)
-            return events
+        if type(item) is not it.StreamData:  # the common case inline, the rest a call away
+            return self._control(item)
+        entry = self._open.get(item.conn)
+        if entry is None:
+            return []
+        try:
+            events = entry[1].feed(item.dir, item.data, frame=item.frame, time=item.time)
+        except Exception as exc:
+            self._decoder_failed(item, exc)
+            return []
+        for event in events:
+            self._dispatch(entry[0], event)
+        self._stream(item)
+        return events
+
+    def _control(self, item: it.StreamItem) -> list[ev.Event]:
+        """Every item but data: notes, problems, and the opening, gaps and closing of connections."""
         if isinstance(item, it.StreamNote):
             self._stream(item)
             return []
         if isinstance(item, it.CaptureProblem):
-            self.problems.append(item)
-            self._each("problem", item)
+            self._problem(item)
             return []
         if self._t0 is None:
             self._t0 = item.time
         if isinstance(item, it.StreamOpen):
-            session = Session(id=f"s{len(self.sessions) + 1}", client=item.client, server=item.server,
-                              source=item.source, first_frame=item.frame, saw_start=item.saw_start,
-                              start_time=item.time)
-            self.sessions.append(session)
-            self._open[item.conn] = (session, Connection(saw_start=item.saw_start, keep_data=self.keep_data,
-                                                         track_payload=self.track_payload,
-                                                         keep_headers=self.keep_headers,
-                                                         want_read=self._want_read(session)))
-            self._stream(item)
+            self._start_session(item)
             return []
         entry = self._open.get(item.conn)
         if entry is None:
@@ -174,9 +169,11 @@ class Engine:
         try:
             if isinstance(item, it.StreamGap):
                 events = conn.gap(item.dir, item.nbytes, frame=item.frame, time=item.time)
-            else:
+            elif isinstance(item, it.StreamClose):
                 events = conn.close(item.how, frame=item.frame, time=item.time, by=item.by)
                 del self._open[item.conn]
+            else:  # data reaches here only from a subclass of StreamData, which nothing makes
+                raise TypeError(f"unexpected stream item {type(item).__name__}")
         except Exception as exc:
             self._decoder_failed(item, exc)
             return []
@@ -184,6 +181,21 @@ class Engine:
             self._dispatch(session, event)
         self._stream(item)
         return events
+
+    def _problem(self, item: it.CaptureProblem) -> None:
+        self.problems.append(item)
+        self._each("problem", item)
+
+    def _start_session(self, item: it.StreamOpen) -> None:
+        session = Session(id=f"s{len(self.sessions) + 1}", client=item.client, server=item.server,
+                          source=item.source, first_frame=item.frame, saw_start=item.saw_start,
+                          start_time=item.time)
+        self.sessions.append(session)
+        self._open[item.conn] = (session, Connection(saw_start=item.saw_start, keep_data=self.keep_data,
+                                                     track_payload=self.track_payload,
+                                                     keep_headers=self.keep_headers,
+                                                     want_read=self._want_read(session)))
+        self._stream(item)
 
     def _decoder_failed(self, item: it.StreamData | it.StreamGap | it.StreamClose, exc: Exception) -> None:
         """A decoder bug: that connection is decoded no further (reported once), the others go on."""
@@ -224,12 +236,12 @@ class Engine:
         if cls in _BY_COMMAND:
             session.track(event)
         if session.followups and cls in _REPLIES and event.completes:  # type: ignore[attr-defined]
-            for hook in session.followups.pop(event.cookie, ()):  # type: ignore[attr-defined]
-                if getattr(hook, "__self__", None) in self.addons:
+            for followup in session.followups.pop(event.cookie, ()):  # type: ignore[attr-defined]
+                if getattr(followup, "__self__", None) in self.addons:
                     try:
-                        hook(session, event)  # type: ignore[arg-type]
+                        followup(session, event)  # type: ignore[arg-type]  # a reply, by the test above
                     except Exception as exc:
-                        self._failed(hook, "message", exc, event, session)
+                        self._failed(followup, "message", exc, event, session)
 
     def run(self, items: Iterable[it.StreamItem]) -> Result:
         for item in items:

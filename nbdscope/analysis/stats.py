@@ -36,7 +36,7 @@ class CommandStats:
     count: int = 0
     bytes: int = 0
     errors: int = 0
-    samples: array = field(default_factory=lambda: array("d"))
+    samples: array[float] = field(default_factory=lambda: array("d"))
     seen: int = 0
     max_latency: float = 0.0
     _rng: random.Random = field(default_factory=lambda: random.Random(0x4E4244))

@@ -38,6 +38,7 @@ RECENTLY_CLOSED = 4096
 _SERVER_FIRST = (M.NBDMAGIC_BYTES, M.OPTION_REPLY_MAGIC_BYTES)
 _SERVER_WORDS = (M.SIMPLE_REPLY_MAGIC_BYTES, M.STRUCTURED_REPLY_MAGIC_BYTES, M.EXTENDED_REPLY_MAGIC_BYTES)
 _CLIENT_WORDS = (M.REQUEST_MAGIC_BYTES, M.EXTENDED_REQUEST_MAGIC_BYTES)
+_Key = tuple[bytes, int, bytes, int]  # (a, a_port, b, b_port): a connection's addresses as first seen
 
 
 class Origin(NamedTuple):
@@ -74,7 +75,7 @@ class _Half:
 
 @dataclass
 class _Conn:
-    key: tuple[bytes, int, bytes, int]  # (a, a_port, b, b_port) as first seen
+    key: _Key
     halves: tuple[_Half, _Half] = field(default_factory=lambda: (_Half(), _Half()))
     client_side: int | None = None  # 0: "a" is the client, 1: "b" is
     syn_seen: bool = False
@@ -93,8 +94,8 @@ class TcpStreams:
                  trace: list[Origin] | None = None) -> None:
         self.source = source
         self.ports = {M.DEFAULT_PORT, *extra_ports}
-        self.conns: dict[tuple[bytes, int, bytes, int], _Conn] = {}
-        self.closed: dict[tuple[bytes, int, bytes, int], int | None] = {}  # the NBD connection's id, if it was one
+        self.conns: dict[_Key, _Conn] = {}
+        self.closed: dict[_Key, int | None] = {}  # the NBD connection's id, if it was one
         self.next_id = first_conn_id
         self.out: list[StreamItem] = []
         self.trace = trace
@@ -104,11 +105,13 @@ class TcpStreams:
     def feed(self, seg: Segment, frame: int, time: float) -> list[StreamItem]:
         fwd = (seg.src, seg.sport, seg.dst, seg.dport)
         conn = self.conns.get(fwd)
-        flags = seg.flags
-        if conn is not None and conn.state == "nbd" and not flags & (SYN | FIN | RST) and seg.payload:
+        side = 0
+        if conn is None:
+            conn = self.conns.get((seg.dst, seg.dport, seg.src, seg.sport))
+            side = 1
+        if conn is not None and conn.state == "nbd" and not seg.flags & (SYN | FIN | RST) and seg.payload:
             # fast path: the next in-order segment of an established connection
-            side = 0
-            half = conn.halves[0]
+            half = conn.halves[side]
             if half.next_seq == seg.seq and not half.heap:
                 half.next_seq = (seg.seq + len(seg.payload)) & 0xFFFFFFFF
                 half.offset += len(seg.payload)
@@ -116,31 +119,18 @@ class TcpStreams:
                 if self.trace is not None:
                     self._trace_fast(conn, half, d, seg, frame)
                 return [StreamData(conn.conn_id, d, seg.payload, frame, time)]
-        rev = (seg.dst, seg.dport, seg.src, seg.sport)
+        return self._segment(seg, frame, time, fwd, conn)
+
+    def _segment(self, seg: Segment, frame: int, time: float, fwd: _Key, conn: _Conn | None) -> list[StreamItem]:
+        """Any segment but the next in order of an NBD connection: ``conn`` is the one whose tuple it
+        matches either way round, if any."""
+        out: list[StreamItem] = []
+        self.out = out
+        flags = seg.flags
         if conn is None:
-            conn = self.conns.get(rev)
-            if conn is not None and conn.state == "nbd" and not flags & (SYN | FIN | RST) and seg.payload:
-                half = conn.halves[1]
-                if half.next_seq == seg.seq and not half.heap:
-                    half.next_seq = (seg.seq + len(seg.payload)) & 0xFFFFFFFF
-                    half.offset += len(seg.payload)
-                    d = "c2s" if conn.client_side == 1 else "s2c"
-                    if self.trace is not None:
-                        self._trace_fast(conn, half, d, seg, frame)
-                    return [StreamData(conn.conn_id, d, seg.payload, frame, time)]
-        self.out = out = []
-        if conn is None:
-            key = fwd
-            if key in self.closed or rev in self.closed:
-                if not flags & SYN or flags & ACK:
-                    if self.trace is not None and seg.payload:
-                        self._trace_straggler(key if key in self.closed else rev, seg, frame)
-                    return out  # stragglers of a connection already closed
-                self.closed.pop(key, None)
-                self.closed.pop(rev, None)
-            if not seg.payload and not flags & SYN:
+            conn = self._opened_by(seg, frame, fwd)
+            if conn is None:
                 return out
-            conn = self.conns[key] = _Conn(key)
         elif flags & SYN and not flags & ACK and conn.syn_seen and conn.key == fwd:
             self._close(conn, "fin", frame, time)  # port reuse: a new connection on the same tuple
             conn = self.conns[fwd] = _Conn(fwd)
@@ -149,32 +139,57 @@ class TcpStreams:
                 self._forget(conn)
             return out
         side = 0 if conn.key == fwd else 1
-        half = conn.halves[side]
         if flags & SYN:
-            conn.syn_seen = True
-            half.next_seq = (seg.seq + 1) & 0xFFFFFFFF
-            if not flags & ACK:
-                conn.client_side = side
-            elif conn.client_side is None:
-                conn.client_side = 1 - side
-            if conn.state == "detect" and self._port_says(conn) is not None:
-                self._open(conn, frame, time)
+            self._syn(conn, side, seg, frame, time)
         if flags & ACK:
             self._ack_reveals_loss(conn, 1 - side, seg.ack, frame, time)
         if seg.payload:
             self._data(conn, side, seg.seq + (1 if flags & SYN else 0), seg.payload, frame, time, seg.offset)
-        if flags & (RST | FIN) and conn.closer is None:
+        if flags & (RST | FIN):
+            self._closing(conn, side, flags, frame, time)
+        return out
+
+    def _opened_by(self, seg: Segment, frame: int, fwd: _Key) -> _Conn | None:
+        """The connection a segment of no known connection starts; None when it starts none."""
+        flags = seg.flags
+        rev = (seg.dst, seg.dport, seg.src, seg.sport)
+        if fwd in self.closed or rev in self.closed:
+            if not flags & SYN or flags & ACK:
+                if self.trace is not None and seg.payload:
+                    self._trace_straggler(fwd if fwd in self.closed else rev, seg, frame)
+                return None  # stragglers of a connection already closed
+            self.closed.pop(fwd, None)
+            self.closed.pop(rev, None)
+        if not seg.payload and not flags & SYN:
+            return None
+        conn = self.conns[fwd] = _Conn(fwd)
+        return conn
+
+    def _syn(self, conn: _Conn, side: int, seg: Segment, frame: int, time: float) -> None:
+        """A SYN tells where the stream starts and, without ACK, which side is the client."""
+        conn.syn_seen = True
+        conn.halves[side].next_seq = (seg.seq + 1) & 0xFFFFFFFF
+        if not seg.flags & ACK:
+            conn.client_side = side
+        elif conn.client_side is None:
+            conn.client_side = 1 - side
+        if conn.state == "detect" and self._port_says(conn) is not None:
+            self._open(conn, frame, time)
+
+    def _closing(self, conn: _Conn, side: int, flags: int, frame: int, time: float) -> None:
+        """RST ends the connection; FIN ends it once both sides have sent one."""
+        if conn.closer is None:
             conn.closer = side
         if flags & RST:
             self._close(conn, "rst", frame, time)
-        elif flags & FIN:
-            half.fin = True
+        else:
+            conn.halves[side].fin = True
             if conn.halves[1 - side].fin:
                 self._close(conn, "fin", frame, time)
-        return out
 
     def finish(self, frame: int, time: float) -> list[StreamItem]:
-        self.out = out = []
+        out: list[StreamItem] = []
+        self.out = out
         for conn in list(self.conns.values()):
             if conn.state == "detect" and conn.pending and self._port_says(conn) is not None:
                 self._open(conn, frame, time)
@@ -183,7 +198,8 @@ class TcpStreams:
 
     # ------------------------------------------------------------- reassembly
 
-    def _data(self, conn: _Conn, side: int, seq: int, payload: bytes, frame: int, time: float, pos: int) -> None:
+    def _data(self, conn: _Conn, side: int, seq: int, payload: bytes | memoryview, frame: int, time: float,
+              pos: int) -> None:
         half = conn.halves[side]
         if half.next_seq is None:
             half.next_seq = seq  # capture began mid-connection
@@ -213,7 +229,8 @@ class TcpStreams:
         if half.heap:
             self._drain(conn, side, frame, time)
 
-    def _deliver(self, conn: _Conn, side: int, data: bytes, frame: int, time: float, src: int, pos: int) -> None:
+    def _deliver(self, conn: _Conn, side: int, data: bytes | memoryview, frame: int, time: float, src: int,
+                 pos: int) -> None:
         """Hand on ``data``, found at ``pos`` in frame ``src`` (``frame`` is the one that completed it)."""
         half = conn.halves[side]
         at = half.offset - half.unseen
@@ -258,7 +275,7 @@ class TcpStreams:
             self.trace.append(Origin(conn.conn_id, self._dir(conn, side), at if at >= 0 else -1, length,  # type: ignore[union-attr]
                                      frame, pos))
 
-    def _trace_straggler(self, key: tuple[bytes, int, bytes, int], seg: Segment, frame: int) -> None:
+    def _trace_straggler(self, key: _Key, seg: Segment, frame: int) -> None:
         conn_id = self.closed.get(key)
         if conn_id is not None:  # a late segment of a closed NBD connection: nowhere to place it
             self.trace.append(Origin(conn_id, "c2s", -1, len(seg.payload), frame, seg.offset))  # type: ignore[union-attr]

@@ -23,9 +23,9 @@ from operator import itemgetter
 from typing import Any, TypeVar, dataclass_transform
 
 try:
-    from _collections import _tuplegetter  # type: ignore[import-not-found]
+    from _collections import _tuplegetter  # type: ignore[import-not-found]  # CPython's C accessor, no stub
 except ImportError:  # another Python: a property does the same, a little slower
-    def _tuplegetter(index: int, doc: str | None) -> Any:  # type: ignore[no-redef]
+    def _tuplegetter(index: int, doc: str | None) -> Any:
         return property(itemgetter(index), doc=doc)
 
 T = TypeVar("T")
@@ -42,11 +42,11 @@ def _refuse_order(self: object, other: object) -> Any:
 
 
 def _eq(self: tuple[Any, ...], other: object) -> bool:
-    return type(self) is type(other) and tuple.__eq__(self, other)  # type: ignore[arg-type]
+    return type(self) is type(other) and tuple.__eq__(self, other)
 
 
 def _ne(self: tuple[Any, ...], other: object) -> bool:
-    return not (type(self) is type(other) and tuple.__eq__(self, other))  # type: ignore[arg-type]
+    return not (type(self) is type(other) and tuple.__eq__(self, other))
 
 
 @dataclass_transform(kw_only_default=True, frozen_default=True)

@@ -140,6 +140,11 @@ class Handshake:
             if option == Opt.SET_META_CONTEXT:
                 conn.contexts = {}
             return
+        self._option_agreed(side, request, option)
+
+    def _option_agreed(self, side: ReceiveBuffer, request: ev.OptionRequest, option: int) -> None:
+        """The server acknowledged an option: what that option then changes."""
+        conn = self.conn
         if option == Opt.SET_META_CONTEXT:
             conn.contexts = dict(self.pending_contexts)
         elif option == Opt.STRUCTURED_REPLY:

@@ -26,49 +26,66 @@ def option_request(option: int, data: bytes) -> dict[str, Any]:
     if option == Opt.EXPORT_NAME:
         return {"export_name": _text(data)}
     if option in (Opt.INFO, Opt.GO):
-        if n < 6:
-            return {"problem": f"payload of {n} bytes is shorter than the 6 bytes an INFO/GO request needs"}
-        (nlen,) = _U32.unpack_from(data, 0)
-        if 4 + nlen + 2 > n:
-            return {"problem": f"export name length {nlen} runs past the {n}-byte payload"}
-        name = _text(data[4:4 + nlen])
-        (count,) = _U16.unpack_from(data, 4 + nlen)
-        rest = n - (6 + nlen)
-        reqs = tuple(_U16.unpack_from(data, 6 + nlen + 2 * i)[0] for i in range(min(count, rest // 2)))
-        out: dict[str, Any] = {"export_name": name, "info_requests": reqs}
-        if rest != 2 * count:
-            out["problem"] = f"{count} information requests need {2 * count} bytes but {rest} follow the name"
-        return out
+        return _info_request(data)
     if option in (Opt.LIST_META_CONTEXT, Opt.SET_META_CONTEXT):
-        if n < 8:
-            return {"problem": f"payload of {n} bytes is shorter than the 8 bytes a meta context request needs"}
-        (nlen,) = _U32.unpack_from(data, 0)
-        if 4 + nlen + 4 > n:
-            return {"problem": f"export name length {nlen} runs past the {n}-byte payload"}
-        name = _text(data[4:4 + nlen])
-        (count,) = _U32.unpack_from(data, 4 + nlen)
-        pos = 8 + nlen
-        queries: list[str] = []
-        problem = None
-        for _ in range(count):
-            if pos + 4 > n:
-                problem = f"{count} queries announced but the payload ends after {len(queries)}"
-                break
-            (qlen,) = _U32.unpack_from(data, pos)
-            if pos + 4 + qlen > n:
-                problem = f"query length {qlen} runs past the end of the payload"
-                break
-            queries.append(_text(data[pos + 4:pos + 4 + qlen]))
-            pos += 4 + qlen
-        if problem is None and pos != n:
-            problem = f"{n - pos} bytes left over after {count} queries"
-        out = {"export_name": name, "queries": tuple(queries)}
-        if problem:
-            out["problem"] = problem
-        return out
+        return _meta_context_request(data)
     if n and option in (Opt.ABORT, Opt.LIST, Opt.STARTTLS, Opt.STRUCTURED_REPLY, Opt.EXTENDED_HEADERS):
         return {"problem": f"option carries {n} bytes of data but must carry none"}
     return {}
+
+
+def _named_export(data: bytes, what: str, count_size: int) -> tuple[str, int] | str:
+    """The export name that opens an INFO, GO or meta context request, and where its count field
+    starts; or what is wrong (the payload too short for the name and a ``count_size``-byte count)."""
+    n = len(data)
+    if n < 4 + count_size:
+        return f"payload of {n} bytes is shorter than the {4 + count_size} bytes {what} needs"
+    (nlen,) = _U32.unpack_from(data, 0)
+    if 4 + nlen + count_size > n:
+        return f"export name length {nlen} runs past the {n}-byte payload"
+    return _text(data[4:4 + nlen]), 4 + nlen
+
+
+def _info_request(data: bytes) -> dict[str, Any]:
+    named = _named_export(data, "an INFO/GO request", 2)
+    if isinstance(named, str):
+        return {"problem": named}
+    name, at = named
+    (count,) = _U16.unpack_from(data, at)
+    rest = len(data) - (at + 2)
+    reqs = tuple(_U16.unpack_from(data, at + 2 + 2 * i)[0] for i in range(min(count, rest // 2)))
+    out: dict[str, Any] = {"export_name": name, "info_requests": reqs}
+    if rest != 2 * count:
+        out["problem"] = f"{count} information requests need {2 * count} bytes but {rest} follow the name"
+    return out
+
+
+def _meta_context_request(data: bytes) -> dict[str, Any]:
+    named = _named_export(data, "a meta context request", 4)
+    if isinstance(named, str):
+        return {"problem": named}
+    name, at = named
+    n = len(data)
+    (count,) = _U32.unpack_from(data, at)
+    pos = at + 4
+    queries: list[str] = []
+    problem = None
+    for _ in range(count):
+        if pos + 4 > n:
+            problem = f"{count} queries announced but the payload ends after {len(queries)}"
+            break
+        (qlen,) = _U32.unpack_from(data, pos)
+        if pos + 4 + qlen > n:
+            problem = f"query length {qlen} runs past the end of the payload"
+            break
+        queries.append(_text(data[pos + 4:pos + 4 + qlen]))
+        pos += 4 + qlen
+    if problem is None and pos != n:
+        problem = f"{n - pos} bytes left over after {count} queries"
+    out: dict[str, Any] = {"export_name": name, "queries": tuple(queries)}
+    if problem:
+        out["problem"] = problem
+    return out
 
 
 def option_reply(reply: int, data: bytes) -> dict[str, Any]:

@@ -109,26 +109,30 @@ class Hunter:
 
     def _plausible(self, side: ReceiveBuffer, i: int) -> bool | None:
         """Would a header at ``i`` make sense? None when more bytes are needed to tell."""
-        buf = side.buf
+        if len(side.buf) - i < 8:
+            return None
+        return self._plausible_c2s(side.buf, i) if side.dir == "c2s" else self._plausible_s2c(side.buf, i)
+
+    @staticmethod
+    def _plausible_c2s(buf: bytearray, i: int) -> bool | None:
+        n = len(buf) - i
+        if bytes(buf[i:i + 8]) == M.IHAVEOPT_BYTES:
+            if n < OPTION_HEADER:
+                return None
+            _, option, length = _OPT.unpack_from(buf, i)
+            return option in OPTIONS and length <= HANDSHAKE_KEEP
+        ext = bytes(buf[i:i + 4]) == M.EXTENDED_REQUEST_MAGIC_BYTES
+        if n < (EXTENDED_REQUEST_HEADER if ext else REQUEST_HEADER):
+            return None
+        _, flags, cmd, _cookie, _off, length = (_EREQ if ext else _REQ).unpack_from(buf, i)
+        if cmd not in COMMANDS or COMMAND_FLAGS.reserved(flags):
+            return False
+        return bool(cmd != Cmd.WRITE or length <= SANE_PAYLOAD)
+
+    def _plausible_s2c(self, buf: bytearray, i: int) -> bool | None:
         n = len(buf) - i
         head = bytes(buf[i:i + 4])
-        if n < 8:
-            return None
         in_flight = self.conn.in_flight
-        if side.dir == "c2s":
-            if bytes(buf[i:i + 8]) == M.IHAVEOPT_BYTES:
-                if n < OPTION_HEADER:
-                    return None
-                _, option, length = _OPT.unpack_from(buf, i)
-                return option in OPTIONS and length <= HANDSHAKE_KEEP
-            ext = head == M.EXTENDED_REQUEST_MAGIC_BYTES
-            size = EXTENDED_REQUEST_HEADER if ext else REQUEST_HEADER
-            if n < size:
-                return None
-            _, flags, cmd, cookie, _off, length = (_EREQ if ext else _REQ).unpack_from(buf, i)
-            if cmd not in COMMANDS or COMMAND_FLAGS.reserved(flags):
-                return False
-            return cmd != Cmd.WRITE or length <= SANE_PAYLOAD
         if bytes(buf[i:i + 8]) in (M.NBDMAGIC_BYTES, M.OPTION_REPLY_MAGIC_BYTES):
             return True
         if head == M.SIMPLE_REPLY_MAGIC_BYTES:
@@ -137,8 +141,7 @@ class Hunter:
             _, error, cookie = _SREP.unpack_from(buf, i)
             return cookie in in_flight or error in ERRORS
         ext = head == M.EXTENDED_REPLY_MAGIC_BYTES
-        size = EXTENDED_REPLY_HEADER if ext else STRUCTURED_REPLY_HEADER
-        if n < size:
+        if n < (EXTENDED_REPLY_HEADER if ext else STRUCTURED_REPLY_HEADER):
             return None
         if ext:
             _, flags, rtype, cookie, _off, length = _ECHUNK.unpack_from(buf, i)

@@ -15,6 +15,11 @@ class Address:
     def is_unix(self) -> bool:
         return self.path is not None
 
+    def tcp(self) -> tuple[str, int]:
+        """Host and port, for a TCP address (the caller has checked ``is_unix``)."""
+        assert self.host is not None and self.port is not None, f"{self} is not a TCP address"
+        return self.host, self.port
+
     def __str__(self) -> str:
         if self.path is not None:
             return f"unix:{self.path}"

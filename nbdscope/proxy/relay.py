@@ -161,7 +161,7 @@ class _Session:
             if relay.upstream.is_unix:
                 await loop.create_unix_connection(lambda: _End(self, "s2c"), relay.upstream.path)
             else:
-                await loop.create_connection(lambda: _End(self, "s2c"), relay.upstream.host, relay.upstream.port)
+                await loop.create_connection(lambda: _End(self, "s2c"), *relay.upstream.tcp())
         except OSError as exc:
             relay.stats.upstream_failures += 1
             relay.log(f"proxy: upstream {relay.upstream} refused session {self.conn}: {exc.strerror or exc}")
@@ -353,7 +353,7 @@ class Relay:
                 os.unlink(self.listen.path)
             self.server = await loop.create_unix_server(self._new_client, self.listen.path)
         else:
-            self.server = await loop.create_server(self._new_client, self.listen.host, self.listen.port)
+            self.server = await loop.create_server(self._new_client, *self.listen.tcp())
 
     def track(self, future: asyncio.Future[Any]) -> None:
         self.tasks.add(future)

@@ -85,22 +85,10 @@ class FlagRewriter:
         return True
 
     def _step(self, out: bytearray) -> bool:
-        buf = self.buf
+        """Forward one whole handshake message from the buffer; False when it is not all there yet."""
         if self.state == "greeting":
-            if len(buf) < 16:
-                return False
-            if buf[:8] != M.NBDMAGIC_BYTES:
-                self.state = "pass"
-                return True
-            if buf[8:16] == M.CLISERV_MAGIC_BYTES:
-                if len(buf) < 28 + M.OLDSTYLE_ZEROES:
-                    return False
-                self.state = "pass"
-                return self._take(28 + M.OLDSTYLE_ZEROES, out, patch_at=26)  # low half of the 32-bit flags
-            if len(buf) < 18:
-                return False
-            self.state = "options"
-            return self._take(18, out)
+            return self._greeting(out)
+        buf = self.buf
         if len(buf) < 8:
             return False
         if buf[:8] != M.OPTION_REPLY_MAGIC_BYTES:
@@ -109,6 +97,29 @@ class FlagRewriter:
                 return False
             self.state = "pass"
             return self._take(10, out, patch_at=8)
+        return self._option_reply(out)
+
+    def _greeting(self, out: bytearray) -> bool:
+        """The server's first message: oldstyle (flags inside it) or newstyle (options follow)."""
+        buf = self.buf
+        if len(buf) < 16:
+            return False
+        if buf[:8] != M.NBDMAGIC_BYTES:
+            self.state = "pass"
+            return True
+        if buf[8:16] == M.CLISERV_MAGIC_BYTES:
+            if len(buf) < 28 + M.OLDSTYLE_ZEROES:
+                return False
+            self.state = "pass"
+            return self._take(28 + M.OLDSTYLE_ZEROES, out, patch_at=26)  # low half of the 32-bit flags
+        if len(buf) < 18:
+            return False
+        self.state = "options"
+        return self._take(18, out)
+
+    def _option_reply(self, out: bytearray) -> bool:
+        """One option reply; NBD_INFO_EXPORT carries the flags, and ACK to GO or STARTTLS ends the haggling."""
+        buf = self.buf
         if len(buf) < OPTION_REPLY_HEADER:
             return False
         _, option, reply, length = struct.unpack_from(">QIII", buf)

@@ -19,7 +19,9 @@ import select
 import signal
 import sys
 import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from nbdscope.proxy.addresses import Address
 from nbdscope.proxy.relay import Relay
@@ -136,6 +138,7 @@ def _relay_main(listen: Address, upstream: Address, options: RelayOptions, write
         await stop.wait()
         await relay.stop()
 
+    runner: Callable[[Coroutine[Any, Any, None]], None]
     try:
         import uvloop  # a faster event loop when installed; the relay works the same without it
 

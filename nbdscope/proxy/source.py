@@ -14,6 +14,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from nbdscope import vocab as it
 from nbdscope.capture.pcapio.synth import CLOSE_FRAMES, MAX_SEGMENT, OPEN_FRAMES
@@ -32,7 +33,7 @@ class TapReader:
 
     def __init__(self, log: Callable[[str], None] = _stderr) -> None:
         self.log = log
-        self.totals: dict[str, object] = {}  # the relay's own counts, sent as it ends
+        self.totals: dict[str, Any] = {}  # JSON: the relay's own counts, sent as it ends
         self.frames = 0
         self._notes: dict[tuple[int, str], str] = {}
         self._open: set[int] = set()
@@ -112,7 +113,7 @@ class ProxySource:
             os.close(self.relay.fd)
 
     def summary(self, sessions: int, anomalies: int) -> str:
-        t: dict = self.reader.totals  # type: ignore[type-arg]
+        t = self.reader.totals
         moved = t.get("bytes", {})
         return (f"nbdscope proxy: {t.get('sessions', sessions)} sessions, {moved.get('c2s', 0)} bytes "
                 f"to the server, {moved.get('s2c', 0)} to clients, {anomalies} anomalies, "

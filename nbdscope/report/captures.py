@@ -4,7 +4,7 @@ Reading, writing and redaction are capture/pcapio's; these only decide what to w
 
 from __future__ import annotations
 
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from nbdscope import vocab as it
 from nbdscope.analysis.addons import Addon
@@ -18,7 +18,7 @@ class AnnotatedCapture(Addon):
     """The input capture back as pcapng, each finding a packet comment. With ``redaction`` (whose
     trace the file source fills) read and write data are zeroed, learnt from the decoder as the run goes."""
 
-    def __init__(self, source: str, out: IO[bytes], redaction: FrameRedaction | None = None) -> None:
+    def __init__(self, source: str, out: BinaryIO, redaction: FrameRedaction | None = None) -> None:
         self.source, self.out, self.redaction = source, out, redaction
         self.engine: Engine | None = None
         if redaction is not None:
@@ -26,7 +26,7 @@ class AnnotatedCapture(Addon):
             redaction.connection = lambda conn: self.engine.connection(conn) if self.engine else None
 
     @staticmethod
-    def redaction() -> FrameRedaction:
+    def new_redaction() -> FrameRedaction:
         """A redaction to hand both to this addon and, as ``trace``, to the file source."""
         return FrameRedaction(lambda conn: None)
 
@@ -41,7 +41,7 @@ class AnnotatedCapture(Addon):
         from nbdscope.report.annotate import write_annotated
 
         spans = self.redaction.finish() if self.redaction is not None else None
-        write_annotated(self.source, self.out, result.anomalies, spans)  # type: ignore[arg-type]
+        write_annotated(self.source, self.out, result.anomalies, spans)
 
 
 class RelayedCapture(Addon):
@@ -49,10 +49,10 @@ class RelayedCapture(Addon):
     the proxy source numbered; notes (rewritten bytes, Unix sockets) become packet comments, and with
     ``redact`` read and write data are zeroed, headers and lengths kept."""
 
-    def __init__(self, out: IO[bytes], *, redact: bool = False) -> None:
+    def __init__(self, out: BinaryIO, *, redact: bool = False) -> None:
         from nbdscope.capture.pcapio.synth import SessionCapture
 
-        self.capture = SessionCapture(out)  # type: ignore[arg-type]
+        self.capture = SessionCapture(out)
         self.mask = DataMask() if redact else None
         if redact:
             self.NEEDS = frozenset({"payload-ranges"})

@@ -29,9 +29,10 @@ def _writer(out: IO[str] | IO[bytes]) -> Callable[[bytes], Any]:
     encoding again, which cost several microseconds a line (only the JSONL writer uses that file)."""
     if isinstance(out, io.TextIOWrapper):
         out.flush()
-        return out.buffer.write
+        write: Callable[[bytes], Any] = out.buffer.write
+        return write
     if isinstance(out, io.TextIOBase):
-        return lambda data: out.write(data.decode())  # type: ignore[arg-type]
+        return lambda data: out.write(data.decode())
     return out.write  # type: ignore[return-value]
 
 

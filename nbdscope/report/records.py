@@ -108,7 +108,8 @@ def _builder(cls: type, as_json: bool = False) -> Callable[[str, ev.Event, float
 
 
 def message_record(session: str, e: ev.Event, t0: float) -> dict[str, Any]:
-    return _builder(type(e))(session, e, t0)
+    # TEMPORARY: removed when the decoder rewrite lands (events made by partial(dataclass) are not hashable to mypy)
+    return _builder(type(e))(session, e, t0)  # type: ignore[arg-type]
 
 
 def json_line(record: dict[str, Any]) -> bytes:
@@ -117,7 +118,9 @@ def json_line(record: dict[str, Any]) -> bytes:
 
 
 def message_json(session: str, e: ev.Event, t0: float) -> bytes:
-    return orjson.dumps(_builder(type(e), True)(session, e, t0), option=orjson.OPT_APPEND_NEWLINE)
+    # TEMPORARY: removed when the decoder rewrite lands (events made by partial(dataclass) are not hashable to mypy)
+    return orjson.dumps(_builder(type(e), True)(session, e, t0),  # type: ignore[arg-type]
+                        option=orjson.OPT_APPEND_NEWLINE)
 
 
 def anomaly_json(a: Anomaly) -> bytes:

@@ -3,6 +3,7 @@ sections from one place instead of spelling them itself."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -58,10 +59,10 @@ class CodeTable:
     def by_name(self, name: str) -> Code | None:
         return self._by_name.get(name) or self._by_name.get(self.prefix + name)
 
-    def __contains__(self, value: int) -> bool:
+    def __contains__(self, value: object) -> bool:
         return value in self._by_value
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[Code]:
         return iter(self.codes)
 
 

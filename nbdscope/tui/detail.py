@@ -4,6 +4,7 @@ flags field bit by bit, with names and meanings taken from nbdscope.spec only.""
 from __future__ import annotations
 
 from dataclasses import fields
+from typing import Any
 
 from rich.console import Group, RenderableType
 from rich.table import Table
@@ -14,7 +15,7 @@ from nbdscope.decoder import events as ev
 from nbdscope.report.fieldinfo import NOT_SHOWN, BitRow, FieldInfo, bit_rows, field_info, flag_table
 from nbdscope.spec import FLAG_FIELDS
 from nbdscope.spec.metacontexts import describe_status
-from nbdscope.spec.tables import FlagField
+from nbdscope.spec.tables import CodeTable, FlagField
 from nbdscope.tui import fields as F
 from nbdscope.tui.store import NO_ROW, Store
 
@@ -66,22 +67,30 @@ def _value(e: ev.Event, info: FieldInfo | None, value: object) -> str:
     if kind == "us" and isinstance(value, float):
         return F.fmt_latency(value)
     if isinstance(value, tuple):
-        if kind == "codes" and codes is not None:
-            return ", ".join(codes.name(v) for v in value) or "none"
-        if kind == "extents":
-            ctx = getattr(e, "context", None)
-            shown = [f"{n}:{describe_status(ctx, s)}" for n, s in value[:EXTENTS_SHOWN]]
-            more = f" (+{len(value) - EXTENTS_SHOWN} more)" if len(value) > EXTENTS_SHOWN else ""
-            return ", ".join(shown) + more
-        if kind == "in-flight" and codes is not None:
-            return ", ".join(f"cookie {c:#x} {codes.name(cmd)} (frame {f})" for c, cmd, f in value)
-        if kind == "contexts":
-            return ", ".join(f"{i}={n}" for i, n in value)
-        if kind == "values":
-            return ", ".join(f"{k}={v}" for k, v in value)  # (name, value) pairs on the frozen event
+        shown = _sequence(e, kind, codes, value)
+        if shown is not None:
+            return shown
     if isinstance(value, str):
         return repr(value)
     return str(value)
+
+
+def _sequence(e: ev.Event, kind: str | None, codes: CodeTable | None, value: tuple[Any, ...]) -> str | None:
+    """A tuple-valued field by its kind (None: no kind that says how)."""
+    if kind == "codes" and codes is not None:
+        return ", ".join(codes.name(v) for v in value) or "none"
+    if kind == "extents":
+        ctx = getattr(e, "context", None)
+        shown = [f"{n}:{describe_status(ctx, s)}" for n, s in value[:EXTENTS_SHOWN]]
+        more = f" (+{len(value) - EXTENTS_SHOWN} more)" if len(value) > EXTENTS_SHOWN else ""
+        return ", ".join(shown) + more
+    if kind == "in-flight" and codes is not None:
+        return ", ".join(f"cookie {c:#x} {codes.name(cmd)} (frame {f})" for c, cmd, f in value)
+    if kind == "contexts":
+        return ", ".join(f"{i}={n}" for i, n in value)
+    if kind == "values":
+        return ", ".join(f"{k}={v}" for k, v in value)  # (name, value) pairs on the frozen event
+    return None
 
 
 def finding_renderable(a: Anomaly, pal: Palette) -> RenderableType:

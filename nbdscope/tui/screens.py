@@ -173,7 +173,7 @@ class MessagesScreen(_Base):
         super().__init__()
         self.filter_text = initial_filter or ""
         self.predicate: Predicate | None = None
-        self.view: array | None = None  # rows passing the filter (None: all)
+        self.view: array[int] | None = None  # rows passing the filter (None: all)
         self.scanned = 0  # store rows the view has considered
         self.paused = False
         self.pending_row: int | None = None  # row to select once the view contains it
@@ -246,7 +246,7 @@ class MessagesScreen(_Base):
                 return  # a newer filter replaced this one
         self.app.call_from_thread(self._filtered, predicate, found, end, keep)
 
-    def _filtered(self, predicate: Predicate, found: array, end: int, keep: int) -> None:
+    def _filtered(self, predicate: Predicate, found: array[int], end: int, keep: int) -> None:
         if self.predicate is not predicate:
             return
         self._filtering = False

@@ -14,7 +14,7 @@ from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING
 
 from nbdscope.analysis.addons import Addon
 from nbdscope.analysis.anomaly import SEVERITY_RANK, Anomaly
@@ -40,11 +40,11 @@ class Finding:
 class Store(Addon):
     """An addon: the engine hands it every message and finding of the run it watches."""
 
-    NEEDS: ClassVar[frozenset[str]] = frozenset({"headers"})  # the hex pane shows each message's header
+    NEEDS = frozenset({"headers"})  # not a field (no annotation); the hex pane shows each message's header
     events: list[ev.Event] = field(default_factory=list)
-    session_of: array = field(default_factory=lambda: array("H"))  # index into sessions
+    session_of: array[int] = field(default_factory=lambda: array("H"))  # index into sessions
     marks: bytearray = field(default_factory=bytearray)  # 0: none, else 1 + worst severity rank
-    link: array = field(default_factory=lambda: array("q"))  # reply -> request row; request -> completing reply
+    link: array[int] = field(default_factory=lambda: array("q"))  # reply -> request row; request -> completing reply
     sessions: list[Session] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
     problems: list[CaptureProblem] = field(default_factory=list)
@@ -56,8 +56,8 @@ class Store(Addon):
     _row_anomalies: dict[int, list[Anomaly]] = field(default_factory=dict)  # marked rows only: what filters read
     # per session: its rows and their frames, both in arrival order (frames never decrease within a
     # session), so the row a finding or a reply names by frame is a bisection away
-    _rows: list[array] = field(default_factory=list)
-    _frames: list[array] = field(default_factory=list)
+    _rows: list[array[int]] = field(default_factory=list)
+    _frames: list[array[int]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.link)  # the array written last for a row: a row counted here is complete

@@ -74,7 +74,7 @@ class MessageTable(ScrollView, can_focus=True):
     def __init__(self, store: Store, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.store = store
-        self.view: array | None = None  # None: every row of the store
+        self.view: array[int] | None = None  # None: every row of the store
         self.count = 0
         self.follow = False
         self._styles: dict[str, Style] = {}  # component class -> rich style, until the CSS or theme changes
@@ -91,7 +91,7 @@ class MessageTable(ScrollView, can_focus=True):
 
     # ---------------------------------------------------------------- content
 
-    def set_view(self, view: array | None, keep_row: int | None = None) -> None:
+    def set_view(self, view: array[int] | None, keep_row: int | None = None) -> None:
         """Show these rows (None: all); keep the cursor on ``keep_row`` if it is shown."""
         self.view = view
         self.count = len(view) if view is not None else len(self.store)

@@ -10,10 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.contract.checks import check_jsonl
 from tests.contract.outputs import lines
-from tests.contract.test_outputs import check_jsonl
-from tests.interop.test_proxy import proxy
-from tests.live import free_port, process, run
+from tests.live import free_port, process, proxy, run
 
 pytestmark = [pytest.mark.interop,
               pytest.mark.skipif(not all(shutil.which(t) for t in ("nbdkit", "nbdcopy", "nbdinfo")),

@@ -18,6 +18,7 @@ from nbdscope.capture import read_captures
 from nbdscope.decoder import Connection
 from nbdscope.decoder import connection as decoder_module
 from nbdscope.decoder import events as ev
+from tests.decoding import recut
 from tests.oracles import CAPTURES
 
 Decoded = tuple[list[ev.Event], dict[tuple[int, str], list[tuple[int, int]]]]
@@ -77,18 +78,6 @@ def _merge(into: list[tuple[int, int]], more: list[tuple[int, int]]) -> None:
             into.append((lo, hi))
 
 
-def _recut(items: tuple[it.StreamItem, ...], rng: random.Random) -> list[it.StreamItem]:
-    out: list[it.StreamItem] = []
-    for item in items:
-        if not isinstance(item, it.StreamData) or len(item.data) < 2:
-            out.append(item)
-            continue
-        cuts = sorted(rng.sample(range(1, len(item.data)), min(len(item.data) - 1, rng.randrange(1, 6))))
-        for lo, hi in zip([0, *cuts], [*cuts, len(item.data)], strict=True):
-            out.append(it.StreamData(item.conn, item.dir, item.data[lo:hi], item.frame, item.time))
-    return out
-
-
 NAMES = sorted(p.name for p in CAPTURES.glob("*.pcap*"))
 
 
@@ -97,7 +86,7 @@ NAMES = sorted(p.name for p in CAPTURES.glob("*.pcap*"))
 @given(seed=st.integers(0, 2**32 - 1))
 def test_cutting_the_stream_anywhere_changes_nothing(name: str, seed: int) -> None:
     items = _items(name)
-    assert _decode(_recut(items, random.Random(seed))) == _decode(items)
+    assert _decode(recut(items, random.Random(seed))) == _decode(items)
 
 
 @pytest.mark.parametrize("name", NAMES)

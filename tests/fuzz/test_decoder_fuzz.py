@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from nbdscope.decoder import Connection
 from nbdscope.decoder import events as ev
 from tests import nbdwire as w
-from tests.unit.test_decoder_handshake import go_handshake
+from tests.wirescripts import go_handshake
 
 PIECES = [w.request(0, 1, 0, 512), w.request(1, 2, 0, 0xFFFFFFFF), w.simple_reply(1, 0, bytes(8)),
           w.chunk(1, 5, w.extents(7, [(1000, 0)]), 1), w.chunk(3, 1, b"\xff" * 3), w.option(7, b"\xff" * 9),

@@ -17,9 +17,8 @@ from nbdscope import vocab as it
 from nbdscope.decoder import Connection
 from nbdscope.decoder import events as ev
 from tests import nbdwire as w
-from tests.fuzz.test_decoder_cuts import _recut
-from tests.unit.test_decoder_events import NAMES, decode, items_of, script_items
-from tests.unit.test_decoder_handshake import go_handshake
+from tests.decoding import NAMES, decode, items_of, recut, script_items
+from tests.wirescripts import go_handshake
 
 POINTS = (ev.TransmissionStart, ev.TlsStart, ev.Malformed)  # where the decoder stood; they span nothing
 
@@ -196,10 +195,10 @@ def test_capture_spans_tile_each_direction(name: str) -> None:
 @given(seed=st.integers(0, 2**32 - 1))
 def test_capture_spans_do_not_depend_on_the_cuts(name: str, seed: int) -> None:
     items = items_of(name)
-    recut = _recut(items, random.Random(seed))
-    check_decoding(recut, complete=False)
+    pieces = recut(items, random.Random(seed))
+    check_decoding(pieces, complete=False)
     whole, _, _ = decode(items)
-    cut, _, _ = decode(recut)
+    cut, _, _ = decode(pieces)
     spans = {k: [(e.seq, e.dir, e.start, e.end) for e in es if not isinstance(e, ev.TlsData)] for k, es in whole.items()}
     if not any(isinstance(e, ev.TlsData) for es in whole.values() for e in es):
         assert spans == {k: [(e.seq, e.dir, e.start, e.end) for e in es] for k, es in cut.items()}

@@ -21,7 +21,7 @@ from nbdscope.capture import read_captures
 from nbdscope.decoder import events as ev
 from tests import nbdwire as w
 from tests.oracles import CAPTURES
-from tests.unit.test_rules import handshake
+from tests.wirescripts import handshake
 
 DONE = 1
 

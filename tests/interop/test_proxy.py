@@ -8,38 +8,19 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from nbdscope.capture.processes import stop_process
-from tests.live import free_port, nbdsh, process, run
+from tests.live import free_port, nbdsh, process, proxy, run
 from tests.oracles import jsonl, report
 
 pytestmark = [pytest.mark.interop,
               pytest.mark.skipif(not all(shutil.which(t) for t in ("nbdkit", "nbdcopy", "nbdinfo", "qemu-img")),
                                  reason="needs nbdkit, libnbd tools and qemu-img")]
-
-
-@contextmanager
-def proxy(tmp: Path, listen: str, upstream: str, *args: str) -> Iterator[subprocess.Popen[str]]:
-    cmd = [sys.executable, "-m", "nbdscope", "proxy", "--listen", listen, "--upstream", upstream, "--quiet",
-           "--jsonl", str(tmp / "live.jsonl"), "--pcapng", str(tmp / "live.pcapng"), *args]
-    proc = subprocess.Popen(cmd, stdout=open(tmp / "proxy.out", "w"), stderr=subprocess.PIPE, text=True)
-    try:
-        assert proc.stderr is not None
-        line = proc.stderr.readline()  # "listening on ..." once it accepts
-        assert "listening on" in line, line
-        yield proc
-    finally:
-        stop_process(proc, signal.SIGINT, 20)
 
 
 def sha(path: Path) -> str:

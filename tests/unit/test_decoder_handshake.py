@@ -6,32 +6,7 @@ from __future__ import annotations
 from nbdscope.decoder import Connection
 from nbdscope.decoder import events as ev
 from tests import nbdwire as w
-
-
-def run(script: list[tuple[str, bytes]], **kw: object) -> list[ev.Event]:
-    conn = Connection(**kw)  # type: ignore[arg-type]
-    out: list[ev.Event] = []
-    for frame, (direction, data) in enumerate(script, 1):
-        out += conn.feed(direction, data, frame=frame, time=frame / 1000)  # type: ignore[arg-type]
-    out += conn.close("fin", frame=len(script) + 1, time=1.0)
-    return out
-
-
-def of(events: list[ev.Event], cls: type) -> list:
-    return [e for e in events if isinstance(e, cls)]
-
-
-def go_handshake(tflags: int = 0x14D, structured: bool = True) -> list[tuple[str, bytes]]:
-    s: list[tuple[str, bytes]] = [("s2c", w.greeting_newstyle()), ("c2s", w.client_flags())]
-    if structured:
-        s += [("c2s", w.option(8)), ("s2c", w.opt_reply(8, 1))]
-        s += [("c2s", w.option(10, w.opt_meta_data("disk", ["base:allocation"]))),
-              ("s2c", w.opt_reply(10, 4, w.meta_context(7, "base:allocation"))), ("s2c", w.opt_reply(10, 1))]
-    s += [("c2s", w.option(7, w.opt_go_data("disk", (3,)))),
-          ("s2c", w.opt_reply(7, 3, w.info_export(1 << 20, tflags))),
-          ("s2c", w.opt_reply(7, 3, w.info_block_size(512, 4096, 1 << 25))),
-          ("s2c", w.opt_reply(7, 1))]
-    return s
+from tests.wirescripts import go_handshake, of, run
 
 
 def test_fixed_newstyle_go_negotiation() -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from nbdscope.decoder import Connection
 from nbdscope.decoder import events as ev
 from tests import nbdwire as w
-from tests.unit.test_decoder_handshake import go_handshake, of, run
+from tests.wirescripts import go_handshake, of, run
 
 READ, WRITE, DISC, FLUSH, TRIM, CACHE, ZEROES, BSTATUS = range(8)
 DONE = 1

@@ -47,10 +47,10 @@ class _Collect(Addon):
         _attach(self.msgs, anomaly)
 
 
-def _decode(name: str) -> list[Msg]:
+def _decode(captures: Path, name: str) -> list[Msg]:
     msgs: list[Msg] = []
     engine = Engine([_Collect(name, msgs)])
-    engine.run(read_captures([str(ROOT / "captures" / name)]))
+    engine.run(read_captures([str(captures / name)]))
     for m in msgs:
         m.t0 = engine.t0()
     return msgs
@@ -65,8 +65,8 @@ def _attach(msgs: list[Msg], a: Anomaly) -> None:
 
 
 @pytest.fixture(scope="module")
-def msgs() -> list[Msg]:
-    out = [m for name in CAPTURES for m in _decode(name)]
+def msgs(captures: Path) -> list[Msg]:
+    out = [m for name in CAPTURES for m in _decode(captures, name)]
     assert len(out) > 500
     return out
 

@@ -20,7 +20,7 @@ from nbdscope.report.captures import RelayedCapture
 from nbdscope.report.outputs import JsonlLines
 from tests import nbdwire as w
 from tests.oracles import ROOT
-from tests.unit.test_decoder_handshake import go_handshake
+from tests.wirescripts import go_handshake
 
 READ, WRITE = 0, 1
 WRITTEN = bytes(range(1, 256)) * 400  # 102000 bytes: two segments of the made-up TCP

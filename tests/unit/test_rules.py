@@ -7,27 +7,12 @@ from nbdscope import vocab as it
 from nbdscope.analysis.anomaly import Anomaly
 from nbdscope.analysis.engine import Engine, Result
 from tests import nbdwire as w
+from tests.wirescripts import handshake
 
 READ, WRITE, DISC, FLUSH, TRIM, CACHE, ZEROES, BSTATUS = range(8)
 DONE = 1
 HAS_FLAGS, READ_ONLY, SEND_FLUSH, SEND_FUA = 1, 2, 4, 8
 SEND_TRIM, SEND_WZ, SEND_DF, MULTI, SEND_CACHE = 1 << 5, 1 << 6, 1 << 7, 1 << 8, 1 << 10
-
-
-def handshake(tflags: int, size: int = 1 << 20, block: tuple[int, int, int] | None = None,
-              structured: bool = True, contexts: bool = True) -> list[tuple[str, bytes]]:
-    s: list[tuple[str, bytes]] = [("s2c", w.greeting_newstyle()), ("c2s", w.client_flags())]
-    if structured:
-        s += [("c2s", w.option(8)), ("s2c", w.opt_reply(8, 1))]
-        if contexts:
-            s += [("c2s", w.option(10, w.opt_meta_data("", ["base:allocation"]))),
-                  ("s2c", w.opt_reply(10, 4, w.meta_context(1, "base:allocation"))), ("s2c", w.opt_reply(10, 1))]
-    s += [("c2s", w.option(7, w.opt_go_data("", (3,) if block else ()))),
-          ("s2c", w.opt_reply(7, 3, w.info_export(size, tflags)))]
-    if block:
-        s.append(("s2c", w.opt_reply(7, 3, w.info_block_size(*block))))
-    s.append(("s2c", w.opt_reply(7, 1)))
-    return s
 
 
 def analyze(*sessions: list[tuple[str, bytes]], client_ports: tuple[int, ...] = (), keep_data: bool = False) -> Result:

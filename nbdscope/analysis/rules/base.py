@@ -32,7 +32,7 @@ class Rule(Addon):
     # requests and replies: the commands the rule cares about (None: all, including replies that
     # match no request). The engine skips the call for others: most rules concern a few commands,
     # and a live proxy pays for every call on every message.
-    FOR_COMMANDS: ClassVar[frozenset[int] | None] = None
+    FOR_COMMANDS: ClassVar[frozenset[int | None] | None] = None  # a None member: replies matching no request
 
     def __init__(self) -> None:
         self._report: Report = _unstarted

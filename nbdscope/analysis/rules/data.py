@@ -89,40 +89,51 @@ class StaleRead(Rule):
             return  # a reply to nothing followed here (most reads, when nothing was written)
         self.multi[session.id] = session.has_flag(TransmissionFlag.CAN_MULTI_CONN)
         if isinstance(event, ev.Request):
-            if event.command in _WRITES:
-                c.writes[event.cookie] = _Write(event.command, event.offset, event.length, event.flags, event.frame)
-                span = (event.offset, event.offset + event.length)
-                for other in self.conns.values():
-                    if other.export == c.export:
-                        for read in (*other.reads.values(), *other.awaiting.values()):
-                            read.racing.append(span)
-            elif event.command in (Cmd.READ, Cmd.BLOCK_STATUS) and c.export in self.disks:
-                # (a read sent before any write to the export was acknowledged cannot contradict one:
-                # nothing obliged the server to show it yet, so such reads are not followed at all)
-                c.reads[event.cookie] = _Read(self.seq, self._racing(c.export))
-            elif event.command == Cmd.FLUSH:
-                c.flushes[event.cookie] = (set(c.unflushed), event.frame)
+            self._request(c, event)
         elif isinstance(event, ev.PayloadData):
-            if event.kind == "write" and event.cookie in c.writes:
-                c.writes[event.cookie].data = event.data
-            elif event.kind == "read":
-                read = c.reads.get(event.cookie) or c.awaiting.pop(event.cookie, None)
-                if read is not None:
-                    self._check(session, c, event, read, event.offset, event.data, len(event.data))
+            self._payload(session, c, event)
         elif isinstance(event, ev.ReplyChunk) and event.cookie in c.reads:
-            read = c.reads[event.cookie]
-            if event.hole_length:
-                self._check(session, c, event, read, event.offset or 0, None, event.hole_length)
-            if event.extents and event.context == BASE_ALLOCATION and event.request_offset is not None:
-                off = event.request_offset
-                for length, status in event.extents:
-                    if status & STATE_ZERO:
-                        self._check(session, c, event, read, off, None, length, claim="block status says zero")
-                    off += length
+            self._chunk(session, c, event)
         if isinstance(event, ev.Reply) and event.completes:
             self._complete(session, c, event)
         elif isinstance(event, ev.ConnectionEnd):
             self.conns.pop(session.id, None)
+
+    def _request(self, c: _Conn, event: ev.Request) -> None:
+        """Writes are remembered (and race with every read in flight on the export); reads wait for data."""
+        if event.command in _WRITES:
+            c.writes[event.cookie] = _Write(event.command, event.offset, event.length, event.flags, event.frame)
+            span = (event.offset, event.offset + event.length)
+            for other in self.conns.values():
+                if other.export == c.export:
+                    for pending in (*other.reads.values(), *other.awaiting.values()):
+                        pending.racing.append(span)
+        elif event.command in (Cmd.READ, Cmd.BLOCK_STATUS) and c.export in self.disks:
+            # (a read sent before any write to the export was acknowledged cannot contradict one:
+            # nothing obliged the server to show it yet, so such reads are not followed at all)
+            c.reads[event.cookie] = _Read(self.seq, self._racing(c.export))
+        elif event.command == Cmd.FLUSH:
+            c.flushes[event.cookie] = (set(c.unflushed), event.frame)
+
+    def _payload(self, session: Session, c: _Conn, event: ev.PayloadData) -> None:
+        if event.kind == "write" and event.cookie in c.writes:
+            c.writes[event.cookie].data = event.data
+        elif event.kind == "read":
+            read = c.reads.get(event.cookie) or c.awaiting.pop(event.cookie, None)
+            if read is not None:
+                self._check(session, c, event, read, event.offset, event.data, len(event.data))
+
+    def _chunk(self, session: Session, c: _Conn, event: ev.ReplyChunk) -> None:
+        """A hole reads as zeros; so do extents that base:allocation calls zero."""
+        read = c.reads[event.cookie]
+        if event.hole_length:
+            self._check(session, c, event, read, event.offset or 0, None, event.hole_length)
+        if event.extents and event.context == BASE_ALLOCATION and event.request_offset is not None:
+            off = event.request_offset
+            for length, status in event.extents:
+                if status & STATE_ZERO:
+                    self._check(session, c, event, read, off, None, length, claim="block status says zero")
+                off += length
 
     def _complete(self, session: Session, c: _Conn, reply: ev.Reply) -> None:
         # a simple reply's data follows its header at once: whatever still awaits data by the next reply

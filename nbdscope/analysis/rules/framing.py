@@ -3,7 +3,7 @@ payloads that contradict their own length fields, and how connections end."""
 
 from __future__ import annotations
 
-from nbdscope.analysis.anomaly import RuleInfo
+from nbdscope.analysis.anomaly import Blame, RuleInfo
 from nbdscope.analysis.rules.base import Rule
 from nbdscope.analysis.session import Session
 from nbdscope.decoder import events as ev
@@ -48,7 +48,8 @@ class MalformedMessage(Rule):
 
     def message(self, session: Session, event: ev.Event) -> None:
         if isinstance(event, ev.Malformed) and event.what != "option-after-handshake":
-            self.flag(session, event, event.message, what=event.what, **dict(event.values))
+            self.flag(session, event, event.message, blame=None, severity=None, what=event.what,
+                      **dict(event.values))
         elif isinstance(event, ev.Resync) and event.skipped and not event.after_gap:
             self.flag(session, event, f"skipped {event.skipped} undecodable bytes before the next valid header",
                       skipped=event.skipped)
@@ -72,7 +73,7 @@ class HardDisconnect(Rule):
         if not event.soft:
             who = {"c2s": "the client", "s2c": "the server", None: "one side"}[event.by]
             msg = f"{who} closed the connection ({event.how}) without NBD_CMD_DISC"
-            blame = "server" if event.by == "s2c" or (event.by is None and event.in_flight) else "client"
+            blame: Blame = "server" if event.by == "s2c" or (event.by is None and event.in_flight) else "client"
             self.flag(session, event, msg + (f"; unanswered: {pending}{more}" if pending else ""),
                       blame=blame, in_flight=len(event.in_flight), closed_by=event.by)
         elif event.in_flight:

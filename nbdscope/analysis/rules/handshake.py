@@ -54,26 +54,30 @@ class OptionProtocol(Rule):
         elif isinstance(event, ev.Malformed) and event.what == "option-after-handshake":
             self.flag(session, event, "client sent an option after the handshake ended")
         elif isinstance(event, ev.OptionRequest):
-            if event.problem:
-                self.flag(session, event, f"{OPTIONS.name(event.option)}: {event.problem}")
-            if event.option in (Opt.INFO, Opt.GO):
-                st.export_info_seen = False
-                st.info = {}
-                st.request = (event.export_name, event.info_requests)
-            previous, st.info_answer = st.info_answer, None
-            st.compare_with = None
-            if event.option == Opt.GO and previous is not None and previous[0] == st.request:
-                st.compare_with = previous[1]
-            if event.option == Opt.SET_META_CONTEXT and not st.structured:
-                self.flag(session, event, "NBD_OPT_SET_META_CONTEXT before structured replies or extended headers "
-                          "were agreed")
-            if event.option in (Opt.SET_META_CONTEXT, Opt.LIST_META_CONTEXT):
-                st.context_ids = {}
+            self._request(session, st, event)
         elif isinstance(event, ev.OptionReply):
             self._reply(session, st, event)
         elif isinstance(event, ev.ConnectionEnd):
             self.state.pop(session.id, None)
             self.greeting_flags.pop(session.id, None)
+
+    def _request(self, session: Session, st: _State, event: ev.OptionRequest) -> None:
+        """An option starts what its replies are checked against (INFO and GO: the answer to compare)."""
+        if event.problem:
+            self.flag(session, event, f"{OPTIONS.name(event.option)}: {event.problem}")
+        if event.option in (Opt.INFO, Opt.GO):
+            st.export_info_seen = False
+            st.info = {}
+            st.request = (event.export_name, event.info_requests)
+        previous, st.info_answer = st.info_answer, None
+        st.compare_with = None
+        if event.option == Opt.GO and previous is not None and previous[0] == st.request:
+            st.compare_with = previous[1]
+        if event.option == Opt.SET_META_CONTEXT and not st.structured:
+            self.flag(session, event, "NBD_OPT_SET_META_CONTEXT before structured replies or extended headers "
+                      "were agreed")
+        if event.option in (Opt.SET_META_CONTEXT, Opt.LIST_META_CONTEXT):
+            st.context_ids = {}
 
     def _reply(self, session: Session, st: _State, event: ev.OptionReply) -> None:
         if event.problem:

@@ -131,42 +131,58 @@ class BadReplyChunk(Rule):
         if opened is None:
             opened = self.open[session.id] = {}
         if isinstance(event, ev.ConnectionEnd):
-            for cookie, o in opened.items():
-                if o.chunks:
-                    self.flag(session, event, f"connection ended after {o.chunks} chunk(s) of the reply to "
-                              f"{COMMANDS.name(o.command)} cookie {cookie:#x} without a chunk marked DONE",
-                              cookie=cookie)
-            del self.open[session.id]
+            self._ended(session, event, opened)
             return
         assert isinstance(event, ev.ReplyChunk)
-        cookie, rtype = event.cookie, event.reply_type
+        cookie, rtype, command = event.cookie, event.reply_type, event.command
         o = opened.get(cookie)
-        if (rtype == _DATA and event.completes and event.command == _READ and event.problem is None
+        if (rtype == _DATA and event.completes and command == _READ and event.problem is None
                 and event.offset == event.request_offset and event.data_length == event.request_length
                 and (o is None or o.request_frame != event.request_frame)):
             if o is not None:
                 del opened[cookie]
             return  # the usual read: all its data in one chunk, nothing else to check
-        if event.command is None:
+        if command is None:
             if cookie in session.recent and session.reliable:
                 self.flag(session, event, f"{REPLY_TYPES.name(rtype)} for cookie {cookie:#x} after its reply was "
                           "already complete (a chunk after the one marked DONE)", cookie=cookie)
             return
         if o is None or o.request_frame != event.request_frame:  # the first chunk, or the cookie was reused
-            o = opened[cookie] = _Open(event.command, event.request_offset or 0, event.request_length or 0,
+            o = opened[cookie] = _Open(command, event.request_offset or 0, event.request_length or 0,
                                        event.request_frame or 0)
         o.chunks += 1
-        if event.problem:
-            self._bad(session, event, event.problem, prefixed=True)
-        if rtype in _CONTENT_OR_STATUS and rtype not in _VALID_TYPES.get(event.command, ()):
-            self._bad(session, event, f"{REPLY_TYPES.name(rtype)} is not a valid reply to "
-                      f"{COMMANDS.name(event.command)}")
+        self._check_kind(session, event, command, o)
+        self._check_extent(session, event, o)
+        if event.completes:
+            del opened[cookie]
+            self._complete(session, event, o)
+
+    def _ended(self, session: Session, event: ev.ConnectionEnd, opened: dict[int, _Open]) -> None:
+        for cookie, o in opened.items():
+            if o.chunks:
+                self.flag(session, event, f"connection ended after {o.chunks} chunk(s) of the reply to "
+                          f"{COMMANDS.name(o.command)} cookie {cookie:#x} without a chunk marked DONE",
+                          cookie=cookie)
+        del self.open[session.id]
+
+    def _check_kind(self, session: Session, event: ev.ReplyChunk, command: int, o: _Open) -> None:
+        """The chunk's type against the command, the DONE flag and the header style agreed."""
+        rtype = event.reply_type
+        if event.problem:  # a decoder problem: say which chunk of which request
+            self._bad(session, event, f"{REPLY_TYPES.name(rtype)} for {COMMANDS.name(command)} "
+                      f"(cookie {event.cookie:#x}): {event.problem}")
+        if rtype in _CONTENT_OR_STATUS and rtype not in _VALID_TYPES.get(command, ()):
+            self._bad(session, event, f"{REPLY_TYPES.name(rtype)} is not a valid reply to {COMMANDS.name(command)}")
         if rtype == _NONE and not event.completes:
             self._bad(session, event, "NBD_REPLY_TYPE_NONE without NBD_REPLY_FLAG_DONE")
         if (rtype == _STATUS32 and session.extended_headers) or (rtype == _STATUS64 and not session.extended_headers):
             self._bad(session, event, f"{REPLY_TYPES.name(rtype)} does not match the header style agreed")
         if event.error is not None:
             o.errors += 1
+
+    def _check_extent(self, session: Session, event: ev.ReplyChunk, o: _Open) -> None:
+        """What the chunk covers: inside the request, content not fragmented under DF, one status per context."""
+        rtype = event.reply_type
         if rtype in _CONTENT:
             if rtype == _HOLE and event.hole_length == 0:
                 self._bad(session, event, "NBD_REPLY_TYPE_OFFSET_HOLE with a hole size of 0 (must be nonzero)")
@@ -185,16 +201,9 @@ class BadReplyChunk(Rule):
             if event.context_id in o.contexts:
                 self._bad(session, event, f"second status chunk for context {event.context_id} in one reply")
             o.contexts.add(event.context_id)
-        if event.completes:
-            del opened[cookie]
-            self._complete(session, event, o)
 
-    def _bad(self, session: Session, event: ev.ReplyChunk, message: str, *, prefixed: bool = False,
-             **values: object) -> None:
-        if prefixed:  # a decoder problem: say which chunk of which request
-            message = (f"{REPLY_TYPES.name(event.reply_type)} for {COMMANDS.name(event.command)} "
-                       f"(cookie {event.cookie:#x}): {message}")
-        self.flag(session, event, message, cookie=event.cookie, **values)
+    def _bad(self, session: Session, event: ev.ReplyChunk, message: str, **values: object) -> None:
+        self.flag(session, event, message, blame=None, severity=None, cookie=event.cookie, **values)
 
     def _complete(self, session: Session, event: ev.ReplyChunk, o: _Open) -> None:
         if o.errors:

@@ -16,10 +16,11 @@ for classic pcap the file header as a PcapHeader.
 from __future__ import annotations
 
 import gzip
+import io
 import struct
 import zlib
 from collections.abc import Callable, Iterator
-from typing import IO, NamedTuple
+from typing import NamedTuple, Protocol
 
 import dpkt
 
@@ -45,6 +46,14 @@ PCAP_MAGICS = {b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4", b"\x4d\x3c\xb2\xa1", b"
 
 class CaptureError(Exception):
     """The input cannot be read at all; the message names the file and the reason."""
+
+
+class ByteSource(Protocol):
+    """What classic pcap is read from: a file, or the live capture's pipe."""
+
+    def read(self, n: int, /) -> bytes: ...
+
+    def readinto(self, buffer: memoryview, /) -> int: ...
 
 
 class Frame(NamedTuple):
@@ -87,7 +96,7 @@ class PcapHeader(NamedTuple):
 Record = Packet | Block | PcapHeader
 
 
-def open_capture(path: str) -> tuple[IO[bytes], str]:
+def open_capture(path: str) -> tuple[io.BufferedIOBase, str]:
     """Open a capture, transparently gunzipping; return the stream and its format.
 
     For gzip input the returned stream carries the compressed file as ``raw`` so
@@ -98,9 +107,9 @@ def open_capture(path: str) -> tuple[IO[bytes], str]:
         raise CaptureError(f"{path}: cannot open: {exc.strerror}") from None
     head = raw.read(4)
     raw.seek(0)
-    f: IO[bytes] = raw
+    f: io.BufferedIOBase = raw
     if head[:2] == b"\x1f\x8b":
-        f = gzip.open(raw, "rb")  # type: ignore[assignment]
+        f = gzip.open(raw, "rb")
         try:
             head = f.read(4)
         except (OSError, EOFError, zlib.error) as exc:
@@ -108,7 +117,7 @@ def open_capture(path: str) -> tuple[IO[bytes], str]:
             raise CaptureError(f"{path}: corrupt gzip data: {exc}") from None
         raw.close()
         raw = open(path, "rb")
-        f = gzip.open(raw, "rb")  # type: ignore[assignment]
+        f = gzip.open(raw, "rb")
         f.raw = raw  # type: ignore[attr-defined]
     if len(head) < 4:
         f.close()
@@ -152,12 +161,12 @@ def _read(path: str, problems: list[str], position: list[Callable[[], int]] | No
         f.close()
 
 
-def pcap_frames(path: str, f: IO[bytes], problems: list[str], reuse: bool) -> Iterator[Frame]:
+def pcap_frames(path: str, f: ByteSource, problems: list[str], reuse: bool) -> Iterator[Frame]:
     """The frames of a classic pcap stream (a file or tcpdump's pipe)."""
     return _pcap(path, f, problems, reuse, False)  # type: ignore[return-value]
 
 
-def _pcap(path: str, f: IO[bytes], problems: list[str], reuse: bool, detail: bool) -> Iterator[Frame | Record]:
+def _pcap(path: str, f: ByteSource, problems: list[str], reuse: bool, detail: bool) -> Iterator[Frame | Record]:
     """Classic pcap: dpkt parses and validates the file header; records are then
     sliced from large reads with one struct call each, because building a dpkt
     header object per record costs more than everything else we do per packet."""
@@ -209,7 +218,7 @@ class _Window:
     allocation (and its page faults) per megabyte; views handed out are then only
     valid until the next frame is asked for, which is how the engine uses them."""
 
-    def __init__(self, f: IO[bytes], reuse: bool) -> None:
+    def __init__(self, f: ByteSource, reuse: bool) -> None:
         self.f, self.reuse = f, reuse
         self.buf = bytearray(READ_SIZE)
         self.view = memoryview(self.buf)
@@ -232,7 +241,7 @@ class _Window:
                 self.buf[:len(leftover)] = leftover
             self.start, self.end = 0, len(leftover)
         while self.end - self.start < need:
-            got = self.f.readinto(self.view[self.end:])  # type: ignore[attr-defined]
+            got = self.f.readinto(self.view[self.end:])
             if not got:
                 return False
             self.end += got
@@ -245,82 +254,104 @@ class _Interface(NamedTuple):
     offset: float  # seconds added to every timestamp (if_tsoffset)
 
 
-def _pcapng(path: str, f: IO[bytes], problems: list[str], detail: bool) -> Iterator[Frame | Record]:
+def _pcapng(path: str, f: io.BufferedIOBase, problems: list[str], detail: bool) -> Iterator[Frame | Record]:
     endian = "<"
     interfaces: list[_Interface] = []
     number = 0
     while True:
         head = f.read(8)
-        if not head:
-            return
         if len(head) < 8:
-            problems.append(f"file truncated after frame {number}")
+            if head:
+                problems.append(f"file truncated after frame {number}")
             return
         btype = struct.unpack(endian + "I", head[:4])[0]
         if btype == PCAPNG_SHB:
-            rest = f.read(4)
-            if len(rest) < 4:
-                problems.append(f"file truncated after frame {number}")
+            section = _section_start(path, f, head, number, problems)
+            if section is None:
                 return
-            endian = "<" if struct.unpack("<I", rest)[0] == PCAPNG_BOM else ">"
-            (blen,) = struct.unpack(endian + "I", head[4:])
-            body_len = blen - 12
+            endian, block = section
             interfaces = []
-            if blen < 28 or blen > MAX_BLOCK or blen % 4:
-                raise_or_note(path, number, problems, f"section header block with bad length {blen}")
-                return
-            body = f.read(body_len)
-            if len(body) < body_len:
-                problems.append(f"file truncated after frame {number}")
-                return
             if detail:
-                yield Block(btype, head + rest + body)
+                yield Block(btype, block)
             continue
-        (blen,) = struct.unpack(endian + "I", head[4:])
-        if blen < 12 or blen > MAX_BLOCK or blen % 4:
-            raise_or_note(path, number, problems, f"block of type {btype:#x} with bad length {blen}")
+        body = _block_body(path, f, head, endian, btype, number, problems)
+        if body is None:
             return
-        body = f.read(blen - 8)  # the block's body and its trailing length
-        if len(body) < blen - 8:
-            problems.append(f"file truncated inside frame {number + 1}")
-            return
-        if btype == PCAPNG_EPB or btype == PCAPNG_PB:
-            if len(body) < 24:
-                problems.append(f"corrupt packet block after frame {number}")
+        if btype == PCAPNG_EPB or btype == PCAPNG_PB or btype == PCAPNG_SPB:
+            packet = _packet(btype, head, body, endian, interfaces, number, detail, problems)
+            if packet is None:
                 return
-            if btype == PCAPNG_EPB:
-                iface, hi, lo, caplen, wire = struct.unpack_from(endian + "IIIII", body, 0)
-            else:
-                iface, _drops, hi, lo, caplen, wire = struct.unpack_from(endian + "HHIIII", body, 0)
-            if iface >= len(interfaces) or 20 + caplen > len(body):
-                problems.append(f"corrupt packet block after frame {number}")
-                return
-            linktype, tick, offset = interfaces[iface]
             number += 1
-            ticks = (hi << 32) | lo
-            if detail:
-                opts = strip_end(body[20 + caplen + (-caplen % 4):len(body) - 4], endian)
-                yield Packet(number, offset + ticks * tick, linktype, body[20:20 + caplen], iface, ticks, wire, opts,
-                             head + body, endian)
-            else:
-                yield Frame(number, offset + ticks * tick, linktype, body[20:20 + caplen])
-        elif btype == PCAPNG_SPB:
-            if not interfaces:
-                problems.append(f"packet block before any interface after frame {number}")
-                return
-            (origlen,) = struct.unpack_from(endian + "I", body, 0)
-            linktype = interfaces[0].linktype
-            number += 1
-            data = body[4:4 + min(origlen, len(body) - 8)]
-            if detail:
-                yield Packet(number, 0.0, linktype, data, 0, 0, origlen, b"", head + body, endian)
-            else:
-                yield Frame(number, 0.0, linktype, data)
+            yield packet
         else:
             if btype == PCAPNG_IDB:
                 interfaces.append(_interface(body, endian))
             if detail:
                 yield Block(btype, head + body)
+
+
+def _section_start(path: str, f: io.BufferedIOBase, head: bytes, number: int,
+                   problems: list[str]) -> tuple[str, bytes] | None:
+    """A section header block: the byte order it sets and the whole block; None where reading ends."""
+    rest = f.read(4)
+    if len(rest) < 4:
+        problems.append(f"file truncated after frame {number}")
+        return None
+    endian = "<" if struct.unpack("<I", rest)[0] == PCAPNG_BOM else ">"
+    (blen,) = struct.unpack(endian + "I", head[4:])
+    if blen < 28 or blen > MAX_BLOCK or blen % 4:
+        raise_or_note(path, number, problems, f"section header block with bad length {blen}")
+        return None
+    body = f.read(blen - 12)
+    if len(body) < blen - 12:
+        problems.append(f"file truncated after frame {number}")
+        return None
+    return endian, head + rest + body
+
+
+def _block_body(path: str, f: io.BufferedIOBase, head: bytes, endian: str, btype: int, number: int,
+                problems: list[str]) -> bytes | None:
+    """The rest of any other block (its body and trailing length); None where reading ends."""
+    (blen,) = struct.unpack(endian + "I", head[4:])
+    if blen < 12 or blen > MAX_BLOCK or blen % 4:
+        raise_or_note(path, number, problems, f"block of type {btype:#x} with bad length {blen}")
+        return None
+    body = f.read(blen - 8)
+    if len(body) < blen - 8:
+        problems.append(f"file truncated inside frame {number + 1}")
+        return None
+    return body
+
+
+def _packet(btype: int, head: bytes, body: bytes, endian: str, interfaces: list[_Interface], number: int,
+            detail: bool, problems: list[str]) -> Frame | Packet | None:
+    """An enhanced, obsolete or simple packet block as the frame after ``number``; None if it is corrupt."""
+    if btype == PCAPNG_SPB:
+        if not interfaces:
+            problems.append(f"packet block before any interface after frame {number}")
+            return None
+        (origlen,) = struct.unpack_from(endian + "I", body, 0)
+        data = body[4:4 + min(origlen, len(body) - 8)]
+        if detail:
+            return Packet(number + 1, 0.0, interfaces[0].linktype, data, 0, 0, origlen, b"", head + body, endian)
+        return Frame(number + 1, 0.0, interfaces[0].linktype, data)
+    if len(body) < 24:
+        problems.append(f"corrupt packet block after frame {number}")
+        return None
+    if btype == PCAPNG_EPB:
+        iface, hi, lo, caplen, wire = struct.unpack_from(endian + "IIIII", body, 0)
+    else:
+        iface, _drops, hi, lo, caplen, wire = struct.unpack_from(endian + "HHIIII", body, 0)
+    if iface >= len(interfaces) or 20 + caplen > len(body):
+        problems.append(f"corrupt packet block after frame {number}")
+        return None
+    linktype, tick, offset = interfaces[iface]
+    ticks = (hi << 32) | lo
+    if detail:
+        opts = strip_end(body[20 + caplen + (-caplen % 4):len(body) - 4], endian)
+        return Packet(number + 1, offset + ticks * tick, linktype, body[20:20 + caplen], iface, ticks, wire, opts,
+                      head + body, endian)
+    return Frame(number + 1, offset + ticks * tick, linktype, body[20:20 + caplen])
 
 
 def raise_or_note(path: str, number: int, problems: list[str], what: str) -> None:

@@ -91,8 +91,8 @@ class DataMask:
 
     def drop(self, conn: ConnKey) -> None:
         for d in ("c2s", "s2c"):
-            self.starts.pop((conn, d), None)  # type: ignore[arg-type]
-            self.ends.pop((conn, d), None)  # type: ignore[arg-type]
+            self.starts.pop((conn, d), None)
+            self.ends.pop((conn, d), None)
 
 
 class FrameRedaction:
