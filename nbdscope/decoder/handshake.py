@@ -96,16 +96,12 @@ class Handshake:
             if buf[p:p + 4] in _REPLY_MAGICS and conn._c.state is State.REQUESTS:
                 conn.machine.fire(Input.REPLY_AMONG_OPTION_REPLIES, side)  # the handshake ended unseen
                 return True
-            if looks_like_tls(buf, p):
-                return conn.hunter.malformed(side, "tls-without-starttls",
-                                             "TLS record where a plaintext reply was due")
-            return conn.hunter.malformed(side, "bad-magic", "expected an option reply magic", magic=magic)
-        keep = min(length, HANDSHAKE_KEEP)
-        if side.avail() < OPTION_REPLY_HEADER + keep:
+            return self._wrong_magic(side, p, "a plaintext reply", "an option reply magic", magic)
+        data = _held(side, p, OPTION_REPLY_HEADER, length)
+        if data is None:
             return False
-        data = bytes(buf[p + OPTION_REPLY_HEADER:p + OPTION_REPLY_HEADER + keep])
         fields = payloads.option_reply(reply, data)
-        if keep < length:
+        if len(data) < length:
             fields["problem"] = f"option reply length {length} exceeds what we decode ({HANDSHAKE_KEEP})"
         request = next((o for o in conn.pending if o.option == option), None)
         early = request is None and self._option_in_progress() == option
@@ -161,6 +157,12 @@ class Handshake:
         elif option == Opt.GO:
             conn.export_name = request.export_name
             self._start_transmission(side, "go")
+
+    def _wrong_magic(self, side: ReceiveBuffer, p: int, due: str, expected: str, magic: int) -> bool:
+        """Bytes that are not the magic due here: a TLS record sent without STARTTLS, or garbage."""
+        if looks_like_tls(side.buf, p):
+            return self.conn.hunter.malformed(side, "tls-without-starttls", f"TLS record where {due} was due")
+        return self.conn.hunter.malformed(side, "bad-magic", f"expected {expected}", magic=magic)
 
     def _option_in_progress(self) -> int | None:
         """The option whose header the client has sent but whose payload is still arriving."""
@@ -226,16 +228,12 @@ class Handshake:
             return False
         magic, option, length = _OPT.unpack_from(buf, p)
         if magic != M.IHAVEOPT:
-            if looks_like_tls(buf, p):
-                return conn.hunter.malformed(side, "tls-without-starttls",
-                                             "TLS record where a plaintext option was due")
-            return conn.hunter.malformed(side, "bad-magic", "expected IHAVEOPT before an option", magic=magic)
-        keep = min(length, HANDSHAKE_KEEP)
-        if side.avail() < OPTION_HEADER + keep:
+            return self._wrong_magic(side, p, "a plaintext option", "IHAVEOPT before an option", magic)
+        data = _held(side, p, OPTION_HEADER, length)
+        if data is None:
             return False
-        data = bytes(buf[p + OPTION_HEADER:p + OPTION_HEADER + keep])
         fields = payloads.option_request(option, data)
-        if keep < length:
+        if len(data) < length:
             fields["problem"] = f"option length {length} exceeds what we decode ({HANDSHAKE_KEEP})"
         start = side.offset
         request = conn.emit(ev.OptionRequest, side, start, start + OPTION_HEADER + length,
@@ -248,3 +246,12 @@ class Handshake:
         if option == Opt.SET_META_CONTEXT:
             self.pending_contexts = {}
         return True
+
+
+def _held(side: ReceiveBuffer, p: int, header: int, length: int) -> bytes | None:
+    """The payload after a header at ``p``, up to HANDSHAKE_KEEP bytes of it (the rest is skipped); None
+    until all of that has arrived."""
+    keep = min(length, HANDSHAKE_KEEP)
+    if side.avail() < header + keep:
+        return None
+    return bytes(side.buf[p + header:p + header + keep])

@@ -65,11 +65,16 @@ def _command(text: str) -> int:
     return _named(COMMANDS, text, "command", "READ, WRITE, BLOCK_STATUS")
 
 
+def _one_of(choices: dict[str, Any], text: str, expected: str) -> Any:
+    """The value a word of a small fixed vocabulary stands for, whatever its case."""
+    value = choices.get(text.lower())
+    if value is None:
+        raise ValueError(f"expected {expected}, not {text!r}")
+    return value
+
+
 def _direction(text: str) -> str:
-    d = DIRECTIONS.get(text.lower())
-    if d is None:
-        raise ValueError(f"expected c2s or s2c, not {text!r}")
-    return d
+    return str(_one_of(DIRECTIONS, text, "c2s or s2c"))
 
 
 def _session(text: str) -> str:
@@ -85,10 +90,7 @@ def _error(text: str) -> int | str:
 
 
 def _severity(text: str) -> int:
-    rank = SEVERITY_RANK.get(text.lower())
-    if rank is None:
-        raise ValueError(f"expected info, warning or error, not {text!r}")
-    return rank
+    return int(_one_of(SEVERITY_RANK, text, "info, warning or error"))
 
 
 def _rule(text: str) -> str:
