@@ -10,12 +10,18 @@ byte of an NBD connection lies: one Origin per delivered chunk (in the order of
 the StreamData items) and one per piece it did not deliver again (retransmitted
 or overlapping bytes), so a copy of the capture can be redacted without a second
 reassembly. StreamData itself stays as small as it is (one is made per packet).
+
+Once a connection is known to be NBD, both of its halves are also listed in
+``TcpStreams.fast`` under the raw bytes source address + destination address +
+ports (as they lie in an option-less IP header followed by TCP), so a reader can
+take the next in-order segment on without building a Segment (capture/pcapfast.py).
 """
 
 from __future__ import annotations
 
 import heapq
 import ipaddress
+import struct
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -58,9 +64,17 @@ def _signed(delta: int) -> int:
     return delta - (1 << 32) if delta & 0x80000000 else delta
 
 
-@dataclass
+_PORTS = struct.Struct(">HH")
+
+
+def fast_key(src: bytes, sport: int, dst: bytes, dport: int) -> bytes:
+    """The key of ``TcpStreams.fast`` for segments from (src, sport) to (dst, dport)."""
+    return src + dst + _PORTS.pack(sport, dport)
+
+
+@dataclass(slots=True)
 class _Half:
-    """One direction of a connection."""
+    """One direction of a connection (slots: the fast path reads it once per packet)."""
 
     next_seq: int | None = None
     offset: int = 0  # stream offset of next_seq (never wraps, unlike sequence numbers)
@@ -70,6 +84,8 @@ class _Half:
     fin: bool = False
     first: bytes = b""  # the first payload bytes, for detection
     unseen: int = 0  # bytes lost before the connection was found to be NBD (the decoder never counts them)
+    conn_id: int = -1  # these two once the connection is NBD, for the fast path
+    dir: Direction = "c2s"
 
 
 @dataclass
@@ -98,10 +114,12 @@ class TcpStreams:
         self.next_id = first_conn_id
         self.out: list[StreamItem] = []
         self.trace = trace
+        self.fast: dict[bytes, _Half] = {}  # halves of NBD connections by fast_key (see the module's docstring)
 
     # ------------------------------------------------------------------ input
 
-    def feed(self, seg: Segment, frame: int, time: float) -> list[StreamItem]:
+    def feed(self, seg: Segment, frame: int, time: float) -> list[StreamItem]:  # noqa: C901, RUF100
+        # (C901: the one entry of every segment; its in-order fast path must stay ahead of any call)
         fwd = (seg.src, seg.sport, seg.dst, seg.dport)
         conn = self.conns.get(fwd)
         flags = seg.flags
@@ -159,6 +177,8 @@ class TcpStreams:
                 conn.client_side = 1 - side
             if conn.state == "detect" and self._port_says(conn) is not None:
                 self._open(conn, frame, time)
+            elif conn.state == "nbd":
+                self._bind(conn)  # a SYN may have changed which side is the client
         if flags & ACK:
             self._ack_reveals_loss(conn, 1 - side, seg.ack, frame, time)
         if seg.payload:
@@ -351,6 +371,15 @@ class TcpStreams:
             if self.trace is not None:
                 self.trace.append(Origin(conn.conn_id, d, at, len(data), src, pos))
         conn.pending.clear()
+        self._bind(conn)
+
+    def _bind(self, conn: _Conn) -> None:
+        """List both halves of an NBD connection for the fast path, with their id and direction."""
+        a, a_port, b, b_port = conn.key
+        for side, key in ((0, fast_key(a, a_port, b, b_port)), (1, fast_key(b, b_port, a, a_port))):
+            half = conn.halves[side]
+            half.conn_id, half.dir = conn.conn_id, self._dir(conn, side)
+            self.fast[key] = half
 
     @staticmethod
     def _dir(conn: _Conn, side: int) -> Direction:
@@ -372,6 +401,10 @@ class TcpStreams:
 
     def _forget(self, conn: _Conn) -> None:
         self.conns.pop(conn.key, None)
+        if conn.state == "nbd":
+            a, a_port, b, b_port = conn.key
+            self.fast.pop(fast_key(a, a_port, b, b_port), None)
+            self.fast.pop(fast_key(b, b_port, a, a_port), None)
         self.closed[conn.key] = conn.conn_id if conn.state == "nbd" else None
         if len(self.closed) > RECENTLY_CLOSED:
             self.closed.pop(next(iter(self.closed)))
