@@ -5,7 +5,8 @@ capture has close to a million frames."""
 from __future__ import annotations
 
 import struct
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 ETH_IPV4, ETH_IPV6, ETH_VLAN, ETH_QINQ = 0x0800, 0x86DD, 0x8100, 0x88A8
 DLT_NULL, DLT_EN10MB, DLT_RAW, DLT_RAW_BSD, DLT_RAW_OPENBSD = 0, 1, 101, 12, 14
@@ -34,7 +35,7 @@ class Segment(NamedTuple):
     offset: int  # where the payload starts in the frame (for rewriting it in place)
 
 
-def ip_offset(linktype: int, buf: bytes) -> int:
+def ip_offset(linktype: int, buf: bytes | memoryview) -> int:
     """Offset of the IP header in the frame, or -1 when it carries no IP."""
     if linktype == DLT_EN10MB:
         if len(buf) < 14:
@@ -62,7 +63,28 @@ def ip_offset(linktype: int, buf: bytes) -> int:
 _ETH_IPV4_TCP = struct.Struct(">12xHBxHxxHxB2x4s4sHHIIBB")  # Ethernet + option-less IPv4 + TCP
 
 
-def tcp_segment(linktype: int, buf: bytes) -> Segment | None:
+class FastLayout(NamedTuple):
+    """Where the headers of a link type's common frame lie, for capture/pcapfast.py's fast path.
+
+    ``unpack_from(frame)`` gives (ethertype, IP version and header length, IP total length,
+    fragment word << 16 | TTL << 8 | protocol, the 12 bytes of source address + destination
+    address + ports, TCP sequence number, TCP data offset << 12 | flags), read as if the IP
+    header at ``ip`` had no options: the caller must check that it has none (0x45)."""
+
+    ip: int
+    unpack_from: Callable[..., tuple[Any, ...]]
+
+
+def _layout(etype_at: int, ip: int) -> FastLayout:
+    gap = ip - etype_at - 2
+    fmt = f">{etype_at}xH{gap}xBxH2xI2x12sI4xH" if gap else f">{etype_at}xHBxH2xI2x12sI4xH"
+    return FastLayout(ip, struct.Struct(fmt).unpack_from)
+
+
+FAST_LAYOUTS = {DLT_EN10MB: _layout(12, 14), DLT_LINUX_SLL: _layout(14, 16), DLT_LINUX_SLL2: _layout(0, 20)}
+
+
+def tcp_segment(linktype: int, buf: bytes | memoryview) -> Segment | None:
     """The TCP segment in a frame, or None for anything else (or a non-first IP fragment)."""
     if linktype == DLT_EN10MB and len(buf) >= 54:
         # fast path for the common case: untagged Ethernet, IPv4 without options, no fragments

@@ -10,12 +10,18 @@ byte of an NBD connection lies: one Origin per delivered chunk (in the order of
 the StreamData items) and one per piece it did not deliver again (retransmitted
 or overlapping bytes), so a copy of the capture can be redacted without a second
 reassembly. StreamData itself stays as small as it is (one is made per packet).
+
+Once a connection is known to be NBD, both of its halves are also listed in
+``TcpStreams.fast`` under the raw bytes source address + destination address +
+ports (as they lie in an option-less IP header followed by TCP), so a reader can
+take the next in-order segment on without building a Segment (capture/pcapfast.py).
 """
 
 from __future__ import annotations
 
 import heapq
 import ipaddress
+import struct
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -38,7 +44,6 @@ RECENTLY_CLOSED = 4096
 _SERVER_FIRST = (M.NBDMAGIC_BYTES, M.OPTION_REPLY_MAGIC_BYTES)
 _SERVER_WORDS = (M.SIMPLE_REPLY_MAGIC_BYTES, M.STRUCTURED_REPLY_MAGIC_BYTES, M.EXTENDED_REPLY_MAGIC_BYTES)
 _CLIENT_WORDS = (M.REQUEST_MAGIC_BYTES, M.EXTENDED_REQUEST_MAGIC_BYTES)
-_Key = tuple[bytes, int, bytes, int]  # (a, a_port, b, b_port): a connection's addresses as first seen
 
 
 class Origin(NamedTuple):
@@ -59,9 +64,17 @@ def _signed(delta: int) -> int:
     return delta - (1 << 32) if delta & 0x80000000 else delta
 
 
-@dataclass
+_PORTS = struct.Struct(">HH")
+
+
+def fast_key(src: bytes, sport: int, dst: bytes, dport: int) -> bytes:
+    """The key of ``TcpStreams.fast`` for segments from (src, sport) to (dst, dport)."""
+    return src + dst + _PORTS.pack(sport, dport)
+
+
+@dataclass(slots=True)
 class _Half:
-    """One direction of a connection."""
+    """One direction of a connection (slots: the fast path reads it once per packet)."""
 
     next_seq: int | None = None
     offset: int = 0  # stream offset of next_seq (never wraps, unlike sequence numbers)
@@ -71,11 +84,13 @@ class _Half:
     fin: bool = False
     first: bytes = b""  # the first payload bytes, for detection
     unseen: int = 0  # bytes lost before the connection was found to be NBD (the decoder never counts them)
+    conn_id: int = -1  # these two once the connection is NBD, for the fast path
+    dir: Direction = "c2s"
 
 
 @dataclass
 class _Conn:
-    key: _Key
+    key: tuple[bytes, int, bytes, int]  # (a, a_port, b, b_port) as first seen
     halves: tuple[_Half, _Half] = field(default_factory=lambda: (_Half(), _Half()))
     client_side: int | None = None  # 0: "a" is the client, 1: "b" is
     syn_seen: bool = False
@@ -94,24 +109,24 @@ class TcpStreams:
                  trace: list[Origin] | None = None) -> None:
         self.source = source
         self.ports = {M.DEFAULT_PORT, *extra_ports}
-        self.conns: dict[_Key, _Conn] = {}
-        self.closed: dict[_Key, int | None] = {}  # the NBD connection's id, if it was one
+        self.conns: dict[tuple[bytes, int, bytes, int], _Conn] = {}
+        self.closed: dict[tuple[bytes, int, bytes, int], int | None] = {}  # the NBD connection's id, if it was one
         self.next_id = first_conn_id
         self.out: list[StreamItem] = []
         self.trace = trace
+        self.fast: dict[bytes, _Half] = {}  # halves of NBD connections by fast_key (see the module's docstring)
 
     # ------------------------------------------------------------------ input
 
-    def feed(self, seg: Segment, frame: int, time: float) -> list[StreamItem]:
+    def feed(self, seg: Segment, frame: int, time: float) -> list[StreamItem]:  # noqa: C901
+        # (C901: the one entry of every segment; its in-order fast path must stay ahead of any call)
         fwd = (seg.src, seg.sport, seg.dst, seg.dport)
         conn = self.conns.get(fwd)
-        side = 0
-        if conn is None:
-            conn = self.conns.get((seg.dst, seg.dport, seg.src, seg.sport))
-            side = 1
-        if conn is not None and conn.state == "nbd" and not seg.flags & (SYN | FIN | RST) and seg.payload:
+        flags = seg.flags
+        if conn is not None and conn.state == "nbd" and not flags & (SYN | FIN | RST) and seg.payload:
             # fast path: the next in-order segment of an established connection
-            half = conn.halves[side]
+            side = 0
+            half = conn.halves[0]
             if half.next_seq == seg.seq and not half.heap:
                 half.next_seq = (seg.seq + len(seg.payload)) & 0xFFFFFFFF
                 half.offset += len(seg.payload)
@@ -119,18 +134,32 @@ class TcpStreams:
                 if self.trace is not None:
                     self._trace_fast(conn, half, d, seg, frame)
                 return [StreamData(conn.conn_id, d, seg.payload, frame, time)]
-        return self._segment(seg, frame, time, fwd, conn)
-
-    def _segment(self, seg: Segment, frame: int, time: float, fwd: _Key, conn: _Conn | None) -> list[StreamItem]:
-        """Any segment but the next in order of an NBD connection: ``conn`` is the one whose tuple it
-        matches either way round, if any."""
+        rev = (seg.dst, seg.dport, seg.src, seg.sport)
+        if conn is None:
+            conn = self.conns.get(rev)
+            if conn is not None and conn.state == "nbd" and not flags & (SYN | FIN | RST) and seg.payload:
+                half = conn.halves[1]
+                if half.next_seq == seg.seq and not half.heap:
+                    half.next_seq = (seg.seq + len(seg.payload)) & 0xFFFFFFFF
+                    half.offset += len(seg.payload)
+                    d = "c2s" if conn.client_side == 1 else "s2c"
+                    if self.trace is not None:
+                        self._trace_fast(conn, half, d, seg, frame)
+                    return [StreamData(conn.conn_id, d, seg.payload, frame, time)]
         out: list[StreamItem] = []
         self.out = out
-        flags = seg.flags
         if conn is None:
-            conn = self._opened_by(seg, frame, fwd)
-            if conn is None:
+            key = fwd
+            if key in self.closed or rev in self.closed:
+                if not flags & SYN or flags & ACK:
+                    if self.trace is not None and seg.payload:
+                        self._trace_straggler(key if key in self.closed else rev, seg, frame)
+                    return out  # stragglers of a connection already closed
+                self.closed.pop(key, None)
+                self.closed.pop(rev, None)
+            if not seg.payload and not flags & SYN:
                 return out
+            conn = self.conns[key] = _Conn(key)
         elif flags & SYN and not flags & ACK and conn.syn_seen and conn.key == fwd:
             self._close(conn, "fin", frame, time)  # port reuse: a new connection on the same tuple
             conn = self.conns[fwd] = _Conn(fwd)
@@ -139,53 +168,31 @@ class TcpStreams:
                 self._forget(conn)
             return out
         side = 0 if conn.key == fwd else 1
+        half = conn.halves[side]
         if flags & SYN:
-            self._syn(conn, side, seg, frame, time)
+            conn.syn_seen = True
+            half.next_seq = (seg.seq + 1) & 0xFFFFFFFF
+            if not flags & ACK:
+                conn.client_side = side
+            elif conn.client_side is None:
+                conn.client_side = 1 - side
+            if conn.state == "detect" and self._port_says(conn) is not None:
+                self._open(conn, frame, time)
+            elif conn.state == "nbd":
+                self._bind(conn)  # a SYN may have changed which side is the client
         if flags & ACK:
             self._ack_reveals_loss(conn, 1 - side, seg.ack, frame, time)
         if seg.payload:
             self._data(conn, side, seg.seq + (1 if flags & SYN else 0), seg.payload, frame, time, seg.offset)
-        if flags & (RST | FIN):
-            self._closing(conn, side, flags, frame, time)
-        return out
-
-    def _opened_by(self, seg: Segment, frame: int, fwd: _Key) -> _Conn | None:
-        """The connection a segment of no known connection starts; None when it starts none."""
-        flags = seg.flags
-        rev = (seg.dst, seg.dport, seg.src, seg.sport)
-        if fwd in self.closed or rev in self.closed:
-            if not flags & SYN or flags & ACK:
-                if self.trace is not None and seg.payload:
-                    self._trace_straggler(fwd if fwd in self.closed else rev, seg, frame)
-                return None  # stragglers of a connection already closed
-            self.closed.pop(fwd, None)
-            self.closed.pop(rev, None)
-        if not seg.payload and not flags & SYN:
-            return None
-        conn = self.conns[fwd] = _Conn(fwd)
-        return conn
-
-    def _syn(self, conn: _Conn, side: int, seg: Segment, frame: int, time: float) -> None:
-        """A SYN tells where the stream starts and, without ACK, which side is the client."""
-        conn.syn_seen = True
-        conn.halves[side].next_seq = (seg.seq + 1) & 0xFFFFFFFF
-        if not seg.flags & ACK:
-            conn.client_side = side
-        elif conn.client_side is None:
-            conn.client_side = 1 - side
-        if conn.state == "detect" and self._port_says(conn) is not None:
-            self._open(conn, frame, time)
-
-    def _closing(self, conn: _Conn, side: int, flags: int, frame: int, time: float) -> None:
-        """RST ends the connection; FIN ends it once both sides have sent one."""
-        if conn.closer is None:
+        if flags & (RST | FIN) and conn.closer is None:
             conn.closer = side
         if flags & RST:
             self._close(conn, "rst", frame, time)
-        else:
-            conn.halves[side].fin = True
+        elif flags & FIN:
+            half.fin = True
             if conn.halves[1 - side].fin:
                 self._close(conn, "fin", frame, time)
+        return out
 
     def finish(self, frame: int, time: float) -> list[StreamItem]:
         out: list[StreamItem] = []
@@ -275,7 +282,7 @@ class TcpStreams:
             self.trace.append(Origin(conn.conn_id, self._dir(conn, side), at if at >= 0 else -1, length,  # type: ignore[union-attr]
                                      frame, pos))
 
-    def _trace_straggler(self, key: _Key, seg: Segment, frame: int) -> None:
+    def _trace_straggler(self, key: tuple[bytes, int, bytes, int], seg: Segment, frame: int) -> None:
         conn_id = self.closed.get(key)
         if conn_id is not None:  # a late segment of a closed NBD connection: nowhere to place it
             self.trace.append(Origin(conn_id, "c2s", -1, len(seg.payload), frame, seg.offset))  # type: ignore[union-attr]
@@ -368,6 +375,15 @@ class TcpStreams:
             if self.trace is not None:
                 self.trace.append(Origin(conn.conn_id, d, at, len(data), src, pos))
         conn.pending.clear()
+        self._bind(conn)
+
+    def _bind(self, conn: _Conn) -> None:
+        """List both halves of an NBD connection for the fast path, with their id and direction."""
+        a, a_port, b, b_port = conn.key
+        for side, key in ((0, fast_key(a, a_port, b, b_port)), (1, fast_key(b, b_port, a, a_port))):
+            half = conn.halves[side]
+            half.conn_id, half.dir = conn.conn_id, self._dir(conn, side)
+            self.fast[key] = half
 
     @staticmethod
     def _dir(conn: _Conn, side: int) -> Direction:
@@ -389,6 +405,10 @@ class TcpStreams:
 
     def _forget(self, conn: _Conn) -> None:
         self.conns.pop(conn.key, None)
+        if conn.state == "nbd":
+            a, a_port, b, b_port = conn.key
+            self.fast.pop(fast_key(a, a_port, b, b_port), None)
+            self.fast.pop(fast_key(b, b_port, a, a_port), None)
         self.closed[conn.key] = conn.conn_id if conn.state == "nbd" else None
         if len(self.closed) > RECENTLY_CLOSED:
             self.closed.pop(next(iter(self.closed)))

@@ -166,10 +166,22 @@ def pcap_frames(path: str, f: ByteSource, problems: list[str], reuse: bool) -> I
     return _pcap(path, f, problems, reuse, False)  # type: ignore[return-value]
 
 
-def _pcap(path: str, f: ByteSource, problems: list[str], reuse: bool, detail: bool) -> Iterator[Frame | Record]:
-    """Classic pcap: dpkt parses and validates the file header; records are then
-    sliced from large reads with one struct call each, because building a dpkt
-    header object per record costs more than everything else we do per packet."""
+def pcapng_frames(path: str, f: io.BufferedIOBase, problems: list[str]) -> Iterator[Frame]:
+    """The frames of a pcapng stream, as ``frames`` gives them (read errors are the caller's to catch)."""
+    return _pcapng(path, f, problems, False)  # type: ignore[return-value]
+
+
+class PcapFormat(NamedTuple):
+    """What the header of a classic pcap file says about its records."""
+
+    linktype: int
+    snaplen: int
+    little: bool  # records are little-endian
+    nano: bool  # timestamps in nanoseconds rather than microseconds
+
+
+def pcap_format(path: str, f: ByteSource) -> PcapFormat:
+    """Read and check the 24-byte header of a classic pcap stream (dpkt does the checking)."""
     head = f.read(dpkt.pcap.FileHdr.__hdr_len__)
     try:
         fh = dpkt.pcap.FileHdr(head)
@@ -180,52 +192,79 @@ def _pcap(path: str, f: ByteSource, problems: list[str], reuse: bool, detail: bo
     if little:
         fh = dpkt.pcap.LEFileHdr(head)
     nano = magic in (dpkt.pcap.TCPDUMP_MAGIC_NANO, dpkt.pcap.PMUDPCT_MAGIC_NANO)
-    linktype, divisor = fh.linktype & 0x0FFFFFFF, 1e9 if nano else 1e6
-    scale = 10**9 if nano else 10**6
+    return PcapFormat(fh.linktype & 0x0FFFFFFF, fh.snaplen, little, nano)
+
+
+def record_header(fmt: PcapFormat) -> struct.Struct:
+    """The record header of that file: seconds, fraction, captured length (the wire length is skipped)."""
+    return struct.Struct("<III4x" if fmt.little else ">III4x")
+
+
+def _pcap(path: str, f: ByteSource, problems: list[str], reuse: bool, detail: bool) -> Iterator[Frame | Record]:
+    """Classic pcap: records are sliced from large reads with one struct call each, because
+    building a dpkt header object per record costs more than everything else we do per packet.
+    (capture/pcapfast.py runs the same loop with the link and TCP layers folded in.)"""
+    fmt = pcap_format(path, f)
+    linktype, divisor = fmt.linktype, 1e9 if fmt.nano else 1e6
+    scale = 10**9 if fmt.nano else 10**6
     if detail:
-        yield PcapHeader(linktype, fh.snaplen, TSRESOL_NANO if nano else TSRESOL_MICRO)
-    record = struct.Struct("<IIII" if little else ">IIII")
-    window = _Window(f, reuse)
+        yield PcapHeader(linktype, fmt.snaplen, TSRESOL_NANO if fmt.nano else TSRESOL_MICRO)
+    unpack = struct.Struct("<IIII" if fmt.little else ">IIII").unpack_from
+    window = Window(f, reuse, record_header(fmt))
+    buf, view, pos, end = window.buf, window.view, 0, 0
     number = 0
     while True:
-        if not window.fill(16):
-            if window.available():
-                problems.append(f"file truncated inside the record header after frame {number}")
+        if end - pos >= 16:
+            sec, frac, caplen, wire = unpack(buf, pos)
+            start = pos + 16
+            if start + caplen <= end:
+                number += 1
+                pos = start + caplen
+                if detail:
+                    yield Packet(number, sec + frac / divisor, linktype, view[start:pos], 0, sec * scale + frac, wire,
+                                 b"", None, "<")
+                else:
+                    # a plain tuple and a zero-copy view: this runs once per packet, and most payload
+                    # bytes are only counted downstream, never copied
+                    yield number, sec + frac / divisor, linktype, view[start:pos]  # type: ignore[misc]
+                continue
+        window.start, window.end = pos, end
+        problem = window.refill(number)
+        if problem:
+            problems.append(problem)
             return
-        sec, frac, caplen, wire = record.unpack_from(window.buf, window.start)
-        if caplen > MAX_BLOCK:
-            problems.append(f"corrupt record after frame {number}: captured length {caplen}")
+        if problem is not None:
             return
-        if not window.fill(16 + caplen):
-            problems.append(f"file truncated inside frame {number + 1}")
-            return
-        number += 1
-        start = window.start + 16
-        window.start = start + caplen
-        if detail:
-            yield Packet(number, sec + frac / divisor, linktype, window.view[start:start + caplen], 0,
-                         sec * scale + frac, wire, b"", None, "<")
-        else:
-            # a plain tuple and a zero-copy view: this runs once per packet, and most payload
-            # bytes are only counted downstream, never copied
-            yield number, sec + frac / divisor, linktype, window.view[start:start + caplen]  # type: ignore[misc]
+        buf, view, pos, end = window.buf, window.view, window.start, window.end
 
 
-class _Window:
+class Window:
     """A sliding window over the file, refilled with large reads.
 
     With ``reuse`` the same buffer is refilled in place, which spares a fresh
     allocation (and its page faults) per megabyte; views handed out are then only
     valid until the next frame is asked for, which is how the engine uses them."""
 
-    def __init__(self, f: ByteSource, reuse: bool) -> None:
-        self.f, self.reuse = f, reuse
+    def __init__(self, f: ByteSource, reuse: bool, record: struct.Struct) -> None:
+        self.f, self.reuse, self.record = f, reuse, record  # record: the pcap record header (record_header)
         self.buf = bytearray(READ_SIZE)
         self.view = memoryview(self.buf)
         self.start = self.end = 0
 
     def available(self) -> int:
         return self.end - self.start
+
+    def refill(self, number: int) -> str | None:
+        """Make the next whole pcap record available from ``start``: None once it is, "" at a
+        clean end of file, else what is wrong with the file after frame ``number``."""
+        if not self.fill(16):
+            return f"file truncated inside the record header after frame {number}" if self.available() else ""
+        caplen = self.record.unpack_from(self.buf, self.start)[2]
+        if caplen > MAX_BLOCK:
+            return f"corrupt record after frame {number}: captured length {caplen}"
+        if not self.fill(16 + caplen):
+            return f"file truncated inside frame {number + 1}"
+        return None
 
     def fill(self, need: int) -> bool:
         """Make ``need`` bytes available from ``start``; False at end of file."""
@@ -254,104 +293,84 @@ class _Interface(NamedTuple):
     offset: float  # seconds added to every timestamp (if_tsoffset)
 
 
-def _pcapng(path: str, f: io.BufferedIOBase, problems: list[str], detail: bool) -> Iterator[Frame | Record]:
+def _pcapng(path: str, f: io.BufferedIOBase, problems: list[str],  # noqa: C901
+            detail: bool) -> Iterator[Frame | Record]:
+    # (C901: one loop over every block kind, run once per packet; splitting it adds a call per packet)
     endian = "<"
     interfaces: list[_Interface] = []
     number = 0
     while True:
         head = f.read(8)
+        if not head:
+            return
         if len(head) < 8:
-            if head:
-                problems.append(f"file truncated after frame {number}")
+            problems.append(f"file truncated after frame {number}")
             return
         btype = struct.unpack(endian + "I", head[:4])[0]
         if btype == PCAPNG_SHB:
-            section = _section_start(path, f, head, number, problems)
-            if section is None:
+            rest = f.read(4)
+            if len(rest) < 4:
+                problems.append(f"file truncated after frame {number}")
                 return
-            endian, block = section
+            endian = "<" if struct.unpack("<I", rest)[0] == PCAPNG_BOM else ">"
+            (blen,) = struct.unpack(endian + "I", head[4:])
+            body_len = blen - 12
             interfaces = []
-            if detail:
-                yield Block(btype, block)
-            continue
-        body = _block_body(path, f, head, endian, btype, number, problems)
-        if body is None:
-            return
-        if btype == PCAPNG_EPB or btype == PCAPNG_PB or btype == PCAPNG_SPB:
-            packet = _packet(btype, head, body, endian, interfaces, number, detail, problems)
-            if packet is None:
+            if blen < 28 or blen > MAX_BLOCK or blen % 4:
+                raise_or_note(path, number, problems, f"section header block with bad length {blen}")
                 return
+            body = f.read(body_len)
+            if len(body) < body_len:
+                problems.append(f"file truncated after frame {number}")
+                return
+            if detail:
+                yield Block(btype, head + rest + body)
+            continue
+        (blen,) = struct.unpack(endian + "I", head[4:])
+        if blen < 12 or blen > MAX_BLOCK or blen % 4:
+            raise_or_note(path, number, problems, f"block of type {btype:#x} with bad length {blen}")
+            return
+        body = f.read(blen - 8)  # the block's body and its trailing length
+        if len(body) < blen - 8:
+            problems.append(f"file truncated inside frame {number + 1}")
+            return
+        if btype == PCAPNG_EPB or btype == PCAPNG_PB:
+            if len(body) < 24:
+                problems.append(f"corrupt packet block after frame {number}")
+                return
+            if btype == PCAPNG_EPB:
+                iface, hi, lo, caplen, wire = struct.unpack_from(endian + "IIIII", body, 0)
+            else:
+                iface, _drops, hi, lo, caplen, wire = struct.unpack_from(endian + "HHIIII", body, 0)
+            if iface >= len(interfaces) or 20 + caplen > len(body):
+                problems.append(f"corrupt packet block after frame {number}")
+                return
+            linktype, tick, offset = interfaces[iface]
             number += 1
-            yield packet
+            ticks = (hi << 32) | lo
+            if detail:
+                opts = strip_end(body[20 + caplen + (-caplen % 4):len(body) - 4], endian)
+                yield Packet(number, offset + ticks * tick, linktype, body[20:20 + caplen], iface, ticks, wire, opts,
+                             head + body, endian)
+            else:
+                yield Frame(number, offset + ticks * tick, linktype, body[20:20 + caplen])
+        elif btype == PCAPNG_SPB:
+            if not interfaces:
+                problems.append(f"packet block before any interface after frame {number}")
+                return
+            (origlen,) = struct.unpack_from(endian + "I", body, 0)
+            linktype = interfaces[0].linktype
+            number += 1
+            data = body[4:4 + min(origlen, len(body) - 8)]
+            if detail:
+                yield Packet(number, 0.0, linktype, data, 0, 0, origlen, b"", head + body, endian)
+            else:
+                yield Frame(number, 0.0, linktype, data)
         else:
             if btype == PCAPNG_IDB:
                 interfaces.append(_interface(body, endian))
             if detail:
                 yield Block(btype, head + body)
-
-
-def _section_start(path: str, f: io.BufferedIOBase, head: bytes, number: int,
-                   problems: list[str]) -> tuple[str, bytes] | None:
-    """A section header block: the byte order it sets and the whole block; None where reading ends."""
-    rest = f.read(4)
-    if len(rest) < 4:
-        problems.append(f"file truncated after frame {number}")
-        return None
-    endian = "<" if struct.unpack("<I", rest)[0] == PCAPNG_BOM else ">"
-    (blen,) = struct.unpack(endian + "I", head[4:])
-    if blen < 28 or blen > MAX_BLOCK or blen % 4:
-        raise_or_note(path, number, problems, f"section header block with bad length {blen}")
-        return None
-    body = f.read(blen - 12)
-    if len(body) < blen - 12:
-        problems.append(f"file truncated after frame {number}")
-        return None
-    return endian, head + rest + body
-
-
-def _block_body(path: str, f: io.BufferedIOBase, head: bytes, endian: str, btype: int, number: int,
-                problems: list[str]) -> bytes | None:
-    """The rest of any other block (its body and trailing length); None where reading ends."""
-    (blen,) = struct.unpack(endian + "I", head[4:])
-    if blen < 12 or blen > MAX_BLOCK or blen % 4:
-        raise_or_note(path, number, problems, f"block of type {btype:#x} with bad length {blen}")
-        return None
-    body = f.read(blen - 8)
-    if len(body) < blen - 8:
-        problems.append(f"file truncated inside frame {number + 1}")
-        return None
-    return body
-
-
-def _packet(btype: int, head: bytes, body: bytes, endian: str, interfaces: list[_Interface], number: int,
-            detail: bool, problems: list[str]) -> Frame | Packet | None:
-    """An enhanced, obsolete or simple packet block as the frame after ``number``; None if it is corrupt."""
-    if btype == PCAPNG_SPB:
-        if not interfaces:
-            problems.append(f"packet block before any interface after frame {number}")
-            return None
-        (origlen,) = struct.unpack_from(endian + "I", body, 0)
-        data = body[4:4 + min(origlen, len(body) - 8)]
-        if detail:
-            return Packet(number + 1, 0.0, interfaces[0].linktype, data, 0, 0, origlen, b"", head + body, endian)
-        return Frame(number + 1, 0.0, interfaces[0].linktype, data)
-    if len(body) < 24:
-        problems.append(f"corrupt packet block after frame {number}")
-        return None
-    if btype == PCAPNG_EPB:
-        iface, hi, lo, caplen, wire = struct.unpack_from(endian + "IIIII", body, 0)
-    else:
-        iface, _drops, hi, lo, caplen, wire = struct.unpack_from(endian + "HHIIII", body, 0)
-    if iface >= len(interfaces) or 20 + caplen > len(body):
-        problems.append(f"corrupt packet block after frame {number}")
-        return None
-    linktype, tick, offset = interfaces[iface]
-    ticks = (hi << 32) | lo
-    if detail:
-        opts = strip_end(body[20 + caplen + (-caplen % 4):len(body) - 4], endian)
-        return Packet(number + 1, offset + ticks * tick, linktype, body[20:20 + caplen], iface, ticks, wire, opts,
-                      head + body, endian)
-    return Frame(number + 1, offset + ticks * tick, linktype, body[20:20 + caplen])
 
 
 def raise_or_note(path: str, number: int, problems: list[str], what: str) -> None:
