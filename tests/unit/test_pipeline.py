@@ -141,3 +141,21 @@ def test_verify_data_gathers_no_read_that_no_write_could_contradict() -> None:
     gathered = [x for x in stale if x["type"] == "PayloadData" and x["kind"] == "read"]
     found = [x for x in stale if x.get("rule") == "stale-read"]
     assert gathered and found and {x["frame"] for x in found} <= {x["frame"] for x in gathered}
+
+
+def test_tui_listen_takes_every_proxy_option() -> None:
+    """One declaration serves both commands: every option of `proxy` (but --tui itself) exists for `tui`."""
+    import argparse
+
+    from nbdscope.cli import _parser
+
+    subs = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction))
+
+    def options(name: str) -> set[str]:
+        return {s for a in subs.choices[name]._actions for s in a.option_strings}
+
+    assert options("proxy") - {"--tui"} <= options("tui")
+    args = _parser().parse_args(["tui", "--listen", ":1", "--upstream", ":2", "--set-flags", "CAN_MULTI_CONN",
+                                 "--delay", "READ=5", "--pcapng", "x.pcapng", "--redact", "--grace", "1"])
+    assert (args.set_flags, args.delay, args.pcapng, args.redact, args.grace) == ("CAN_MULTI_CONN", "READ=5",
+                                                                                "x.pcapng", True, 1.0)
