@@ -9,7 +9,7 @@ returns False when it needs more bytes. What a message means for the states
 from __future__ import annotations
 
 import struct
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from nbdscope.decoder import events as ev
 from nbdscope.decoder import payloads
@@ -100,9 +100,7 @@ class Handshake:
         data = _held(side, p, OPTION_REPLY_HEADER, length)
         if data is None:
             return False
-        fields = payloads.option_reply(reply, data)
-        if len(data) < length:
-            fields["problem"] = f"option reply length {length} exceeds what we decode ({HANDSHAKE_KEEP})"
+        fields = _cut_short(payloads.option_reply(reply, data), data, length, "option reply")
         request = next((o for o in conn.pending if o.option == option), None)
         early = request is None and self._option_in_progress() == option
         if early and (reply == Rep.ACK or is_rep_error(reply)):
@@ -232,9 +230,7 @@ class Handshake:
         data = _held(side, p, OPTION_HEADER, length)
         if data is None:
             return False
-        fields = payloads.option_request(option, data)
-        if len(data) < length:
-            fields["problem"] = f"option length {length} exceeds what we decode ({HANDSHAKE_KEEP})"
+        fields = _cut_short(payloads.option_request(option, data), data, length, "option")
         start = side.offset
         request = conn.emit(ev.OptionRequest, side, start, start + OPTION_HEADER + length,
                             header=conn.header(side, OPTION_HEADER), option=option, length=length, **fields)
@@ -255,3 +251,10 @@ def _held(side: ReceiveBuffer, p: int, header: int, length: int) -> bytes | None
     if side.avail() < header + keep:
         return None
     return bytes(side.buf[p + header:p + header + keep])
+
+
+def _cut_short(fields: dict[str, Any], data: bytes, length: int, what: str) -> dict[str, Any]:
+    """The decoded fields, saying so when only part of a longer payload was held."""
+    if len(data) < length:
+        fields["problem"] = f"{what} length {length} exceeds what we decode ({HANDSHAKE_KEEP})"
+    return fields
