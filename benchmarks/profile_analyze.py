@@ -31,15 +31,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from nbdscope.capture.files import frames
-
 from nbdscope import vocab as it
 from nbdscope.analysis.engine import Engine
 from nbdscope.capture import read_captures
 from nbdscope.capture.linklayer import tcp_segment
-from nbdscope.cli import json_report
+from nbdscope.capture.pcapio import frames
 from nbdscope.decoder import Connection
-from nbdscope.report.records import anomaly_json, message_json
+from nbdscope.report.outputs import JsonlLines, json_report
 
 
 def read_only(path: str) -> int:
@@ -94,9 +92,7 @@ def report_json(path: str) -> int:
 
 def report_jsonl(path: str) -> int:
     with open(os.devnull, "w") as out:
-        engine = Engine(on_message=lambda s, e: out.write(message_json(s.id, e, engine.t0()).decode()),
-                        on_anomaly=lambda a: out.write(anomaly_json(a).decode()))
-        result = engine.run(read_captures([path], reuse_buffers=True))
+        result = Engine([JsonlLines(out)]).run(read_captures([path], reuse_buffers=True))
     return sum(s.messages for s in result.sessions)
 
 
