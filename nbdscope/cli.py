@@ -241,9 +241,8 @@ def _report_failures(result: Result) -> None:
     for problem in result.problems:
         print(f"nbdscope: warning: {problem.source}: frame {problem.frame}: {problem.message}; "
               "results up to there are kept", file=sys.stderr)
-    for a in result.anomalies:
-        if a.rule == INTERNAL_ERROR.id:
-            print(f"nbdscope: internal error: {a.message}", file=sys.stderr)
+    for a in result.internal_errors():
+        print(f"nbdscope: internal error: {a.message}", file=sys.stderr)
 
 
 def _exit_code(fail_on: str, result: Result) -> int:

@@ -113,9 +113,8 @@ def run_proxy(plan: ProxyPlan) -> int:
         result = pipeline.run(source, addons)
         source.on_idle()
     print(source.summary(len(result.sessions), len(result.anomalies)), file=sys.stderr, flush=True)
-    for a in result.anomalies:
-        if a.rule == "internal-error":
-            print(f"nbdscope: internal error: {a.message}", file=sys.stderr)
+    for a in result.internal_errors():
+        print(f"nbdscope: internal error: {a.message}", file=sys.stderr)
     return 0 if source.relay.status == 0 else 2
 
 

@@ -10,6 +10,7 @@ Addon class, and no command wires an engine by hand.
 from __future__ import annotations
 
 from collections.abc import Collection, Iterator, Sequence
+from contextlib import ExitStack
 from typing import Any, Protocol
 
 from nbdscope.analysis.addons import Addon
@@ -48,18 +49,15 @@ class FileSource:
 
     def items(self) -> Iterator[StreamItem]:
         from nbdscope.capture import read_captures
+        from nbdscope.report.progress import ProgressBar
 
-        if not self.progress:
-            for item in read_captures(self.paths, extra_ports=self.ports, reuse_buffers=True, trace=self.trace):
+        with ExitStack() as stack:
+            update = stack.enter_context(ProgressBar(self.paths)).update if self.progress else None
+            for item in read_captures(self.paths, extra_ports=self.ports, progress=update, reuse_buffers=True,
+                                      trace=self.trace):
                 if self._stopped:
                     return
                 yield item
-            return
-        from nbdscope.report.progress import ProgressBar
-
-        with ProgressBar(self.paths) as bar:
-            yield from read_captures(self.paths, extra_ports=self.ports, progress=bar.update, reuse_buffers=True,
-                                     trace=self.trace)
 
     def stop(self) -> None:
         self._stopped = True

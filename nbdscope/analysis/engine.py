@@ -37,6 +37,10 @@ class Result:
     problems: list[it.CaptureProblem] = field(default_factory=list)
     t0: float = 0.0
 
+    def internal_errors(self) -> list[Anomaly]:
+        """The failures of nbdscope's own in this run (reported like findings, never a peer's)."""
+        return [a for a in self.anomalies if a.rule == INTERNAL_ERROR.id]
+
 
 class Engine:
     """Streaming analysis: memory follows open connections, not the input size.
@@ -105,17 +109,19 @@ class Engine:
             return
         self.addons.remove(addon)
         self._index_hooks()
+        what = f" on {type(where).__name__} at frame {where.frame}" if where is not None else ""
+        self._internal_error(exc, session, where.frame if where is not None else 0,
+                             where.time if where is not None else self.t0(),
+                             f"{addon.name} failed in {hook}{what} and was detached")
+
+    def _internal_error(self, exc: Exception, session: Session | None, frame: int, time: float, what: str) -> None:
+        """A failure of nbdscope's own, as the one finding it gets (the traceback with NBDSCOPE_DEBUG=1)."""
         if os.environ.get("NBDSCOPE_DEBUG"):
             traceback.print_exception(exc, file=sys.stderr)
-        what = f" on {type(where).__name__} at frame {where.frame}" if where is not None else ""
-        sid = session.id if session is not None else ""
-        frame = where.frame if where is not None else 0
-        when = (where.time - self.t0()) if where is not None else 0.0
         self.report(Anomaly(rule=INTERNAL_ERROR.id, severity=INTERNAL_ERROR.severity, blame="nbdscope",
-                            session=sid, frame=frame, time=when, spec=INTERNAL_ERROR.spec,
-                            message=f"{addon.name} failed in {hook}{what} and was detached: "
-                                    f"{type(exc).__name__}: {exc} (NBDSCOPE_DEBUG=1 shows the traceback)",
-                            source=session.source if session is not None else ""))
+                            session=session.id if session is not None else "", frame=frame, time=time - self.t0(),
+                            spec=INTERNAL_ERROR.spec, source=session.source if session is not None else "",
+                            message=f"{what}: {type(exc).__name__}: {exc} (NBDSCOPE_DEBUG=1 shows the traceback)"))
 
     # ---------------------------------------------------------------- input
 
@@ -200,13 +206,8 @@ class Engine:
     def _decoder_failed(self, item: it.StreamData | it.StreamGap | it.StreamClose, exc: Exception) -> None:
         """A decoder bug: that connection is decoded no further (reported once), the others go on."""
         session, _ = self._open.pop(item.conn)
-        if os.environ.get("NBDSCOPE_DEBUG"):
-            traceback.print_exception(exc, file=sys.stderr)
-        self.report(Anomaly(rule=INTERNAL_ERROR.id, severity=INTERNAL_ERROR.severity, blame="nbdscope",
-                            session=session.id, frame=item.frame, time=item.time - self.t0(), spec=INTERNAL_ERROR.spec,
-                            message=f"the decoder failed at frame {item.frame} and decoded this connection no "
-                                    f"further: {type(exc).__name__}: {exc} (NBDSCOPE_DEBUG=1 shows the traceback)",
-                            source=session.source))
+        self._internal_error(exc, session, item.frame, item.time,
+                             f"the decoder failed at frame {item.frame} and decoded this connection no further")
 
     def _stream(self, item: it.StreamItem) -> None:
         if self._hooks["stream"]:

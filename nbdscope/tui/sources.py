@@ -9,7 +9,6 @@ from collections.abc import Collection, Sequence
 
 from nbdscope import pipeline
 from nbdscope.analysis.addons import Addon
-from nbdscope.analysis.anomaly import INTERNAL_ERROR
 from nbdscope.tui.store import Store
 
 
@@ -33,9 +32,8 @@ class Producer:
     def _guarded(self) -> None:
         try:
             result = pipeline.run(self.source, [self.store, *self.extra])
-            for a in result.anomalies:
-                if a.rule == INTERNAL_ERROR.id:
-                    self.store.add_notice(a.message)
+            for a in result.internal_errors():
+                self.store.add_notice(a.message)
             self.settle()
         except Exception as exc:  # shown in the UI's status line instead of killing the thread silently
             self.store.add_notice(f"{self.label}: stopped: {type(exc).__name__}: {exc}")
