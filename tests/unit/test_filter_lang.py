@@ -20,6 +20,7 @@ from nbdscope.decoder import events as ev
 from nbdscope.filter import FilterError, compile, help_markdown, help_rows, help_text
 from nbdscope.filter import terms as T
 from nbdscope.filter.help import VALUE_KINDS
+from nbdscope.report.records import message_record
 from nbdscope.spec import Cmd, Errno, Opt, ReplyType
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -180,13 +181,11 @@ def test_range_overlap(msgs) -> None:  # type: ignore[no-untyped-def]
 
 def test_errors_and_error_values(msgs) -> None:  # type: ignore[no-untyped-def]
     def is_error(e: ev.Event) -> bool:
-        if isinstance(e, ev.SimpleReply):
-            return e.error != 0
-        if isinstance(e, ev.ReplyChunk):
-            return e.error is not None or e.failed
-        if isinstance(e, ev.OptionReply):
-            return e.reply >= 1 << 31
-        return isinstance(e, ev.Malformed)
+        """From the message as the JSONL shows it: an error value other than 0, a reply marked failed, an
+        option reply of the NBD_REP_ERR_ family, or broken bytes."""
+        rec = message_record("s", e, 0.0)
+        return bool(rec.get("error") or rec.get("failed") or str(rec["type"]).startswith("NBD_REP_ERR_")
+                    or rec["type"] == "MALFORMED")
 
     errors = where(msgs, lambda m: is_error(m.event))
     assert select(msgs, "errors") == select(msgs, "error") == select(msgs, "error=any") == errors
