@@ -22,6 +22,21 @@ class RuleInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class Check:
+    """One distinct way a rule can fire, named ``<rule id>.<name>``, and the spec rows it enforces.
+
+    Its severity comes from the spec's own word (``requirements.severity_of``: MUST-level → error,
+    SHOULD-level → warning); only a hazard that breaks no statement (``requires`` empty, e.g. the
+    qemu 3.0 misnumbered flag) states a severity of its own."""
+
+    name: str
+    requires: tuple[str, ...] = ()  # requirement ids of nbdscope/spec/requirements
+    summary: str = ""  # one line, our own words
+    severity: Severity | None = None  # hazards only: set when ``requires`` is empty
+    blame: Blame | Literal["either"] | None = None  # None: the rule's
+
+
+@dataclass(frozen=True, slots=True)
 class Anomaly:
     rule: str
     severity: Severity
@@ -33,12 +48,18 @@ class Anomaly:
     spec: str
     source: str = ""
     values: dict[str, object] = field(default_factory=dict)
+    check: str = ""  # "<rule>.<check>"; empty only for findings made outside a rule
+    requirements: tuple[str, ...] = ()  # the requirement rows this finding says were broken
 
     def as_json(self) -> dict[str, object]:
         out: dict[str, object] = {
             "rule": self.rule, "severity": self.severity, "blame": self.blame, "session": self.session,
             "frame": self.frame, "time": round(self.time, 6), "message": self.message, "spec": self.spec,
         }
+        if self.check:
+            out["check"] = self.check
+        if self.requirements:
+            out["requirements"] = list(self.requirements)
         if self.values:
             out["values"] = self.values
         return out

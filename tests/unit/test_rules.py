@@ -7,26 +7,13 @@ from nbdscope import vocab as it
 from nbdscope.analysis.anomaly import Anomaly
 from nbdscope.analysis.engine import Engine, Result
 from tests import nbdwire as w
+from tests.judging import analyze
 from tests.wirescripts import handshake
 
 READ, WRITE, DISC, FLUSH, TRIM, CACHE, ZEROES, BSTATUS = range(8)
 DONE = 1
 HAS_FLAGS, READ_ONLY, SEND_FLUSH, SEND_FUA = 1, 2, 4, 8
 SEND_TRIM, SEND_WZ, SEND_DF, MULTI, SEND_CACHE = 1 << 5, 1 << 6, 1 << 7, 1 << 8, 1 << 10
-
-
-def analyze(*sessions: list[tuple[str, bytes]], client_ports: tuple[int, ...] = (), keep_data: bool = False) -> Result:
-    engine = Engine(verify_data=keep_data)
-    frame = 0
-    for n in range(len(sessions)):
-        port = client_ports[n] if client_ports else 40000 + n
-        engine.feed(it.StreamOpen(conn=n, client=it.Endpoint("127.0.0.1", port), server=it.Endpoint("127.0.0.1", 10809),
-                                  frame=frame, time=frame / 1000, saw_start=True, source="t.pcap"))
-    for n, script in enumerate(sessions):
-        for direction, data in script:
-            frame += 1
-            engine.feed(it.StreamData(conn=n, dir=direction, data=data, frame=frame, time=frame / 1000))  # type: ignore[arg-type]
-    return engine.finish()
 
 
 def found(result: Result, rule: str) -> list[Anomaly]:

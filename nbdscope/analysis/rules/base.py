@@ -6,9 +6,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, ClassVar
 
 from nbdscope.analysis.addons import Addon
-from nbdscope.analysis.anomaly import Anomaly, Blame, RuleInfo, Severity
+from nbdscope.analysis.anomaly import Anomaly, Blame, Check, RuleInfo, Severity
 from nbdscope.analysis.session import Session
 from nbdscope.decoder import events as ev
+from nbdscope.spec.requirements import severity_of
 
 if TYPE_CHECKING:
     from nbdscope.analysis.engine import Engine
@@ -27,6 +28,7 @@ class Rule(Addon):
     rules that compare connections (several connections to one export) can."""
 
     INFO: ClassVar[RuleInfo]
+    CHECKS: ClassVar[tuple[Check, ...]] = ()  # every way the rule fires; ``flag(check=name)`` names one
     EVENTS: ClassVar[tuple[type[ev.Event], ...]] = (ev.Event,)  # what ``message`` is called for
     NEEDS_DATA: ClassVar[bool] = False  # only meaningful when the decoder keeps payloads
     # requests and replies: the commands the rule cares about (None: all, including replies that
@@ -63,19 +65,44 @@ class Rule(Addon):
     def ending(self, sessions: list[Session]) -> None:
         """Called once after all inputs; for findings that need the whole run."""
 
-    def flag(self, session: Session, event: ev.Event, message: str, *, blame: Blame | None = None,
-             severity: Severity | None = None, **values: object) -> None:
-        if blame is None and self.INFO.blame == "either":
-            blame = "client" if event.dir == "c2s" else "server"
-        self.flag_at(session, event.frame, event.time, message, blame=blame, severity=severity, **values)
+    @classmethod
+    def check(cls, name: str) -> Check:
+        """The declared check ``name`` (KeyError names the rule when there is none)."""
+        for c in cls.CHECKS:
+            if c.name == name:
+                return c
+        raise KeyError(f"rule {cls.INFO.id} declares no check {name!r}")
 
-    def flag_at(self, session: Session, frame: int, time: float, message: str, *, blame: Blame | None = None,
-                severity: Severity | None = None, **values: object) -> None:
+    @classmethod
+    def check_severity(cls, check: Check) -> Severity:
+        """The spec's word decides: the strongest level among the rows the check enforces."""
+        if check.severity is not None:
+            return check.severity
+        found = severity_of(check.requires)
+        return found if found is not None else cls.INFO.severity  # type: ignore[return-value]  # "error"/"warning"
+
+    def flag(self, session: Session, event: ev.Event, message: str, *, check: str | None = None,
+             blame: Blame | None = None, severity: Severity | None = None, **values: object) -> None:
+        declared = self.check(check) if check is not None else None
+        either = (declared.blame if declared and declared.blame else self.INFO.blame) == "either"
+        if blame is None and either:
+            blame = "client" if event.dir == "c2s" else "server"
+        self.flag_at(session, event.frame, event.time, message, check=check, blame=blame, severity=severity,
+                     **values)
+
+    def flag_at(self, session: Session, frame: int, time: float, message: str, *, check: str | None = None,
+                blame: Blame | None = None, severity: Severity | None = None, **values: object) -> None:
         """Report at a given frame and absolute capture time (for findings no single event carries)."""
         info = self.INFO
+        declared = self.check(check) if check is not None else None
         if blame is None:
-            blame = "server" if info.blame == "either" else info.blame
+            default = declared.blame if declared and declared.blame else info.blame
+            blame = "server" if default == "either" else default
+        if severity is None:
+            severity = self.check_severity(declared) if declared else info.severity
         session.anomaly_count += 1
-        self._report(Anomaly(rule=info.id, severity=severity or info.severity, blame=blame, session=session.id,
+        self._report(Anomaly(rule=info.id, severity=severity, blame=blame, session=session.id,
                              frame=frame, time=time - self._t0(), message=message, spec=info.spec,
-                             source=session.source, values=values))
+                             source=session.source, values=values,
+                             check=f"{info.id}.{declared.name}" if declared else "",
+                             requirements=declared.requires if declared else ()))

@@ -3,6 +3,8 @@ payloads that contradict their own length fields, and how connections end."""
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 from nbdscope.analysis.anomaly import Blame, RuleInfo
 from nbdscope.analysis.rules.base import Rule
 from nbdscope.analysis.session import Session
@@ -49,7 +51,7 @@ class MalformedMessage(Rule):
     def message(self, session: Session, event: ev.Event) -> None:
         if isinstance(event, ev.Malformed) and event.what != "option-after-handshake":
             self.flag(session, event, event.message, blame=None, severity=None, what=event.what,
-                      **dict(event.values))
+                      **cast(dict[str, Any], dict(event.values)))
         elif isinstance(event, ev.Resync) and event.skipped and not event.after_gap:
             self.flag(session, event, f"skipped {event.skipped} undecodable bytes before the next valid header",
                       skipped=event.skipped)

@@ -4,6 +4,7 @@ reply message", "Structured reply chunk message", "Structured reply types")."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from nbdscope.analysis.anomaly import RuleInfo
 from nbdscope.analysis.rules.base import Rule
@@ -202,7 +203,7 @@ class BadReplyChunk(Rule):
                 self._bad(session, event, f"second status chunk for context {event.context_id} in one reply")
             o.contexts.add(event.context_id)
 
-    def _bad(self, session: Session, event: ev.ReplyChunk, message: str, **values: object) -> None:
+    def _bad(self, session: Session, event: ev.ReplyChunk, message: str, **values: Any) -> None:
         self.flag(session, event, message, blame=None, severity=None, cookie=event.cookie, **values)
 
     def _complete(self, session: Session, event: ev.ReplyChunk, o: _Open) -> None:
