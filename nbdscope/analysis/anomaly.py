@@ -34,6 +34,10 @@ class Check:
     summary: str = ""  # one line, our own words
     severity: Severity | None = None  # hazards only: set when ``requires`` is empty
     blame: Blame | Literal["either"] | None = None  # None: the rule's
+    # for `nbdscope rules ID.CHECK` and docs/rules.md, in our own words:
+    consequence: str = ""  # what it breaks in practice
+    fix: str = ""  # which side to fix and how; known implementations and versions where known
+    example: str = ""  # a finding's message as the check words it
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,7 @@ from nbdscope.analysis.rules.blocks import (
 from nbdscope.analysis.rules.data import StaleRead
 from nbdscope.analysis.rules.fields import ReservedBitsSet, TransmissionFlagsInvalid, UnknownCommand
 from nbdscope.analysis.rules.framing import CaptureGap, HardDisconnect, MalformedMessage
-from nbdscope.analysis.rules.handshake import OptionProtocol, TlsProtocol
+from nbdscope.analysis.rules.handshake import OptionProtocol
 from nbdscope.analysis.rules.replies import (
     BadReplyChunk,
     CookieReuse,
@@ -29,6 +29,7 @@ from nbdscope.analysis.rules.replies import (
     SimpleReplyToStructuredRead,
     UnmatchedReply,
 )
+from nbdscope.analysis.rules.tls import TlsProtocol
 
 ALL_RULES: tuple[type[Rule], ...] = (
     CacheFlagMismatch, UnalignedExtent, SizeNotBlockMultiple, UnalignedRequest, RequestBeyondExport,

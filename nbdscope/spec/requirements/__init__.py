@@ -39,7 +39,7 @@ Observable = Literal["wire", "partly", "not"]
 LEVELS: tuple[str, ...] = ("MUST", "MUST NOT", "SHOULD", "SHOULD NOT", "MAY")
 BINDS: tuple[str, ...] = ("client", "server", "both", "none")
 OBSERVABLE: tuple[str, ...] = ("wire", "partly", "not")
-PARTS: tuple[str, ...] = ("handshake", "tls", "replies", "commands", "extheaders")
+PARTS: tuple[str, ...] = ("handshake", "tls", "sizes", "replies", "commands", "extheaders")
 """The table's files, in the order `rules --coverage` prints them."""
 
 
