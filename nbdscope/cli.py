@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Callable
 from contextlib import ExitStack
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
 from nbdscope import __version__
 from nbdscope.analysis.addons import Addon
@@ -73,6 +73,8 @@ def _parser() -> argparse.ArgumentParser:
     lv.add_argument("-Y", "--display-filter", metavar="EXPR", dest="display_filter",
                     help="show only the messages matching EXPR (findings are still computed on every message)")
     lv.add_argument("-o", "--output", metavar="FILE", help="write the timeline here instead of stdout")
+    lv.add_argument("-w", "--write", metavar="FILE.pcapng",
+                    help="also save every captured packet to this pcapng file (like tshark -w), to analyze later")
     lv.add_argument("--fail-on", choices=("error", "warning", "never"), default="never")
     lv.add_argument("--tui", action="store_true", help="show the traffic in the terminal UI")
 
@@ -144,14 +146,25 @@ def _open_output(stack: ExitStack, path: str | None) -> IO[str]:
         raise UsageError(f"{path}: cannot write: {exc.strerror}") from None
 
 
+def _open_binary(stack: ExitStack, path: str) -> BinaryIO:
+    try:
+        return stack.enter_context(open(path, "wb"))
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot write: {exc.strerror}") from None
+
+
 def _check_inputs(paths: list[str]) -> None:
     """Refuse unreadable inputs before any output is written."""
     from nbdscope.capture import CaptureError
-    from nbdscope.capture.pcapio import open_capture
+    from nbdscope.capture.pcapio import STDIN, is_stream, open_capture
 
+    if paths.count(STDIN) > 1:
+        raise UsageError("standard input (-) can be read only once")
     for path in paths:
         if os.path.isdir(path):
             raise UsageError(f"{path}: is a directory")
+        if is_stream(path):
+            continue  # reading would consume it: its errors come when it is read
         try:
             open_capture(path)[0].close()
         except CaptureError as exc:
@@ -341,16 +354,19 @@ def live(args: argparse.Namespace) -> int:
     if args.tui:
         return _run_tui(lambda store, stack: _live_producer(store, args.interface, args.port, args.filter,
                                                             args.buffer))
-    source = pipeline.LiveSource(args.interface, args.port, bpf=args.filter, buffer_kib=args.buffer,
-                                 on_notice=lambda text: print(f"nbdscope: {text}", file=sys.stderr, flush=True))
-    try:
-        source.start()
-    except LiveError as exc:
-        raise UsageError(str(exc)) from None
-    for sig in (signal.SIGINT, signal.SIGTERM):  # stop tcpdump, then decode what it still hands over
-        signal.signal(sig, lambda *_: source.stop())
-    print(f"nbdscope live: capturing on {args.interface} ({args.filter}); Ctrl-C stops", file=sys.stderr, flush=True)
     with ExitStack() as stack:
+        save = _open_binary(stack, args.write) if args.write else None
+        source = pipeline.LiveSource(args.interface, args.port, bpf=args.filter, buffer_kib=args.buffer,
+                                     on_notice=lambda text: print(f"nbdscope: {text}", file=sys.stderr, flush=True),
+                                     save=save)
+        try:
+            source.start()
+        except LiveError as exc:
+            raise UsageError(str(exc)) from None
+        for sig in (signal.SIGINT, signal.SIGTERM):  # stop tcpdump, then decode what it still hands over
+            signal.signal(sig, lambda *_: source.stop())
+        print(f"nbdscope live: capturing on {args.interface} ({args.filter}); Ctrl-C stops", file=sys.stderr,
+              flush=True)
         out = _open_output(stack, args.output)
         addon: Addon = (outputs.JsonlLines(out, flush=True) if args.format == "jsonl"
                         else outputs.TimelineLines(out, findings=True, flush=True))

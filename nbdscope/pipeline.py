@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import ExitStack
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from nbdscope.analysis.addons import Addon
 from nbdscope.analysis.engine import Engine, Result
@@ -49,10 +49,13 @@ class FileSource:
 
     def items(self) -> Iterator[StreamItem]:
         from nbdscope.capture import read_captures
+        from nbdscope.capture.pcapio import is_stream
         from nbdscope.report.progress import ProgressBar
 
         with ExitStack() as stack:
-            update = stack.enter_context(ProgressBar(self.paths)).update if self.progress else None
+            # a pipe has no size to measure progress against
+            bar = self.progress and not any(is_stream(p) for p in self.paths)
+            update = stack.enter_context(ProgressBar(self.paths)).update if bar else None
             for item in read_captures(self.paths, extra_ports=self.ports, progress=update, reuse_buffers=True,
                                       trace=self.trace):
                 if self._stopped:
@@ -69,11 +72,11 @@ class LiveSource:
     live = True
 
     def __init__(self, interface: str, ports: Collection[int] = (), *, bpf: str = "tcp", buffer_kib: int = 65536,
-                 on_notice: object = None) -> None:
+                 on_notice: object = None, save: BinaryIO | None = None) -> None:
         from nbdscope.capture.live import LiveCapture
 
         self.capture = LiveCapture(interface, bpf=bpf, extra_ports=ports, buffer_kib=buffer_kib,
-                                   on_notice=on_notice)  # type: ignore[arg-type]
+                                   on_notice=on_notice, save=save)  # type: ignore[arg-type]
         self.label = f"capture on {interface}"
 
     def start(self) -> None:

@@ -16,10 +16,11 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Collection, Iterator
-from typing import IO
+from typing import IO, BinaryIO
 
 from nbdscope.capture import PacketStream
-from nbdscope.capture.pcapio.read import CaptureError, pcap_frames
+from nbdscope.capture.pcapio.read import CaptureError, Packet, PcapHeader, pcap_frames, pcap_records
+from nbdscope.capture.pcapio.write import PcapngWriter
 from nbdscope.capture.pipes import grow_pipe
 from nbdscope.capture.processes import stop_process
 from nbdscope.vocab import CaptureProblem, StreamItem
@@ -97,11 +98,12 @@ class LiveCapture:
 
     def __init__(self, interface: str, *, bpf: str = "tcp", extra_ports: Collection[int] = (),
                  buffer_kib: int = 65536, on_notice: Callable[[str], None] | None = None,
-                 tool: str = "tcpdump") -> None:
+                 tool: str = "tcpdump", save: BinaryIO | None = None) -> None:
         self.interface, self.bpf, self.ports = interface, bpf, list(extra_ports)
         self.buffer_kib = buffer_kib
         self.on_notice = on_notice or (lambda text: None)
         self.tool = tool
+        self.save = save  # where to copy every captured packet, as pcapng (live -w)
         self.proc: subprocess.Popen[bytes] | None = None
         self.dropped = 0  # kernel drops reported so far
         self.stopped = threading.Event()
@@ -165,11 +167,15 @@ class LiveCapture:
         assert self.proc is not None and self.proc.stdout is not None
         stream = PacketStream("live", self.ports)
         problems: list[str] = []
+        pipe = _Pipe(self.proc.stdout)
         try:
-            for number, ts, linktype, data in pcap_frames("live", _Pipe(self.proc.stdout), problems, False):
-                items = stream.feed_packet(ts, linktype, data, number)
-                if items:
-                    yield from items
+            if self.save is not None:
+                yield from self._saving(stream, pipe, problems, self.save)
+            else:
+                for number, ts, linktype, data in pcap_frames("live", pipe, problems, False):
+                    items = stream.feed_packet(ts, linktype, data, number)
+                    if items:
+                        yield from items
         except CaptureError as exc:
             if not self.stopped.is_set():
                 problems.append(str(exc))
@@ -178,6 +184,22 @@ class LiveCapture:
                 yield CaptureProblem("live", stream.last_frame, message)
         yield from stream.finish()
         self.stop()
+
+    def _saving(self, stream: PacketStream, pipe: _Pipe, problems: list[str],
+                save: BinaryIO) -> Iterator[StreamItem]:
+        """Decode as ``items`` does, copying each packet to ``save`` first (its own timestamp units and
+        wire length), flushed per packet so that the file is whole up to the last packet at any moment."""
+        writer = PcapngWriter(save)
+        writer.section([f"nbdscope live -i {self.interface} ({self.bpf})"])
+        for rec in pcap_records("live", pipe, problems):
+            if isinstance(rec, PcapHeader):
+                writer.interface(rec.linktype, rec.snaplen, rec.tsresol)
+            elif isinstance(rec, Packet):
+                writer.packet(0, rec.ticks, rec.data, rec.wirelen)
+                writer.flush()
+                items = stream.feed_packet(rec.time, rec.linktype, rec.data, rec.number)  # type: ignore[arg-type]  # a view
+                if items:
+                    yield from items
 
     def request_stop(self) -> None:
         """Ask tcpdump to end without waiting (safe in a signal handler); ``items()`` then drains the pipe."""

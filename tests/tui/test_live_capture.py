@@ -1,5 +1,6 @@
 """`nbdscope live`: tcpdump on loopback feeding the decoder through a pipe while a real
-client talks to nbdkit; every request nbdkit logged comes out decoded, live."""
+client talks to nbdkit; every request nbdkit logged comes out decoded, live; and `-w` saves
+the packets so that analyzing the file later gives the same lines (and tshark reads it)."""
 
 from __future__ import annotations
 
@@ -33,9 +34,10 @@ h.shutdown()
 def test_live_capture_decodes_what_nbdkit_saw(tmp_path) -> None:  # type: ignore[no-untyped-def]
     port = free_port()
     log, out, err = tmp_path / "nbdkit.log", tmp_path / "live.jsonl", tmp_path / "live.err"
+    saved = tmp_path / "saved.pcapng"
     with open(err, "w") as errf:
         live = subprocess.Popen([NBDSCOPE, "live", "-i", "lo", "--filter", f"tcp port {port}", "--format", "jsonl",
-                                 "-o", str(out)], stderr=errf)
+                                 "-o", str(out), "-w", str(saved)], stderr=errf)
     try:
         deadline = time.monotonic() + 15
         while "capturing on lo" not in err.read_text() and time.monotonic() < deadline:
@@ -57,6 +59,14 @@ def test_live_capture_decodes_what_nbdkit_saw(tmp_path) -> None:  # type: ignore
     decoded = [(r["type"], r["offset"], r["length"]) for r in records
                if r["type"] in {c for c, _, _ in logged}]
     assert len(logged) == 11 and decoded == logged
+    again = subprocess.run([NBDSCOPE, "analyze", "--format", "jsonl", str(saved)], capture_output=True, text=True,
+                           timeout=60)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.splitlines() == out.read_text().splitlines()
+    if shutil.which("tshark"):
+        frames = subprocess.run(["tshark", "-r", str(saved), "-T", "fields", "-e", "frame.number"],
+                                capture_output=True, text=True, timeout=60)
+        assert frames.returncode == 0 and len(frames.stdout.split()) >= max(r["frame"] for r in records)
     summary = err.read_text().strip().splitlines()[-1]
     assert "1 sessions, 0 anomalies" in summary and "packets dropped by the kernel" in summary
 

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import gzip
 import io
+import os
 import struct
+import sys
 import zlib
 from collections.abc import Callable, Iterator
-from typing import NamedTuple, Protocol
+from typing import IO, NamedTuple, Protocol, cast
 
 import dpkt
 
@@ -96,29 +98,112 @@ class PcapHeader(NamedTuple):
 Record = Packet | Block | PcapHeader
 
 
-def open_capture(path: str) -> tuple[io.BufferedIOBase, str]:
-    """Open a capture, transparently gunzipping; return the stream and its format.
+STDIN = "-"
+"""The input name that means standard input (``tcpdump -U -w - | nbdscope analyze -``)."""
 
-    For gzip input the returned stream carries the compressed file as ``raw`` so
-    progress can be measured against the size on disk."""
+_COMPRESSED = {b"\x1f\x8b": "gzip", b"\x28\xb5\x2f\xfd": "zstd", b"\x04\x22\x4d\x18": "lz4"}
+
+
+class ByteStream:
+    """A forward-only byte stream (a pipe, standard input, or a decompressor over either or over a file),
+    with the bytes read to recognise the format put back in front.
+
+    ``read(n)`` returns n bytes unless the stream ends; ``readinto`` returns what one read of the layer
+    below gives, so a pcap arriving through a pipe is decoded as it arrives (tcpdump -U) instead of a
+    megabyte at a time. ``raw`` and ``tell`` serve the progress bar: bytes of the outermost input."""
+
+    def __init__(self, head: bytes, f: IO[bytes] | io.BufferedIOBase, raw: object = None) -> None:
+        self.head = head
+        self.f = f
+        self._read1 = getattr(f, "read1", f.read)
+        self.raw = raw if raw is not None else self
+        self.taken = 0
+
+    def read(self, n: int, /) -> bytes:
+        parts = [self._take(n)]
+        got = len(parts[0])
+        while got < n:
+            chunk = self._take(n - got)
+            if not chunk:
+                break
+            parts.append(chunk)
+            got += len(chunk)
+        return b"".join(parts)
+
+    def readinto(self, view: memoryview, /) -> int:
+        chunk = self._take(len(view))
+        view[:len(chunk)] = chunk
+        return len(chunk)
+
+    def _take(self, n: int) -> bytes:
+        if self.head:
+            chunk, self.head = self.head[:n], self.head[n:]
+        else:
+            chunk = self._read1(n)
+        self.taken += len(chunk)
+        return chunk
+
+    def tell(self) -> int:
+        return self.taken
+
+    def close(self) -> None:
+        self.f.close()
+
+
+def _read_head(f: IO[bytes] | io.BufferedIOBase, n: int) -> bytes:
+    """The first n bytes (fewer only at the end), however the stream delivers them."""
+    read1 = getattr(f, "read1", f.read)
+    head = b""
+    while len(head) < n:
+        chunk = read1(n - len(head))
+        if not chunk:
+            break
+        head += chunk
+    return head
+
+
+def _decompressor(kind: str, f: ByteStream) -> IO[bytes]:
+    """A reader of the decompressed bytes (gzip from the standard library, zstd and lz4 from their
+    well-kept bindings, zstandard and lz4)."""
+    src = cast(IO[bytes], f)
+    if kind == "gzip":
+        return cast(IO[bytes], gzip.GzipFile(fileobj=src, mode="rb"))
+    if kind == "zstd":
+        import zstandard
+
+        return cast(IO[bytes], zstandard.ZstdDecompressor().stream_reader(src, read_across_frames=True))
+    import lz4.frame  # type: ignore[import-untyped]
+
+    return cast(IO[bytes], lz4.frame.LZ4FrameFile(src, mode="rb"))
+
+
+def open_capture(path: str) -> tuple[io.BufferedIOBase, str]:
+    """Open a capture (``-`` for standard input), transparently decompressing gzip, zstd or lz4 (as
+    Wireshark writes them); return the stream and its format, ``pcap`` or ``pcapng``.
+
+    A seekable uncompressed file is returned as it is (the fastest path); anything else becomes a
+    ByteStream. Its ``raw.tell`` measures progress in bytes of the input as stored."""
     try:
-        raw = open(path, "rb")
+        raw: IO[bytes] = sys.stdin.buffer if path == STDIN else open(path, "rb")
     except OSError as exc:
         raise CaptureError(f"{path}: cannot open: {exc.strerror}") from None
-    head = raw.read(4)
-    raw.seek(0)
-    f: io.BufferedIOBase = raw
-    if head[:2] == b"\x1f\x8b":
-        f = gzip.open(raw, "rb")
-        try:
-            head = f.read(4)
-        except (OSError, EOFError, zlib.error) as exc:
-            raw.close()
-            raise CaptureError(f"{path}: corrupt gzip data: {exc}") from None
+    try:
+        seekable = raw.seekable()
+        head = _read_head(raw, 4)
+        kind = _COMPRESSED.get(head[:4]) or _COMPRESSED.get(head[:2])
+        if seekable and kind is None:
+            raw.seek(0)
+            f: io.BufferedIOBase = raw  # type: ignore[assignment]
+        else:
+            outer = ByteStream(head, raw)
+            f = outer  # type: ignore[assignment]
+            if kind is not None:
+                inner = _decompressor(kind, outer)
+                head = _read_head(inner, 4)
+                f = ByteStream(head, inner, raw=outer)  # type: ignore[assignment]
+    except (OSError, EOFError, zlib.error, ValueError, RuntimeError) as exc:
         raw.close()
-        raw = open(path, "rb")
-        f = gzip.open(raw, "rb")
-        f.raw = raw  # type: ignore[attr-defined]
+        raise CaptureError(f"{path}: corrupt compressed data: {exc}") from None
     if len(head) < 4:
         f.close()
         raise CaptureError(f"{path}: empty or too short to be a capture")
@@ -128,6 +213,19 @@ def open_capture(path: str) -> tuple[io.BufferedIOBase, str]:
         return f, "pcapng"
     f.close()
     raise CaptureError(f"{path}: not a pcap or pcapng file (starts with {head.hex()})")
+
+
+def is_stream(path: str) -> bool:
+    """Whether reading the input consumes it (standard input, a FIFO, a process substitution):
+    such an input can be read once only, so nothing may open it to check it first."""
+    if path == STDIN:
+        return True
+    try:
+        import stat
+
+        return not stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
 
 
 def frames(path: str, problems: list[str], position: list[Callable[[], int]] | None = None,
@@ -164,6 +262,12 @@ def _read(path: str, problems: list[str], position: list[Callable[[], int]] | No
 def pcap_frames(path: str, f: ByteSource, problems: list[str], reuse: bool) -> Iterator[Frame]:
     """The frames of a classic pcap stream (a file or tcpdump's pipe)."""
     return _pcap(path, f, problems, reuse, False)  # type: ignore[return-value]
+
+
+def pcap_records(path: str, f: ByteSource, problems: list[str]) -> Iterator[Record]:
+    """A classic pcap stream as ``records`` gives it: its PcapHeader, then every Packet with its
+    stored timestamp and wire length (what a faithful copy needs; the live capture's ``-w``)."""
+    return _pcap(path, f, problems, False, True)  # type: ignore[return-value]
 
 
 def pcapng_frames(path: str, f: io.BufferedIOBase, problems: list[str]) -> Iterator[Frame]:
@@ -289,8 +393,17 @@ class Window:
 
 class _Interface(NamedTuple):
     linktype: int
-    tick: float  # seconds per timestamp unit (if_tsresol)
+    units: int  # timestamp units per second for a decimal if_tsresol (10**6 by default), else 0
+    tick: float  # seconds per timestamp unit (if_tsresol), for a binary one
     offset: float  # seconds added to every timestamp (if_tsoffset)
+
+    def seconds(self, ticks: int) -> float:
+        """The timestamp as classic pcap's reader computes it (whole seconds plus the fraction), so
+        that a packet has the very same time in pcap and pcapng (latencies equal to the last digit)."""
+        if self.units:
+            sec, frac = divmod(ticks, self.units)
+            return self.offset + (sec + frac / self.units)
+        return self.offset + ticks * self.tick
 
 
 def _pcapng(path: str, f: io.BufferedIOBase, problems: list[str],  # noqa: C901
@@ -345,15 +458,15 @@ def _pcapng(path: str, f: io.BufferedIOBase, problems: list[str],  # noqa: C901
             if iface >= len(interfaces) or 20 + caplen > len(body):
                 problems.append(f"corrupt packet block after frame {number}")
                 return
-            linktype, tick, offset = interfaces[iface]
+            interface = interfaces[iface]
             number += 1
             ticks = (hi << 32) | lo
             if detail:
                 opts = strip_end(body[20 + caplen + (-caplen % 4):len(body) - 4], endian)
-                yield Packet(number, offset + ticks * tick, linktype, body[20:20 + caplen], iface, ticks, wire, opts,
-                             head + body, endian)
+                yield Packet(number, interface.seconds(ticks), interface.linktype, body[20:20 + caplen], iface, ticks,
+                             wire, opts, head + body, endian)
             else:
-                yield Frame(number, offset + ticks * tick, linktype, body[20:20 + caplen])
+                yield Frame(number, interface.seconds(ticks), interface.linktype, body[20:20 + caplen])
         elif btype == PCAPNG_SPB:
             if not interfaces:
                 problems.append(f"packet block before any interface after frame {number}")
@@ -381,7 +494,7 @@ def raise_or_note(path: str, number: int, problems: list[str], what: str) -> Non
 
 def _interface(body: bytes, endian: str) -> _Interface:
     linktype = struct.unpack_from(endian + "H", body, 0)[0]
-    tick, offset = 1e-6, 0.0
+    units, tick, offset = 10**6, 1e-6, 0.0
     pos = 8
     while pos + 4 <= len(body) - 4:
         code, length = struct.unpack_from(endian + "HH", body, pos)
@@ -390,8 +503,9 @@ def _interface(body: bytes, endian: str) -> _Interface:
         value = body[pos + 4:pos + 4 + length]
         if code == IF_TSRESOL and length >= 1:
             r = value[0]
+            units = 0 if r & 0x80 else 10 ** (r & 0x7F)
             tick = 2.0 ** -(r & 0x7F) if r & 0x80 else 10.0 ** -(r & 0x7F)
         elif code == IF_TSOFFSET and length >= 8:
             offset = float(struct.unpack(endian + "q", value[:8])[0])
         pos += 4 + ((length + 3) & ~3)
-    return _Interface(linktype, tick, offset)
+    return _Interface(linktype, units, tick, offset)
