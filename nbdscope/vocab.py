@@ -58,13 +58,15 @@ class StreamData(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class StreamGap:
-    """Bytes of one direction that the capture lost (missing TCP segments)."""
+    """Bytes of one direction that the capture lost: missing TCP segments, or (``snapped``) the tail of
+    a packet that the snapshot length cut off (``tcpdump -s 128``), whose size the IP header still gives."""
 
     conn: ConnKey
     dir: Direction
     nbytes: int
     frame: int
     time: float
+    snapped: bool = False
 
 
 @dataclass(frozen=True, slots=True)

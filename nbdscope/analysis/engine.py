@@ -174,7 +174,7 @@ class Engine:
         session, conn = entry
         try:
             if isinstance(item, it.StreamGap):
-                events = conn.gap(item.dir, item.nbytes, frame=item.frame, time=item.time)
+                events = conn.gap(item.dir, item.nbytes, frame=item.frame, time=item.time, snapped=item.snapped)
             elif isinstance(item, it.StreamClose):
                 events = conn.close(item.how, frame=item.frame, time=item.time, by=item.by)
                 del self._open[item.conn]

@@ -33,6 +33,7 @@ class Segment(NamedTuple):
     flags: int
     payload: bytes | memoryview  # may be a view into the reader's buffer: copy before keeping it
     offset: int  # where the payload starts in the frame (for rewriting it in place)
+    cut: int = 0  # payload bytes the IP length claims beyond the captured ones (the snapshot length cut them)
 
 
 def ip_offset(linktype: int, buf: bytes | memoryview) -> int:
@@ -91,8 +92,10 @@ def tcp_segment(linktype: int, buf: bytes | memoryview) -> Segment | None:
         etype, vihl, total, frag, proto, src, dst, sport, dport, seq, ack, doff, flags = _ETH_IPV4_TCP.unpack_from(buf)
         if etype == ETH_IPV4 and vihl == 0x45 and proto == IPPROTO_TCP and not frag & 0x3FFF:
             start = 34 + (doff >> 4) * 4
-            end = min(14 + total, len(buf)) if total else len(buf)
-            return Segment(src, sport, dst, dport, seq, ack, flags, buf[start:end] if start < end else b"", start)
+            claimed = 14 + total if total else len(buf)
+            end = min(claimed, len(buf))
+            return Segment(src, sport, dst, dport, seq, ack, flags, buf[start:end] if start < end else b"", start,
+                           max(0, claimed - max(end, start)))
     off = ip_offset(linktype, buf)
     if off < 0 or len(buf) < off + 20:
         return None
@@ -120,9 +123,10 @@ def tcp_segment(linktype: int, buf: bytes | memoryview) -> Segment | None:
             return None  # includes IPV6_FRAGMENT
     else:
         return None
-    end = min(end, len(buf))
+    claimed, end = end, min(end, len(buf))
     if end < tcp + 20:
-        return None
+        return None  # the TCP header itself was cut: its sequence number is unknown
     sport, dport, seq, ack, doff, flags = _TCP.unpack_from(buf, tcp)
     start = tcp + (doff >> 4) * 4
-    return Segment(src, sport, dst, dport, seq, ack, flags, buf[start:end] if start < end else b"", start)
+    return Segment(src, sport, dst, dport, seq, ack, flags, buf[start:end] if start < end else b"", start,
+                   max(0, claimed - max(end, start)))

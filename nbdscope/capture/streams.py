@@ -104,8 +104,9 @@ def read_captures(paths: Sequence[str], extra_ports: Collection[int] = (),  # no
                                 etype, vihl, total, fragproto, key, seq, dflags = parse(buf, start)  # type: ignore[misc]
                                 # IPv4 without options, TCP, not a fragment, data offset >= 5, no SYN/FIN/RST,
                                 # the next bytes of a half of an NBD connection with nothing waiting
+                                # (and not cut by the snapshot length: that takes the general path)
                                 if (etype == 0x0800 and vihl == 0x45 and fragproto & 0x3FFF00FF == 6
-                                        and dflags >= 0x5000 and not dflags & 7
+                                        and dflags >= 0x5000 and not dflags & 7 and ip + total <= caplen
                                         and (half := fast_get(key)) is not None and half.next_seq == seq
                                         and not half.heap):
                                     pstart = start + tcp_at + ((dflags >> 10) & 0x3C)

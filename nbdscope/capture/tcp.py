@@ -78,7 +78,8 @@ class _Half:
 
     next_seq: int | None = None
     offset: int = 0  # stream offset of next_seq (never wraps, unlike sequence numbers)
-    ooo: dict[int, tuple[bytes, int, int]] = field(default_factory=dict)  # by stream offset: data, frame, pos
+    ooo: dict[int, tuple[bytes, int, int, int]] = field(default_factory=dict)  # by stream offset: data, frame, pos,
+    # and the bytes after data that the snapshot length cut off
     heap: list[int] = field(default_factory=list)  # the keys of ooo, smallest first
     ooo_bytes: int = 0
     fin: bool = False
@@ -96,8 +97,9 @@ class _Conn:
     syn_seen: bool = False
     state: str = "detect"  # detect, nbd, ignored
     conn_id: int = -1
-    pending: list[tuple[int, bytes, int, float, int, int, int]] = field(default_factory=list)
-    # side, data, frame, time, then where the data came from: frame, position in it, stream offset
+    pending: list[tuple[int, bytes | int, int, float, int, int, int]] = field(default_factory=list)
+    # side, data (or the size of a loss after earlier data), frame, time, then where the data came from:
+    # frame, position in it, stream offset
     closer: int | None = None  # side that sent the first FIN or the RST
     segments: int = 0
 
@@ -123,7 +125,7 @@ class TcpStreams:
         fwd = (seg.src, seg.sport, seg.dst, seg.dport)
         conn = self.conns.get(fwd)
         flags = seg.flags
-        if conn is not None and conn.state == "nbd" and not flags & (SYN | FIN | RST) and seg.payload:
+        if conn is not None and conn.state == "nbd" and not flags & (SYN | FIN | RST) and seg.payload and not seg.cut:
             # fast path: the next in-order segment of an established connection
             side = 0
             half = conn.halves[0]
@@ -137,7 +139,8 @@ class TcpStreams:
         rev = (seg.dst, seg.dport, seg.src, seg.sport)
         if conn is None:
             conn = self.conns.get(rev)
-            if conn is not None and conn.state == "nbd" and not flags & (SYN | FIN | RST) and seg.payload:
+            if conn is not None and conn.state == "nbd" and not flags & (SYN | FIN | RST) and seg.payload \
+                    and not seg.cut:
                 half = conn.halves[1]
                 if half.next_seq == seg.seq and not half.heap:
                     half.next_seq = (seg.seq + len(seg.payload)) & 0xFFFFFFFF
@@ -157,7 +160,7 @@ class TcpStreams:
                     return out  # stragglers of a connection already closed
                 self.closed.pop(key, None)
                 self.closed.pop(rev, None)
-            if not seg.payload and not flags & SYN:
+            if not seg.payload and not seg.cut and not flags & SYN:
                 return out
             conn = self.conns[key] = _Conn(key)
         elif flags & SYN and not flags & ACK and conn.syn_seen and conn.key == fwd:
@@ -182,8 +185,9 @@ class TcpStreams:
                 self._bind(conn)  # a SYN may have changed which side is the client
         if flags & ACK:
             self._ack_reveals_loss(conn, 1 - side, seg.ack, frame, time)
-        if seg.payload:
-            self._data(conn, side, seg.seq + (1 if flags & SYN else 0), seg.payload, frame, time, seg.offset)
+        if seg.payload or seg.cut:
+            self._data(conn, side, seg.seq + (1 if flags & SYN else 0), seg.payload, frame, time, seg.offset,
+                       seg.cut)
         if flags & (RST | FIN) and conn.closer is None:
             conn.closer = side
         if flags & RST:
@@ -206,35 +210,64 @@ class TcpStreams:
     # ------------------------------------------------------------- reassembly
 
     def _data(self, conn: _Conn, side: int, seq: int, payload: bytes | memoryview, frame: int, time: float,
-              pos: int) -> None:
+              pos: int, cut: int = 0) -> None:
+        """Place a segment's payload: deliver it when it is next, keep it while a hole is before it.
+        ``cut`` bytes follow it that the capture did not keep (snapshot length): they are delivered
+        as a gap of known size where they belong, so the decoder can skip them inside a payload."""
         half = conn.halves[side]
         if half.next_seq is None:
             half.next_seq = seq  # capture began mid-connection
         delta = _signed(seq - half.next_seq)
         if delta < 0:
-            if self.trace is not None:
+            if self.trace is not None and payload:
                 self._trace_again(conn, side, half.offset + delta, min(-delta, len(payload)), frame, pos)
-            if -delta >= len(payload):
+            if -delta >= len(payload) + cut:
                 return  # pure retransmission
-            payload, seq, pos, delta = payload[-delta:], half.next_seq, pos - delta, 0
+            if -delta >= len(payload):
+                cut, payload = cut - (-delta - len(payload)), b""
+            else:
+                payload, pos = payload[-delta:], pos - delta
+            seq, delta = half.next_seq, 0
         if delta > 0:
-            key = half.offset + delta
-            known = half.ooo.get(key)
-            if known is None or len(known[0]) < len(payload):
-                if known is None:
-                    heapq.heappush(half.heap, key)
-                elif self.trace is not None:
-                    self._trace_again(conn, side, key, len(known[0]), known[1], known[2])
-                half.ooo_bytes += len(payload) - (len(known[0]) if known else 0)
-                half.ooo[key] = (bytes(payload), frame, pos)  # kept across packets: no view into the reader's buffer
-            elif self.trace is not None:
-                self._trace_again(conn, side, key, len(payload), frame, pos)
-            if half.ooo_bytes > OOO_LIMIT:
-                self._give_up_hole(conn, side, frame, time)
+            self._hold(conn, side, half.offset + delta, payload, frame, time, pos, cut)
             return
-        self._deliver(conn, side, payload, frame, time, frame, pos)
+        if payload:
+            self._deliver(conn, side, payload, frame, time, frame, pos)
+        if cut:
+            self._lose(conn, side, cut, frame, time, snapped=True)
         if half.heap:
             self._drain(conn, side, frame, time)
+
+    def _hold(self, conn: _Conn, side: int, key: int, payload: bytes | memoryview, frame: int, time: float,
+              pos: int, cut: int) -> None:
+        """Keep a segment that lies beyond a hole (at stream offset ``key``) until the hole fills."""
+        half = conn.halves[side]
+        known = half.ooo.get(key)
+        if known is None or len(known[0]) + known[3] < len(payload) + cut:
+            if known is None:
+                heapq.heappush(half.heap, key)
+            elif self.trace is not None:
+                self._trace_again(conn, side, key, len(known[0]), known[1], known[2])
+            half.ooo_bytes += len(payload) - (len(known[0]) if known else 0)
+            half.ooo[key] = (bytes(payload), frame, pos, cut)  # kept across packets: no view into the buffer
+        elif self.trace is not None:
+            self._trace_again(conn, side, key, len(payload), frame, pos)
+        if half.ooo_bytes > OOO_LIMIT:
+            self._give_up_hole(conn, side, frame, time)
+
+    def _lose(self, conn: _Conn, side: int, missing: int, frame: int, time: float, snapped: bool = False) -> None:
+        """The next ``missing`` bytes of this half will never be seen: move past them, and tell the
+        decoder once the connection is NBD (before that, they are counted as unseen)."""
+        half = conn.halves[side]
+        half.next_seq = (half.next_seq + missing) & 0xFFFFFFFF  # type: ignore[operator]
+        half.offset += missing
+        if conn.state == "nbd":
+            self.out.append(StreamGap(conn.conn_id, self._dir(conn, side), missing, frame, time, snapped))
+        elif conn.state == "detect" and any(p[0] == side for p in conn.pending):
+            # after bytes the decoder will be given: it must learn of the loss in its place
+            conn.pending.append((side, missing, frame, time, frame, -1, half.offset - missing - half.unseen))
+        else:
+            half.unseen += missing
 
     def _deliver(self, conn: _Conn, side: int, data: bytes | memoryview, frame: int, time: float, src: int,
                  pos: int) -> None:
@@ -260,13 +293,15 @@ class TcpStreams:
         half = conn.halves[side]
         while half.heap and half.heap[0] <= half.offset:
             key = heapq.heappop(half.heap)
-            data, src, pos = half.ooo.pop(key)
+            data, src, pos, cut = half.ooo.pop(key)
             half.ooo_bytes -= len(data)
             already = half.offset - key
-            if already and self.trace is not None:
+            if already and self.trace is not None and data:
                 self._trace_again(conn, side, key, min(already, len(data)), src, pos)
             if already < len(data):
                 self._deliver(conn, side, data[already:], frame, time, src, pos + already)
+            if cut and already < len(data) + cut:
+                self._lose(conn, side, min(cut, len(data) + cut - already), frame, time, snapped=True)
 
     # ------------------------------------------------------------------ trace
 
@@ -298,13 +333,7 @@ class TcpStreams:
         positive = [t for t in targets if t > 0]
         if not positive:
             return
-        missing = min(positive)
-        half.next_seq = (half.next_seq + missing) & 0xFFFFFFFF
-        half.offset += missing
-        if conn.state != "nbd":
-            half.unseen += missing
-        else:
-            self.out.append(StreamGap(conn.conn_id, self._dir(conn, side), missing, frame, time))
+        self._lose(conn, side, min(positive), frame, time)
         self._drain(conn, side, frame, time)
 
     def _ack_reveals_loss(self, conn: _Conn, side: int, ack: int, frame: int, time: float) -> None:
@@ -371,6 +400,9 @@ class TcpStreams:
                                    conn.pending[0][3] if conn.pending else time, saw_start, self.source))
         for side, data, f, t, src, pos, at in conn.pending:
             d = self._dir(conn, side)
+            if isinstance(data, int):
+                self.out.append(StreamGap(conn.conn_id, d, data, f, t, snapped=True))
+                continue
             self.out.append(StreamData(conn.conn_id, d, data, f, t))
             if self.trace is not None:
                 self.trace.append(Origin(conn.conn_id, d, at, len(data), src, pos))

@@ -136,7 +136,10 @@ class Connection:
         same ranges, whole, are on the events: ``data_start`` to ``end``."""
         return (self._c if direction == "c2s" else self._s).take_payload()
 
-    def gap(self, direction: Direction, nbytes: int, *, frame: int, time: float) -> list[ev.Event]:
+    def gap(self, direction: Direction, nbytes: int, *, frame: int, time: float,
+            snapped: bool = False) -> list[ev.Event]:
+        """``nbytes`` of this direction were lost (``snapped``: cut off by the snapshot length). Inside
+        a payload being skipped, framing survives; anywhere else decoding hunts for the next header."""
         side = self._c if direction == "c2s" else self._s
         side.frame, side.time = frame, time
         before = side.fed
@@ -145,7 +148,7 @@ class Connection:
         out: list[ev.Event] = []
         self.out = out
         if side.state is State.TLS:
-            self.emit(ev.Gap, side, before, side.fed, nbytes=nbytes, resync=False)
+            self.emit(ev.Gap, side, before, side.fed, nbytes=nbytes, resync=False, snapped=snapped)
             self.tls_bytes[direction] += nbytes
         elif side.skip >= nbytes and not side.avail():
             side.skip -= nbytes  # lost bytes were payload: framing survives
@@ -153,9 +156,9 @@ class Connection:
                 side.sink.lost = True
                 if not side.skip:
                     self.sink_done(side)
-            self.emit(ev.Gap, side, before, side.fed, nbytes=nbytes, resync=False)
+            self.emit(ev.Gap, side, before, side.fed, nbytes=nbytes, resync=False, snapped=snapped)
         else:
-            self.emit(ev.Gap, side, framed_to, side.fed, nbytes=nbytes, resync=True)
+            self.emit(ev.Gap, side, framed_to, side.fed, nbytes=nbytes, resync=True, snapped=snapped)
             side.buf.clear()
             side.pos = 0
             side.skip = 0

@@ -193,10 +193,12 @@ class PayloadData(Event):
 
 @event
 class Gap(Event):
-    """Bytes the capture lost; ``resync`` says whether framing was lost with them."""
+    """Bytes the capture lost; ``resync`` says whether framing was lost with them, ``snapped`` that
+    the snapshot length cut them off a packet (a header-only capture) rather than a packet missing."""
 
     nbytes: int
     resync: bool
+    snapped: bool = False
 
 
 @event

@@ -219,6 +219,7 @@ _OWN: dict[type, dict[str, FieldInfo]] = {
     ev.Gap: dict([
         _f("nbytes", "bytes the capture lost", "bytes"),
         _f("resync", "framing was lost with them", "bool"),
+        _f("snapped", "the snapshot length cut them off the packet (header-only capture)", "bool"),
     ]),
     ev.Resync: dict([
         _f("skipped", "bytes skipped to find the next message", "bytes"),

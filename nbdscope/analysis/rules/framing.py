@@ -21,26 +21,48 @@ class CaptureGap(Rule):
     def __init__(self) -> None:
         super().__init__()
         self.counts: dict[str, list[int]] = {}  # session -> [gaps, bytes]
+        self.snapped: dict[str, list[int]] = {}  # session -> [packets, payload bytes] cut inside payloads
 
     def message(self, session: Session, event: ev.Event) -> None:
         if isinstance(event, ev.Gap):
+            if event.snapped and not event.resync:
+                # a header-only capture: the payload's size is known and framing survives; one note per
+                # session at its end instead of one per packet
+                cut = self.snapped.setdefault(session.id, [0, 0])
+                cut[0] += 1
+                cut[1] += event.nbytes
+                return
             count = self.counts.setdefault(session.id, [0, 0])
             count[0] += 1
             count[1] += event.nbytes
             if count[0] > self.SHOWN:
                 return
-            framing = "decoding resumes at the next valid header" if event.resync else \
-                "the bytes were inside a payload, so message framing survived"
+            if event.snapped:
+                framing = "the snapshot length cut a message header, so decoding resumes at the next valid header"
+            elif event.resync:
+                framing = "decoding resumes at the next valid header"
+            else:
+                framing = "the bytes were inside a payload, so message framing survived"
             self.flag(session, event, f"{event.nbytes} bytes missing in {event.dir}; {framing}",
                       nbytes=event.nbytes, dir=event.dir)
-        elif isinstance(event, ev.ConnectionEnd) and self.counts.get(session.id, [0])[0] > self.SHOWN:
+        elif isinstance(event, ev.ConnectionEnd):
+            self._ended(session, event)
+        elif isinstance(event, ev.TransmissionStart) and event.how == "mid-stream":
+            self.flag(session, event, "capture began after the handshake: negotiated features, export size and "
+                      "block sizes are unknown, so checks that need them are skipped", severity="info")
+
+    def _ended(self, session: Session, event: ev.Event) -> None:
+        if self.counts.get(session.id, [0])[0] > self.SHOWN:
             gaps, nbytes = self.counts[session.id]
             self.flag(session, event, f"{gaps - self.SHOWN} more gaps in this connection; {gaps} gaps and "
                       f"{nbytes} bytes lost in all (was the capture tool dropping packets?)", gaps=gaps,
                       nbytes=nbytes)
-        elif isinstance(event, ev.TransmissionStart) and event.how == "mid-stream":
-            self.flag(session, event, "capture began after the handshake: negotiated features, export size and "
-                      "block sizes are unknown, so checks that need them are skipped", severity="info")
+        cut = self.snapped.pop(session.id, None)
+        if cut is not None:
+            packets, nbytes = cut
+            self.flag(session, event, f"the snapshot length cut {nbytes} payload bytes off {packets} packets (a "
+                      "header-only capture): every header was decoded, but checks of data contents (--verify-data, "
+                      "read data) were skipped for those bytes", severity="info", packets=packets, nbytes=nbytes)
 
 
 class MalformedMessage(Rule):

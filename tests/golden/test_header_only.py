@@ -1,0 +1,105 @@
+"""Header-only captures (issue 15): every shipped capture cut by ``editcap -s`` at 96, 128 and 200
+bytes a packet must decode every request whose header the cut capture still holds, with the same
+command, cookie, offset and length as the whole capture, and must blame no peer for what the
+snapshot length took.
+
+Which headers survive is worked out independently of the decoder under test: from where each
+payload chunk of the whole capture lies in its frame (the reassembly's trace), a header survives
+when all of its bytes lie within the first N bytes of the frames that carry them."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from nbdscope import pipeline
+from nbdscope.analysis.addons import Addon
+from nbdscope.analysis.session import Session
+from nbdscope.capture.tcp import Origin
+from nbdscope.decoder import events as ev
+from tests.oracles import CAPTURES
+
+ALL = sorted(p for p in CAPTURES.iterdir() if p.suffix in (".pcap", ".pcapng") and p.stem != "tls-psk")
+SNAPS = (96, 128, 200)
+
+pytestmark = pytest.mark.skipif(shutil.which("editcap") is None, reason="needs editcap (wireshark-common)")
+
+Key = tuple[str, int, int, int, int]  # session, cookie, command, offset, length
+
+
+class _Requests(Addon):
+    def __init__(self) -> None:
+        self.found: list[tuple[Key, str, int, int]] = []  # key, direction, header start, header end
+
+    def wants(self, event_type: type[ev.Event], command: int | None) -> bool:
+        return issubclass(event_type, ev.Request)
+
+    def message(self, session: Session, event: ev.Event) -> None:
+        assert isinstance(event, ev.Request)
+        key = (session.id, event.cookie, event.command, event.offset, event.length)
+        self.found.append((key, session.id, event.start, event.start + (32 if event.extended else 28)))
+
+
+def _decode(path: Path, trace: list[Origin] | None = None) -> tuple[list, list]:
+    requests = _Requests()
+    result = pipeline.run(pipeline.FileSource([str(path)], trace=trace), [requests])
+    return requests.found, result.anomalies
+
+
+def _kept(trace: list[Origin], snap: int, sessions: dict[int, str]) -> dict[str, list[tuple[int, int]]]:
+    """Stream ranges of client bytes that the first ``snap`` bytes of their frames hold, per session."""
+    ranges: dict[str, list[tuple[int, int]]] = {}
+    for o in trace:
+        if o.offset < 0 or o.dir != "c2s" or o.conn not in sessions:
+            continue
+        keep = max(0, min(o.length, snap - o.pos))
+        if keep:
+            ranges.setdefault(sessions[o.conn], []).append((o.offset, o.offset + keep))
+    return ranges
+
+
+def _inside(ranges: list[tuple[int, int]], start: int, end: int) -> bool:
+    pos = start
+    for a, b in sorted(ranges):
+        if a <= pos < b:
+            pos = b
+        if pos >= end:
+            return True
+    return False
+
+
+# Handshake messages cut by the snapshot length (an oldstyle greeting's padding, NBD_REP_INFO replies,
+# option payloads) still lose the decoder its footing: not fixed yet, so these fail, strictly (an
+# unexpected pass fails the run too, so the list shrinks as the decoder learns).
+SHORT = {(name, snap) for snap in (96,) for name in (p.name for p in ALL) if name != "nbd-server-nbdinfo-nbdcopy.pcap"}
+SHORT |= {("oldstyle-nbdkit.pcap", 128), ("oldstyle-nbdkit.pcap", 200), ("qemu-img-convert-map.pcap", 128),
+          ("qemu-nbd-dirty-bitmap.pcap", 128)}
+
+
+@pytest.mark.parametrize("snap", SNAPS)
+@pytest.mark.parametrize("capture", ALL, ids=lambda p: p.name)
+def test_cut_capture_keeps_every_header_that_fits(capture: Path, snap: int, tmp_path: Path,
+                                                  request: pytest.FixtureRequest) -> None:
+    if (capture.name, snap) in SHORT:
+        request.applymarker(pytest.mark.xfail(strict=True, reason="handshake messages cut by the snapshot length"))
+    trace: list[Origin] = []
+    whole, expected = _decode(capture, trace)
+    sessions = {n: f"s{n + 1}" for n in {o.conn for o in trace}}  # conn ids are numbered like sessions
+    kept = _kept(trace, snap, sessions)
+    cut = tmp_path / f"cut{snap}.pcap"
+    subprocess.run(["editcap", "-s", str(snap), str(capture), str(cut)], check=True, capture_output=True)
+    got, findings = _decode(cut)
+    fitting = Counter(key for key, sid, start, end in whole if _inside(kept.get(sid, []), start, end))
+    decoded = Counter(key for key, *_ in got)
+    assert fitting, "no request header fits: the test would prove nothing"
+    assert fitting - decoded == Counter(), "requests whose headers were captured but not decoded"
+    assert decoded - Counter(key for key, *_ in whole) == Counter(), "requests the whole capture does not have"
+    already = {(a.rule, a.blame, a.session) for a in expected}  # what the scenario holds on purpose
+    blamed = [(a.rule, a.blame, a.session, a.message) for a in findings
+              if a.blame in ("client", "server") and a.severity in ("error", "warning")
+              and (a.rule, a.blame, a.session) not in already]
+    assert blamed == [], "a peer blamed for what the snapshot length cut"
