@@ -29,7 +29,7 @@ def add_selection_options(p: argparse.ArgumentParser) -> None:
                    help="report only these rules or checks (repeatable, or a comma list); replaces the config's")
     g.add_argument("--ignore", action="append", metavar="RULE[.CHECK]",
                    help="silence these rules or checks (repeatable, or a comma list); replaces the config's. "
-                        "Silenced findings are counted in the summary and do not count for --fail-on")
+                        "Silenced findings are counted in the summary and never fail the run")
     g.add_argument("--config", metavar="FILE", help="read select/ignore from FILE instead of the one found")
     g.add_argument("--no-config", action="store_true", help="do not read nbdscope.toml or [tool.nbdscope]")
 
