@@ -14,11 +14,13 @@ from typing import Any
 
 from nbdscope.spec import requirements as rq
 
-STATES = ("checked", "partial", "deferred", "open", "not-observable", "unfilled")
+STATES = ("checked", "partial", "deferred", "open", "not-observable", "unfilled", "may")
 TOTAL_KEYS = ("rows", "observable", "checked", "partial", "deferred", "open", "not_observable", "unfilled", "may")
 
 
 def state(row: rq.Requirement) -> str:
+    if row.level == "MAY":
+        return "may"
     if row.observable == "not":
         return "not-observable"
     if row.observable not in ("wire", "partly"):

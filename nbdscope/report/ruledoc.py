@@ -64,11 +64,11 @@ def known_ids() -> set[str]:
 
 def lookup(ident: str) -> tuple[RuleEntry, CheckEntry | None]:
     """The rule (and check) an id names; KeyError with a one-line reason when there is none."""
-    rule_id, _, check_name = ident.partition(".")
+    rule_id, dot, check_name = ident.partition(".")
     for r in rule_entries():
         if r.info.id != rule_id:
             continue
-        if not check_name:
+        if not dot:
             return r, None
         for c in r.checks:
             if c.id == ident:
