@@ -2,7 +2,7 @@
 --
 -- Decodes the whole protocol (oldstyle, newstyle and fixed newstyle handshakes, every option and
 -- reply, simple, structured and extended replies, block status per metadata context) and raises
--- expert infos named after the rule ids of `nbdscope rules`. Every constant comes from the generated
+-- expert infos named after the check ids (rule.check) of `nbdscope rules`, at the same severity. Every constant comes from the generated
 -- block below (written from nbdscope/spec by `python -m nbdscope.report.lua_tables`).
 --
 -- Use:   tshark -X lua_script:nbdscope.lua -r trace.pcap -Y 'nbdscope.cmd == 5'
@@ -197,6 +197,8 @@ S.RULES = {  -- the ids, severities and blame of `nbdscope rules`
   ["capture-gap"] = { severity = "warning", blame = "capture", spec = "(capture completeness)", summary = "the capture lost bytes of a connection; findings near the gap may be incomplete" },
   ["malformed-message"] = { severity = "error", blame = "either", spec = "Protocol phases; Transmission", summary = "bytes that are not a valid message at that point of the protocol (bad magic, garbage)" },
 }
+S.CHECKS = {  -- every check of `nbdscope rules`, with the severity and blame its findings carry
+}
 -- END GENERATED
 
 local band, bor, bnot = bit32.band, bit32.bor, bit32.bnot
@@ -298,13 +300,29 @@ for _, f in pairs(FLAGS) do
 end
 proto.fields = all
 
--- one expert per rule id of `nbdscope rules`
+-- One expert per check of `nbdscope rules` (filed under the severity its findings carry in analyze),
+-- one per rule id for findings that name no check, and, for those, one per rule and severity where a
+-- finding states its own (EXPERT_AT). A note names a check id ("rule.check") or a rule id.
 local SEVERITY = { error = expert.severity.ERROR, warning = expert.severity.WARN, info = expert.severity.NOTE }
-local EXPERT = {}
+local EXPERT, EXPERT_AT = {}, { error = {}, warning = {}, info = {} }
+local REQUIREMENTS = {}
 local experts = {}
+local function group_of(rule)
+    return rule == "malformed-message" and expert.group.MALFORMED or expert.group.PROTOCOL
+end
 for id, r in pairs(S.RULES) do
-    local group = id == "malformed-message" and expert.group.MALFORMED or expert.group.PROTOCOL
-    EXPERT[id] = ProtoExpert.new("nbdscope.rule." .. id, id .. ": " .. r.summary, group, SEVERITY[r.severity])
+    EXPERT[id] = ProtoExpert.new("nbdscope.rule." .. id, id .. ": " .. r.summary, group_of(id), SEVERITY[r.severity])
+    experts[#experts + 1] = EXPERT[id]
+    for sev, code in pairs(SEVERITY) do
+        EXPERT_AT[sev][id] = ProtoExpert.new("nbdscope.severity." .. sev .. "." .. id, id .. ": " .. r.summary,
+            group_of(id), code)
+        experts[#experts + 1] = EXPERT_AT[sev][id]
+    end
+end
+for id, c in pairs(S.CHECKS) do
+    EXPERT[id] = ProtoExpert.new("nbdscope.check." .. id, id .. ": " .. c.summary, group_of(c.rule),
+        SEVERITY[c.severity])
+    REQUIREMENTS[id] = c.requirements
     experts[#experts + 1] = EXPERT[id]
 end
 proto.experts = experts
@@ -378,10 +396,11 @@ end
 ------------------------------------------------------------------------------------------------ helpers
 
 -- The tree and expert sink for one PDU. On the first pass findings are kept in the record, so the
--- same expert infos appear on every later dissection.
-local function note(rec, id, text)
+-- same expert infos appear on every later dissection. ``id`` is a check id or a rule id; ``severity``
+-- only for a rule id, where analyze's finding states its own.
+local function note(rec, id, text, severity)
     rec.notes = rec.notes or {}
-    rec.notes[#rec.notes + 1] = { id, text }
+    rec.notes[#rec.notes + 1] = { id, text, severity }
 end
 
 local function add_flags(tree, key, range, value)
@@ -588,7 +607,7 @@ local function option(conv, rec, tvb, off, tree)
     if not rec.visited then
         if conv.tls_required and opt ~= S.OPT.STARTTLS and opt ~= S.OPT.ABORT then
             note(rec, "tls-protocol", string.format("client keeps haggling in plaintext (%s) after the server "
-                .. "required TLS in frame %d", rec.type, conv.tls_required))
+                .. "required TLS in frame %d", rec.type, conv.tls_required), "warning")
         end
         conv.in_progress = nil
         if conv.answered_early == opt then
@@ -1085,7 +1104,11 @@ end
 
 local function show_notes(rec, item, pinfo)
     if not rec.notes then return end
-    for _, n in ipairs(rec.notes) do item:add_proto_expert_info(EXPERT[n[1]], n[1] .. ": " .. n[2]) end
+    for _, n in ipairs(rec.notes) do
+        local reqs = REQUIREMENTS[n[1]]
+        local text = n[1] .. ": " .. n[2] .. ((reqs and reqs ~= "") and (" [" .. reqs .. "]") or "")
+        item:add_proto_expert_info(n[3] and EXPERT_AT[n[3]][n[1]] or EXPERT[n[1]], text)
+    end
 end
 
 local function dissect(tvb, pinfo, tree)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Callable
@@ -14,7 +13,7 @@ from nbdscope import __version__
 from nbdscope.analysis.addons import Addon
 from nbdscope.analysis.anomaly import INTERNAL_ERROR, SEVERITY_RANK
 from nbdscope.analysis.engine import Result
-from nbdscope.analysis.rules import CATALOGUE
+from nbdscope.cli_rules import RulesUsageError, add_rules_parser, add_selection_options, selection_of
 
 if TYPE_CHECKING:
     from nbdscope.capture.pcapio.redact import FrameRedaction
@@ -48,12 +47,14 @@ def _parser() -> argparse.ArgumentParser:
                    help="with -o FILE.pcapng: zero read and write data in the written packets (headers kept)")
     a.add_argument("--verify-data", action="store_true",
                    help="also compare read data with earlier writes (stale-read); slower")
+    add_selection_options(a)
 
     from nbdscope.cli_proxy import add_proxy_options
 
     x = sub.add_parser("proxy", help="transparent relay between an NBD client and server, decoding live")
     add_proxy_options(x, required=True)
     x.add_argument("--tui", action="store_true", help="show the relayed traffic in the terminal UI")
+    add_selection_options(x)
 
     t = sub.add_parser("tui", help="terminal UI over capture files, a live interface or the proxy")
     t.add_argument("files", nargs="*", metavar="FILE")
@@ -62,6 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("-i", "--interface", metavar="IFACE", help="capture live from this interface (tcpdump)")
     t.add_argument("--filter", default="tcp", metavar="BPF", help="live: capture filter (default: tcp)")
     add_proxy_options(t, required=False)
+    add_selection_options(t)
 
     lv = sub.add_parser("live", help="capture from a network interface and decode live")
     lv.add_argument("-i", "--interface", required=True, metavar="IFACE")
@@ -77,9 +79,9 @@ def _parser() -> argparse.ArgumentParser:
                     help="also save every captured packet to this pcapng file (like tshark -w), to analyze later")
     lv.add_argument("--fail-on", choices=("error", "warning", "never"), default="never")
     lv.add_argument("--tui", action="store_true", help="show the traffic in the terminal UI")
+    add_selection_options(lv)
 
-    r = sub.add_parser("rules", help="list every anomaly rule")
-    r.add_argument("--format", choices=("text", "json"), default="text")
+    add_rules_parser(sub)
     return p
 
 
@@ -89,7 +91,10 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 args = _parser().parse_args(argv)  # --help and --version print and exit from here
                 command = {"analyze": analyze, "proxy": proxy, "tui": tui, "live": live, "rules": rules}[args.command]
-                code = command(args)
+                try:
+                    code = command(args)
+                except RulesUsageError as exc:
+                    raise UsageError(str(exc)) from None
             finally:
                 sys.stdout.flush()  # meet a closed pipe here, where it is handled, not at interpreter exit
         except BaseException as exc:
@@ -176,15 +181,15 @@ def analyze(args: argparse.Namespace) -> int:
     from nbdscope.capture import CaptureError
 
     annotate = _annotating(args)
+    selection = selection_of(args)
     _check_inputs(args.files)
     with ExitStack() as stack:
         out = _open_output(stack, None if annotate else args.output)
-        addons, redaction = _analyze_addons(args, stack, out, annotate)
+        addons, redaction = _analyze_addons(args, stack, out, annotate, selection)
         try:
             source = pipeline.FileSource(args.files, args.port, progress=True,
                                          trace=redaction.trace if redaction is not None else None)
-            result = pipeline.run(source, addons,
-                                  verify_data=args.verify_data)
+            result = pipeline.run(source, addons, verify_data=args.verify_data, selection=selection)
         except CaptureError as exc:
             raise UsageError(str(exc)) from None
         _report_failures(result)
@@ -205,7 +210,7 @@ def _annotating(args: argparse.Namespace) -> bool:
 
 
 def _analyze_addons(args: argparse.Namespace, stack: ExitStack, out: IO[str],
-                    annotate: bool) -> tuple[list[Addon], FrameRedaction | None]:
+                    annotate: bool, selection: Any = None) -> tuple[list[Addon], FrameRedaction | None]:
     """The outputs analyze writes, as addons, in the order they see each message; and the redaction
     the file source must trace for, if the annotated capture is redacted."""
     from nbdscope.report import outputs
@@ -230,9 +235,9 @@ def _analyze_addons(args: argparse.Namespace, stack: ExitStack, out: IO[str],
         redaction = AnnotatedCapture.new_redaction() if args.redact else None
         addons.append(AnnotatedCapture(args.files[0], annotated, redaction))
     if args.format == "json":
-        addons.append(outputs.JsonReport(out, args.files))
+        addons.append(outputs.JsonReport(out, args.files, selection))
     elif args.format == "text":
-        addons.append(outputs.TextReport(out, args.files))
+        addons.append(outputs.TextReport(out, args.files, selection))
     return addons, redaction
 
 
@@ -274,6 +279,7 @@ def proxy(args: argparse.Namespace) -> int:
         plan = ProxyPlan.from_args(args)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    plan.selection = selection_of(args)
     if args.tui:
         return _run_tui(lambda store, stack: _proxy_producer(plan, store, stack))
     try:
@@ -317,11 +323,13 @@ def tui(args: argparse.Namespace) -> int:
     kinds = [bool(args.files), bool(args.interface), bool(args.listen or args.upstream)]
     if sum(kinds) != 1:
         raise UsageError("give capture FILEs, or -i IFACE, or --listen ADDR --upstream ADDR (exactly one of them)")
+    selection = selection_of(args)
     if args.files:
         _check_inputs(args.files)
-        return _run_tui(lambda store, stack: file_producer(store, args.files, args.port))
+        return _run_tui(lambda store, stack: file_producer(store, args.files, args.port, selection=selection))
     if args.interface:
-        return _run_tui(lambda store, stack: _live_producer(store, args.interface, args.port, args.filter, 65536))
+        return _run_tui(lambda store, stack: _live_producer(store, args.interface, args.port, args.filter, 65536,
+                                                            selection))
     from nbdscope.cli_proxy import ProxyPlan
 
     if not (args.listen and args.upstream):
@@ -330,15 +338,17 @@ def tui(args: argparse.Namespace) -> int:
         plan = ProxyPlan.from_args(args)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    plan.selection = selection
     return _run_tui(lambda store, stack: _proxy_producer(plan, store, stack))
 
 
-def _live_producer(store: Any, interface: str, ports: list[int], bpf: str, buffer_kib: int) -> Any:
+def _live_producer(store: Any, interface: str, ports: list[int], bpf: str, buffer_kib: int,
+                   selection: Any = None) -> Any:
     from nbdscope.capture.live import LiveError
     from nbdscope.tui.sources import live_producer
 
     try:
-        return live_producer(store, interface, ports, bpf, buffer_kib)
+        return live_producer(store, interface, ports, bpf, buffer_kib, selection=selection)
     except LiveError as exc:
         raise UsageError(str(exc)) from None
 
@@ -351,9 +361,10 @@ def live(args: argparse.Namespace) -> int:
     from nbdscope.capture.live import LiveError
     from nbdscope.report import outputs
 
+    selection = selection_of(args)
     if args.tui:
         return _run_tui(lambda store, stack: _live_producer(store, args.interface, args.port, args.filter,
-                                                            args.buffer))
+                                                            args.buffer, selection))
     with ExitStack() as stack:
         save = _open_binary(stack, args.write) if args.write else None
         source = pipeline.LiveSource(args.interface, args.port, bpf=args.filter, buffer_kib=args.buffer,
@@ -370,30 +381,18 @@ def live(args: argparse.Namespace) -> int:
         out = _open_output(stack, args.output)
         addon: Addon = (outputs.JsonlLines(out, flush=True) if args.format == "jsonl"
                         else outputs.TimelineLines(out, findings=True, flush=True))
-        result = pipeline.run(source, [_filtered(addon, args.display_filter)])
-    print(f"nbdscope live: {len(result.sessions)} sessions, {len(result.anomalies)} anomalies, "
+        result = pipeline.run(source, [_filtered(addon, args.display_filter)], selection=selection)
+    silenced = f" ({sum(result.silenced.values())} silenced)" if result.silenced else ""
+    print(f"nbdscope live: {len(result.sessions)} sessions, {len(result.anomalies)} anomalies{silenced}, "
           f"{source.dropped} packets dropped by the kernel", file=sys.stderr, flush=True)
     _report_failures(result)
     return _exit_code(args.fail_on, result)
 
 
 def rules(args: argparse.Namespace) -> int:
-    infos = CATALOGUE
-    if args.format == "json":
-        json.dump([{"id": i.id, "severity": i.severity, "blame": i.blame, "spec": i.spec, "summary": i.summary}
-                   for i in infos], sys.stdout, indent=2)
-        print()
-        return EXIT_OK
-    from rich.console import Console
-    from rich.table import Table
+    from nbdscope.cli_rules import rules as run_rules
 
-    table = Table(title=f"{len(infos)} rules")
-    for col in ("id", "severity", "blame", "spec", "meaning"):
-        table.add_column(col, overflow="fold")
-    for i in infos:
-        table.add_row(i.id, i.severity, i.blame, i.spec, i.summary)
-    Console(width=None if sys.stdout.isatty() else 160).print(table)
-    return EXIT_OK
+    return run_rules(args)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -46,6 +46,7 @@ class ProxyPlan:
     pcapng: str | None
     redact: bool
     quiet: bool
+    selection: Any = None  # nbdscope.selection.Selection: which findings are reported (--select/--ignore)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> ProxyPlan:
@@ -110,7 +111,7 @@ def run_proxy(plan: ProxyPlan) -> int:
         gc.freeze()
         gc.set_threshold(50_000, 20, 20)
         source.on_idle = _flusher(files)
-        result = pipeline.run(source, addons)
+        result = pipeline.run(source, addons, selection=plan.selection)
         source.on_idle()
     print(source.summary(len(result.sessions), len(result.anomalies)), file=sys.stderr, flush=True)
     for a in result.internal_errors():
@@ -128,4 +129,4 @@ def tui_producer(plan: ProxyPlan, store: Any, stack: ExitStack) -> Any:
     if problem is not None:
         raise OSError(problem)
     source.on_idle = _flusher(files)
-    return Producer(store, source, addons)
+    return Producer(store, source, addons, selection=plan.selection)

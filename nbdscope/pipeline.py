@@ -14,7 +14,7 @@ from contextlib import ExitStack
 from typing import Any, BinaryIO, Protocol
 
 from nbdscope.analysis.addons import Addon
-from nbdscope.analysis.engine import Engine, Result
+from nbdscope.analysis.engine import Engine, FindingFilter, Result
 from nbdscope.vocab import StreamItem
 
 
@@ -30,9 +30,11 @@ class Source(Protocol):
     def stop(self) -> None: ...
 
 
-def run(source: Source, addons: Sequence[Addon] = (), *, verify_data: bool = False) -> Result:
-    """Feed everything the source yields through a new engine into the addons; the run's result."""
-    return Engine(addons, verify_data=verify_data).run(source.items())
+def run(source: Source, addons: Sequence[Addon] = (), *, verify_data: bool = False,
+        selection: FindingFilter | None = None) -> Result:
+    """Feed everything the source yields through a new engine into the addons; the run's result.
+    ``selection`` (--select/--ignore) decides which findings are reported; the rest are only counted."""
+    return Engine(addons, verify_data=verify_data, selection=selection).run(source.items())
 
 
 class FileSource:

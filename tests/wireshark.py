@@ -79,8 +79,19 @@ def plugin_messages(capture: Path, *extra: str) -> list[dict[str, Any]]:
 
 
 def _experts(f: dict[str, Any]) -> list[str]:
-    msgs = f.get("_ws.expert.message", [])
-    return [m.split(":", 1)[0] for m in (msgs if isinstance(msgs, list) else [msgs])]
+    """The rule id of each expert info (the text starts with ``rule.check:`` or ``rule:``)."""
+    return [ident.split(".", 1)[0] for ident, _ in expert_infos(f)]
+
+
+# Wireshark's expert severities (epan/proto.h PI_NOTE, PI_WARN, PI_ERROR) as nbdscope names them
+EXPERT_SEVERITY = {0x00400000: "info", 0x00600000: "warning", 0x00800000: "error"}
+
+
+def expert_infos(f: dict[str, Any]) -> list[tuple[str, str]]:
+    """(the id the expert text starts with, its severity) for each expert info of one PDU."""
+    msgs, sevs = f.get("_ws.expert.message", []), f.get("_ws.expert.severity", [])
+    msgs, sevs = (msgs if isinstance(msgs, list) else [msgs]), (sevs if isinstance(sevs, list) else [sevs])
+    return [(m.split(":", 1)[0], EXPERT_SEVERITY.get(int(s), s)) for m, s in zip(msgs, sevs, strict=True)]
 
 
 def plugin_key(f: dict[str, Any]) -> tuple[Any, ...]:

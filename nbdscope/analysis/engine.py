@@ -14,7 +14,7 @@ import sys
 import traceback
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from nbdscope import vocab as it
 from nbdscope.analysis.addons import Addon, defines
@@ -30,12 +30,19 @@ _REPLIES = frozenset((ev.SimpleReply, ev.ReplyChunk))
 MessageHook = Callable[[Session, ev.Event], None]
 
 
+class FindingFilter(Protocol):
+    """What decides which findings are reported (``nbdscope.selection.Selection``)."""
+
+    def keeps(self, a: Anomaly) -> bool: ...
+
+
 @dataclass
 class Result:
     sessions: list[Session]
     anomalies: list[Anomaly]
     problems: list[it.CaptureProblem] = field(default_factory=list)
     t0: float = 0.0
+    silenced: dict[str, int] = field(default_factory=dict)  # findings --ignore/--select kept out, per check
 
     def internal_errors(self) -> list[Anomaly]:
         """The failures of nbdscope's own in this run (reported like findings, never a peer's)."""
@@ -50,7 +57,9 @@ class Engine:
     the decoder hand payloads over; other needs of the decoder come from the addons' NEEDS."""
 
     def __init__(self, addons: Sequence[Addon] = (), *, rules: Iterable[type[Rule]] = ALL_RULES,
-                 verify_data: bool = False) -> None:
+                 verify_data: bool = False, selection: FindingFilter | None = None) -> None:
+        self.selection = selection
+        self.silenced: dict[str, int] = {}
         chosen = [cls() for cls in rules if verify_data or not cls.NEEDS_DATA]
         self.addons: list[Addon] = [Statistics(), *addons, *chosen]
         needs = frozenset().union(*(a.NEEDS for a in self.addons))
@@ -126,9 +135,24 @@ class Engine:
     # ---------------------------------------------------------------- input
 
     def report(self, anomaly: Anomaly) -> None:
-        """Record a finding and hand it to every addon listening for findings."""
+        """Record a finding and hand it to every addon listening for findings (unless it is silenced:
+        then it is only counted, and taken back from its session's count)."""
+        if self.selection is not None and not self.selection.keeps(anomaly):
+            key = anomaly.check or anomaly.rule
+            self.silenced[key] = self.silenced.get(key, 0) + 1
+            for session in self._sessions_by_id(anomaly.session):
+                session.anomaly_count = max(0, session.anomaly_count - 1)
+            return
         self.anomalies.append(anomaly)
         self._each("finding", anomaly)
+
+    def _sessions_by_id(self, session_id: str) -> list[Session]:
+        """The session with this id (ids are "s<position>", see _start_session), as a list of at most one."""
+        try:
+            session = self.sessions[int(session_id.removeprefix("s")) - 1]
+        except (ValueError, IndexError):
+            return []
+        return [session] if session.id == session_id else []
 
     def _each(self, name: str, arg: object) -> None:
         """Call every addon's hook ``name`` that takes one argument (finding, problem, stream)."""
@@ -258,7 +282,7 @@ class Engine:
             self._call(addon, "ending", self.sessions)
         rank = {src: i for i, src in enumerate(dict.fromkeys(s.source for s in self.sessions))}
         self.anomalies.sort(key=lambda a: (rank.get(a.source, 0), a.frame))
-        result = Result(self.sessions, self.anomalies, self.problems, self.t0())
+        result = Result(self.sessions, self.anomalies, self.problems, self.t0(), dict(sorted(self.silenced.items())))
         for addon in list(self.addons):
             self._call(addon, "finished", result)
         return result

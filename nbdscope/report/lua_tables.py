@@ -16,7 +16,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from nbdscope.analysis.rules import ALL_RULES, handshake
+from nbdscope.analysis import rules as catalogue
+from nbdscope.analysis.rules import handshake
+from nbdscope.report.ruledoc import rule_entries
 from nbdscope.spec import codes, magics, metacontexts
 from nbdscope.spec.flags import FLAG_FIELDS
 from nbdscope.spec.tables import CodeTable, FlagField
@@ -96,10 +98,16 @@ def generate() -> str:
             f"S.CTX_DIRTY_BITMAP_PREFIX = {_s(metacontexts.QEMU_DIRTY_BITMAP_PREFIX)}",
             f"S.CTX_ALLOCATION_DEPTH = {_s(metacontexts.QEMU_ALLOCATION_DEPTH)}", ""]
     out.append("S.RULES = {  -- the ids, severities and blame of `nbdscope rules`")
-    for cls in ALL_RULES:
+    for cls in catalogue.ALL_RULES:
         i = cls.INFO
         out.append(f"  [{_s(i.id)}] = {{ severity = {_s(i.severity)}, blame = {_s(i.blame)}, "
                    f"spec = {_s(i.spec)}, summary = {_s(i.summary)} }},")
+    out.append("}")
+    out.append("S.CHECKS = {  -- every check of `nbdscope rules`, with the severity and blame its findings carry")
+    for entry in rule_entries():
+        for c in entry.checks:
+            out.append(f"  [{_s(c.id)}] = {{ rule = {_s(c.rule)}, severity = {_s(c.severity)}, blame = {_s(c.blame)}, "
+                       f"requirements = {_s(', '.join(c.check.requires))}, summary = {_s(c.check.summary)} }},")
     out += ["}", END]
     return "\n".join(out) + "\n"
 

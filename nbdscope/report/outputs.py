@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from nbdscope.analysis.engine import Engine, Result
     from nbdscope.analysis.session import Session
     from nbdscope.decoder import events as ev
+    from nbdscope.selection import Selection
 
 def _writer(out: IO[str] | IO[bytes]) -> Callable[[bytes], Any]:
     """A function writing bytes to ``out``, whether it is a text or a binary file. A text file over a
@@ -98,33 +99,39 @@ class TimelineLines(_Timed):
             self.out.flush()
 
 
-def json_report(inputs: list[str], result: Result) -> dict[str, object]:
-    """The whole run as one JSON object (docs/CONTRACT.md, ``analyze --format json``)."""
-    return {
+def json_report(inputs: list[str], result: Result, selection: Selection | None = None) -> dict[str, object]:
+    """The whole run as one JSON object (docs/CONTRACT.md, ``analyze --format json``). With an active
+    selection (--select/--ignore, nbdscope.toml) it says which, and how many findings it silenced per check."""
+    out: dict[str, object] = {
         "nbdscope": __version__,
         "inputs": inputs,
         "sessions": [s.as_json() for s in result.sessions],
         "anomalies": [a.as_json() for a in result.anomalies],
         "capture_problems": [{"input": p.source, "frame": p.frame, "message": p.message} for p in result.problems],
     }
+    if selection is not None and selection.active:
+        out["selection"] = {"select": list(selection.select), "ignore": list(selection.ignore),
+                            "origin": selection.origin}
+        out["silenced"] = dict(result.silenced)
+    return out
 
 
 class JsonReport(Addon):
     """Writes the JSON report when the run ends."""
 
-    def __init__(self, out: IO[str], inputs: list[str]) -> None:
-        self.out, self.inputs = out, inputs
+    def __init__(self, out: IO[str], inputs: list[str], selection: Selection | None = None) -> None:
+        self.out, self.inputs, self.selection = out, inputs, selection
 
     def finished(self, result: Result) -> None:
-        json.dump(json_report(self.inputs, result), self.out, indent=2)
+        json.dump(json_report(self.inputs, result, self.selection), self.out, indent=2)
         self.out.write("\n")
 
 
 class TextReport(Addon):
-    """Writes the text report (sessions, findings) when the run ends."""
+    """Writes the text report (sessions, findings, what was silenced) when the run ends."""
 
-    def __init__(self, out: IO[str], inputs: list[str]) -> None:
-        self.out, self.inputs = out, inputs
+    def __init__(self, out: IO[str], inputs: list[str], selection: Selection | None = None) -> None:
+        self.out, self.inputs, self.selection = out, inputs, selection
 
     def finished(self, result: Result) -> None:
         from rich.console import Console
@@ -132,7 +139,7 @@ class TextReport(Addon):
         from nbdscope.report.text import render
 
         console = Console(file=self.out, width=None if self.out.isatty() else 140, highlight=False)
-        render(result, self.inputs, console)
+        render(result, self.inputs, console, self.selection)
 
 
 class Filtered(Addon):

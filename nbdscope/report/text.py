@@ -11,6 +11,7 @@ from nbdscope.analysis.engine import Result
 from nbdscope.analysis.session import Session
 from nbdscope.report.fieldinfo import BitRow
 from nbdscope.report.sessionpanel import session_panel
+from nbdscope.selection import Selection
 
 _SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 
@@ -53,19 +54,33 @@ def _session_panel(s: Session) -> Panel:
     return Panel(Group(*parts), title=title, title_align="left")  # type: ignore[arg-type]
 
 
-def render(result: Result, inputs: list[str], console: Console) -> None:
+def _silenced(result: Result, selection: Selection | None) -> Text | None:
+    """One line: what the selection kept out of the report, per check."""
+    if selection is None or not selection.active:
+        return None
+    total = sum(result.silenced.values())
+    line = Text(f"{total} finding(s) silenced by {selection.describe()}", style="dim")
+    if result.silenced:
+        line.append(": " + ", ".join(f"{k} {n}" for k, n in result.silenced.items()), style="dim")
+    return line
+
+
+def render(result: Result, inputs: list[str], console: Console, selection: Selection | None = None) -> None:
     console.print(f"[bold]nbdscope[/bold]: {len(result.sessions)} NBD session(s) in {', '.join(inputs)}")
     for problem in result.problems:
         console.print(f"[yellow]capture problem[/yellow] {problem.source} frame {problem.frame}: {problem.message}")
     for session in result.sessions:
         console.print(_session_panel(session))
+    silenced = _silenced(result, selection)
     if not result.anomalies:
         console.print("[green]no anomalies[/green]")
-        return
-    table = Table(title=f"{len(result.anomalies)} anomalies", title_justify="left")
-    for col in ("severity", "rule", "blame", "session", "frame", "message", "spec"):
-        table.add_column(col, overflow="fold")
-    for a in result.anomalies:
-        table.add_row(Text(a.severity, style=_SEVERITY_STYLE[a.severity]), a.rule, a.blame, a.session,
-                      str(a.frame), a.message, a.spec)
-    console.print(table)
+    else:
+        table = Table(title=f"{len(result.anomalies)} anomalies", title_justify="left")
+        for col in ("severity", "check", "blame", "session", "frame", "message", "requirements / spec"):
+            table.add_column(col, overflow="fold")
+        for a in result.anomalies:
+            table.add_row(Text(a.severity, style=_SEVERITY_STYLE[a.severity]), a.check or a.rule, a.blame, a.session,
+                          str(a.frame), a.message, ", ".join(a.requirements) or a.spec)
+        console.print(table)
+    if silenced is not None:
+        console.print(silenced)

@@ -186,8 +186,10 @@ def _details(e: ev.Event) -> list[str]:
 
 
 def anomaly_line(a: Anomaly) -> str:
-    """A finding as the console shows it beside the timeline."""
-    return f"ANOMALY {a.severity} {a.rule} blame={a.blame} {a.session} frame {a.frame}: {a.message}"
+    """A finding as the console shows it beside the timeline: the check (or the rule, for a finding
+    made outside a check) and, at the end, the requirement rows it says were broken."""
+    reqs = f" [{', '.join(a.requirements)}]" if a.requirements else ""
+    return f"ANOMALY {a.severity} {a.check or a.rule} blame={a.blame} {a.session} frame {a.frame}: {a.message}{reqs}"
 
 
 def message_line(session: str, e: ev.Event, t0: float) -> str:

@@ -97,9 +97,12 @@ def finding_renderable(a: Anomaly, pal: Palette) -> RenderableType:
     colour = {"error": pal["error"], "warning": pal["warning"]}.get(a.severity, pal["accent"])
     head = Text()
     head.append(f"{a.severity.upper()} ", style=f"bold {colour}")
-    head.append(f"{a.rule}", style="bold")
+    head.append(a.check or a.rule, style="bold")
     head.append(f"  blame: {a.blame}  session {a.session}  frame {a.frame}\n")
     head.append(a.message)
+    if a.requirements:
+        head.append(f"\nrequirements: {', '.join(a.requirements)} (nbdscope rules {a.check or a.rule})",
+                    style=pal["muted"])
     head.append(f"\nspec: {a.spec}", style=pal["muted"])
     parts: list[RenderableType] = [head]
     for key, value in a.values.items():

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Collection, Sequence
+from typing import Any
 
 from nbdscope import pipeline
 from nbdscope.analysis.addons import Addon
@@ -15,8 +16,10 @@ from nbdscope.tui.store import Store
 class Producer:
     """A pipeline run in the background. ``label`` says what it reads; ``live`` whether more can come."""
 
-    def __init__(self, store: Store, source: pipeline.Source, extra: Sequence[Addon] = ()) -> None:
+    def __init__(self, store: Store, source: pipeline.Source, extra: Sequence[Addon] = (), *,
+                 selection: Any = None) -> None:
         self.store, self.source, self.extra = store, source, list(extra)
+        self.selection = selection  # nbdscope.selection.Selection or None
         self.label, self.live = source.label, source.live
         self.thread = threading.Thread(target=self._guarded, name=f"nbdscope-{type(source).__name__}", daemon=True)
 
@@ -31,7 +34,7 @@ class Producer:
 
     def _guarded(self) -> None:
         try:
-            result = pipeline.run(self.source, [self.store, *self.extra])
+            result = pipeline.run(self.source, [self.store, *self.extra], selection=self.selection)
             for a in result.internal_errors():
                 self.store.add_notice(a.message)
             self.settle()
@@ -50,13 +53,14 @@ class Producer:
             gc.freeze()
 
 
-def file_producer(store: Store, paths: Sequence[str], ports: Collection[int] = ()) -> Producer:
-    return Producer(store, pipeline.FileSource(paths, ports))
+def file_producer(store: Store, paths: Sequence[str], ports: Collection[int] = (), *,
+                  selection: Any = None) -> Producer:
+    return Producer(store, pipeline.FileSource(paths, ports), selection=selection)
 
 
 def live_producer(store: Store, interface: str, ports: Collection[int] = (), bpf: str = "tcp",
-                  buffer_kib: int = 65536) -> Producer:
+                  buffer_kib: int = 65536, *, selection: Any = None) -> Producer:
     """A live capture; tcpdump is started here, so a bad interface fails before the screen comes up."""
     source = pipeline.LiveSource(interface, ports, bpf=bpf, buffer_kib=buffer_kib, on_notice=store.add_notice)
     source.start()
-    return Producer(store, source)
+    return Producer(store, source, selection=selection)

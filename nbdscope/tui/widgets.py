@@ -24,7 +24,8 @@ def flags_summary(s: Session) -> str:
 
 
 class FindingsTable(DataTable[object]):
-    """Anomalies: severity, rule, blame, session, frame, message. Enter jumps to the message."""
+    """Anomalies: severity, check (the rule for a finding naming none), blame, session, frame, message.
+    Enter jumps to the message."""
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("enter", "select_cursor", "Go to message", show=True)]
 
@@ -35,7 +36,7 @@ class FindingsTable(DataTable[object]):
         self.shown = 0  # store.findings consumed so far
 
     def on_mount(self) -> None:
-        self.add_columns("sev", "rule", "blame", "ses", "frame", "message")
+        self.add_columns("sev", "check", "blame", "ses", "frame", "message")
         self.sync()
 
     def sync(self) -> None:
@@ -47,8 +48,8 @@ class FindingsTable(DataTable[object]):
             a = f.anomaly
             if self.session is not None and a.session != self.session:
                 continue
-            self.add_row(Text(a.severity, style=SEVERITY_STYLE.get(a.severity, "")), a.rule, a.blame, a.session,
-                         str(a.frame), a.message, key=str(i))
+            self.add_row(Text(a.severity, style=SEVERITY_STYLE.get(a.severity, "")), a.check or a.rule, a.blame,
+                         a.session, str(a.frame), a.message, key=str(i))
 
     def finding_index(self, row_key: object) -> int:
         return int(str(getattr(row_key, "value", row_key)))
