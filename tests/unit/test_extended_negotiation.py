@@ -85,6 +85,12 @@ def test_export_name_after_extended_headers() -> None:
     assert "frame 4" in hit.message
 
 
+def test_export_name_after_refused_extended_headers_is_fine() -> None:
+    """ext.opt-extended-headers.5 binds only once the option was acknowledged."""
+    script = start() + ask(EXTENDED, (ERR_UNSUP, b"")) + [("c2s", w.option(EXPORT_NAME, b"disk"))]
+    silent(analyze(script), "extended-negotiation")
+
+
 def test_list_ext_header_reqd_after_extended_headers() -> None:
     """ext.opt-list-meta-context.3: not once the client has extended headers."""
     script = start() + ask(EXTENDED, (ACK, b"")) + ask(LIST_META, (ERR_EXT_HEADER_REQD, b""),
@@ -135,10 +141,3 @@ def test_go_requiring_extended_headers() -> None:
     script = start() + ask(STRUCTURED, (ACK, b"")) + ask(GO, (ERR_EXT_HEADER_REQD, b""), data=w.opt_go_data("disk"))
     [hit] = fired(analyze(script), "extended-negotiation.go-requires-extended", blame="server")
     assert hit.severity == "warning"
-
-
-def test_starttls_forgets_extended_headers() -> None:
-    """ext.opt-extended-headers.11 / opt-starttls: after STARTTLS the earlier ACK counts no more (nothing
-    after it is decoded, so nothing may be concluded from it either)."""
-    script = start() + ask(EXTENDED, (ACK, b"")) + ask(5, (ACK, b"")) + [("c2s", b"\x16\x03\x01\x00\x05hello")]
-    silent(analyze(script), "extended-negotiation", "extended-headers")

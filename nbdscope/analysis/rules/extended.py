@@ -46,7 +46,7 @@ class ExtendedHeaders(Rule):
                     "NBD_CMD_FLAG_PAYLOAD_LEN misused, extended chunks echoing the wrong offset, malformed or "
                     "misplaced NBD_REPLY_TYPE_BLOCK_STATUS_EXT, the BLOCK_STATUS payload form misused")
     CHECKS = HEADER_CHECKS
-    EVENTS = (ev.OptionReply, ev.TlsStart, ev.TransmissionStart, ev.Request, ev.SimpleReply, ev.ReplyChunk,
+    EVENTS = (ev.OptionReply, ev.TransmissionStart, ev.Request, ev.SimpleReply, ev.ReplyChunk,
               ev.ConnectionEnd)
 
     def __init__(self) -> None:
@@ -60,7 +60,7 @@ class ExtendedHeaders(Rule):
         if isinstance(event, ev.ConnectionEnd):
             del self.state[session.id]
             return
-        if isinstance(event, ev.OptionReply | ev.TlsStart):
+        if isinstance(event, ev.OptionReply):
             self._haggling(st, event)
             return
         if session.handshake == "unknown" or session.tls or session.extended_headers is None:
@@ -81,11 +81,9 @@ class ExtendedHeaders(Rule):
     # ------------------------------------------------------------ handshake
 
     @staticmethod
-    def _haggling(st: _Negotiated, event: ev.OptionReply | ev.TlsStart) -> None:
-        """Remember a refusal of NBD_OPT_EXTENDED_HEADERS (STARTTLS or a later acknowledgement forgets it)."""
-        if isinstance(event, ev.TlsStart):
-            st.refused = None
-        elif event.option == Opt.EXTENDED_HEADERS and is_rep_error(event.reply):
+    def _haggling(st: _Negotiated, event: ev.OptionReply) -> None:
+        """Remember a refusal of NBD_OPT_EXTENDED_HEADERS (a later acknowledgement forgets it)."""
+        if event.option == Opt.EXTENDED_HEADERS and is_rep_error(event.reply):
             st.refused = event.frame
         elif event.option == Opt.EXTENDED_HEADERS and event.reply == Rep.ACK:
             st.refused = None

@@ -82,15 +82,15 @@ class ExtendedNegotiation(Rule):
               example="NBD_OPT_GO failed with NBD_REP_ERR_EXT_HEADER_REQD: clients without extended headers "
                       "cannot connect"),
     )
-    EVENTS = (ev.OptionRequest, ev.OptionReply, ev.TlsStart, ev.ConnectionEnd)
+    EVENTS = (ev.OptionRequest, ev.OptionReply, ev.ConnectionEnd)  # after STARTTLS nothing is decoded
 
     def __init__(self) -> None:
         super().__init__()
         self.state: dict[str, _Haggling] = {}
 
     def message(self, session: Session, event: ev.Event) -> None:
-        if isinstance(event, ev.ConnectionEnd | ev.TlsStart):
-            self.state.pop(session.id, None)  # STARTTLS forgets what was negotiated before it
+        if isinstance(event, ev.ConnectionEnd):
+            self.state.pop(session.id, None)
             return
         st = self.state.get(session.id)
         if st is None:
