@@ -196,6 +196,8 @@ S.RULES = {  -- the ids, severities and blame of `nbdscope rules`
   ["stale-read"] = { severity = "error", blame = "server", spec = "Ordering of messages and writes", summary = "a read (or a block status zero claim) contradicting data the server had acknowledged: on the same connection, or on another one after a flush or FUA when CAN_MULTI_CONN was advertised (needs --verify-data)" },
   ["capture-gap"] = { severity = "warning", blame = "capture", spec = "(capture completeness)", summary = "the capture lost bytes of a connection; findings near the gap may be incomplete" },
   ["malformed-message"] = { severity = "error", blame = "either", spec = "Protocol phases; Transmission", summary = "bytes that are not a valid message at that point of the protocol (bad magic, garbage)" },
+  ["extended-headers"] = { severity = "error", blame = "either", spec = "Request message; Extended reply chunk message; NBD_REPLY_TYPE_BLOCK_STATUS_EXT; NBD_CMD_BLOCK_STATUS (extension-ext-header)", summary = "extended headers misused in transmission: the wrong header style for what was agreed, NBD_CMD_FLAG_PAYLOAD_LEN misused, extended chunks echoing the wrong offset, malformed or misplaced NBD_REPLY_TYPE_BLOCK_STATUS_EXT, the BLOCK_STATUS payload form misused" },
+  ["extended-negotiation"] = { severity = "error", blame = "either", spec = "NBD_OPT_EXTENDED_HEADERS; NBD_REP_ERR_EXT_HEADER_REQD (extension-ext-header)", summary = "NBD_OPT_EXTENDED_HEADERS negotiated wrongly: data on the option, NBD_OPT_EXPORT_NAME or a refused NBD_OPT_GO after it, NBD_REP_ERR_EXT_HEADER_REQD where the spec forbids it" },
 }
 S.CHECKS = {  -- every check of `nbdscope rules`, with the severity and blame its findings carry
 }

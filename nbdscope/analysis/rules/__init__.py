@@ -19,6 +19,8 @@ from nbdscope.analysis.rules.blocks import (
     UnalignedRequest,
 )
 from nbdscope.analysis.rules.data import StaleRead
+from nbdscope.analysis.rules.extended import ExtendedHeaders
+from nbdscope.analysis.rules.extended_negotiation import ExtendedNegotiation
 from nbdscope.analysis.rules.fields import ReservedBitsSet, TransmissionFlagsInvalid, UnknownCommand
 from nbdscope.analysis.rules.framing import CaptureGap, HardDisconnect, MalformedMessage
 from nbdscope.analysis.rules.handshake import OptionProtocol
@@ -37,6 +39,7 @@ ALL_RULES: tuple[type[Rule], ...] = (
     CookieReuse, UnmatchedReply, ReplyKind, SimpleReplyToStructuredRead, BadReplyChunk, ReservedBitsSet,
     TransmissionFlagsInvalid, UnknownCommand, OptionProtocol, TlsProtocol, HardDisconnect,
     StaleRead, CaptureGap, MalformedMessage,
+    ExtendedHeaders, ExtendedNegotiation,  # extended headers (j-ext)
 )
 
 CATALOGUE: tuple[RuleInfo, ...] = (*(cls.INFO for cls in ALL_RULES), INTERNAL_ERROR)
