@@ -149,7 +149,7 @@ def test_bad_read_chunks() -> None:
     msgs = [a.message for a in found(analyze(script), "bad-reply-chunk")]
     assert any("outside the request" in m for m in msgs)
     assert any("overlapping the earlier content chunk" in m for m in msgs)
-    assert any("leaves 512 of 1024" in m for m in msgs)
+    assert not any("leaves" in m for m in msgs)  # coverage is not judged again once a chunk was reported
     assert any("after its reply was already complete" in m for m in msgs)
     assert any("not a valid reply to NBD_CMD_WRITE" in m for m in msgs)
     assert any("NONE without NBD_REPLY_FLAG_DONE" in m for m in msgs)

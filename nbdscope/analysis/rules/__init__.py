@@ -19,9 +19,9 @@ from nbdscope.analysis.rules.blocks import (
     UnalignedRequest,
 )
 from nbdscope.analysis.rules.data import StaleRead
+from nbdscope.analysis.rules.errors import ErrorValue
 from nbdscope.analysis.rules.fields import ReservedBitsSet, TransmissionFlagsInvalid, UnknownCommand
 from nbdscope.analysis.rules.framing import CaptureGap, HardDisconnect, MalformedMessage
-from nbdscope.analysis.rules.errors import ErrorValue
 from nbdscope.analysis.rules.handshake import OptionProtocol
 from nbdscope.analysis.rules.replies import (
     BadReplyChunk,

@@ -57,6 +57,7 @@ class _Open:
     error_offsets: list[int] = field(default_factory=list)  # sorted
     blamed_ranges: dict[tuple[int, int], int] = field(default_factory=dict)  # content range -> its error offset
     contexts: set[int] = field(default_factory=set)
+    flawed: bool = False  # a content chunk was already reported: coverage would only repeat it
 
 
 class BadReplyChunk(Rule):
@@ -272,11 +273,13 @@ class BadReplyChunk(Rule):
             return  # a length error, reported by _shape
         lo, hi = event.offset, event.offset + extent
         if lo < o.offset or hi > o.offset + o.length:
+            o.flawed = True
             self._bad(session, event, "content-outside", f"{REPLY_TYPES.name(rtype)} covers {lo}+{extent}, outside "
                       f"the request {o.offset}+{o.length}", offset=lo, length=extent)
             return
         j = bisect_left(o.error_offsets, lo)
         if j < len(o.error_offsets) and o.error_offsets[j] < hi:
+            o.flawed = True
             self._bad(session, event, "content-after-error", f"{REPLY_TYPES.name(rtype)} covers {lo}+{extent}, "
                       f"which includes the offset {o.error_offsets[j]} of an earlier error chunk", offset=lo,
                       length=extent)
@@ -284,6 +287,7 @@ class BadReplyChunk(Rule):
         i = bisect_left(o.covered, (lo,))
         clash = next((c for c in o.covered[max(0, i - 1):i + 1] if c[0] < hi and lo < c[1]), None)
         if clash is not None:
+            o.flawed = True
             self._bad(session, event, "overlap", f"{REPLY_TYPES.name(rtype)} covers {lo}..{hi}, overlapping the "
                       f"earlier content chunk {clash[0]}..{clash[1]}", offset=lo, length=extent)
             return
@@ -296,7 +300,7 @@ class BadReplyChunk(Rule):
     def _complete(self, session: Session, event: ev.ReplyChunk, o: _Open) -> None:
         if o.errors:
             return
-        if o.command == _READ and session.reliable:
+        if o.command == _READ and session.reliable and not o.flawed:
             pos, gaps = o.offset, 0
             for lo, hi in o.covered:
                 gaps += max(0, lo - pos)
