@@ -8,7 +8,7 @@ from bisect import bisect_left, insort
 from dataclasses import dataclass, field
 from typing import Any
 
-from nbdscope.analysis.anomaly import Check, RuleInfo
+from nbdscope.analysis.anomaly import RuleInfo
 from nbdscope.analysis.rules.base import Rule
 from nbdscope.analysis.rules.chunk_checks import CHECKS
 from nbdscope.analysis.session import Session
@@ -64,7 +64,7 @@ class BadReplyChunk(Rule):
     INFO = RuleInfo("bad-reply-chunk", "error", "server", "Structured reply chunk message; Structured reply types",
                     "a reply chunk that breaks the chunk rules: order, DONE, coverage of a read, offsets outside "
                     "the request, lengths, or a type not valid for the command")
-    CHECKS: tuple[Check, ...] = CHECKS
+    CHECKS = CHECKS
     EVENTS = (ev.ReplyChunk, ev.ConnectionEnd)  # replies carry their request's fields
 
     def __init__(self) -> None:
