@@ -21,6 +21,7 @@ class Flight:
 
     request: ev.Request
     chunks: int = 0  # reply messages that arrived so far
+    ambiguous: bool = False  # its cookie was reused while in flight: which reply answers which is unknown
 
 
 @dataclass
@@ -59,6 +60,7 @@ class Session:
     # which runs ahead (it decodes a whole chunk of bytes before any of its events is dispatched).
     in_flight: dict[int, Flight] = field(default_factory=dict)
     recent: dict[int, int] = field(default_factory=dict)
+    shadowed: dict[int, list[Flight]] = field(default_factory=dict)  # earlier requests a cookie reuse hid
     # cookie -> what to call with the reply that completes it (the engine calls and drops them), so a
     # rule that judges a reply only in a few cases need not hear every reply
     followups: dict[int, list[Callable[[Session, ev.Reply], None]]] = field(default_factory=dict)
@@ -100,11 +102,21 @@ class Session:
         cls = type(e)
         if cls is ev.Request:
             if e.command != _DISC:  # type: ignore[attr-defined]
-                self.in_flight[e.cookie] = Flight(e)  # type: ignore[arg-type, attr-defined]
+                hidden = self.in_flight.get(e.cookie)  # type: ignore[attr-defined]
+                if hidden is not None:  # reused while in flight, as the decoder's table keeps it
+                    hidden.ambiguous = True
+                    self.shadowed.setdefault(e.cookie, []).append(hidden)  # type: ignore[attr-defined]
+                self.in_flight[e.cookie] = Flight(e, ambiguous=hidden is not None)  # type: ignore[arg-type, attr-defined]
             return
         cookie = e.cookie  # type: ignore[attr-defined]
         if e.completes:  # type: ignore[attr-defined]
             self.in_flight.pop(cookie, None)
+            if self.shadowed:
+                hidden_flights = self.shadowed.get(cookie)
+                if hidden_flights:
+                    self.in_flight[cookie] = hidden_flights.pop()
+                    if not hidden_flights:
+                        del self.shadowed[cookie]
             recent = self.recent
             recent.pop(cookie, None)
             recent[cookie] = e.command if e.command is not None else -1  # type: ignore[attr-defined]

@@ -5,6 +5,11 @@ Each entry keeps the request event and, beside it, the few values every reply
 copies from it, unpacked at once on the per-message path (reading them off the
 event one by one cost more). Chunk counts and errors are kept apart, only for
 replies that run over several chunks.
+
+A cookie the client reuses while its first request is still unanswered (which it
+should not do) shadows the earlier entry instead of replacing it: once one reply
+completes, the earlier request is in flight again, so the second reply matches a
+request too and is not taken for an invented cookie (the reuse is one finding).
 """
 
 from __future__ import annotations
@@ -41,19 +46,24 @@ class InFlightView(Mapping[int, ev.Request]):
 class InFlight:
     """Requests sent and not yet completely answered, by cookie."""
 
-    __slots__ = ("_chunks", "_errored", "_table", "get", "view")
+    __slots__ = ("_chunks", "_errored", "_shadowed", "_table", "get", "view")
 
     def __init__(self) -> None:
         self._table: dict[int, Entry] = {}
         self._chunks: dict[int, int] = {}  # cookie -> reply chunks seen so far (only while more are due)
         self._errored: set[int] = set()  # cookies whose reply so far included an error chunk
+        self._shadowed: dict[int, list[Entry]] = {}  # cookie -> earlier requests a reuse of it hid
         self.get = self._table.get  # cookie -> Entry | None, for the decoder
         self.view: Mapping[int, ev.Request] = InFlightView(self._table)
 
     def add(self, request: ev.Request, cookie: int, command: int, frame: int, offset: int, length: int,
             flags: int, time: float) -> None:
         """A request was sent (``length``: what its reply is about, see ``effect_length``)."""
-        self._table[cookie] = (request, command, frame, offset, length, flags, time)
+        table = self._table
+        hidden = table.get(cookie)
+        if hidden is not None:  # reused while in flight: keep the earlier request for the other reply
+            self._shadowed.setdefault(cookie, []).append(hidden)
+        table[cookie] = (request, command, frame, offset, length, flags, time)
         if self._chunks:
             self._chunks.pop(cookie, None)  # a reused cookie starts afresh
             self._errored.discard(cookie)
@@ -83,6 +93,12 @@ class InFlight:
         """The last message of the reply to a request found with ``get``: whether the reply
         failed, and its latency."""
         del self._table[cookie]
+        if self._shadowed:
+            hidden = self._shadowed.get(cookie)
+            if hidden:
+                self._table[cookie] = hidden.pop()
+                if not hidden:
+                    del self._shadowed[cookie]
         if self._chunks:
             self._chunks.pop(cookie, None)
             if cookie in self._errored:

@@ -19,6 +19,7 @@ from nbdscope.analysis.rules.blocks import (
     UnalignedRequest,
 )
 from nbdscope.analysis.rules.data import StaleRead
+from nbdscope.analysis.rules.errors import ErrorValue
 from nbdscope.analysis.rules.extended import ExtendedHeaders
 from nbdscope.analysis.rules.extended_negotiation import ExtendedNegotiation
 from nbdscope.analysis.rules.fields import ReservedBitsSet, TransmissionFlagsInvalid, UnknownCommand
@@ -31,6 +32,7 @@ from nbdscope.analysis.rules.replies import (
     SimpleReplyToStructuredRead,
     UnmatchedReply,
 )
+from nbdscope.analysis.rules.requests import DisconnectProtocol, ReadRequest
 from nbdscope.analysis.rules.tls import TlsProtocol
 
 ALL_RULES: tuple[type[Rule], ...] = (
@@ -40,6 +42,7 @@ ALL_RULES: tuple[type[Rule], ...] = (
     TransmissionFlagsInvalid, UnknownCommand, OptionProtocol, TlsProtocol, HardDisconnect,
     StaleRead, CaptureGap, MalformedMessage,
     ExtendedHeaders, ExtendedNegotiation,  # extended headers (j-ext)
+    ErrorValue, DisconnectProtocol, ReadRequest,  # replies
 )
 
 CATALOGUE: tuple[RuleInfo, ...] = (*(cls.INFO for cls in ALL_RULES), INTERNAL_ERROR)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from nbdscope.analysis.anomaly import RuleInfo
+from nbdscope.analysis.anomaly import Check, RuleInfo
 from nbdscope.analysis.rules.base import Rule
 from nbdscope.analysis.session import Session
 from nbdscope.analysis.shadow import SECTOR, ZERO_DIGEST, Sector, ShadowDisk, digest
@@ -49,6 +49,24 @@ class StaleRead(Rule):
                     "a read (or a block status zero claim) contradicting data the server had acknowledged: on "
                     "the same connection, or on another one after a flush or FUA when CAN_MULTI_CONN was "
                     "advertised (needs --verify-data)")
+    # the statements these enforce sit with the transmission flags (NBD_FLAG_CAN_MULTI_CONN, tflags.8) and
+    # with what a read returns, which the spec implies rather than states: no row is cited until linked
+    CHECKS = (
+        Check("same-connection", (), "a read or zero claim that contradicts a write this connection had "
+              "acknowledged before sending the read", severity="error",
+              consequence="the client reads back other data than it wrote: silent corruption (a broken cache "
+                          "or a lost write)",
+              fix="server: make acknowledged writes visible to every later read on the connection",
+              example="read returned other data at offset 4096: this connection wrote there in frame 12 and had "
+                      "the write acknowledged before this request was sent"),
+        Check("multi-conn", (), "a read on one connection that misses a write another connection had made "
+              "durable (flush or FUA) while NBD_FLAG_CAN_MULTI_CONN was advertised (tflags.8, linked at merge)",
+              severity="error",
+              consequence="a multi-connection client (nbdcopy, qemu with several connections) reads stale data",
+              fix="server: advertise NBD_FLAG_CAN_MULTI_CONN only when caches are shared or absent",
+              example="read returned other data at offset 0: connection s1 wrote there in frame 12, made it durable "
+                      "in frame 14 (flush or FUA), and the server advertises NBD_FLAG_CAN_MULTI_CONN"),
+    )
     EVENTS = (ev.Request, ev.PayloadData, ev.SimpleReply, ev.ReplyChunk, ev.ConnectionEnd)
 
     NEEDS_DATA = True
@@ -202,6 +220,7 @@ class StaleRead(Rule):
                        f"{s.flush_frame} (flush or FUA), and the server advertises NBD_FLAG_CAN_MULTI_CONN, so "
                        "every connection must see it")
             self.flag(session, event, f"{how} at offset {lo}: {why} before this request was sent",
+                      check="same-connection" if same else "multi-conn",
                       offset=lo, write_frame=s.write_frame, writer=s.writer, flush_frame=s.flush_frame,
                       cookie=getattr(event, "cookie", None))
             return

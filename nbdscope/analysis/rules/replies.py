@@ -1,47 +1,32 @@
-"""Request/reply matching and reply-shape rules (spec "Transmission", "Simple
-reply message", "Structured reply chunk message", "Structured reply types")."""
+"""Request/reply matching and reply-style rules (spec "Transmission", "Simple reply message",
+"Structured reply chunk message"); the chunk rules are in chunks.py."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
-
-from nbdscope.analysis.anomaly import RuleInfo
+from nbdscope.analysis.anomaly import Check, RuleInfo
 from nbdscope.analysis.rules.base import Rule
+from nbdscope.analysis.rules.chunks import BadReplyChunk
 from nbdscope.analysis.session import Session
 from nbdscope.decoder import events as ev
-from nbdscope.spec import COMMANDS, REPLY_TYPES, Cmd, CommandFlag, ReplyType
-from nbdscope.spec.codes import STATUS_REPLY_TYPES
+from nbdscope.spec import COMMANDS, Cmd
 
-# plain ints: comparing with enum members costs an attribute lookup through the enum class per message
-_NONE, _DATA, _HOLE, _STATUS32, _STATUS64, _ERROR_OFFSET = (int(t) for t in (
-    ReplyType.NONE, ReplyType.OFFSET_DATA, ReplyType.OFFSET_HOLE, ReplyType.BLOCK_STATUS, ReplyType.BLOCK_STATUS_EXT,
-    ReplyType.ERROR_OFFSET))
-_DF = int(CommandFlag.DF)
-_READ = int(Cmd.READ)
-_STATUS = STATUS_REPLY_TYPES
-_CONTENT = frozenset({_DATA, _HOLE})
-_CONTENT_OR_STATUS = _CONTENT | _STATUS
-_LOCATED = _CONTENT | {_ERROR_OFFSET}  # chunk types with an offset into the request
-_VALID_TYPES = {int(Cmd.READ): _CONTENT, int(Cmd.BLOCK_STATUS): _STATUS}
+__all__ = ["BadReplyChunk", "CookieReuse", "ReplyKind", "SimpleReplyToStructuredRead", "UnmatchedReply"]
 
-
-@dataclass
-class _Open:
-    command: int
-    offset: int
-    length: int
-    request_frame: int
-    chunks: int = 0
-    content_chunks: int = 0  # OFFSET_DATA and OFFSET_HOLE chunks
-    errors: int = 0
-    covered: list[tuple[int, int]] = field(default_factory=list)  # read ranges delivered
-    contexts: set[int] = field(default_factory=set)
+# Checks whose statements sit in another helper's part of the table (extended headers) cite no row yet;
+# they state the severity of the MUST they enforce until the lead links them.
+_EXT_NOTE = "the extended-header rows (ext.*) are linked at merge"
 
 
 class CookieReuse(Rule):
     INFO = RuleInfo("cookie-reuse", "warning", "client", "Transmission",
                     "a cookie reused while a request with that cookie is still in flight, so replies are ambiguous")
+    CHECKS = (
+        Check("in-flight", ("transmission.2",), "a request reuses the cookie of a request still unanswered",
+              consequence="the client cannot tell which reply answers which request; data of one read may land "
+                          "in the buffer of the other",
+              fix="client: keep a cookie unused until its reply has completed (a counter or a free list)",
+              example="cookie 0x1 reused by NBD_CMD_READ while NBD_CMD_WRITE from frame 12 is unanswered"),
+    )
     EVENTS = (ev.Request,)
 
     def message(self, session: Session, event: ev.Event) -> None:
@@ -50,12 +35,24 @@ class CookieReuse(Rule):
         if prior is not None:
             self.flag(session, event, f"cookie {event.cookie:#x} reused by {COMMANDS.name(event.command)} while "
                       f"{COMMANDS.name(prior.request.command)} from frame {prior.request.frame} is unanswered",
-                      cookie=event.cookie, first_frame=prior.request.frame)
+                      check="in-flight", cookie=event.cookie, first_frame=prior.request.frame)
 
 
 class UnmatchedReply(Rule):
     INFO = RuleInfo("unmatched-reply", "error", "server", "Transmission",
                     "a reply whose cookie matches no request in flight: a double reply or an invented cookie")
+    CHECKS = (
+        Check("unknown-cookie", ("transmission.3",), "a reply carries a cookie no request in flight used",
+              consequence="the client finds no request for the reply and must drop the connection; a reply "
+                          "meant for another request is lost",
+              fix="server: copy the request's cookie into its reply unchanged (it is opaque: no byte swapping, "
+                  "no truncation to 32 bits)",
+              example="reply for cookie 0x63, which no request in flight uses"),
+        Check("second-reply", ("transmission.3",), "a second reply for a request already answered",
+              consequence="the client takes the second reply for another request or drops the connection",
+              fix="server: send exactly one simple reply (or one DONE-terminated structured reply) per request",
+              example="second reply for cookie 0x1 (NBD_CMD_FLUSH already answered)"),
+    )
     EVENTS = (ev.SimpleReply, ev.ReplyChunk)
     FOR_COMMANDS = frozenset({None})  # the decoder matched no request: command is None
 
@@ -68,10 +65,10 @@ class UnmatchedReply(Rule):
             pass  # reported by bad-reply-chunk as a chunk after the final one
         elif previous is not None:
             self.flag(session, event, f"second reply for cookie {event.cookie:#x} "
-                      f"({COMMANDS.name(previous)} already answered)", cookie=event.cookie)
+                      f"({COMMANDS.name(previous)} already answered)", check="second-reply", cookie=event.cookie)
         else:
             self.flag(session, event, f"reply for cookie {event.cookie:#x}, which no request in flight uses",
-                      cookie=event.cookie)
+                      check="unknown-cookie", cookie=event.cookie)
 
 
 class ReplyKind(Rule):
@@ -79,6 +76,35 @@ class ReplyKind(Rule):
                     "Structured reply chunk message; Extended reply chunk message",
                     "a reply or request header style the handshake did not agree on (structured or extended "
                     "chunks without negotiation, simple replies or compact requests under extended headers)")
+    CHECKS = (
+        Check("structured-without-negotiation",
+              ("transmission.1", "simple-reply.1", "chunk.1", "cmd-read.1", "cmd-read.4"),
+              "a structured reply chunk although NBD_OPT_STRUCTURED_REPLY was not agreed",
+              consequence="a client that did not ask for structured replies reads the chunk header as a simple "
+                          "reply with a bad magic and drops the connection",
+              fix="server: send structured chunks only after acknowledging NBD_OPT_STRUCTURED_REPLY",
+              example="structured reply chunk although NBD_OPT_STRUCTURED_REPLY was not agreed"),
+        Check("extended-without-negotiation", (), "an extended reply chunk although extended headers were not "
+              "agreed (" + _EXT_NOTE + ")", severity="error", blame="server",
+              consequence="the client cannot parse the 32-byte header and drops the connection",
+              fix="server: use extended headers only after acknowledging NBD_OPT_EXTENDED_HEADERS",
+              example="extended reply chunk although NBD_OPT_EXTENDED_HEADERS was not agreed"),
+        Check("compact-chunk-under-extended", (), "a 20-byte structured chunk although extended headers were "
+              "agreed (" + _EXT_NOTE + ")", severity="error", blame="server",
+              consequence="a client expecting 32-byte headers misframes the stream",
+              fix="server: once extended headers are agreed, send every reply with the extended header",
+              example="structured (20-byte) reply chunk although extended headers were agreed"),
+        Check("simple-under-extended", (), "a simple reply although extended headers were agreed ("
+              + _EXT_NOTE + ")", severity="error", blame="server",
+              consequence="a client expecting extended headers misframes the stream",
+              fix="server: answer with extended reply chunks only",
+              example="simple reply although extended headers were agreed"),
+        Check("request-header-style", (), "a request header style that does not match the extended-header "
+              "agreement (" + _EXT_NOTE + ")", severity="error", blame="client",
+              consequence="the server misframes the request stream and drops the connection",
+              fix="client: send 32-byte requests exactly when extended headers were agreed",
+              example="compact (28-byte) request header although extended headers were agreed"),
+    )
     EVENTS = (ev.Request, ev.SimpleReply, ev.ReplyChunk)
 
     def message(self, session: Session, event: ev.Event) -> None:
@@ -88,147 +114,54 @@ class ReplyKind(Rule):
         if isinstance(event, ev.ReplyChunk):
             if event.extended and not extended:
                 self.flag(session, event, "extended reply chunk although NBD_OPT_EXTENDED_HEADERS was not agreed",
-                          cookie=event.cookie)
+                          check="extended-without-negotiation", cookie=event.cookie)
             elif not event.extended and extended:
                 self.flag(session, event, "structured (20-byte) reply chunk although extended headers were agreed, "
-                          "so every reply must use the extended header", cookie=event.cookie)
+                          "so every reply must use the extended header", check="compact-chunk-under-extended",
+                          cookie=event.cookie)
             elif not event.extended and not structured:
                 self.flag(session, event, "structured reply chunk although NBD_OPT_STRUCTURED_REPLY was not agreed",
-                          cookie=event.cookie)
+                          check="structured-without-negotiation", cookie=event.cookie)
         elif isinstance(event, ev.SimpleReply) and extended:
-            self.flag(session, event, "simple reply although extended headers were agreed", cookie=event.cookie)
+            self.flag(session, event, "simple reply although extended headers were agreed",
+                      check="simple-under-extended", cookie=event.cookie)
         elif isinstance(event, ev.Request) and event.extended != bool(extended):
             style = "extended (32-byte)" if event.extended else "compact (28-byte)"
             agreed = "were" if extended else "were not"
             self.flag(session, event, f"{style} request header although extended headers {agreed} agreed",
-                      cookie=event.cookie)
+                      check="request-header-style", cookie=event.cookie)
 
 
 class SimpleReplyToStructuredRead(Rule):
     INFO = RuleInfo("simple-reply-to-structured-read", "error", "server", "Structured reply chunk message",
                     "a simple reply to NBD_CMD_READ after structured replies were agreed")
+    CHECKS = (
+        Check("with-data", ("chunk.2", "chunk.3", "cmd-read.1", "cmd-read.9"),
+              "a successful simple reply (with its data) to a read although structured replies were agreed",
+              consequence="a client that relies on structured replies to frame the stream reads the data as "
+                          "headers and drops the connection",
+              fix="server: once NBD_OPT_STRUCTURED_REPLY is acknowledged, answer every read with "
+                  "NBD_REPLY_TYPE_OFFSET_DATA/OFFSET_HOLE chunks ending in DONE",
+              example="simple reply with 4096 bytes of data to NBD_CMD_READ cookie 0x2 although structured "
+                      "replies were agreed"),
+        Check("with-error", ("chunk.3", "cmd-read.1", "cmd-read.9"),
+              "a simple error reply to a read although structured replies were agreed (even early errors "
+              "must be error chunks)",
+              consequence="clients that expect only chunks for reads may misframe or reject the reply",
+              fix="server: report read errors (including early NBD_EINVAL) as NBD_REPLY_TYPE_ERROR chunks",
+              example="simple reply (error 22) to NBD_CMD_READ cookie 0x2 although structured replies were agreed"),
+    )
     EVENTS = (ev.SimpleReply,)
     FOR_COMMANDS = frozenset({Cmd.READ})
 
     def message(self, session: Session, event: ev.Event) -> None:
         if isinstance(event, ev.SimpleReply) and event.command == Cmd.READ and session.structured_replies \
                 and not session.extended_headers:
-            self.flag(session, event, f"simple reply (error {event.error}) to NBD_CMD_READ cookie {event.cookie:#x} "
-                      "although structured replies were agreed", cookie=event.cookie)
-
-
-class BadReplyChunk(Rule):
-    INFO = RuleInfo("bad-reply-chunk", "error", "server", "Structured reply chunk message; Structured reply types",
-                    "a reply chunk that breaks the chunk rules: order, DONE, coverage of a read, offsets outside "
-                    "the request, lengths, or a type not valid for the command")
-    EVENTS = (ev.ReplyChunk, ev.ConnectionEnd)  # replies carry their request's fields
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.open: dict[str, dict[int, _Open]] = {}  # session -> cookie -> what its reply delivered so far
-
-    def message(self, session: Session, event: ev.Event) -> None:
-        opened = self.open.get(session.id)
-        if opened is None:
-            opened = self.open[session.id] = {}
-        if isinstance(event, ev.ConnectionEnd):
-            self._ended(session, event, opened)
-            return
-        assert isinstance(event, ev.ReplyChunk)
-        cookie, rtype, command = event.cookie, event.reply_type, event.command
-        o = opened.get(cookie)
-        if (rtype == _DATA and event.completes and command == _READ and event.problem is None
-                and event.offset == event.request_offset and event.data_length == event.request_length
-                and (o is None or o.request_frame != event.request_frame)):
-            if o is not None:
-                del opened[cookie]
-            return  # the usual read: all its data in one chunk, nothing else to check
-        if command is None:
-            if cookie in session.recent and session.reliable:
-                self.flag(session, event, f"{REPLY_TYPES.name(rtype)} for cookie {cookie:#x} after its reply was "
-                          "already complete (a chunk after the one marked DONE)", cookie=cookie)
-            return
-        if o is None or o.request_frame != event.request_frame:  # the first chunk, or the cookie was reused
-            o = opened[cookie] = _Open(command, event.request_offset or 0, event.request_length or 0,
-                                       event.request_frame or 0)
-        o.chunks += 1
-        self._check_kind(session, event, command, o)
-        self._check_extent(session, event, o)
-        if event.completes:
-            del opened[cookie]
-            self._complete(session, event, o)
-
-    def _ended(self, session: Session, event: ev.ConnectionEnd, opened: dict[int, _Open]) -> None:
-        for cookie, o in opened.items():
-            if o.chunks:
-                self.flag(session, event, f"connection ended after {o.chunks} chunk(s) of the reply to "
-                          f"{COMMANDS.name(o.command)} cookie {cookie:#x} without a chunk marked DONE",
-                          cookie=cookie)
-        del self.open[session.id]
-
-    def _check_kind(self, session: Session, event: ev.ReplyChunk, command: int, o: _Open) -> None:
-        """The chunk's type against the command, the DONE flag and the header style agreed."""
-        rtype = event.reply_type
-        if event.problem:  # a decoder problem: say which chunk of which request
-            self._bad(session, event, f"{REPLY_TYPES.name(rtype)} for {COMMANDS.name(command)} "
-                      f"(cookie {event.cookie:#x}): {event.problem}")
-        if rtype in _CONTENT_OR_STATUS and rtype not in _VALID_TYPES.get(command, ()):
-            self._bad(session, event, f"{REPLY_TYPES.name(rtype)} is not a valid reply to {COMMANDS.name(command)}")
-        if rtype == _NONE and not event.completes:
-            self._bad(session, event, "NBD_REPLY_TYPE_NONE without NBD_REPLY_FLAG_DONE")
-        if (rtype == _STATUS32 and session.extended_headers) or (rtype == _STATUS64 and not session.extended_headers):
-            self._bad(session, event, f"{REPLY_TYPES.name(rtype)} does not match the header style agreed")
-        if event.error is not None:
-            o.errors += 1
-
-    def _check_extent(self, session: Session, event: ev.ReplyChunk, o: _Open) -> None:
-        """What the chunk covers: inside the request, content not fragmented under DF, one status per context."""
-        rtype = event.reply_type
-        if rtype in _CONTENT:
-            if rtype == _HOLE and event.hole_length == 0:
-                self._bad(session, event, "NBD_REPLY_TYPE_OFFSET_HOLE with a hole size of 0 (must be nonzero)")
-            o.content_chunks += 1
-            if o.content_chunks == 2 and (event.request_flags or 0) & _DF:
-                self._bad(session, event, "a second content chunk for a read sent with NBD_CMD_FLAG_DF "
-                          "(the reply must not be fragmented)")
-        if event.offset is not None and rtype in _LOCATED:
-            extent = event.data_length or event.hole_length or (1 if rtype == _ERROR_OFFSET else 0)
-            if event.offset < o.offset or event.offset + extent > o.offset + o.length:
-                self._bad(session, event, f"{REPLY_TYPES.name(rtype)} covers {event.offset}+{extent}, outside the "
-                          f"request {o.offset}+{o.length}", offset=event.offset, length=extent)
-            elif rtype != _ERROR_OFFSET:
-                o.covered.append((event.offset, event.offset + extent))
-        if rtype in _STATUS and event.context_id is not None:
-            if event.context_id in o.contexts:
-                self._bad(session, event, f"second status chunk for context {event.context_id} in one reply")
-            o.contexts.add(event.context_id)
-
-    def _bad(self, session: Session, event: ev.ReplyChunk, message: str, **values: Any) -> None:
-        self.flag(session, event, message, blame=None, severity=None, cookie=event.cookie, **values)
-
-    def _complete(self, session: Session, event: ev.ReplyChunk, o: _Open) -> None:
-        if o.errors:
-            return
-        if o.command == Cmd.READ and session.reliable:
-            ranges = sorted(o.covered)
-            pos, overlap = o.offset, None
-            gaps = 0
-            for lo, hi in ranges:
-                if lo < pos:
-                    overlap = (lo, hi)
-                elif lo > pos:
-                    gaps += lo - pos
-                pos = max(pos, hi)
-            gaps += max(0, o.offset + o.length - pos)
-            if overlap:
-                self.flag(session, event, f"successful read reply delivers {overlap[0]}..{overlap[1]} more than "
-                          "once", cookie=event.cookie)
-            if gaps:
-                self.flag(session, event, f"successful read reply leaves {gaps} of {o.length} requested bytes "
-                          "uncovered by data or hole chunks", cookie=event.cookie, missing=gaps)
-        if o.command == Cmd.BLOCK_STATUS and session.meta_contexts:
-            missing = set(session.meta_contexts) - o.contexts
-            if missing and not (event.request_flags or 0) & CommandFlag.PAYLOAD_LEN:  # payload form narrows it
-                self.flag(session, event, "successful block status reply lacks a chunk for context(s) "
-                          + ", ".join(f"{c} ({session.meta_contexts[c]})" for c in sorted(missing)),
+            if event.error:
+                self.flag(session, event, f"simple reply (error {event.error}) to NBD_CMD_READ cookie "
+                          f"{event.cookie:#x} although structured replies were agreed", check="with-error",
+                          cookie=event.cookie, error=event.error)
+            else:
+                self.flag(session, event, f"simple reply with {event.data_length} bytes of data to NBD_CMD_READ "
+                          f"cookie {event.cookie:#x} although structured replies were agreed", check="with-data",
                           cookie=event.cookie)
