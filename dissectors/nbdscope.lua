@@ -173,11 +173,11 @@ S.CTX_ALLOCATION_DEPTH = "qemu:allocation-depth"
 
 S.RULES = {  -- the ids, severities and blame of `nbdscope rules`
   ["cache-flag-mismatch"] = { severity = "warning", blame = "either", spec = "Transmission flags; NBD_CMD_CACHE", summary = "NBD_CMD_CACHE used or answered against the advertised NBD_FLAG_SEND_CACHE (bit 10); the qemu 3.0 bug put SEND_CACHE on bit 8, which is NBD_FLAG_CAN_MULTI_CONN" },
-  ["unaligned-extent"] = { severity = "warning", blame = "server", spec = "Size constraints; NBD_CMD_BLOCK_STATUS", summary = "block status extents not aligned to the minimum block size, of length zero, running past the request or the export, or making no progress" },
+  ["unaligned-extent"] = { severity = "warning", blame = "server", spec = "NBD_CMD_BLOCK_STATUS; NBD_REPLY_TYPE_BLOCK_STATUS", summary = "block status extents that break the chunk's shape: unaligned or zero lengths, no extent, running past the request while more follow, REQ_ONE ignored, too many, or odd status values" },
   ["size-not-block-multiple"] = { severity = "warning", blame = "server", spec = "Size constraints", summary = "export size is not a multiple of the advertised minimum block size, so its tail is unreachable; qemu-img 7.2 aborts on such exports" },
-  ["unaligned-request"] = { severity = "error", blame = "client", spec = "Size constraints", summary = "request offset or length is not a multiple of the advertised minimum block size" },
+  ["unaligned-request"] = { severity = "error", blame = "client", spec = "Size constraints", summary = "request offset or length is not a multiple of the minimum block size the client asked for" },
   ["request-beyond-export"] = { severity = "error", blame = "client", spec = "Size constraints", summary = "request offset + length runs past the end of the export" },
-  ["payload-too-large"] = { severity = "error", blame = "client", spec = "Size constraints", summary = "READ or WRITE payload longer than the advertised maximum payload (or the 32 MiB default)" },
+  ["payload-too-large"] = { severity = "error", blame = "client", spec = "Size constraints", summary = "READ or WRITE payload longer than the maximum payload the client asked for (or 32 MiB), and servers that hang up on requests the spec asks them to survive" },
   ["command-not-advertised"] = { severity = "error", blame = "client", spec = "Transmission flags; Request types", summary = "FLUSH, TRIM, WRITE_ZEROES or RESIZE without its transmission flag, or BLOCK_STATUS without a negotiated metadata context" },
   ["flag-not-advertised"] = { severity = "error", blame = "client", spec = "Command flags", summary = "a command flag used without the transmission flag or negotiation it needs, or on a command it is not documented for" },
   ["write-to-read-only"] = { severity = "error", blame = "either", spec = "Transmission flags (NBD_FLAG_READ_ONLY)", summary = "a write-type command on a read-only export, and worse, a server that lets it succeed" },
@@ -196,6 +196,8 @@ S.RULES = {  -- the ids, severities and blame of `nbdscope rules`
   ["stale-read"] = { severity = "error", blame = "server", spec = "Ordering of messages and writes", summary = "a read (or a block status zero claim) contradicting data the server had acknowledged: on the same connection, or on another one after a flush or FUA when CAN_MULTI_CONN was advertised (needs --verify-data)" },
   ["capture-gap"] = { severity = "warning", blame = "capture", spec = "(capture completeness)", summary = "the capture lost bytes of a connection; findings near the gap may be incomplete" },
   ["malformed-message"] = { severity = "error", blame = "either", spec = "Protocol phases; Transmission", summary = "bytes that are not a valid message at that point of the protocol (bad magic, garbage)" },
+  ["block-size-invalid"] = { severity = "error", blame = "server", spec = "Size constraints; NBD_INFO_BLOCK_SIZE", summary = "advertised block sizes that break the spec's relations: powers of two, minimum at most 64 KiB, preferred at least max(minimum, 512), maximum payload at least the preferred size" },
+  ["block-status"] = { severity = "error", blame = "either", spec = "Metadata querying; NBD_CMD_BLOCK_STATUS", summary = "block status used outside the contexts negotiated: requests without a context, status chunks for contexts never selected, missing or repeated, simple replies, and bad context names" },
 }
 -- END GENERATED
 
