@@ -45,8 +45,9 @@ BLOCKS = (512, 4096, 1 << 20)
 def test_block_size_relations() -> None:
     """sizes.10/.11 (minimum), sizes.13 (preferred), sizes.14 (maximum) of an NBD_INFO_BLOCK_SIZE."""
     r = analyze(handshake(TFLAGS, block=(1000, 256, 128)))
-    for name in ("minimum", "preferred", "maximum"):
-        assert fired(r, f"block-size-invalid.{name}", blame="server")[0].values["min_block"] == 1000
+    assert fired(r, "block-size-invalid.minimum", blame="server")[0].values["min_block"] == 1000
+    assert fired(r, "block-size-invalid.preferred", blame="server")[0].values["preferred_block"] == 256
+    assert fired(r, "block-size-invalid.maximum", blame="server")[0].values["max_payload"] == 128
 
 
 def test_small_maximum_payload() -> None:
@@ -252,8 +253,10 @@ def test_context_names() -> None:
 
 def test_wildcards_must_not_select() -> None:
     """base-ns.1 ('base:' selects nothing in SET), metadata.12 (an empty leaf-name should not either)."""
-    fired(analyze(_set_meta(["base:"], ["base:allocation"])), "block-status.base-wildcard-selected")
-    fired(analyze(_set_meta(["qemu:"], ["qemu:dirty-bitmap:b"])), "block-status.empty-leaf-selected")
+    base = analyze(_set_meta(["base:"], ["base:allocation"]))
+    fired(base, "block-status.base-wildcard-selected", blame="server")
+    qemu = analyze(_set_meta(["qemu:"], ["qemu:dirty-bitmap:b"]))
+    assert fired(qemu, "block-status.empty-leaf-selected", blame="server")[0].severity == "warning"
     silent(analyze(_set_meta(["base:", "base:allocation"], ["base:allocation"])), "block-status")
 
 
@@ -261,3 +264,22 @@ def test_unknown_base_leaf_is_ignored_not_failed() -> None:
     """base-ns.3: an unknown base: leaf must be ignored, not answered with an error."""
     r = analyze(_set_meta(["base:future"], [], reply=(1 << 31) | 3))
     fired(r, "block-status.base-unknown-leaf-error", blame="server")
+
+
+def test_permitted_block_sizes() -> None:
+    """sizes.may.6 (preferred above the export size), sizes.may.7 (a maximum that is no power of two),
+    sizes.may.3 (a client keeping to tighter alignment than asked)."""
+    r = analyze(handshake(TFLAGS, block=(512, 1 << 21, 3_000_000)) + [("c2s", w.request(READ, 1, 4096, 4096)),
+                                                                      ("s2c", w.chunk(1, 1, bytes(8) + bytes(4096), flags=1))])
+    silent(r, "block-size-invalid", "unaligned-request")
+
+
+def test_status_chunks_in_any_context_order() -> None:
+    """cmd-block-status.may.1: chunks for two contexts, in the reverse of the order they were assigned."""
+    script = handshake(TFLAGS, contexts=False)
+    script[4:4] = [("c2s", w.option(10, w.opt_meta_data("", ["base:allocation", "qemu:dirty-bitmap:b"]))),
+                   ("s2c", w.opt_reply(10, 4, w.meta_context(1, "base:allocation"))),
+                   ("s2c", w.opt_reply(10, 4, w.meta_context(2, "qemu:dirty-bitmap:b"))), ("s2c", w.opt_reply(10, 1))]
+    r = analyze(script + [("c2s", w.request(STATUS, 1, 0, 4096)), ("s2c", w.chunk(1, BS, w.extents(2, [(4096, 1)]))),
+                          ("s2c", w.chunk(1, BS, w.extents(1, [(4096, 0)]), flags=1))])
+    silent(r, "block-status")
