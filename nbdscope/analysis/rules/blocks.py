@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from nbdscope.analysis.anomaly import Check, RuleInfo
 from nbdscope.analysis.rules.base import Rule
+from nbdscope.analysis.rules.extents import UnalignedExtent  # lived here before; kept importable from here
 from nbdscope.analysis.session import Session
 from nbdscope.decoder import events as ev
 from nbdscope.spec import COMMANDS, Cmd, Info, Rep
@@ -19,6 +20,8 @@ RANGED = frozenset({Cmd.READ, Cmd.WRITE, Cmd.TRIM, Cmd.CACHE, Cmd.WRITE_ZEROES, 
 _EFFECT_ONLY = frozenset({int(Cmd.TRIM), int(Cmd.WRITE_ZEROES), int(Cmd.CACHE)})  # no payload either way
 MAX_MIN_BLOCK = 1 << 16
 _MIB = 1 << 20
+__all__ = ["BlockSizeInvalid", "PayloadTooLarge", "RequestBeyondExport", "SizeNotBlockMultiple", "UnalignedExtent",
+           "UnalignedRequest"]
 
 
 def _pow2(n: int) -> bool:
