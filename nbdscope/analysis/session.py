@@ -7,11 +7,12 @@ from dataclasses import dataclass, field
 
 from nbdscope.analysis.stats import CommandStats
 from nbdscope.decoder import events as ev
-from nbdscope.spec import COMMANDS, TRANSMISSION_FLAGS, Cmd
+from nbdscope.spec import COMMANDS, TRANSMISSION_FLAGS, Cmd, Info, Opt
 from nbdscope.vocab import Endpoint
 
 _TRAFFIC = frozenset((ev.Request, ev.SimpleReply, ev.ReplyChunk, ev.PayloadData))
 _DISC = int(Cmd.DISC)
+_GO, _BLOCK_SIZE = int(Opt.GO), int(Info.BLOCK_SIZE)
 RECENT = 256  # completed cookies remembered per session, to tell a second reply from an invented cookie
 
 
@@ -44,6 +45,9 @@ class Session:
     min_block: int | None = None
     preferred_block: int | None = None
     max_payload: int | None = None
+    # whether the client's last NBD_OPT_GO listed NBD_INFO_BLOCK_SIZE (only then is it bound by the sizes it gets);
+    # None: no GO seen (NBD_OPT_EXPORT_NAME, oldstyle, or a capture that began later)
+    block_size_requested: bool | None = None
     structured_replies: bool | None = None
     extended_headers: bool | None = None
     meta_contexts: dict[int, str] = field(default_factory=dict)
@@ -76,6 +80,8 @@ class Session:
             self.handshake = e.style
             if e.style == "oldstyle":
                 self.size, self.transmission_flags = e.size, e.transmission_flags
+        elif isinstance(e, ev.OptionRequest) and e.option == _GO:
+            self.block_size_requested = _BLOCK_SIZE in e.info_requests
         elif isinstance(e, ev.TransmissionStart):
             self.transmission = True
             if e.how != "mid-stream":
@@ -91,11 +97,14 @@ class Session:
         elif isinstance(e, ev.TlsData):
             self.tls_bytes += e.nbytes
         elif isinstance(e, ev.ConnectionEnd):
-            self.closed = True
-            if e.soft:
-                self.disconnect = "soft"
-            elif e.how != "end-of-capture":
-                self.disconnect = "hard"
+            self._ended(e)
+
+    def _ended(self, e: ev.ConnectionEnd) -> None:
+        self.closed = True
+        if e.soft:
+            self.disconnect = "soft"
+        elif e.how != "end-of-capture":
+            self.disconnect = "hard"
 
     def track(self, e: ev.Event) -> None:
         """Update the requests in flight for a request or reply that every addon has seen."""

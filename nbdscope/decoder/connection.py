@@ -26,6 +26,7 @@ from nbdscope.decoder.resync import Hunter
 from nbdscope.decoder.sinks import Sink
 from nbdscope.decoder.state import Input, Machine, State
 from nbdscope.decoder.transmission import Transmission
+from nbdscope.spec import magics as M
 from nbdscope.vocab import Direction
 
 FEED_PIECE = 16 << 10  # bytes put into a side's buffer at a time in transmission
@@ -67,6 +68,7 @@ class Connection:
         self.disc = False
         self.closing = False  # close() is draining: a reply may take whatever bytes are left
         self.tls_bytes = {"c2s": 0, "s2c": 0}
+        self.tls_seen: set[str] = set()  # directions whose first bytes after STARTTLS were judged
         self.next_seq = itertools.count().__next__
         self.out: list[ev.Event] = []  # the events of the current call
         handshake, transmission, hunter = Handshake(self), Transmission(self), Hunter(self)
@@ -99,7 +101,7 @@ class Connection:
         out: list[ev.Event] = []
         self.out = out
         if side.state is State.TLS:
-            self.tls_data(side, side.fed, n)
+            self.tls_data(side, side.fed, n, bytes(data[:11]))
             side.fed += n
             return out
         # In transmission the bytes go into the buffer a piece at a time, so that read or
@@ -224,10 +226,18 @@ class Connection:
             self.emit(ev.PayloadData, side, sink.start, sink.end, cookie=sink.cookie, offset=sink.offset,
                       kind=sink.kind, data=b"".join(sink.parts))
 
-    def tls_data(self, side: ReceiveBuffer, start: int, n: int) -> None:
+    def tls_data(self, side: ReceiveBuffer, start: int, n: int, head: bytes) -> None:
+        """Count encrypted bytes; ``head`` (their first bytes) is judged on a direction's first ones."""
         if n:
+            first = side.dir not in self.tls_seen
+            self.tls_seen.add(side.dir)
             self.tls_bytes[side.dir] += n
-            self.emit(ev.TlsData, side, start, start + n, nbytes=n)
+            if not first:
+                self.emit(ev.TlsData, side, start, start + n, nbytes=n)
+                return
+            hello = head[9] << 8 | head[10] if len(head) >= 11 and head[0] == 22 and head[5] == 2 else None
+            self.emit(ev.TlsData, side, start, start + n, nbytes=n, plaintext=not_a_tls_record(head),
+                      hello_version=hello if side.dir == "s2c" else None)
 
     def _pump(self) -> None:
         c, s = self._c, self._s
@@ -239,6 +249,21 @@ class Connection:
                     progress = True
         c.compact()
         s.compact()
+
+
+_NBD_STARTS = ((M.IHAVEOPT_BYTES, "an NBD option (IHAVEOPT)"), (M.OPTION_REPLY_MAGIC_BYTES, "an NBD option reply"),
+               (M.REQUEST_MAGIC_BYTES, "an NBD request"), (M.SIMPLE_REPLY_MAGIC_BYTES, "an NBD simple reply"),
+               (M.STRUCTURED_REPLY_MAGIC_BYTES, "an NBD structured reply"))
+
+
+def not_a_tls_record(head: bytes) -> str | None:
+    """None when ``head`` can begin a TLS record (content type 20-24, major version 3); else what it is."""
+    if head and 20 <= head[0] <= 24 and (len(head) < 2 or head[1] == 3):
+        return None
+    for magic, what in _NBD_STARTS:
+        if head.startswith(magic):
+            return what
+    return f"bytes {head[:4].hex(' ')}"
 
 
 def _encrypted(side: ReceiveBuffer) -> bool:

@@ -122,6 +122,10 @@ class TlsStart(Event):
 @event
 class TlsData(Event):
     nbytes: int
+    # on the first encrypted bytes of a direction only: what they look like when they cannot begin a
+    # TLS record (a peer that kept talking plaintext NBD after STARTTLS was acknowledged); None otherwise
+    plaintext: str | None = None
+    hello_version: int | None = None  # first server bytes only: the version a plaintext ServerHello selects
 
 
 @event

@@ -151,7 +151,7 @@ class Handshake:
             for s in (conn._c, conn._s):  # what either side sent after the acknowledgement is encrypted
                 start, rest = s.offset, s.avail()
                 s.pos = len(s.buf)
-                conn.tls_data(s, start, rest)
+                conn.tls_data(s, start, rest, bytes(s.buf[s.pos - rest:s.pos - rest + 11]))
         elif option == Opt.GO:
             conn.export_name = request.export_name
             self._start_transmission(side, "go")

@@ -86,6 +86,8 @@ NOT_SHOWN: dict[str, str] = {
     "start": "where the message begins in its direction's byte stream (capture writers and redaction use it)",
     "end": "just past where the message ends in its direction's byte stream",
     "data_start": "where the message's read or write data begins in its stream (redaction uses it)",
+    "plaintext": "TLS data: what non-TLS first bytes look like; the tls-protocol finding reports it",
+    "hello_version": "TLS data: the version a ServerHello selects; the tls-protocol finding reports it",
 }
 
 

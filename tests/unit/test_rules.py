@@ -60,7 +60,8 @@ def test_extent_past_export_and_zero_length() -> None:
     script = handshake(HAS_FLAGS, size=4096, block=(512, 4096, 1 << 25)) + [
         ("c2s", w.request(BSTATUS, 1, 3584, 512)), ("s2c", w.chunk(1, 5, w.extents(1, [(0, 0), (1024, 0)]), DONE))]
     msgs = [a.message for a in found(analyze(script), "unaligned-extent")]
-    assert any("length 0" in m for m in msgs) and any("past the export size 4096" in m for m in msgs)
+    # the zero-length extent is an error; a final extent past the export's end breaks no statement
+    assert any("length 0" in m for m in msgs) and not any("past the export" in m for m in msgs)
 
 
 def test_cache_flag_mismatch_client_side() -> None:
@@ -189,8 +190,8 @@ def test_tls_downgrade_and_tls_without_starttls() -> None:
               ("c2s", w.option(7, w.opt_go_data(""))), ("s2c", w.opt_reply(7, 3, w.info_export(4096, 1))),
               ("s2c", w.opt_reply(7, 1))]
     msgs = [(a.blame, a.message) for a in found(analyze(script), "tls-protocol")]
-    assert msgs[0][0] == "client" and "plaintext" in msgs[0][1]
-    assert msgs[1][0] == "server" and "downgrade" in msgs[1][1]
+    # the client may go on in plaintext after TLS_REQD; serving that same export in plaintext is the fault
+    assert len(msgs) == 1 and msgs[0][0] == "server" and "served in plaintext" in msgs[0][1]
     early = [("s2c", w.greeting_newstyle()), ("c2s", w.client_flags()), ("c2s", b"\x16\x03\x01\x00\x10" + bytes(16))]
     assert len(found(analyze(early), "tls-protocol")) == 1
 

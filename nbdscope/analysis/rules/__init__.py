@@ -12,19 +12,21 @@ from nbdscope.analysis.rules.advertised import (
 )
 from nbdscope.analysis.rules.base import Rule
 from nbdscope.analysis.rules.blocks import (
+    BlockSizeInvalid,
     PayloadTooLarge,
     RequestBeyondExport,
     SizeNotBlockMultiple,
-    UnalignedExtent,
     UnalignedRequest,
 )
 from nbdscope.analysis.rules.data import StaleRead
 from nbdscope.analysis.rules.errors import ErrorValue
 from nbdscope.analysis.rules.extended import ExtendedHeaders
 from nbdscope.analysis.rules.extended_negotiation import ExtendedNegotiation
+from nbdscope.analysis.rules.extents import UnalignedExtent
 from nbdscope.analysis.rules.fields import ReservedBitsSet, TransmissionFlagsInvalid, UnknownCommand
 from nbdscope.analysis.rules.framing import CaptureGap, HardDisconnect, MalformedMessage
 from nbdscope.analysis.rules.handshake import OptionProtocol
+from nbdscope.analysis.rules.metadata import BlockStatus
 from nbdscope.analysis.rules.replies import (
     BadReplyChunk,
     CookieReuse,
@@ -43,6 +45,7 @@ ALL_RULES: tuple[type[Rule], ...] = (
     StaleRead, CaptureGap, MalformedMessage,
     ExtendedHeaders, ExtendedNegotiation,  # extended headers (j-ext)
     ErrorValue, DisconnectProtocol, ReadRequest,  # replies
+    BlockSizeInvalid, BlockStatus,  # tls+sizes: advertised block sizes; metadata contexts and block status
 )
 
 CATALOGUE: tuple[RuleInfo, ...] = (*(cls.INFO for cls in ALL_RULES), INTERNAL_ERROR)

@@ -1,23 +1,51 @@
-"""Size constraint rules: export size, request alignment and bounds, payload
-limits, and block status extents (spec "Size constraints", NBD_CMD_BLOCK_STATUS)."""
+"""Size constraint rules (spec "Size constraints", NBD_INFO_BLOCK_SIZE): the advertised block sizes
+themselves, export size, request alignment and bounds, payload limits, and servers that hang up on
+requests the spec asks them to survive.
+
+A client is bound by advertised block sizes only when its NBD_OPT_GO asked for NBD_INFO_BLOCK_SIZE:
+the server may send that information unasked, but may then not assume the client honours it."""
 
 from __future__ import annotations
 
-from nbdscope.analysis.anomaly import RuleInfo
+from nbdscope.analysis.anomaly import Check, RuleInfo
 from nbdscope.analysis.rules.base import Rule
+from nbdscope.analysis.rules.extents import UnalignedExtent  # lived here before; kept importable from here
 from nbdscope.analysis.session import Session
 from nbdscope.decoder import events as ev
-from nbdscope.spec import COMMANDS, Cmd, CommandFlag
-from nbdscope.spec.codes import DEFAULT_MAX_PAYLOAD, STATUS_REPLY_TYPES
+from nbdscope.spec import COMMANDS, Cmd, Info, Rep
+from nbdscope.spec.codes import DEFAULT_MAX_PAYLOAD
 
 # commands whose offset and length address the export
 RANGED = frozenset({Cmd.READ, Cmd.WRITE, Cmd.TRIM, Cmd.CACHE, Cmd.WRITE_ZEROES, Cmd.BLOCK_STATUS})
+_EFFECT_ONLY = frozenset({int(Cmd.TRIM), int(Cmd.WRITE_ZEROES), int(Cmd.CACHE)})  # no payload either way
+MAX_MIN_BLOCK = 1 << 16
+_MIB = 1 << 20
+__all__ = ["BlockSizeInvalid", "PayloadTooLarge", "RequestBeyondExport", "SizeNotBlockMultiple", "UnalignedExtent",
+           "UnalignedRequest"]
+
+
+def _pow2(n: int) -> bool:
+    return n > 0 and n & (n - 1) == 0
+
+
+def _length(event: ev.Request) -> int:
+    return event.effect_length if event.effect_length is not None else event.length
+
+
+def _c(name: str, requires: tuple[str, ...], summary: str, consequence: str, fix: str, example: str,
+       **kw: object) -> Check:
+    return Check(name, requires, summary, consequence=consequence, fix=fix, example=example, **kw)  # type: ignore[arg-type]
 
 
 class SizeNotBlockMultiple(Rule):
     INFO = RuleInfo("size-not-block-multiple", "warning", "server", "Size constraints",
                     "export size is not a multiple of the advertised minimum block size, so its tail is "
                     "unreachable; qemu-img 7.2 aborts on such exports")
+    CHECKS = (_c("size", ("sizes.12",), "export size not a multiple of the advertised minimum block size",
+                 "the last bytes cannot be addressed by aligned requests; qemu-img 7.2 aborts",
+                 "server: advertise a size rounded to the minimum block size, or a smaller minimum",
+                 "export size 1000 is not a multiple of the minimum block size 512 (last 488 bytes cannot be "
+                 "addressed)"),)
     EVENTS = (ev.TransmissionStart,)
 
     def message(self, session: Session, event: ev.Event) -> None:
@@ -25,7 +53,50 @@ class SizeNotBlockMultiple(Rule):
                 and event.size % event.min_block:
             self.flag(session, event, f"export size {event.size} is not a multiple of the minimum block size "
                       f"{event.min_block} (last {event.size % event.min_block} bytes cannot be addressed)",
-                      size=event.size, min_block=event.min_block)
+                      check="size", size=event.size, min_block=event.min_block)
+
+
+class BlockSizeInvalid(Rule):
+    INFO = RuleInfo("block-size-invalid", "error", "server", "Size constraints; NBD_INFO_BLOCK_SIZE",
+                    "advertised block sizes that break the spec's relations: powers of two, minimum at most 64 KiB, "
+                    "preferred at least max(minimum, 512), maximum payload at least the preferred size")
+    CHECKS = (
+        _c("minimum", ("sizes.10", "sizes.11"), "minimum block size not a power of two, or above 64 KiB",
+           "clients cannot align requests to it", "server: advertise 1, 512, 4096 ... up to 65536",
+           "NBD_INFO_BLOCK_SIZE minimum 1000 is not a power of two no larger than 65536"),
+        _c("preferred", ("sizes.13",), "preferred block size not a power of two at least max(minimum, 512)",
+           "clients sizing I/O by it misalign", "server: advertise a power of two >= 512 and >= the minimum",
+           "NBD_INFO_BLOCK_SIZE preferred 256 is not a power of two at least max(512, 512)"),
+        _c("maximum", ("sizes.14",), "maximum payload below the preferred block size",
+           "a client cannot send one preferred-size request", "server: raise the maximum payload",
+           "NBD_INFO_BLOCK_SIZE maximum payload 2048 is smaller than the preferred block size 4096"),
+        _c("small-maximum", ("sizes.15",), "maximum payload below 1 MiB on an export at least that large",
+           "large transfers split into many small requests", "server: allow payloads of 1 MiB or more",
+           "maximum payload 65536 is below 1 MiB although the export has 1073741824 bytes"),
+    )
+    EVENTS = (ev.OptionReply, ev.TransmissionStart)
+
+    def message(self, session: Session, event: ev.Event) -> None:
+        if isinstance(event, ev.TransmissionStart):
+            mx, size = event.max_payload, event.size
+            if mx is not None and size is not None and mx < _MIB <= size and event.how == "go":
+                self.flag(session, event, f"maximum payload {mx} is below 1 MiB although the export has {size} "
+                          "bytes", check="small-maximum", max_payload=mx, size=size)
+            return
+        if not isinstance(event, ev.OptionReply) or event.reply != Rep.INFO or event.info_type != Info.BLOCK_SIZE \
+                or event.min_block is None or event.problem:
+            return
+        mn, pref, mx = event.min_block, event.preferred_block or 0, event.max_payload or 0
+        values = {"min_block": mn, "preferred_block": pref, "max_payload": mx}
+        if not _pow2(mn) or mn > MAX_MIN_BLOCK:
+            self.flag(session, event, f"NBD_INFO_BLOCK_SIZE minimum {mn} is not a power of two no larger than "
+                      f"{MAX_MIN_BLOCK}", check="minimum", **values)
+        if not _pow2(pref) or pref < max(mn, 512):
+            self.flag(session, event, f"NBD_INFO_BLOCK_SIZE preferred {pref} is not a power of two at least "
+                      f"max({mn}, 512)", check="preferred", **values)
+        if mx < pref:
+            self.flag(session, event, f"NBD_INFO_BLOCK_SIZE maximum payload {mx} is smaller than the preferred "
+                      f"block size {pref}", check="maximum", **values)
 
 
 class _ServerShouldRefuse(Rule):
@@ -49,109 +120,134 @@ class _ServerShouldRefuse(Rule):
         what = self.bad.pop((session.id, event.cookie), None)
         if what and not event.failed:
             self.flag(session, event, f"server reported success for the {what} (it should fail it with "
-                      "NBD_EINVAL)", blame="server", severity="warning", cookie=event.cookie)
+                      "NBD_EINVAL)", check="accepted", blame="server", cookie=event.cookie)
+
+
+_ACCEPTED = ("server reported success for a request it should have failed with NBD_EINVAL",
+             "the client learns nothing of its mistake; unaligned writes may be read-modify-written or lost",
+             "server: fail such requests with NBD_EINVAL")
 
 
 class UnalignedRequest(_ServerShouldRefuse):
     INFO = RuleInfo("unaligned-request", "error", "client", "Size constraints",
-                    "request offset or length is not a multiple of the advertised minimum block size")
+                    "request offset or length is not a multiple of the minimum block size the client asked for")
+    CHECKS = (
+        _c("unaligned", ("sizes.5", "sizes.20"), "request not aligned to the minimum block size the client "
+           "requested with NBD_INFO_BLOCK_SIZE", "servers relying on alignment (O_DIRECT) fail or corrupt data",
+           "client: round requests to the minimum block size it was given (or do not ask for block sizes)",
+           "NBD_CMD_READ offset 1 and length 100 not a multiple of the minimum block size 512"),
+        _c("accepted", ("sizes.23",), *_ACCEPTED,
+           example="server reported success for the unaligned NBD_CMD_READ (it should fail it with NBD_EINVAL)"),
+    )
+
     def message(self, session: Session, event: ev.Event) -> None:
         block = session.min_block
-        if not isinstance(event, ev.Request) or not block or block == 1 or event.command not in RANGED:
-            return
-        length = event.effect_length if event.effect_length is not None else event.length
+        if not isinstance(event, ev.Request) or not block or block == 1 or event.command not in RANGED \
+                or not session.block_size_requested:
+            return  # a client that did not ask for block sizes is not bound by ones sent unasked
+        length = _length(event)
         bad = [f"{name} {value}" for name, value in (("offset", event.offset), ("length", length)) if value % block]
         if bad:
             self.flag(session, event, f"{COMMANDS.name(event.command)} {' and '.join(bad)} not a multiple of the "
-                      f"minimum block size {block}", offset=event.offset, length=length, min_block=block,
-                      cookie=event.cookie)
+                      f"minimum block size {block}", check="unaligned", offset=event.offset, length=length,
+                      min_block=block, cookie=event.cookie)
             self.remember(session, event, f"unaligned {COMMANDS.name(event.command)}")
 
 
 class RequestBeyondExport(_ServerShouldRefuse):
     INFO = RuleInfo("request-beyond-export", "error", "client", "Size constraints",
                     "request offset + length runs past the end of the export")
+    CHECKS = (
+        _c("beyond", ("sizes.22",), "request runs past the end of the export",
+           "the server must fail it; a lax server may touch memory or files past the export",
+           "client: clamp requests to the export size", "NBD_CMD_READ of 4096 bytes at offset 1048576 ends at "
+           "1052672, past the export size 1048576"),
+        _c("accepted", ("sizes.23",), *_ACCEPTED,
+           example="server reported success for the NBD_CMD_READ past the end of the export (it should fail it "
+                   "with NBD_EINVAL)"),
+    )
+
     def message(self, session: Session, event: ev.Event) -> None:
         if not isinstance(event, ev.Request) or session.size is None or event.command not in RANGED:
             return
-        length = event.effect_length if event.effect_length is not None else event.length
+        length = _length(event)
         if event.offset + length > session.size:
             self.flag(session, event, f"{COMMANDS.name(event.command)} of {length} bytes at offset {event.offset} "
-                      f"ends at {event.offset + length}, past the export size {session.size}",
+                      f"ends at {event.offset + length}, past the export size {session.size}", check="beyond",
                       offset=event.offset, length=length, size=session.size, cookie=event.cookie)
             self.remember(session, event, f"{COMMANDS.name(event.command)} past the end of the export")
 
 
 class PayloadTooLarge(Rule):
     INFO = RuleInfo("payload-too-large", "error", "client", "Size constraints",
-                    "READ or WRITE payload longer than the advertised maximum payload (or the 32 MiB default)")
-    EVENTS = (ev.Request,)
-    FOR_COMMANDS = frozenset({Cmd.READ, Cmd.WRITE})
+                    "READ or WRITE payload longer than the maximum payload the client asked for (or 32 MiB), and "
+                    "servers that hang up on requests the spec asks them to survive")
+    CHECKS = (
+        _c("exceeds", ("sizes.5", "sizes.17"), "READ/WRITE payload above the maximum payload the client "
+           "requested with NBD_INFO_BLOCK_SIZE", "the server may fail the request or hang up",
+           "client: split transfers at the advertised maximum payload",
+           "NBD_CMD_WRITE of 65536 bytes exceeds the advertised maximum payload 4096"),
+        _c("over-default", ("sizes.7",), "READ/WRITE payload above 32 MiB without a larger agreed maximum",
+           "servers need only accept 32 MiB; many hang up on more", "client: split transfers at 32 MiB",
+           "NBD_CMD_READ of 67108864 bytes exceeds 32 MiB, the largest payload every server must accept"),
+        _c("dos-hangup", ("sizes.16",), "server hung up on a request whose payload is at most 32 MiB",
+           "portable clients that stay within 32 MiB are cut off", "server: accept payloads up to 32 MiB, or "
+           "fail them with an error", "server closed the connection with NBD_CMD_WRITE of 65536 bytes (cookie "
+           "0x1) unanswered"),
+        _c("effect-hangup", ("sizes.19",), "server hung up on a TRIM/WRITE_ZEROES/CACHE longer than the maximum "
+           "payload", "clients zeroing or trimming whole exports are cut off",
+           "server: answer NBD_EOVERFLOW or NBD_EINVAL instead of hanging up",
+           "server closed the connection with NBD_CMD_TRIM of 1073741824 bytes (cookie 0x1) unanswered"),
+        _c("unrequested-hangup", ("sizes.9",), "server hung up on a request outside block sizes the client "
+           "never asked for", "a client that negotiated no sizing is cut off instead of getting an error",
+           "server: fail out-of-constraint requests cleanly (NBD_EINVAL) when sizing was not negotiated",
+           "server closed the connection with NBD_CMD_READ of 100 bytes at offset 1 (cookie 0x1) unanswered"),
+    )
+    EVENTS = (ev.Request, ev.ConnectionEnd)
 
     def message(self, session: Session, event: ev.Event) -> None:
-        if not isinstance(event, ev.Request):
+        if isinstance(event, ev.ConnectionEnd):
+            self._hangup(session, event)
             return
-        carries = event.command == Cmd.WRITE or (event.command == Cmd.READ and not session.structured_replies
-                                                 and not session.extended_headers)
+        if not isinstance(event, ev.Request) or event.command not in (Cmd.READ, Cmd.WRITE):
+            return
+        carries = event.command == Cmd.WRITE or (not session.structured_replies and not session.extended_headers)
         if not carries:
             return
-        if session.max_payload is not None:
-            if event.length > session.max_payload:
-                self.flag(session, event, f"{COMMANDS.name(event.command)} of {event.length} bytes exceeds the "
-                          f"advertised maximum payload {session.max_payload}", length=event.length,
-                          max_payload=session.max_payload, cookie=event.cookie)
-        elif event.length > DEFAULT_MAX_PAYLOAD:
+        limit = session.max_payload if session.block_size_requested else None
+        if limit is not None and event.length > limit:
+            self.flag(session, event, f"{COMMANDS.name(event.command)} of {event.length} bytes exceeds the "
+                      f"advertised maximum payload {limit}", check="exceeds", length=event.length,
+                      max_payload=limit, cookie=event.cookie)
+        elif limit is None and event.length > DEFAULT_MAX_PAYLOAD:
             self.flag(session, event, f"{COMMANDS.name(event.command)} of {event.length} bytes exceeds 32 MiB, the "
-                      "largest payload a server without advertised limits must accept", severity="warning",
-                      length=event.length, cookie=event.cookie)
+                      "largest payload every server must accept", check="over-default", length=event.length,
+                      cookie=event.cookie)
 
+    def _hangup(self, session: Session, event: ev.ConnectionEnd) -> None:
+        """The server closed first with requests in flight: was one the spec asks it to survive?"""
+        if event.soft or event.by != "s2c" or not session.reliable or session.tls:
+            return
+        for cookie, command, _frame in event.in_flight:
+            flight = session.in_flight.get(cookie)
+            if flight is None:
+                continue
+            req = flight.request
+            what = f"{COMMANDS.name(command)} of {_length(req)} bytes at offset {req.offset} (cookie {cookie:#x})"
+            check = self._survivable(session, req)
+            if check:
+                self.flag(session, event, f"server closed the connection with {what} unanswered", check=check,
+                          blame="server", cookie=cookie)
+                return
 
-class UnalignedExtent(Rule):
-    INFO = RuleInfo("unaligned-extent", "warning", "server", "Size constraints; NBD_CMD_BLOCK_STATUS",
-                    "block status extents not aligned to the minimum block size, of length zero, running past "
-                    "the request or the export, or making no progress")
-    EVENTS = (ev.ReplyChunk,)  # for any command: a status chunk may answer a request of another kind
-
-    def message(self, session: Session, event: ev.Event) -> None:
-        if not isinstance(event, ev.ReplyChunk) or event.reply_type not in STATUS_REPLY_TYPES:
-            return
-        if event.request_offset is None or event.request_length is None:
-            return
-        if not event.extents:
-            self.flag(session, event, "block status chunk carries no extent, so the reply makes no progress",
-                      severity="error", cookie=event.cookie)
-            return
-        start, requested = event.request_offset, event.request_length
-        block, size = session.min_block or 1, session.size
-        req_one = event.request_flags is not None and bool(event.request_flags & CommandFlag.REQ_ONE)
-        offset = start
-        reported_alignment = False
-        for index, (length, _status) in enumerate(event.extents):
-            last = index == len(event.extents) - 1
-            if length == 0:
-                self.flag(session, event, f"extent {index} at offset {offset} has length 0 (must be nonzero)",
-                          severity="error", offset=offset, cookie=event.cookie)
-            ends_at_unaligned_eof = size is not None and offset + length == size and size % block
-            if block > 1 and not reported_alignment and (length % block or offset % block) \
-                    and not (ends_at_unaligned_eof and offset % block == 0):
-                what = f"extent of {length} bytes at offset {offset}"
-                why = (f"is not a multiple of the minimum block size {block}" if length % block else
-                       f"starts at an offset that is not a multiple of the minimum block size {block}")
-                self.flag(session, event, f"{what} {why}", offset=offset, length=length, min_block=block,
-                          cookie=event.cookie, context=event.context)
-                reported_alignment = True
-            if not last and offset + length - start >= requested:
-                self.flag(session, event, f"extent {index} reaches {offset + length}, the end of the requested "
-                          f"range {start}+{requested}, yet more extents follow", severity="error",
-                          offset=offset, length=length, cookie=event.cookie)
-            if req_one and length > requested:
-                self.flag(session, event, f"with NBD_CMD_FLAG_REQ_ONE the extent of {length} bytes exceeds the "
-                          f"requested length {requested}", severity="error", length=length, cookie=event.cookie)
-            if size is not None and offset + length > size:
-                self.flag(session, event, f"extent of {length} bytes at offset {offset} runs past the export "
-                          f"size {size}", severity="error", offset=offset, length=length, size=size,
-                          cookie=event.cookie)
-            offset += length
-        if req_one and len(event.extents) > 1:
-            self.flag(session, event, f"{len(event.extents)} extents in one chunk although the request set "
-                      "NBD_CMD_FLAG_REQ_ONE", severity="error", cookie=event.cookie)
+    @staticmethod
+    def _survivable(session: Session, req: ev.Request) -> str | None:
+        mx, block, length = session.max_payload, session.min_block, _length(req)
+        if req.command in _EFFECT_ONLY and mx is not None and length > mx:
+            return "effect-hangup"
+        if req.command in (Cmd.READ, Cmd.WRITE) and mx is not None and mx < length <= DEFAULT_MAX_PAYLOAD:
+            return "dos-hangup"
+        if not session.block_size_requested and block and block > 1 and req.command in RANGED \
+                and (req.offset % block or length % block):
+            return "unrequested-hangup"
+        return None
