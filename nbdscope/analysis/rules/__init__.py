@@ -22,6 +22,7 @@ from nbdscope.analysis.rules.data import StaleRead
 from nbdscope.analysis.rules.fields import ReservedBitsSet, TransmissionFlagsInvalid, UnknownCommand
 from nbdscope.analysis.rules.framing import CaptureGap, HardDisconnect, MalformedMessage
 from nbdscope.analysis.rules.handshake import OptionProtocol
+from nbdscope.analysis.rules.refusals import AdvertisedRefused, WriteZeroesError  # commands
 from nbdscope.analysis.rules.replies import (
     BadReplyChunk,
     CookieReuse,
@@ -29,6 +30,7 @@ from nbdscope.analysis.rules.replies import (
     SimpleReplyToStructuredRead,
     UnmatchedReply,
 )
+from nbdscope.analysis.rules.requests import RequestFields  # commands
 from nbdscope.analysis.rules.tls import TlsProtocol
 
 ALL_RULES: tuple[type[Rule], ...] = (
@@ -37,6 +39,7 @@ ALL_RULES: tuple[type[Rule], ...] = (
     CookieReuse, UnmatchedReply, ReplyKind, SimpleReplyToStructuredRead, BadReplyChunk, ReservedBitsSet,
     TransmissionFlagsInvalid, UnknownCommand, OptionProtocol, TlsProtocol, HardDisconnect,
     StaleRead, CaptureGap, MalformedMessage,
+    RequestFields, AdvertisedRefused, WriteZeroesError,  # commands
 )
 
 CATALOGUE: tuple[RuleInfo, ...] = (*(cls.INFO for cls in ALL_RULES), INTERNAL_ERROR)
