@@ -866,12 +866,6 @@ local function simple_reply(conv, rec, tvb, off, tree)
     elseif req and req.cmd == S.CMD.READ and conv.structured then
         note(rec, "simple-reply-to-structured-read", "simple reply to NBD_CMD_READ after structured replies were agreed")
     end
-    if req and req.cmd == S.CMD.CACHE and err == 0 and conv.tflags and has(conv.tflags, S.TF_MASK.CAN_MULTI_CONN)
-            and not has(conv.tflags, S.TF_MASK.SEND_CACHE) and not conv.cache_flagged then
-        conv.cache_flagged = true
-        note(rec, "cache-flag-mismatch", "server answered NBD_CMD_CACHE with success yet advertises bit 8 "
-            .. "(NBD_FLAG_CAN_MULTI_CONN) without bit 10 (NBD_FLAG_SEND_CACHE): probably qemu 3.0's misnumbered flag")
-    end
     if req and WRITES[req.cmd] and err == 0 and has(conv.tflags, S.TF_MASK.READ_ONLY) then
         note(rec, "write-to-read-only", "server reported success for a write on a read-only export")
     end
@@ -997,13 +991,6 @@ local function chunk(conv, rec, tvb, off, tree)
                         rec.type, at, n, req.offset, req.length))
                 end
             end
-        end
-        if req and rtype == S.RT.NONE and req.cmd == S.CMD.CACHE and not req.failed and conv.tflags
-                and has(conv.tflags, S.TF_MASK.CAN_MULTI_CONN) and not has(conv.tflags, S.TF_MASK.SEND_CACHE)
-                and not conv.cache_flagged then
-            conv.cache_flagged = true
-            note(rec, "cache-flag-mismatch", "server answered NBD_CMD_CACHE with success yet advertises bit 8 "
-                .. "(NBD_FLAG_CAN_MULTI_CONN) without bit 10 (NBD_FLAG_SEND_CACHE): probably qemu 3.0's misnumbered flag")
         end
     end
     if rtype == S.RT.OFFSET_DATA and len >= 8 then

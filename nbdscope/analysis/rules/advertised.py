@@ -60,7 +60,7 @@ class CacheFlagMismatch(Rule):
                           "A server that really shares its cache and answers CACHE unadvertised is within the spec: "
                           "this is only a hazard",
               fix="server: qemu 3.0.x, upgrade (fixed in qemu 3.1, bit 10); client: keep one writing connection",
-              example="server answered NBD_CMD_CACHE (frame 18) with bit 8 set and bit 10 clear, and 2 connections "
+              example="server answered NBD_CMD_CACHE with success (frame 18) with bit 8 set and bit 10 clear; 2 connections "
                       "write to the export at once: s1, s2"),
     )
     EVENTS = (ev.Request, ev.SimpleReply, ev.ReplyChunk)
@@ -97,7 +97,7 @@ class CacheFlagMismatch(Rule):
                 continue
             names = ", ".join(f"{p.id} ({p.client})" for p in peers)
             self.flag_at(session, frame, time,
-                         f"server answered NBD_CMD_CACHE (frame {frame}) with success while advertising bit 8 "
+                         f"server answered NBD_CMD_CACHE with success (frame {frame}) while advertising bit 8 "
                          f"(NBD_FLAG_CAN_MULTI_CONN) and not bit 10 (NBD_FLAG_SEND_CACHE), the mark of qemu 3.0's "
                          f"misnumbered flag, and {len(peers)} connections write to that export at once relying on "
                          f"bit 8: {names}", check="misnumbered-multi-conn", sessions=[p.id for p in peers])
