@@ -60,8 +60,9 @@ class CacheFlagMismatch(Rule):
                           "A server that really shares its cache and answers CACHE unadvertised is within the spec: "
                           "this is only a hazard",
               fix="server: qemu 3.0.x, upgrade (fixed in qemu 3.1, bit 10); client: keep one writing connection",
-              example="server answered NBD_CMD_CACHE with success (frame 18) with bit 8 set and bit 10 clear; 2 connections "
-                      "write to the export at once: s1, s2"),
+              example="server answered NBD_CMD_CACHE with success (frame 18) while advertising bit 8 "
+                      "(NBD_FLAG_CAN_MULTI_CONN) and not bit 10 (NBD_FLAG_SEND_CACHE), the mark of qemu 3.0's "
+                      "misnumbered flag, and 2 connections write to that export at once relying on bit 8: s1, s2"),
     )
     EVENTS = (ev.Request, ev.SimpleReply, ev.ReplyChunk)
     FOR_COMMANDS = frozenset({Cmd.CACHE})

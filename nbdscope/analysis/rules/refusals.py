@@ -19,7 +19,7 @@ _REFUSALS = frozenset({_EINVAL, _ENOTSUP})  # "I do not do that", as opposed to 
 _FUA, _NO_HOLE, _FAST_ZERO = int(CommandFlag.FUA), int(CommandFlag.NO_HOLE), int(CommandFlag.FAST_ZERO)
 # features whose every use may be refused only by a server that should not have advertised them.
 # NBD_CMD_CACHE is left out on purpose: a server may advertise it and still always fail it.
-_FEATURES = {Cmd.FLUSH: TF.SEND_FLUSH, Cmd.TRIM: TF.SEND_TRIM, Cmd.WRITE_ZEROES: TF.SEND_WRITE_ZEROES}
+_FEATURES: dict[int, TF] = {Cmd.FLUSH: TF.SEND_FLUSH, Cmd.TRIM: TF.SEND_TRIM, Cmd.WRITE_ZEROES: TF.SEND_WRITE_ZEROES}
 
 
 @dataclass
