@@ -180,7 +180,7 @@ S.RULES = {  -- the ids, severities and blame of `nbdscope rules`
   ["payload-too-large"] = { severity = "error", blame = "client", spec = "Size constraints", summary = "READ or WRITE payload longer than the maximum payload the client asked for (or 32 MiB), and servers that hang up on requests the spec asks them to survive" },
   ["command-not-advertised"] = { severity = "error", blame = "client", spec = "Transmission flags; Request types", summary = "FLUSH, TRIM, WRITE_ZEROES or RESIZE without its transmission flag, or BLOCK_STATUS without a negotiated metadata context" },
   ["flag-not-advertised"] = { severity = "error", blame = "client", spec = "Command flags", summary = "a command flag used without the transmission flag or negotiation it needs, or on a command it is not documented for" },
-  ["write-to-read-only"] = { severity = "error", blame = "either", spec = "Transmission flags (NBD_FLAG_READ_ONLY)", summary = "a write-type command on a read-only export, and worse, a server that lets it succeed" },
+  ["write-to-read-only"] = { severity = "error", blame = "server", spec = "Transmission flags (NBD_FLAG_READ_ONLY)", summary = "a server that lets a write, trim or write-zeroes succeed on an export it advertised read-only, or fails it with another error than NBD_EPERM" },
   ["multi-conn-without-flag"] = { severity = "warning", blame = "client", spec = "Transmission flags (NBD_FLAG_CAN_MULTI_CONN)", summary = "one client writing over several simultaneous connections to an export that did not advertise NBD_FLAG_CAN_MULTI_CONN" },
   ["cookie-reuse"] = { severity = "warning", blame = "client", spec = "Transmission", summary = "a cookie reused while a request with that cookie is still in flight, so replies are ambiguous" },
   ["unmatched-reply"] = { severity = "error", blame = "server", spec = "Transmission", summary = "a reply whose cookie matches no request in flight: a double reply or an invented cookie" },
@@ -189,7 +189,7 @@ S.RULES = {  -- the ids, severities and blame of `nbdscope rules`
   ["bad-reply-chunk"] = { severity = "error", blame = "server", spec = "Structured reply chunk message; Structured reply types", summary = "a reply chunk that breaks the chunk rules: order, DONE, coverage of a read, offsets outside the request, lengths, or a type not valid for the command" },
   ["reserved-bits-set"] = { severity = "error", blame = "either", spec = "Flag fields", summary = "a bit the spec does not define is set in a flags field" },
   ["transmission-flags-invalid"] = { severity = "error", blame = "server", spec = "Transmission flags", summary = "transmission flags that contradict themselves or the negotiation (HAS_FLAGS clear, FAST_ZERO without WRITE_ZEROES, DF without structured replies, BLOCK_STATUS_PAYLOAD without extended headers)" },
-  ["unknown-command"] = { severity = "warning", blame = "client", spec = "Request types", summary = "a request type the spec does not define (the server should fail it with NBD_EINVAL)" },
+  ["unknown-command"] = { severity = "error", blame = "client", spec = "Request types", summary = "a request type the spec does not define (the server should fail it with NBD_EINVAL)" },
   ["option-protocol"] = { severity = "error", blame = "either", spec = "Option types; Option reply types", summary = "option haggling broken: payloads that contradict their lengths, replies to options not asked, options after the handshake, GO without NBD_INFO_EXPORT, NO_ZEROES not offered, context ids reused, SET_META_CONTEXT before structured replies, invalid block sizes, a GO answered differently from the INFO just before it" },
   ["tls-protocol"] = { severity = "error", blame = "either", spec = "TLS support; Protocol downgrade attacks", summary = "TLS misuse: STARTTLS and its reply, plaintext where TLS was due, TLS where plaintext was due, and server answers that fit no single TLS mode (a downgrade)" },
   ["hard-disconnect"] = { severity = "warning", blame = "either", spec = "Terminating the transmission phase", summary = "a connection in transmission closed without NBD_CMD_DISC, or with requests unanswered" },
@@ -1036,12 +1036,6 @@ local function simple_reply(conv, rec, tvb, off, tree)
     elseif req and req.cmd == S.CMD.READ and conv.structured then
         note(rec, "simple-reply-to-structured-read", "simple reply to NBD_CMD_READ after structured replies were agreed")
     end
-    if req and req.cmd == S.CMD.CACHE and err == 0 and conv.tflags and has(conv.tflags, S.TF_MASK.CAN_MULTI_CONN)
-            and not has(conv.tflags, S.TF_MASK.SEND_CACHE) and not conv.cache_flagged then
-        conv.cache_flagged = true
-        note(rec, "cache-flag-mismatch", "server answered NBD_CMD_CACHE with success yet advertises bit 8 "
-            .. "(NBD_FLAG_CAN_MULTI_CONN) without bit 10 (NBD_FLAG_SEND_CACHE): probably qemu 3.0's misnumbered flag")
-    end
     if req and WRITES[req.cmd] and err == 0 and has(conv.tflags, S.TF_MASK.READ_ONLY) then
         note(rec, "write-to-read-only", "server reported success for a write on a read-only export")
     end
@@ -1167,13 +1161,6 @@ local function chunk(conv, rec, tvb, off, tree)
                         rec.type, at, n, req.offset, req.length))
                 end
             end
-        end
-        if req and rtype == S.RT.NONE and req.cmd == S.CMD.CACHE and not req.failed and conv.tflags
-                and has(conv.tflags, S.TF_MASK.CAN_MULTI_CONN) and not has(conv.tflags, S.TF_MASK.SEND_CACHE)
-                and not conv.cache_flagged then
-            conv.cache_flagged = true
-            note(rec, "cache-flag-mismatch", "server answered NBD_CMD_CACHE with success yet advertises bit 8 "
-                .. "(NBD_FLAG_CAN_MULTI_CONN) without bit 10 (NBD_FLAG_SEND_CACHE): probably qemu 3.0's misnumbered flag")
         end
     end
     if rtype == S.RT.OFFSET_DATA and len >= 8 then

@@ -27,6 +27,7 @@ from nbdscope.analysis.rules.fields import ReservedBitsSet, TransmissionFlagsInv
 from nbdscope.analysis.rules.framing import CaptureGap, HardDisconnect, MalformedMessage
 from nbdscope.analysis.rules.handshake import OptionProtocol
 from nbdscope.analysis.rules.metadata import BlockStatus
+from nbdscope.analysis.rules.refusals import AdvertisedRefused, WriteZeroesError  # commands
 from nbdscope.analysis.rules.replies import (
     BadReplyChunk,
     CookieReuse,
@@ -34,6 +35,7 @@ from nbdscope.analysis.rules.replies import (
     SimpleReplyToStructuredRead,
     UnmatchedReply,
 )
+from nbdscope.analysis.rules.request_fields import RequestFields  # commands
 from nbdscope.analysis.rules.requests import DisconnectProtocol, ReadRequest
 from nbdscope.analysis.rules.tls import TlsProtocol
 
@@ -46,6 +48,7 @@ ALL_RULES: tuple[type[Rule], ...] = (
     ExtendedHeaders, ExtendedNegotiation,  # extended headers (j-ext)
     ErrorValue, DisconnectProtocol, ReadRequest,  # replies
     BlockSizeInvalid, BlockStatus,  # tls+sizes: advertised block sizes; metadata contexts and block status
+    RequestFields, AdvertisedRefused, WriteZeroesError,  # commands
 )
 
 CATALOGUE: tuple[RuleInfo, ...] = (*(cls.INFO for cls in ALL_RULES), INTERNAL_ERROR)

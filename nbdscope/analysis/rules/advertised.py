@@ -5,16 +5,18 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from nbdscope.analysis.anomaly import RuleInfo
+from nbdscope.analysis.anomaly import Check, RuleInfo
 from nbdscope.analysis.rules.base import Rule
 from nbdscope.analysis.session import Session
 from nbdscope.decoder import events as ev
-from nbdscope.spec import COMMAND_FLAGS, COMMANDS, Cmd, CommandFlag, TransmissionFlag
+from nbdscope.spec import COMMAND_FLAGS, COMMANDS, ERRORS, Cmd, CommandFlag, Errno, TransmissionFlag
 
 TF = TransmissionFlag
-WRITES = {Cmd.WRITE, Cmd.TRIM, Cmd.WRITE_ZEROES, Cmd.RESIZE}
-_NEEDS = {Cmd.FLUSH: TF.SEND_FLUSH, Cmd.TRIM: TF.SEND_TRIM, Cmd.WRITE_ZEROES: TF.SEND_WRITE_ZEROES,
-          Cmd.RESIZE: TF.SEND_RESIZE}
+WRITES = {Cmd.WRITE, Cmd.TRIM, Cmd.WRITE_ZEROES, Cmd.RESIZE}  # commands with the potential of writing
+_RO_WRITES = frozenset({Cmd.WRITE, Cmd.TRIM, Cmd.WRITE_ZEROES})  # what a read-only export must fail
+# command -> (transmission flag it needs, check name)
+_NEEDS = {Cmd.FLUSH: (TF.SEND_FLUSH, "flush"), Cmd.TRIM: (TF.SEND_TRIM, "trim"),
+          Cmd.WRITE_ZEROES: (TF.SEND_WRITE_ZEROES, "write-zeroes"), Cmd.RESIZE: (TF.SEND_RESIZE, "resize")}
 # plain ints: `value & IntFlag` builds an enum value each time, too slow per message
 _FUA, _DF, _FAST_ZERO, _PAYLOAD_LEN = (int(f) for f in (CommandFlag.FUA, CommandFlag.DF, CommandFlag.FAST_ZERO,
                                                      CommandFlag.PAYLOAD_LEN))
@@ -22,22 +24,52 @@ _FUA, _DF, _FAST_ZERO, _PAYLOAD_LEN = (int(f) for f in (CommandFlag.FUA, Command
 _VALID_FOR = {int(flag): valid for flag, valid in (
     (CommandFlag.NO_HOLE, {Cmd.WRITE_ZEROES}), (CommandFlag.DF, {Cmd.READ}), (CommandFlag.REQ_ONE, {Cmd.BLOCK_STATUS}),
     (CommandFlag.FAST_ZERO, {Cmd.WRITE_ZEROES}), (CommandFlag.PAYLOAD_LEN, {Cmd.WRITE, Cmd.BLOCK_STATUS}))}
+_EPERM = int(Errno.EPERM)
 
 
 def _ok(reply: ev.Event) -> bool:
     return isinstance(reply, ev.Reply) and reply.completes and not reply.failed
 
 
+def _export(s: Session) -> tuple[str, int, str | None]:
+    return (s.server.host, s.server.port, s.export_name)
+
+
+def _overlapping(group: list[Session]) -> list[Session]:
+    """The sessions of ``group`` that were open at the same time as another one of it."""
+    return [s for s in group if any(o is not s and o.start_time <= s.last_time and s.start_time <= o.last_time
+                                    for o in group)]
+
+
 class CacheFlagMismatch(Rule):
     INFO = RuleInfo("cache-flag-mismatch", "warning", "either", "Transmission flags; NBD_CMD_CACHE",
                     "NBD_CMD_CACHE used or answered against the advertised NBD_FLAG_SEND_CACHE (bit 10); the qemu "
                     "3.0 bug put SEND_CACHE on bit 8, which is NBD_FLAG_CAN_MULTI_CONN")
+    CHECKS = (
+        Check("cache-unadvertised", (), "client sent NBD_CMD_CACHE although bit 10 (SEND_CACHE) was not set",
+              severity="warning", blame="client",
+              consequence="the spec knows clients that do this and servers that still answer; a server that does "
+                          "not understand CACHE fails it, which costs nothing but the hint. Worth a look when bit 8 "
+                          "is set: the client may be coded to qemu 3.0's misplaced SEND_CACHE",
+              fix="client: send NBD_CMD_CACHE only when bit 10 is set; never read bit 8 as SEND_CACHE",
+              example="client sent NBD_CMD_CACHE although the server did not advertise NBD_FLAG_SEND_CACHE (bit 10)"),
+        Check("misnumbered-multi-conn", (), "a server that answers CACHE without bit 10 but with bit 8 is relied on "
+              "by several writing connections", severity="warning", blame="server",
+              consequence="qemu 3.0 advertised SEND_CACHE on bit 8 (CAN_MULTI_CONN) without a shared cache; clients "
+                          "that spread writes over several connections to it can read stale data after a flush. "
+                          "A server that really shares its cache and answers CACHE unadvertised is within the spec: "
+                          "this is only a hazard",
+              fix="server: qemu 3.0.x, upgrade (fixed in qemu 3.1, bit 10); client: keep one writing connection",
+              example="server answered NBD_CMD_CACHE with success (frame 18) while advertising bit 8 "
+                      "(NBD_FLAG_CAN_MULTI_CONN) and not bit 10 (NBD_FLAG_SEND_CACHE), the mark of qemu 3.0's "
+                      "misnumbered flag, and 2 connections write to that export at once relying on bit 8: s1, s2"),
+    )
     EVENTS = (ev.Request, ev.SimpleReply, ev.ReplyChunk)
     FOR_COMMANDS = frozenset({Cmd.CACHE})
 
     def __init__(self) -> None:
         super().__init__()
-        self._flagged_servers: set[str] = set()
+        self._answered: dict[str, tuple[int, float]] = {}  # session id -> its first successful CACHE reply
 
     def message(self, session: Session, event: ev.Event) -> None:
         if session.transmission_flags is None or session.has_flag(TF.SEND_CACHE):
@@ -45,39 +77,60 @@ class CacheFlagMismatch(Rule):
         multi = session.has_flag(TF.CAN_MULTI_CONN)
         if isinstance(event, ev.Request) and event.command == Cmd.CACHE:
             why = ("; the server set bit 8 (NBD_FLAG_CAN_MULTI_CONN) instead, which is where qemu 3.0 misplaced "
-                   "SEND_CACHE: this client is probably coded to that wrong bit value" if multi else "")
+                   "SEND_CACHE: this client may be coded to that wrong bit value" if multi else "")
             self.flag(session, event, f"client sent NBD_CMD_CACHE although the server did not advertise "
-                      f"NBD_FLAG_SEND_CACHE (bit 10){why}", blame="client", cookie=event.cookie,
+                      f"NBD_FLAG_SEND_CACHE (bit 10){why}", check="cache-unadvertised", cookie=event.cookie,
                       transmission_flags=session.transmission_flags)
         elif isinstance(event, ev.SimpleReply | ev.ReplyChunk) and event.command == Cmd.CACHE and _ok(event) \
-                and multi and session.id not in self._flagged_servers:
-            self._flagged_servers.add(session.id)
-            self.flag(session, event, "server answered NBD_CMD_CACHE with success yet advertises bit 8 "
-                      "(NBD_FLAG_CAN_MULTI_CONN) without bit 10 (NBD_FLAG_SEND_CACHE): it probably carries the "
-                      "qemu 3.0 misnumbered flag, so its CAN_MULTI_CONN claim cannot be trusted and clients that "
-                      "spread writes over several connections to it risk corruption", blame="server",
-                      cookie=event.cookie, transmission_flags=session.transmission_flags)
+                and multi and not session.has_flag(TF.READ_ONLY):
+            self._answered.setdefault(session.id, (event.frame, event.time))
 
     def ending(self, sessions: list[Session]) -> None:
-        """Name the other connections to an export whose multi-conn claim is in doubt."""
-        by_export: dict[tuple[str, str | None], list[Session]] = defaultdict(list)
+        """Only where the capture shows writers relying on bit 8 is the misnumbering a hazard."""
+        by_export: dict[tuple[str, int, str | None], list[Session]] = defaultdict(list)
         for s in sessions:
-            by_export[(s.server.host + ":" + str(s.server.port), s.export_name)].append(s)
-        for flagged in self._flagged_servers:
-            session = next(s for s in sessions if s.id == flagged)
-            peers = by_export[(session.server.host + ":" + str(session.server.port), session.export_name)]
-            if len(peers) > 1:
-                names = ", ".join(f"{p.id} ({p.client})" for p in peers)
-                self.flag_at(session, session.last_frame, session.last_time,
-                             f"{len(peers)} connections in this capture use that export and rely on its "
-                             f"untrustworthy NBD_FLAG_CAN_MULTI_CONN: {names}", blame="server",
-                             sessions=[p.id for p in peers])
+            if s.has_flag(TF.CAN_MULTI_CONN) and not s.has_flag(TF.READ_ONLY):
+                by_export[_export(s)].append(s)
+        for sid, (frame, time) in self._answered.items():
+            session = next(s for s in sessions if s.id == sid)
+            peers = sorted(_overlapping(by_export[_export(session)]), key=lambda s: s.start_time)
+            if len(peers) < 2 or not any(c in p.commands for p in peers for c in WRITES):
+                continue
+            names = ", ".join(f"{p.id} ({p.client})" for p in peers)
+            self.flag_at(session, frame, time,
+                         f"server answered NBD_CMD_CACHE with success (frame {frame}) while advertising bit 8 "
+                         f"(NBD_FLAG_CAN_MULTI_CONN) and not bit 10 (NBD_FLAG_SEND_CACHE), the mark of qemu 3.0's "
+                         f"misnumbered flag, and {len(peers)} connections write to that export at once relying on "
+                         f"bit 8: {names}", check="misnumbered-multi-conn", sessions=[p.id for p in peers])
 
 
 class CommandNotAdvertised(Rule):
     INFO = RuleInfo("command-not-advertised", "error", "client", "Transmission flags; Request types",
                     "FLUSH, TRIM, WRITE_ZEROES or RESIZE without its transmission flag, or BLOCK_STATUS without a "
                     "negotiated metadata context")
+    _FIX = "client: test the transmission flag before sending the command (libnbd: strict mode on)"
+    CHECKS = (
+        Check("flush", ("tflags.2", "cmd-flush.2", "baseline.4"), "NBD_CMD_FLUSH without NBD_FLAG_SEND_FLUSH",
+              consequence="the server may not implement flush at all: the client believes data durable that is not",
+              fix=_FIX, example="NBD_CMD_FLUSH sent but the server did not advertise NBD_FLAG_SEND_FLUSH"),
+        Check("trim", ("tflags.2", "cmd-trim.4", "baseline.4"), "NBD_CMD_TRIM without NBD_FLAG_SEND_TRIM",
+              consequence="a server that does not know TRIM fails it, or worse misreads it",
+              fix=_FIX, example="NBD_CMD_TRIM sent but the server did not advertise NBD_FLAG_SEND_TRIM"),
+        Check("write-zeroes", ("tflags.2", "cmd-write-zeroes.4", "baseline.4"),
+              "NBD_CMD_WRITE_ZEROES without NBD_FLAG_SEND_WRITE_ZEROES",
+              consequence="a server without WRITE_ZEROES fails it; the area keeps its old contents",
+              fix=_FIX, example="NBD_CMD_WRITE_ZEROES sent but the server did not advertise "
+                                "NBD_FLAG_SEND_WRITE_ZEROES"),
+        Check("resize", ("baseline.4",), "NBD_CMD_RESIZE without NBD_FLAG_SEND_RESIZE",
+              consequence="the RESIZE extension is experimental; a server that did not offer it cannot resize",
+              fix=_FIX, example="NBD_CMD_RESIZE sent but the server did not advertise NBD_FLAG_SEND_RESIZE"),
+        Check("block-status-no-context", ("cmd-block-status.3",),
+              "NBD_CMD_BLOCK_STATUS without a metadata context selected by NBD_OPT_SET_META_CONTEXT",
+              consequence="the server has no context to report on and must fail the request",
+              fix="client: select a context with NBD_OPT_SET_META_CONTEXT before NBD_OPT_GO",
+              example="NBD_CMD_BLOCK_STATUS sent without any metadata context negotiated by "
+                      "NBD_OPT_SET_META_CONTEXT"),
+    )
     EVENTS = (ev.Request,)
     FOR_COMMANDS = frozenset({*_NEEDS, Cmd.BLOCK_STATUS})
 
@@ -85,18 +138,49 @@ class CommandNotAdvertised(Rule):
         if not isinstance(event, ev.Request) or session.transmission_flags is None:
             return
         need = _NEEDS.get(event.command)  # type: ignore[call-overload]
-        if need is not None and not session.has_flag(need):
+        if need is not None and not session.has_flag(need[0]):
             self.flag(session, event, f"{COMMANDS.name(event.command)} sent but the server did not advertise "
-                      f"NBD_FLAG_{need.name}", cookie=event.cookie)
-        elif event.command == Cmd.BLOCK_STATUS and session.handshake != "unknown" and not session.meta_contexts:
+                      f"NBD_FLAG_{need[0].name}", check=need[1], cookie=event.cookie)
+        elif event.command == Cmd.BLOCK_STATUS and session.handshake not in ("unknown", "oldstyle") \
+                and session.reliable and not session.meta_contexts:
             self.flag(session, event, "NBD_CMD_BLOCK_STATUS sent without any metadata context negotiated by "
-                      "NBD_OPT_SET_META_CONTEXT", cookie=event.cookie)
+                      "NBD_OPT_SET_META_CONTEXT", check="block-status-no-context", cookie=event.cookie)
 
 
 class FlagNotAdvertised(Rule):
     INFO = RuleInfo("flag-not-advertised", "error", "client", "Command flags",
                     "a command flag used without the transmission flag or negotiation it needs, or on a command "
                     "it is not documented for")
+    _FIX = "client: set a command flag only when its transmission flag was advertised (libnbd: strict mode on)"
+    CHECKS = (
+        Check("fua", ("tflags.2", "cmdflags.1"), "NBD_CMD_FLAG_FUA without NBD_FLAG_SEND_FUA",
+              consequence="a server without FUA support may refuse the request or ignore the flag: the write is "
+                          "then not durable when the reply comes", fix=_FIX,
+              example="NBD_CMD_WRITE: NBD_CMD_FLAG_FUA without NBD_FLAG_SEND_FUA"),
+        Check("df", ("tflags.7", "cmdflags.8"), "NBD_CMD_FLAG_DF without NBD_FLAG_SEND_DF",
+              consequence="the server may fragment the read reply anyway, or refuse it", fix=_FIX,
+              example="NBD_CMD_READ: NBD_CMD_FLAG_DF without NBD_FLAG_SEND_DF"),
+        Check("fast-zero", ("tflags.12", "cmdflags.11", "cmd-write-zeroes.5"),
+              "NBD_CMD_FLAG_FAST_ZERO without NBD_FLAG_SEND_FAST_ZERO",
+              consequence="a server that does not know the flag may do a slow zeroing the client meant to avoid",
+              fix=_FIX, example="NBD_CMD_WRITE_ZEROES: NBD_CMD_FLAG_FAST_ZERO without NBD_FLAG_SEND_FAST_ZERO"),
+        Check("payload-len-without-ext", ("cmdflags.1",), "NBD_CMD_FLAG_PAYLOAD_LEN without extended headers",
+              consequence="without extended headers the flag means nothing; the server may misframe the request",
+              fix=_FIX, example="NBD_CMD_WRITE: NBD_CMD_FLAG_PAYLOAD_LEN without extended headers"),
+        Check("block-status-payload", ("ext.tflags.6",),
+              "BLOCK_STATUS payload form without NBD_FLAG_BLOCK_STATUS_PAYLOAD",
+              consequence="a server that did not offer the payload form reads the payload as the next request",
+              fix=_FIX, example="NBD_CMD_BLOCK_STATUS: BLOCK_STATUS payload form without "
+                                "NBD_FLAG_BLOCK_STATUS_PAYLOAD"),
+        Check("fua-non-write", ("cmdflags.3",), "NBD_CMD_FLAG_FUA on a command that writes nothing",
+              consequence="harmless to a correct server (it must accept it), but some servers refuse it",
+              fix="client: set FUA only on WRITE, WRITE_ZEROES and TRIM",
+              example="NBD_CMD_READ: NBD_CMD_FLAG_FUA on NBD_CMD_READ, which writes nothing"),
+        Check("not-for-command", ("cmdflags.1",), "a command flag on a command it is not documented for",
+              consequence="the server should refuse the request with EINVAL; one that does not may misread it",
+              fix="client: set NO_HOLE and FAST_ZERO only on WRITE_ZEROES, DF only on READ, REQ_ONE only on "
+                  "BLOCK_STATUS", example="NBD_CMD_READ: NBD_CMD_FLAG_REQ_ONE is not documented for NBD_CMD_READ"),
+    )
     EVENTS = (ev.Request,)
 
     def message(self, session: Session, event: ev.Event) -> None:
@@ -106,48 +190,90 @@ class FlagNotAdvertised(Rule):
         f, cmd, name = event.flags, event.command, COMMANDS.name(event.command)
         problems: list[tuple[str, str]] = []
         if known and f & _FUA and not session.has_flag(TF.SEND_FUA):
-            problems.append(("error", "NBD_CMD_FLAG_FUA without NBD_FLAG_SEND_FUA"))
+            problems.append(("fua", "NBD_CMD_FLAG_FUA without NBD_FLAG_SEND_FUA"))
         if known and f & _DF and not session.has_flag(TF.SEND_DF):
-            problems.append(("error", "NBD_CMD_FLAG_DF without NBD_FLAG_SEND_DF"))
+            problems.append(("df", "NBD_CMD_FLAG_DF without NBD_FLAG_SEND_DF"))
         if known and f & _FAST_ZERO and not session.has_flag(TF.SEND_FAST_ZERO):
-            problems.append(("error", "NBD_CMD_FLAG_FAST_ZERO without NBD_FLAG_SEND_FAST_ZERO"))
+            problems.append(("fast-zero", "NBD_CMD_FLAG_FAST_ZERO without NBD_FLAG_SEND_FAST_ZERO"))
         if f & _PAYLOAD_LEN and session.extended_headers is False:
-            problems.append(("error", "NBD_CMD_FLAG_PAYLOAD_LEN without extended headers"))
-        if known and f & _PAYLOAD_LEN and cmd == Cmd.BLOCK_STATUS \
+            problems.append(("payload-len-without-ext", "NBD_CMD_FLAG_PAYLOAD_LEN without extended headers"))
+        elif known and f & _PAYLOAD_LEN and cmd == Cmd.BLOCK_STATUS \
                 and not session.has_flag(TF.BLOCK_STATUS_PAYLOAD):
-            problems.append(("warning", "BLOCK_STATUS payload form without NBD_FLAG_BLOCK_STATUS_PAYLOAD"))
-        if f & _FUA and cmd not in WRITES and (not known or session.has_flag(TF.SEND_FUA)):
-            problems.append(("info", f"NBD_CMD_FLAG_FUA on {name}, which writes nothing (allowed, but pointless)"))
+            problems.append(("block-status-payload",
+                             "BLOCK_STATUS payload form without NBD_FLAG_BLOCK_STATUS_PAYLOAD"))
+        if f & _FUA and cmd not in WRITES and known and session.has_flag(TF.SEND_FUA):
+            problems.append(("fua-non-write", f"NBD_CMD_FLAG_FUA on {name}, which writes nothing"))
         for flag, valid in _VALID_FOR.items():
             if f & flag and cmd not in valid:
                 bit = COMMAND_FLAGS.bit(flag.bit_length() - 1)
-                problems.append(("error", f"{bit.name if bit else flag} is not documented for {name}"))
-        for severity, text in problems:
-            self.flag(session, event, f"{name}: {text}", severity=severity,  # type: ignore[arg-type]
-                      flags=f, cookie=event.cookie)
+                problems.append(("not-for-command", f"{bit.name if bit else flag} is not documented for {name}"))
+        for check, text in problems:
+            self.flag(session, event, f"{name}: {text}", check=check, flags=f, cookie=event.cookie)
 
 
 class WriteToReadOnly(Rule):
-    INFO = RuleInfo("write-to-read-only", "error", "either", "Transmission flags (NBD_FLAG_READ_ONLY)",
-                    "a write-type command on a read-only export, and worse, a server that lets it succeed")
-    EVENTS = (ev.Request, ev.SimpleReply, ev.ReplyChunk)
-    FOR_COMMANDS = frozenset(WRITES)
+    INFO = RuleInfo("write-to-read-only", "error", "server", "Transmission flags (NBD_FLAG_READ_ONLY)",
+                    "a server that lets a write, trim or write-zeroes succeed on an export it advertised read-only, "
+                    "or fails it with another error than NBD_EPERM")
+    CHECKS = (
+        Check("write-succeeded", ("tflags.4",), "a write-type command succeeded on an export advertised read-only",
+              consequence="the client was told the export cannot change, yet it changed (or the server lied about "
+                          "writing it): other readers of a read-only export see data move under them",
+              fix="server: fail every WRITE, TRIM and WRITE_ZEROES on a read-only export (NBD_EPERM)",
+              example="server reported success for NBD_CMD_WRITE on an export it advertised read-only"),
+        Check("write-not-eperm", ("errors.4",), "WRITE or TRIM on a read-only export failed with another error "
+              "than NBD_EPERM",
+              consequence="the client cannot tell a read-only refusal from a real failure (an I/O error, say)",
+              fix="server: answer writes and trims on a read-only export with NBD_EPERM (1)",
+              example="server failed NBD_CMD_WRITE on a read-only export with NBD_EIO (5), not NBD_EPERM"),
+        Check("zeroes-not-eperm", ("cmd-write-zeroes.17",), "WRITE_ZEROES on a read-only export failed with "
+              "another error than NBD_EPERM",
+              consequence="the client cannot tell a read-only refusal from a real failure",
+              fix="server: answer write-zeroes on a read-only export with NBD_EPERM (1)",
+              example="server failed NBD_CMD_WRITE_ZEROES on a read-only export with NBD_EINVAL (22), not "
+                      "NBD_EPERM"),
+    )
+    EVENTS = (ev.SimpleReply, ev.ReplyChunk)
+    FOR_COMMANDS = frozenset(_RO_WRITES)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._errors: dict[tuple[str, int], int] = {}  # (session, cookie) -> error of an error chunk
 
     def message(self, session: Session, event: ev.Event) -> None:
-        if not session.has_flag(TF.READ_ONLY):
+        if not session.has_flag(TF.READ_ONLY) or not isinstance(event, ev.SimpleReply | ev.ReplyChunk) \
+                or event.command not in _RO_WRITES:
             return
-        if isinstance(event, ev.Request) and event.command in WRITES:
-            self.flag(session, event, f"{COMMANDS.name(event.command)} sent to an export advertised read-only",
-                      blame="client", severity="warning", cookie=event.cookie)
-        elif isinstance(event, ev.SimpleReply | ev.ReplyChunk) and event.command in WRITES and _ok(event):
-            self.flag(session, event, f"server reported success for {COMMANDS.name(event.command)} on an export "
-                      "it advertised read-only (it must fail every write)", blame="server", cookie=event.cookie)
+        key = (session.id, event.cookie)
+        if isinstance(event, ev.ReplyChunk) and event.error:
+            self._errors[key] = event.error
+        if not event.completes:
+            return
+        error = event.error if isinstance(event, ev.SimpleReply) else self._errors.pop(key, None)
+        name = COMMANDS.name(event.command)
+        if not event.failed:
+            self.flag(session, event, f"server reported success for {name} on an export it advertised read-only "
+                      "(it must fail every write)", check="write-succeeded", cookie=event.cookie)
+        elif error and error != _EPERM:
+            self.flag(session, event, f"server failed {name} on a read-only export with "
+                      f"{ERRORS.name(error)} ({error}), not NBD_EPERM",
+                      check="zeroes-not-eperm" if event.command == Cmd.WRITE_ZEROES else "write-not-eperm",
+                      cookie=event.cookie, error=error)
 
 
 class MultiConnWithoutFlag(Rule):
     INFO = RuleInfo("multi-conn-without-flag", "warning", "client", "Transmission flags (NBD_FLAG_CAN_MULTI_CONN)",
                     "one client writing over several simultaneous connections to an export that did not "
                     "advertise NBD_FLAG_CAN_MULTI_CONN")
+    CHECKS = (
+        Check("multiplexed", ("tflags.9",), "writes spread over simultaneous connections without CAN_MULTI_CONN",
+              consequence="without a shared cache a flush on one connection need not cover writes made on another: "
+                          "reads can return stale data",
+              fix="client: use one connection unless the server sets NBD_FLAG_CAN_MULTI_CONN (nbdcopy, qemu-img "
+                  "and libnbd do check it); server: advertise it if its cache is shared",
+              example="2 simultaneous connections from 127.0.0.1 to export 'disk' at 127.0.0.1:10809, with writes, "
+                      "although the server did not advertise NBD_FLAG_CAN_MULTI_CONN: s1, s2"),
+    )
     EVENTS = ()
 
     def message(self, session: Session, event: ev.Event) -> None:
@@ -162,8 +288,7 @@ class MultiConnWithoutFlag(Rule):
             if len(group) < 2 or not any(c in s.commands for s in group for c in WRITES):
                 continue
             group.sort(key=lambda s: s.start_time)
-            overlapping = [s for s in group if any(o is not s and o.start_time <= s.last_time and
-                                                   s.start_time <= o.last_time for o in group)]
+            overlapping = _overlapping(group)
             if len(overlapping) < 2:
                 continue
             first = overlapping[0]
@@ -171,4 +296,5 @@ class MultiConnWithoutFlag(Rule):
             self.flag_at(first, first.first_frame, first.start_time,
                          f"{len(overlapping)} simultaneous connections from {first.client.host} to export "
                          f"{first.export_name!r} at {first.server}, with writes, although the server did not "
-                         f"advertise NBD_FLAG_CAN_MULTI_CONN: {names}", sessions=[s.id for s in overlapping])
+                         f"advertise NBD_FLAG_CAN_MULTI_CONN: {names}", check="multiplexed",
+                         sessions=[s.id for s in overlapping])

@@ -7,6 +7,8 @@ the server may send that information unasked, but may then not assume the client
 
 from __future__ import annotations
 
+from typing import Any
+
 from nbdscope.analysis.anomaly import Check, RuleInfo
 from nbdscope.analysis.rules.base import Rule
 from nbdscope.analysis.rules.extents import UnalignedExtent  # lived here before; kept importable from here
@@ -87,7 +89,7 @@ class BlockSizeInvalid(Rule):
                 or event.min_block is None or event.problem:
             return
         mn, pref, mx = event.min_block, event.preferred_block or 0, event.max_payload or 0
-        values = {"min_block": mn, "preferred_block": pref, "max_payload": mx}
+        values: dict[str, Any] = {"min_block": mn, "preferred_block": pref, "max_payload": mx}
         if not _pow2(mn) or mn > MAX_MIN_BLOCK:
             self.flag(session, event, f"NBD_INFO_BLOCK_SIZE minimum {mn} is not a power of two no larger than "
                       f"{MAX_MIN_BLOCK}", check="minimum", **values)
