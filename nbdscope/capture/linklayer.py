@@ -33,6 +33,7 @@ class Segment(NamedTuple):
     flags: int
     payload: bytes | memoryview  # may be a view into the reader's buffer: copy before keeping it
     offset: int  # where the payload starts in the frame (for rewriting it in place)
+    cut: int = 0  # payload bytes the IP header announces beyond what was captured (snapshot length)
 
 
 def ip_offset(linktype: int, buf: bytes | memoryview) -> int:
@@ -92,7 +93,9 @@ def tcp_segment(linktype: int, buf: bytes | memoryview) -> Segment | None:
         if etype == ETH_IPV4 and vihl == 0x45 and proto == IPPROTO_TCP and not frag & 0x3FFF:
             start = 34 + (doff >> 4) * 4
             end = min(14 + total, len(buf)) if total else len(buf)
-            return Segment(src, sport, dst, dport, seq, ack, flags, buf[start:end] if start < end else b"", start)
+            cut = 14 + total - max(end, start) if total and 14 + total > len(buf) else 0
+            return Segment(src, sport, dst, dport, seq, ack, flags, buf[start:end] if start < end else b"", start,
+                           cut)
     off = ip_offset(linktype, buf)
     if off < 0 or len(buf) < off + 20:
         return None
@@ -120,9 +123,11 @@ def tcp_segment(linktype: int, buf: bytes | memoryview) -> Segment | None:
             return None  # includes IPV6_FRAGMENT
     else:
         return None
+    announced = end
     end = min(end, len(buf))
     if end < tcp + 20:
         return None
     sport, dport, seq, ack, doff, flags = _TCP.unpack_from(buf, tcp)
     start = tcp + (doff >> 4) * 4
-    return Segment(src, sport, dst, dport, seq, ack, flags, buf[start:end] if start < end else b"", start)
+    cut = announced - max(end, start) if announced > end else 0  # the snapshot length cut the packet
+    return Segment(src, sport, dst, dport, seq, ack, flags, buf[start:end] if start < end else b"", start, cut)

@@ -107,7 +107,7 @@ def read_captures(paths: Sequence[str], extra_ports: Collection[int] = (),  # no
                                 if (etype == 0x0800 and vihl == 0x45 and fragproto & 0x3FFF00FF == 6
                                         and dflags >= 0x5000 and not dflags & 7
                                         and (half := fast_get(key)) is not None and half.next_seq == seq
-                                        and not half.heap):
+                                        and not half.heap and (not total or ip + total <= caplen)):
                                     pstart = start + tcp_at + ((dflags >> 10) & 0x3C)
                                     pend = start + ip + total if total and ip + total < caplen else stop
                                     if pstart < pend:

@@ -123,7 +123,8 @@ class TcpStreams:
         fwd = (seg.src, seg.sport, seg.dst, seg.dport)
         conn = self.conns.get(fwd)
         flags = seg.flags
-        if conn is not None and conn.state == "nbd" and not flags & (SYN | FIN | RST) and seg.payload:
+        if conn is not None and conn.state == "nbd" and not flags & (SYN | FIN | RST) and seg.payload \
+                and not seg.cut:
             # fast path: the next in-order segment of an established connection
             side = 0
             half = conn.halves[0]
@@ -137,7 +138,8 @@ class TcpStreams:
         rev = (seg.dst, seg.dport, seg.src, seg.sport)
         if conn is None:
             conn = self.conns.get(rev)
-            if conn is not None and conn.state == "nbd" and not flags & (SYN | FIN | RST) and seg.payload:
+            if conn is not None and conn.state == "nbd" and not flags & (SYN | FIN | RST) and seg.payload \
+                    and not seg.cut:
                 half = conn.halves[1]
                 if half.next_seq == seg.seq and not half.heap:
                     half.next_seq = (seg.seq + len(seg.payload)) & 0xFFFFFFFF
@@ -182,8 +184,9 @@ class TcpStreams:
                 self._bind(conn)  # a SYN may have changed which side is the client
         if flags & ACK:
             self._ack_reveals_loss(conn, 1 - side, seg.ack, frame, time)
-        if seg.payload:
-            self._data(conn, side, seg.seq + (1 if flags & SYN else 0), seg.payload, frame, time, seg.offset)
+        if seg.payload or seg.cut:
+            self._data(conn, side, seg.seq + (1 if flags & SYN else 0), seg.payload, frame, time, seg.offset,
+                       seg.cut)
         if flags & (RST | FIN) and conn.closer is None:
             conn.closer = side
         if flags & RST:
@@ -206,7 +209,9 @@ class TcpStreams:
     # ------------------------------------------------------------- reassembly
 
     def _data(self, conn: _Conn, side: int, seq: int, payload: bytes | memoryview, frame: int, time: float,
-              pos: int) -> None:
+              pos: int, cut: int = 0) -> None:
+        """One segment's payload; ``cut`` bytes after it were announced but not captured (the snapshot
+        length): once the stream reaches them they are a gap at once, so what follows is not held back."""
         half = conn.halves[side]
         if half.next_seq is None:
             half.next_seq = seq  # capture began mid-connection
@@ -214,27 +219,39 @@ class TcpStreams:
         if delta < 0:
             if self.trace is not None:
                 self._trace_again(conn, side, half.offset + delta, min(-delta, len(payload)), frame, pos)
-            if -delta >= len(payload):
+            if -delta >= len(payload) + cut:
                 return  # pure retransmission
-            payload, seq, pos, delta = payload[-delta:], half.next_seq, pos - delta, 0
+            if -delta > len(payload):  # the stream already reached into the cut part
+                payload, cut, delta = payload[:0], cut - (-delta - len(payload)), 0
+            else:
+                payload, seq, pos, delta = payload[-delta:], half.next_seq, pos - delta, 0
         if delta > 0:
-            key = half.offset + delta
-            known = half.ooo.get(key)
-            if known is None or len(known[0]) < len(payload):
-                if known is None:
-                    heapq.heappush(half.heap, key)
-                elif self.trace is not None:
-                    self._trace_again(conn, side, key, len(known[0]), known[1], known[2])
-                half.ooo_bytes += len(payload) - (len(known[0]) if known else 0)
-                half.ooo[key] = (bytes(payload), frame, pos)  # kept across packets: no view into the reader's buffer
-            elif self.trace is not None:
-                self._trace_again(conn, side, key, len(payload), frame, pos)
-            if half.ooo_bytes > OOO_LIMIT:
-                self._give_up_hole(conn, side, frame, time)
+            if payload:
+                self._wait(conn, side, half.offset + delta, payload, frame, time, pos)
             return
-        self._deliver(conn, side, payload, frame, time, frame, pos)
+        if payload:
+            self._deliver(conn, side, payload, frame, time, frame, pos)
+        if cut:
+            self._lost(conn, side, cut, frame, time)
         if half.heap:
             self._drain(conn, side, frame, time)
+
+    def _wait(self, conn: _Conn, side: int, key: int, payload: bytes | memoryview, frame: int, time: float,
+              pos: int) -> None:
+        """Keep a segment that lies beyond a hole until the hole fills (or is declared lost)."""
+        half = conn.halves[side]
+        known = half.ooo.get(key)
+        if known is None or len(known[0]) < len(payload):
+            if known is None:
+                heapq.heappush(half.heap, key)
+            elif self.trace is not None:
+                self._trace_again(conn, side, key, len(known[0]), known[1], known[2])
+            half.ooo_bytes += len(payload) - (len(known[0]) if known else 0)
+            half.ooo[key] = (bytes(payload), frame, pos)  # kept across packets: no view into the reader's buffer
+        elif self.trace is not None:
+            self._trace_again(conn, side, key, len(payload), frame, pos)
+        if half.ooo_bytes > OOO_LIMIT:
+            self._give_up_hole(conn, side, frame, time)
 
     def _deliver(self, conn: _Conn, side: int, data: bytes | memoryview, frame: int, time: float, src: int,
                  pos: int) -> None:
@@ -306,6 +323,16 @@ class TcpStreams:
         else:
             self.out.append(StreamGap(conn.conn_id, self._dir(conn, side), missing, frame, time))
         self._drain(conn, side, frame, time)
+
+    def _lost(self, conn: _Conn, side: int, nbytes: int, frame: int, time: float) -> None:
+        """The next ``nbytes`` of this direction are known lost (cut off by the snapshot length)."""
+        half = conn.halves[side]
+        half.next_seq = (half.next_seq + nbytes) & 0xFFFFFFFF  # type: ignore[operator]
+        half.offset += nbytes
+        if conn.state != "nbd":
+            half.unseen += nbytes
+        else:
+            self.out.append(StreamGap(conn.conn_id, self._dir(conn, side), nbytes, frame, time))
 
     def _ack_reveals_loss(self, conn: _Conn, side: int, ack: int, frame: int, time: float) -> None:
         """The peer acknowledged bytes we never saw while later bytes already wait:
