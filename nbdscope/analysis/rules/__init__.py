@@ -22,6 +22,8 @@ from nbdscope.analysis.rules.data import StaleRead
 from nbdscope.analysis.rules.fields import ReservedBitsSet, TransmissionFlagsInvalid, UnknownCommand
 from nbdscope.analysis.rules.framing import CaptureGap, HardDisconnect, MalformedMessage
 from nbdscope.analysis.rules.handshake import OptionProtocol
+from nbdscope.analysis.rules.outcome import HandshakeOutcome
+from nbdscope.analysis.rules.proxy import ProxyAction
 from nbdscope.analysis.rules.replies import (
     BadReplyChunk,
     CookieReuse,
@@ -37,6 +39,8 @@ ALL_RULES: tuple[type[Rule], ...] = (
     CookieReuse, UnmatchedReply, ReplyKind, SimpleReplyToStructuredRead, BadReplyChunk, ReservedBitsSet,
     TransmissionFlagsInvalid, UnknownCommand, OptionProtocol, TlsProtocol, HardDisconnect,
     StaleRead, CaptureGap, MalformedMessage,
+    HandshakeOutcome,  # blame: why a handshake ended before transmission
+    ProxyAction,  # blame: the proxy's own doing
 )
 
 CATALOGUE: tuple[RuleInfo, ...] = (*(cls.INFO for cls in ALL_RULES), INTERNAL_ERROR)

@@ -40,23 +40,25 @@ class CacheFlagMismatch(Rule):
         self._flagged_servers: set[str] = set()
 
     def message(self, session: Session, event: ev.Event) -> None:
-        if session.transmission_flags is None or session.has_flag(TF.SEND_CACHE):
+        if session.transmission_flags is None:
             return
-        multi = session.has_flag(TF.CAN_MULTI_CONN)
-        if isinstance(event, ev.Request) and event.command == Cmd.CACHE:
+        # the client is judged on the flags it received, the server on those it sent (a proxy may rewrite them)
+        if isinstance(event, ev.Request) and event.command == Cmd.CACHE and not session.has_flag(TF.SEND_CACHE):
+            multi = session.has_flag(TF.CAN_MULTI_CONN)
             why = ("; the server set bit 8 (NBD_FLAG_CAN_MULTI_CONN) instead, which is where qemu 3.0 misplaced "
                    "SEND_CACHE: this client is probably coded to that wrong bit value" if multi else "")
             self.flag(session, event, f"client sent NBD_CMD_CACHE although the server did not advertise "
                       f"NBD_FLAG_SEND_CACHE (bit 10){why}", blame="client", cookie=event.cookie,
                       transmission_flags=session.transmission_flags)
         elif isinstance(event, ev.SimpleReply | ev.ReplyChunk) and event.command == Cmd.CACHE and _ok(event) \
-                and multi and session.id not in self._flagged_servers:
+                and not session.server_has_flag(TF.SEND_CACHE) and session.server_has_flag(TF.CAN_MULTI_CONN) \
+                and session.id not in self._flagged_servers:
             self._flagged_servers.add(session.id)
             self.flag(session, event, "server answered NBD_CMD_CACHE with success yet advertises bit 8 "
                       "(NBD_FLAG_CAN_MULTI_CONN) without bit 10 (NBD_FLAG_SEND_CACHE): it probably carries the "
                       "qemu 3.0 misnumbered flag, so its CAN_MULTI_CONN claim cannot be trusted and clients that "
                       "spread writes over several connections to it risk corruption", blame="server",
-                      cookie=event.cookie, transmission_flags=session.transmission_flags)
+                      cookie=event.cookie, transmission_flags=session.server_flags)
 
     def ending(self, sessions: list[Session]) -> None:
         """Name the other connections to an export whose multi-conn claim is in doubt."""
@@ -134,12 +136,13 @@ class WriteToReadOnly(Rule):
     FOR_COMMANDS = frozenset(WRITES)
 
     def message(self, session: Session, event: ev.Event) -> None:
-        if not session.has_flag(TF.READ_ONLY):
+        if not session.has_flag(TF.READ_ONLY) and not session.server_has_flag(TF.READ_ONLY):
             return
-        if isinstance(event, ev.Request) and event.command in WRITES:
+        if isinstance(event, ev.Request) and event.command in WRITES and session.has_flag(TF.READ_ONLY):
             self.flag(session, event, f"{COMMANDS.name(event.command)} sent to an export advertised read-only",
                       blame="client", severity="warning", cookie=event.cookie)
-        elif isinstance(event, ev.SimpleReply | ev.ReplyChunk) and event.command in WRITES and _ok(event):
+        elif isinstance(event, ev.SimpleReply | ev.ReplyChunk) and event.command in WRITES and _ok(event) \
+                and session.server_has_flag(TF.READ_ONLY):
             self.flag(session, event, f"server reported success for {COMMANDS.name(event.command)} on an export "
                       "it advertised read-only (it must fail every write)", blame="server", cookie=event.cookie)
 

@@ -100,7 +100,7 @@ class Rule(Addon):
             blame = "server" if default == "either" else default
         if severity is None:
             severity = self.check_severity(declared) if declared else info.severity
-        session.anomaly_count += 1
+        session.noted(blame, severity, frame, f"{info.id}.{declared.name}" if declared else info.id)
         self._report(Anomaly(rule=info.id, severity=severity, blame=blame, session=session.id,
                              frame=frame, time=time - self._t0(), message=message, spec=info.spec,
                              source=session.source, values=values,

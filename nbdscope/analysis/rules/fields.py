@@ -50,7 +50,7 @@ class ReservedBitsSet(Rule):
                           f"{_bits(CLIENT_FLAGS.reserved(event.flags))}; the server must then drop the connection",
                           value=event.flags)
         else:
-            tflags = getattr(event, "transmission_flags", None)
+            tflags = session.sent_flags(getattr(event, "transmission_flags", None))  # as the server sent them
             if tflags is not None and not isinstance(event, ev.TransmissionStart) \
                     and TRANSMISSION_FLAGS.reserved(tflags):
                 self.flag(session, event, f"transmission flags {tflags:#06x} set undefined bit(s) "
@@ -68,7 +68,8 @@ class TransmissionFlagsInvalid(Rule):
     def message(self, session: Session, event: ev.Event) -> None:
         if not isinstance(event, ev.TransmissionStart) or event.transmission_flags is None:
             return
-        f = event.transmission_flags
+        f = session.sent_flags(event.transmission_flags)  # the server's flags, not a proxy's rewrite of them
+        assert f is not None
         problems = []
         if not f & TF.HAS_FLAGS:
             problems.append("NBD_FLAG_HAS_FLAGS (bit 0) is clear but must always be set")

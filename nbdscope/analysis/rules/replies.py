@@ -159,6 +159,9 @@ class BadReplyChunk(Rule):
             self._complete(session, event, o)
 
     def _ended(self, session: Session, event: ev.ConnectionEnd, opened: dict[int, _Open]) -> None:
+        if event.how == "end-of-capture" or event.by == "c2s" or session.proxy_closed:
+            del self.open[session.id]  # the capture, the client or the proxy stopped it mid-reply: not the server
+            return
         for cookie, o in opened.items():
             if o.chunks:
                 self.flag(session, event, f"connection ended after {o.chunks} chunk(s) of the reply to "
