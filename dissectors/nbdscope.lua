@@ -192,10 +192,12 @@ S.RULES = {  -- the ids, severities and blame of `nbdscope rules`
   ["unknown-command"] = { severity = "warning", blame = "client", spec = "Request types", summary = "a request type the spec does not define (the server should fail it with NBD_EINVAL)" },
   ["option-protocol"] = { severity = "error", blame = "either", spec = "Option types; Option reply types", summary = "option haggling broken: payloads that contradict their lengths, replies to options not asked, options after the handshake, GO without NBD_INFO_EXPORT, NO_ZEROES not offered, context ids reused, SET_META_CONTEXT before structured replies, invalid block sizes, a GO answered differently from the INFO just before it" },
   ["tls-protocol"] = { severity = "error", blame = "either", spec = "TLS support; Protocol downgrade attacks", summary = "TLS misuse: TLS bytes before STARTTLS was acknowledged, or plaintext option haggling or transmission after the server required TLS (a downgrade)" },
-  ["hard-disconnect"] = { severity = "warning", blame = "either", spec = "Terminating the transmission phase", summary = "a connection in transmission closed without NBD_CMD_DISC, or with requests unanswered" },
+  ["hard-disconnect"] = { severity = "warning", blame = "either", spec = "Terminating the transmission phase", summary = "a connection closed in a way the spec does not permit: without NBD_CMD_DISC or NBD_OPT_ABORT, with requests unanswered, or NBD_CMD_DISC sent with requests in flight" },
   ["stale-read"] = { severity = "error", blame = "server", spec = "Ordering of messages and writes", summary = "a read (or a block status zero claim) contradicting data the server had acknowledged: on the same connection, or on another one after a flush or FUA when CAN_MULTI_CONN was advertised (needs --verify-data)" },
-  ["capture-gap"] = { severity = "warning", blame = "capture", spec = "(capture completeness)", summary = "the capture lost bytes of a connection; findings near the gap may be incomplete" },
+  ["capture-gap"] = { severity = "warning", blame = "capture", spec = "(capture completeness)", summary = "the capture lost, cut or did not hold bytes of a connection; findings near the gap may be incomplete" },
   ["malformed-message"] = { severity = "error", blame = "either", spec = "Protocol phases; Transmission", summary = "bytes that are not a valid message at that point of the protocol (bad magic, garbage)" },
+  ["handshake-outcome"] = { severity = "info", blame = "client", spec = "Option haggling; Termination of the session", summary = "a connection that ended before transmission, and why: an option refused, TLS required, exports listed, information only, the client aborting" },
+  ["proxy-action"] = { severity = "info", blame = "proxy", spec = "none: the nbdscope proxy's own doing", summary = "something the nbdscope proxy did to a session on purpose: rewrote transmission flags, delayed requests, closed the session at shutdown" },
 }
 -- END GENERATED
 

@@ -19,7 +19,9 @@ EXPECTED_RULES: dict[str, set[str]] = {
     "seed-unaligned-extent": {"unaligned-extent"},  # the seed: 1000+24 byte extents, minimum block 512
     "seed-cache-flag": {"cache-flag-mismatch", "hard-disconnect"},  # CACHE without bit 10; nbdsh exits without DISC
     "seed-cache-flag-server": {"cache-flag-mismatch", "hard-disconnect"},  # the qemu 3.0 server; nbdsh exits
-    "tls-psk": {"tls-protocol", "hard-disconnect"},  # plaintext client keeps trying after TLS was required
+    # plaintext client keeps trying after TLS was required; handshake-outcome (info): that session ended on
+    # NBD_REP_ERR_TLS_REQD, and the TLS one is not readable past STARTTLS
+    "tls-psk": {"tls-protocol", "hard-disconnect", "handshake-outcome"},
     "fio-iodepth8": {"hard-disconnect"},  # fio's nbd engine closes its handles without NBD_CMD_DISC
     "ipv6": {"hard-disconnect"},  # nbdsh -c exits without shutdown
     "linux-cooked-any": {"hard-disconnect"},
@@ -28,7 +30,9 @@ EXPECTED_RULES: dict[str, set[str]] = {
     "client-misbehaves-nbdsh": {"multi-conn-without-flag", "unaligned-request", "request-beyond-export",
                                 "command-not-advertised", "flag-not-advertised", "payload-too-large"},
     # nbd-server 3.24 answers NBD_OPT_INFO with size 0 and the GO that follows with the real size
-    "nbd-server-nbdinfo-nbdcopy": {"option-protocol"},
+    # and handshake-outcome (info): nbdinfo --list lists the exports and aborts
+    "nbd-server-nbdinfo-nbdcopy": {"option-protocol", "handshake-outcome"},
+    "nbdinfo-list-map": {"handshake-outcome"},  # info: nbdinfo --list lists the exports and aborts
 }
 
 
