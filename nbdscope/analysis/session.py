@@ -65,7 +65,7 @@ class Session:
     # the other side hard-disconnect after it, and what a side does after its peer broke the protocol
     # is judged with that in mind.
     faults: dict[str, tuple[int, str]] = field(default_factory=dict)
-    gaps: dict[str, int] = field(default_factory=dict)  # direction -> capture gaps in it so far
+    lost_framing: dict[str, int] = field(default_factory=dict)  # direction -> gaps that took framing with them
     # The proxy's own doing: (action, frame, text) in order; flag rewrites as (sent, forwarded)
     proxy_actions: list[tuple[str, int, str]] = field(default_factory=list)
     flag_rewrites: list[tuple[int, int]] = field(default_factory=list)
@@ -99,9 +99,9 @@ class Session:
                 self._learn(e)  # type: ignore[arg-type]
         elif isinstance(e, ev.TransmissionStart):
             self._started(e)
-        elif isinstance(e, ev.Gap):
-            self.gaps[e.dir] = self.gaps.get(e.dir, 0) + 1
-            self.lost_sync += e.resync
+        elif isinstance(e, ev.Gap) and e.resync:
+            self.lost_framing[e.dir] = self.lost_framing.get(e.dir, 0) + 1
+            self.lost_sync += 1
         elif isinstance(e, ev.Resync):
             self.lost_sync += 1
         elif isinstance(e, ev.TlsStart):

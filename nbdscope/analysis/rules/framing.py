@@ -148,8 +148,9 @@ class MalformedMessage(Rule):
 
     @staticmethod
     def _capture_lost(session: Session, event: ev.Event) -> bool:
-        """The capture lost bytes of this direction before, or never saw its start."""
-        return not session.saw_start or bool(session.gaps.get(event.dir))
+        """The capture lost framing in this direction before (a gap outside a payload), or never saw
+        its start: the bytes may be the tail of a message whose header was lost."""
+        return not session.saw_start or bool(session.lost_framing.get(event.dir))
 
 
 class HardDisconnect(Rule):
