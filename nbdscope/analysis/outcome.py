@@ -22,7 +22,7 @@ class Outcome:
     """What a handshake that never reached transmission ended with."""
 
     kind: str  # option-failed, tls-required, export-refused, exports-listed, info-only, client-aborted,
-    #            closed, capture-ended, inside-tls
+    #            closed, capture-ended, capture-lost, inside-tls
     summary: str  # one line, for the text report and the finding
     option: str | None = None  # the option that failed, when one did
     error: str | None = None  # its error reply
@@ -82,12 +82,16 @@ class HandshakeLog:
             elif e.reply == Rep.SERVER and e.option == Opt.LIST:
                 self.listed.append(e.name or "")
 
-    def outcome(self, end: ev.ConnectionEnd, tls: bool) -> Outcome:
-        """The outcome once the connection ended in the handshake (``tls``: it went on encrypted)."""
+    def outcome(self, end: ev.ConnectionEnd, tls: bool, lost: bool = False) -> Outcome:
+        """The outcome once the connection ended in the handshake (``tls``: it went on encrypted; ``lost``:
+        the capture lost framing, so what was said is not all known)."""
         tail = ""
         if self.aborted:
             tail = "; the client then aborted (NBD_OPT_ABORT" + (", acknowledged)" if self.abort_acked else ")")
         flags = {"aborted": self.aborted, "abort_acked": self.abort_acked}
+        if lost:
+            return Outcome("capture-lost", "the capture lost bytes of the handshake, so how it ended is not known",
+                           **flags)
         if tls:
             return Outcome("inside-tls", "the handshake went on inside TLS, so how it ended is not visible", **flags)
         tls_refused = next((f for f in reversed(self.failures) if f.reply == Rep.ERR_TLS_REQD), None)

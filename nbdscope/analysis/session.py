@@ -72,6 +72,7 @@ class Session:
     proxy_closed: bool = False  # the proxy ended the connection itself (at shutdown, after --grace)
     anomaly_count: int = 0
     lost_sync: int = 0  # gaps and resyncs: replies to unseen requests are then expected
+    withheld: int = 0  # findings about a peer dropped because the capture had lost framing (rules/base.py)
     # The requests in flight and the recently completed cookies (cookie -> command, -1 for a reply that
     # matched no request), as of the event being dispatched: the engine updates both once every addon has
     # seen the event, so a rule reads the state before it. The decoder keeps its own table for framing,
@@ -143,7 +144,7 @@ class Session:
         elif e.how != "end-of-capture":
             self.disconnect = "hard"
         if not self.transmission:
-            self.outcome = self.handshake_log.outcome(e, self.tls)
+            self.outcome = self.handshake_log.outcome(e, self.tls, lost=bool(self.lost_sync))
 
     def noted(self, blame: str, severity: str, frame: int, check: str) -> None:
         """A finding was reported about this session (the rule base calls this)."""

@@ -143,7 +143,8 @@ def test_abort_acknowledged_is_its_own_disconnect_and_the_failure_is_explained()
 def test_tls_required() -> None:
     script = start() + [("c2s", w.option(GO, w.opt_go_data(""))), ("s2c", w.opt_reply(GO, ERR | 5, b"TLS first")),
                         ("c2s", w.option(ABORT)), ("s2c", w.opt_reply(ABORT, ACK))]
-    hit = fired(analyze(script, closed_by="c2s"), "handshake-outcome.tls-required", blame="client")
+    result = analyze(script, closed_by="c2s")
+    hit = fired(result, "handshake-outcome.tls-required", blame="client")
     assert "requires TLS" in hit[0].message and "TLS first" in hit[0].message
 
 
@@ -170,7 +171,8 @@ def test_info_only_and_client_aborted() -> None:
     info = start() + [("c2s", w.option(INFO, w.opt_go_data(""))),
                       ("s2c", w.opt_reply(INFO, REP_INFO, w.info_export(4096, HAS_FLAGS))),
                       ("s2c", w.opt_reply(INFO, ACK)), ("c2s", w.option(ABORT))]
-    fired(analyze(info, closed_by="c2s"), "handshake-outcome.info-only")
+    result = analyze(info, closed_by="c2s")
+    fired(result, "handshake-outcome.info-only")
     bare = start() + [("c2s", w.option(ABORT)), ("s2c", w.opt_reply(ABORT, ACK))]
     result = analyze(bare, closed_by="s2c")
     fired(result, "handshake-outcome.client-aborted")
@@ -183,8 +185,32 @@ def test_export_name_refused_closed_and_capture_ended() -> None:
     assert "'gone'" in fired(result, "handshake-outcome.export-refused", blame="server")[0].message
     silent(result, "hard-disconnect")  # newstyle.7: the server must close there
     closed = start() + [("c2s", w.option(GO, w.opt_go_data("")))]
-    fired(analyze(closed, closed_by="s2c"), "handshake-outcome.closed", blame="server")
+    result = analyze(closed, closed_by="s2c")
+    fired(result, "handshake-outcome.closed", blame="server")
     fired(analyze(closed), "handshake-outcome.capture-ended", blame="capture")
+
+
+def test_handshake_that_lost_framing_has_the_captures_outcome() -> None:
+    engine, frame = engine_with(start() + [("c2s", w.option(GO, w.opt_go_data("")))])
+    engine.feed(it.StreamGap(conn=1, dir="s2c", nbytes=7, frame=frame + 1, time=frame + 1))
+    engine.feed(it.StreamData(conn=1, dir="s2c", data=w.opt_reply(GO, ERR | 6, b"no"), frame=frame + 2,
+                              time=frame + 2))
+    engine.feed(it.StreamClose(conn=1, how="fin", frame=frame + 3, time=frame + 3, by="c2s"))
+    result = engine.finish()
+    fired(result, "handshake-outcome.capture-lost", blame="capture")
+    assert {a.blame for a in result.anomalies} == {"capture"}
+
+
+def test_findings_about_peers_are_withheld_once_framing_is_lost() -> None:
+    """A reply whose request the capture lost is not the server's invention."""
+    engine, frame = engine_with(handshake(HAS_FLAGS, structured=False))
+    engine.feed(it.StreamGap(conn=1, dir="c2s", nbytes=28, frame=frame + 1, time=frame + 1))  # a whole request
+    engine.feed(it.StreamData(conn=1, dir="s2c", data=w.simple_reply(9, 0), frame=frame + 2, time=frame + 2))
+    engine.feed(it.StreamData(conn=1, dir="c2s", data=w.request(READ, 1, 0, 4096) + w.request(READ, 1, 0, 4096),
+                              frame=frame + 3, time=frame + 3))
+    result = engine.finish()
+    assert {a.blame for a in result.anomalies} == {"capture"}
+    assert result.sessions[0].withheld >= 1
 
 
 def test_handshake_inside_tls() -> None:

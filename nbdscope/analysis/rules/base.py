@@ -35,6 +35,11 @@ class Rule(Addon):
     # match no request). The engine skips the call for others: most rules concern a few commands,
     # and a live proxy pays for every call on every message.
     FOR_COMMANDS: ClassVar[frozenset[int | None] | None] = None  # a None member: replies matching no request
+    # Once the capture lost framing in a session (a gap outside a payload, bytes skipped to find a header,
+    # a capture that began mid-connection), what a rule infers about a peer may rest on the lost bytes, so
+    # findings blaming a peer are dropped there (counted in ``session.withheld``). A rule that weighs the
+    # loss itself (the framing rules) sets this.
+    JUDGES_LOSSY: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self._report: Report = _unstarted
@@ -100,6 +105,9 @@ class Rule(Addon):
             blame = "server" if default == "either" else default
         if severity is None:
             severity = self.check_severity(declared) if declared else info.severity
+        if session.lost_sync and blame in ("client", "server") and not self.JUDGES_LOSSY:
+            session.withheld += 1
+            return
         session.noted(blame, severity, frame, f"{info.id}.{declared.name}" if declared else info.id)
         self._report(Anomaly(rule=info.id, severity=severity, blame=blame, session=session.id,
                              frame=frame, time=time - self._t0(), message=message, spec=info.spec,

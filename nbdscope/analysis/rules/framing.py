@@ -56,6 +56,7 @@ class CaptureGap(Rule):
               example="the capture ended with 2 request(s) unanswered: NBD_CMD_READ cookie 0x5 (frame 12), ..."),
     )
     EVENTS = (ev.Gap, ev.ConnectionEnd, ev.TransmissionStart)
+    JUDGES_LOSSY = True
     SHOWN = 10  # gaps reported one by one per session; the rest are summed up at the end
 
     def __init__(self) -> None:
@@ -113,9 +114,6 @@ class MalformedMessage(Rule):
               consequence="the peer reads the record as a broken message",
               fix="the sending side: start TLS only after NBD_OPT_STARTTLS was acknowledged",
               example="TLS record where an option was due"),
-        Check("other", severity="error", summary="bytes the protocol does not allow at that point",
-              consequence="the peer cannot decode what follows",
-              fix="the sending side", example="expected an option reply"),
         Check("undecodable-bytes", severity="error",
               summary="bytes skipped before the next valid header (no capture loss before them)",
               consequence="the peer cannot frame these bytes either",
@@ -128,6 +126,7 @@ class MalformedMessage(Rule):
               example="expected a reply magic (after bytes the capture lost in s2c)"),
     )
     EVENTS = (ev.Malformed, ev.Resync)
+    JUDGES_LOSSY = True  # blames the capture itself where the loss may explain the bytes
 
     def message(self, session: Session, event: ev.Event) -> None:
         if isinstance(event, ev.Malformed) and event.what != "option-after-handshake":
@@ -136,7 +135,7 @@ class MalformedMessage(Rule):
                 self.flag(session, event, f"{event.message} (after bytes the capture lost in {event.dir})",
                           check="after-capture-loss", what=event.what, **values)
                 return
-            check = event.what if event.what in ("bad-magic", "tls-without-starttls") else "other"
+            check = "tls-without-starttls" if event.what == "tls-without-starttls" else "bad-magic"
             self.flag(session, event, event.message, check=check, what=event.what, **values)
         elif isinstance(event, ev.Resync) and event.skipped and not event.after_gap:
             if self._capture_lost(session, event):
@@ -223,7 +222,7 @@ class HardDisconnect(Rule):
             if event.payload_length > DOS_PAYLOAD:  # type: ignore[attr-defined]
                 self._excuse(session, "server", f"a {event.payload_length}-byte request payload "  # type: ignore[attr-defined]
                              f"(frame {event.frame})")
-            if event.command == _DISC and session.in_flight:  # type: ignore[attr-defined]
+            if event.command == _DISC and session.in_flight and session.reliable:  # type: ignore[attr-defined]
                 flights = [(c, f.request.command, f.request.frame) for c, f in session.in_flight.items()]
                 self.flag(session, event, f"NBD_CMD_DISC sent with {len(flights)} request(s) in flight: "
                           f"{_requests(flights)}", check="disc-with-requests-in-flight", in_flight=len(flights))

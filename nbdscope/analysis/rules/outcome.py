@@ -44,10 +44,13 @@ class HandshakeOutcome(Rule):
               "the server closed the connection during the handshake while NBD_OPT_GO was its last option"),
         _info("capture-ended", "the capture stopped during the handshake", "the capture ended during the handshake",
               blame="capture"),
+        _info("capture-lost", "the capture lost bytes of the handshake", "the capture lost bytes of the handshake, "
+              "so how it ended is not known", blame="capture"),
         _info("inside-tls", "the handshake went on inside TLS", "the handshake went on inside TLS, so how it ended "
               "is not visible", blame="capture"),
     )
     EVENTS = (ev.ConnectionEnd,)
+    JUDGES_LOSSY = True  # a lossy handshake has its own outcome, blamed on the capture
 
     def message(self, session: Session, event: ev.Event) -> None:
         outcome = session.outcome
@@ -55,8 +58,6 @@ class HandshakeOutcome(Rule):
             return
         blame: Blame | None = None
         if outcome.kind == "closed":
-            blame = "server" if event.dir == "s2c" and getattr(event, "by", None) == "s2c" else "client"
-            if getattr(event, "by", None) == "s2c":
-                blame = "server"
+            blame = "server" if getattr(event, "by", None) == "s2c" else "client"
         self.flag(session, event, outcome.summary, check=outcome.kind, blame=blame, kind=outcome.kind,
                   option=outcome.option, error=outcome.error)

@@ -41,6 +41,7 @@ class ProxyAction(Rule):
               "the 5 s grace period (--grace)"),
     )
     EVENTS = ()
+    JUDGES_LOSSY = True
     CHECK_OF: ClassVar[dict[str, str]] = {"rewrite-flags": "rewrote-flags", "delay": "delayed",
                                           "closed-at-shutdown": "closed-at-shutdown"}
 
