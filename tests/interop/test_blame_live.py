@@ -44,7 +44,7 @@ def test_cut_captures_blame_only_the_capture(tmp_path: Path, args: list[str]) ->
     rep = report(cut)
     assert rep["sessions"]
     assert peer_findings(rep) == []
-    assert {a["rule"] for a in rep["anomalies"]} <= {"capture-gap", "malformed-message"}
+    assert {a["rule"] for a in rep["anomalies"]} <= {"capture-gap", "malformed-message", "handshake-outcome"}
     if args[0] == "-s":
         assert any(a.get("check") == "capture-gap.lost-bytes" for a in rep["anomalies"])
 
