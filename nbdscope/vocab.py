@@ -88,6 +88,10 @@ class StreamNote:
     text: str
     frame: int
     time: float
+    # set when the note records something the proxy did on purpose: "rewrite-flags", "delay" or
+    # "closed-at-shutdown" (the session model keeps it, the proxy-action rule reports it)
+    action: str = ""
+    values: tuple[tuple[str, int], ...] = ()  # rewrite-flags: ("sent", flags), ("forwarded", flags)
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,8 +15,10 @@ from nbdscope.analysis.rules import ALL_RULES
 Script = list[tuple[str, bytes]]
 
 
-def analyze(*sessions: Script, client_ports: tuple[int, ...] = (), keep_data: bool = False) -> Result:
-    """Each script as one connection to 127.0.0.1:10809, one frame per message, all rules on."""
+def analyze(*sessions: Script, client_ports: tuple[int, ...] = (), keep_data: bool = False,
+            closed_by: str | None = None, how: str = "fin") -> Result:
+    """Each script as one connection to 127.0.0.1:10809, one frame per message, all rules on. The capture
+    ends with the connections open, unless ``closed_by`` ("c2s" or "s2c") closes each of them (``how``)."""
     engine = Engine(verify_data=keep_data)
     frame = 0
     for n in range(len(sessions)):
@@ -27,6 +29,10 @@ def analyze(*sessions: Script, client_ports: tuple[int, ...] = (), keep_data: bo
         for direction, data in script:
             frame += 1
             engine.feed(it.StreamData(conn=n, dir=direction, data=data, frame=frame, time=frame / 1000))  # type: ignore[arg-type]
+    if closed_by is not None:
+        for n in range(len(sessions)):
+            frame += 1
+            engine.feed(it.StreamClose(conn=n, how=how, frame=frame, time=frame / 1000, by=closed_by))  # type: ignore[arg-type]
     return engine.finish()
 
 

@@ -182,6 +182,10 @@ class Engine:
     def _control(self, item: it.StreamItem) -> list[ev.Event]:
         """Every item but data: notes, problems, and the opening, gaps and closing of connections."""
         if isinstance(item, it.StreamNote):
+            if item.action:  # the proxy's own doing, which the session records before any addon hears of it
+                entry = self._open.get(item.conn)
+                if entry is not None:
+                    entry[0].proxy_action(item.action, item.frame, item.text, dict(item.values))
             self._stream(item)
             return []
         if isinstance(item, it.CaptureProblem):
@@ -236,6 +240,11 @@ class Engine:
     def _stream(self, item: it.StreamItem) -> None:
         if self._hooks["stream"]:
             self._each("stream", item)
+
+    def session_of(self, conn: it.ConnKey) -> Session | None:
+        """The session of an open connection."""
+        entry = self._open.get(conn)
+        return entry[0] if entry else None
 
     def connection(self, conn: it.ConnKey) -> Connection | None:
         entry = self._open.get(conn)

@@ -205,22 +205,23 @@ class _Session:
         if target is None:
             return
         relay = self.relay
-        note = None
         if direction == "s2c" and self.rewriter is not None:
             before = len(self.rewriter.changes)
             data = self.rewriter.feed(data)
-            note = "; ".join(f"nbdscope proxy rewrote transmission flags {old:#06x} -> {new:#06x}"
-                             for old, new in self.rewriter.changes[before:] if old != new) or None
-            if note:
-                relay.log(f"proxy: session {self.conn}: {note}")
+            for old, new in self.rewriter.changes[before:]:
+                if old != new:
+                    note = f"nbdscope proxy rewrote transmission flags {old:#06x} -> {new:#06x}"
+                    relay.log(f"proxy: session {self.conn}: {note}")
+                    relay.tap.action(self.conn, "s2c", time.time(), "rewrite-flags", note,
+                                     {"sent": old, "forwarded": new})
         if not data:
             return
         if self.decoder is not None:
-            self._forward_later(direction, data, note)
+            self._forward_later(direction, data)
             return
         target.write(data)  # forward first: everything after this only watches
         relay.stats.bytes[direction] += len(data)
-        relay.tap.data(self.conn, direction, time.time(), data, note)  # type: ignore[arg-type]
+        relay.tap.data(self.conn, direction, time.time(), data)  # type: ignore[arg-type]
 
     def forward_ring(self, direction: str, at: int, n: int) -> None:
         """Bytes received into the ring at ``at``: sent from there, then recorded."""
@@ -237,7 +238,7 @@ class _Session:
         relay.stats.bytes[direction] += n
         tap.commit(self.conn, direction, time.time(), at, n)  # type: ignore[arg-type]
 
-    def _forward_later(self, direction: str, data: bytes, note: str | None) -> None:
+    def _forward_later(self, direction: str, data: bytes) -> None:
         """--delay: decode first, then hold client bytes as long as the slowest delayed request
         in them asks, never letting later bytes overtake earlier ones."""
         relay = self.relay
@@ -246,12 +247,14 @@ class _Session:
             events = self.decoder.feed(direction, data, frame=0, time=0.0)  # type: ignore[arg-type]
         except Exception:  # a decoder bug must not stall the relay: forward without delay
             events = []
-        delayed = sorted({COMMANDS.name(e.command) for e in events
+        delayed = sorted({(COMMANDS.name(e.command), relay.delays[e.command]) for e in events
                           if isinstance(e, ev.Request) and e.command in relay.delays})
         if delayed:
-            note = "; ".join(filter(None, (note, f"{', '.join(delayed)} delayed by nbdscope proxy")))
+            what = ", ".join(f"{name} ({seconds * 1000:g} ms)" for name, seconds in delayed)
+            relay.tap.action(self.conn, direction, time.time(), "delay",  # type: ignore[arg-type]
+                             f"{what} delayed by nbdscope proxy (--delay)")
         relay.stats.bytes[direction] += len(data)
-        relay.tap.data(self.conn, direction, time.time(), data, note)  # type: ignore[arg-type]
+        relay.tap.data(self.conn, direction, time.time(), data)  # type: ignore[arg-type]
         if direction == "s2c":
             target = self.ends["c2s"].transport
             assert target is not None
@@ -368,6 +371,10 @@ class Relay:
         if pending:
             _, late = await asyncio.wait(pending, timeout=self.grace)
             for session in list(self.sessions):
+                if session.started and not session.finished:
+                    self.tap.action(session.conn, "c2s", time.time(), "closed-at-shutdown",
+                                    f"nbdscope proxy closed this session at shutdown, after the {self.grace:g} s "
+                                    "grace period (--grace)")
                 session.abort()
             if late:
                 await asyncio.wait(late, timeout=self.grace)

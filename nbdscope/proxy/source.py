@@ -40,9 +40,8 @@ class TapReader:
 
     def items(self, records: Iterable[tap.Record]) -> Iterator[it.StreamItem]:
         for kind, direction, conn, time, payload in records:
-            if kind == tap.DATA:
-                if conn in self._open:
-                    yield from self._data(conn, direction, time, payload)
+            if kind == tap.DATA and conn in self._open:
+                yield from self._data(conn, direction, time, payload)
             elif kind == tap.OPEN:
                 info = json.loads(bytes(payload))
                 client, server = it.Endpoint(*info["client"]), it.Endpoint(*info["server"])
@@ -58,6 +57,8 @@ class TapReader:
                     yield it.StreamClose(conn, "fin", self.frames, time, direction)
                 for d in ("c2s", "s2c"):
                     self._notes.pop((conn, d), None)
+            elif kind == tap.ACTION and conn in self._open:
+                yield self._action(conn, direction, time, payload)
             elif kind == tap.NOTE:
                 key = (conn, direction)
                 text = bytes(payload).decode("utf-8", "replace")
@@ -66,6 +67,12 @@ class TapReader:
                 self.totals = json.loads(bytes(payload))
             elif kind == tap.LOG:
                 self.log(bytes(payload).decode("utf-8", "replace"))
+
+    def _action(self, conn: int, direction: it.Direction, time: float, payload: memoryview) -> it.StreamNote:
+        """Something the proxy did on purpose, as a note with its action (on the next frame)."""
+        info = json.loads(bytes(payload))
+        return it.StreamNote(conn, direction, info["text"], self.frames + 1, time, info["action"],
+                             tuple(sorted(info.get("values", {}).items())))
 
     def _data(self, conn: int, direction: it.Direction, time: float,
               data: memoryview) -> Iterator[it.StreamItem]:

@@ -10,7 +10,8 @@ it never copies relayed bytes itself (receiving into fresh 256 KiB bytes objects
 and copying those into the ring made it cost more CPU than nbdkit's nbd plugin on
 bulk copies). A small record per chunk goes down a pipe, in order: RECORD (kind,
 direction, connection, time, length, ring position), followed for OPEN, NOTE, END
-and LOG by ``length`` bytes of JSON or text. The watcher publishes how far it has
+and LOG by ``length`` bytes of JSON or text (ACTION: JSON naming something
+the proxy did on purpose). The watcher publishes how far it has
 consumed the ring. Nothing is dropped: when the ring is full the relay stops
 reading from its sockets until the watcher has emptied an eighth of it, and the
 watcher wakes it through a second pipe. Resuming at once instead, for every few
@@ -33,7 +34,7 @@ from nbdscope.capture.pipes import grow_pipe
 from nbdscope.vocab import Direction
 
 RECORD = struct.Struct("<BBIdIQ")
-OPEN, DATA, NOTE, CLOSE, END, LOG = range(6)
+OPEN, DATA, NOTE, CLOSE, END, LOG, ACTION = range(7)
 DIRECTIONS: tuple[Direction, Direction] = ("c2s", "s2c")
 DIR_CODE = {"c2s": 0, "s2c": 1}
 RING_SIZE = 64 << 20
@@ -135,6 +136,13 @@ class Tap:
     def unpin(self, who: object) -> None:
         if self.pins.pop(who, None) is not None and self.throttled:
             self.flush()
+
+    def action(self, conn: int, direction: Direction, time: float, action: str, text: str,
+               values: dict[str, int] | None = None) -> None:
+        """Something the proxy did to a session on purpose (rewrote flags, delayed, closed it), recorded
+        before the bytes it concerns."""
+        self._put(ACTION, direction, conn, time, json.dumps({"action": action, "text": text,
+                                                             "values": values or {}}).encode())
 
     def close(self, conn: int, by: Direction, time: float) -> None:
         self._put(CLOSE, by, conn, time, b"")

@@ -73,12 +73,14 @@ class RelayedCapture(Addon):
             data = self._redacted(item, start) if self.mask is not None else item.data
             self.capture.data(item.conn, item.dir, data, item.time, self.notes.pop(key, None))
         elif isinstance(item, it.StreamNote):
-            self.notes[(item.conn, item.dir)] = item.text
+            key = (item.conn, item.dir)
+            self.notes[key] = f"{self.notes[key]}; {item.text}" if key in self.notes else item.text
         elif isinstance(item, it.StreamOpen):
             self.offsets[(item.conn, "c2s")] = self.offsets[(item.conn, "s2c")] = 0
             self.capture.open(item.conn, item.client, item.server, item.time, self.notes.pop((item.conn, "c2s"), None))
         elif isinstance(item, it.StreamClose) and (item.conn, "c2s") in self.offsets:
-            self.capture.close(item.conn, item.by or "c2s", item.time)
+            left = "; ".join(filter(None, (self.notes.get((item.conn, d)) for d in ("c2s", "s2c"))))
+            self.capture.close(item.conn, item.by or "c2s", item.time, left or None)  # e.g. closed by the proxy
             if self.mask is not None:
                 self.mask.drop(item.conn)
             for d in ("c2s", "s2c"):

@@ -45,6 +45,18 @@ def _contexts(s: Session, between: str) -> str:
     return ", ".join(f"{k}{between}{v}" for k, v in sorted(s.meta_contexts.items()))
 
 
+def _proxy(s: Session, _: int) -> str | None:
+    """What the proxy did to the session on purpose, when it did anything."""
+    if not s.proxy_actions:
+        return None
+    counts: dict[str, int] = {}
+    for action, _frame, _text in s.proxy_actions:
+        counts[action] = counts.get(action, 0) + 1
+    rewrites = ", ".join(f"{sent:#06x} -> {got:#06x}" for sent, got in s.flag_rewrites)
+    return "; ".join(f"{a} ({rewrites})" if a == "rewrite-flags" else a + (f" x{n}" if n > 1 else "")
+                     for a, n in counts.items())
+
+
 @dataclass(frozen=True, slots=True)
 class _Fact:
     report: tuple[str, Spell] | None = None
@@ -75,6 +87,10 @@ _FACTS: tuple[_Fact, ...] = (
     _Fact(screen=("messages", lambda s, _: f"{s.messages:,}")),
     _Fact(screen=("anomalies", lambda _, n: str(n))),
     _Fact(report=("disconnect", lambda s, _: s.disconnect), screen=("ended", lambda s, _: s.disconnect)),
+    _Fact(report=("outcome", lambda s, _: s.outcome.summary if s.outcome is not None else None),
+          screen=("outcome", lambda s, _: s.outcome.summary if s.outcome is not None else None)),
+    _Fact(report=("description", lambda s, _: repr(s.description) if s.description is not None else None)),
+    _Fact(report=("proxy", _proxy), screen=("proxy", _proxy)),
 )
 
 

@@ -20,8 +20,9 @@ EXPECTED_RULES: dict[str, set[str]] = {
     "seed-cache-flag": {"cache-flag-mismatch", "hard-disconnect"},  # CACHE without bit 10; nbdsh exits without DISC
     "seed-cache-flag-server": {"cache-flag-mismatch", "hard-disconnect"},  # the qemu 3.0 server; nbdsh exits
     # the second, plaintext client goes on with INFO, GO and ABORT after TLS_REQD, which the spec permits
-    # (tls-client.may.3); the tls-protocol warning it used to draw was a false positive
-    "tls-psk": {"hard-disconnect"},
+    # (tls-client.may.3); the tls-protocol warning it used to draw was a false positive. handshake-outcome
+    # (info): that session ended on NBD_REP_ERR_TLS_REQD
+    "tls-psk": {"hard-disconnect", "handshake-outcome"},
     "fio-iodepth8": {"hard-disconnect"},  # fio's nbd engine closes its handles without NBD_CMD_DISC
     "ipv6": {"hard-disconnect"},  # nbdsh -c exits without shutdown
     "linux-cooked-any": {"hard-disconnect"},
@@ -32,7 +33,9 @@ EXPECTED_RULES: dict[str, set[str]] = {
                                 "command-not-advertised", "flag-not-advertised", "payload-too-large",
                                 "block-size-invalid"},
     # nbd-server 3.24 answers NBD_OPT_INFO with size 0 and the GO that follows with the real size
-    "nbd-server-nbdinfo-nbdcopy": {"option-protocol"},
+    # and handshake-outcome (info): nbdinfo --list lists the exports and aborts
+    "nbd-server-nbdinfo-nbdcopy": {"option-protocol", "handshake-outcome"},
+    "nbdinfo-list-map": {"handshake-outcome"},  # info: nbdinfo --list lists the exports and aborts
 }
 
 

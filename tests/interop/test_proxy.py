@@ -82,9 +82,17 @@ def test_flag_rewrite_reproduces_the_qemu_3_0_server(tmp_path: Path) -> None:
     # nbdkit answers the CACHE with success, but one connection that never writes relies on nothing: the
     # misnumbered-flag hazard needs several writers, so only the client's unadvertised CACHE is reported
     assert {a["check"] for a in hits} == {"cache-flag-mismatch.cache-unadvertised"}
+    # live, the proxy knew what nbdkit sent (SEND_CACHE) and says what it rewrote, blaming itself
+    live = live_findings(tmp_path)
+    assert {a["blame"] for a in live if a["rule"] == "cache-flag-mismatch"} == {"client"}
+    assert any(a.get("check") == "proxy-action.rewrote-flags" and a["blame"] == "proxy" for a in live)
     comments = subprocess.run(["tshark", "-r", str(tmp_path / "live.pcapng"), "-T", "fields", "-e",
                                "frame.comment"], capture_output=True, text=True, timeout=60).stdout
     assert "rewrote transmission flags" in comments
+
+
+def live_findings(tmp: Path) -> list[dict]:
+    return [r for r in map(json.loads, (tmp / "live.jsonl").read_text().splitlines()) if r["type"] == "ANOMALY"]
 
 
 def test_redact_keeps_headers_and_zeroes_data(tmp_path: Path) -> None:
@@ -186,7 +194,7 @@ def test_delay_holds_the_chosen_commands(tmp_path: Path) -> None:
     assert read_s >= 0.4 and write_s < 0.3
     comments = subprocess.run(["tshark", "-r", str(tmp_path / "live.pcapng"), "-T", "fields", "-e",
                                "frame.comment"], capture_output=True, text=True, timeout=60).stdout
-    assert "NBD_CMD_READ delayed by nbdscope proxy" in comments
+    assert "NBD_CMD_READ (400 ms) delayed by nbdscope proxy" in comments
 
 
 def test_qemu_nbd_through_the_proxy(tmp_path: Path) -> None:

@@ -61,7 +61,8 @@ def test_plugin_agrees_with_analyze_on_every_message(capture: Path) -> None:
 
 # findings that need the whole capture (several connections, or how a connection ended), which a
 # dissector seeing one PDU at a time cannot make; everything else analyze finds, the plugin must too
-WHOLE_CAPTURE = {"multi-conn-without-flag", "hard-disconnect", "capture-gap", "stale-read"}
+WHOLE_CAPTURE = {"multi-conn-without-flag", "hard-disconnect", "capture-gap", "stale-read", "handshake-outcome",
+                 "proxy-action"}
 
 
 def _whole_capture(anomaly: dict) -> bool:

@@ -27,6 +27,8 @@ from nbdscope.analysis.rules.fields import ReservedBitsSet, TransmissionFlagsInv
 from nbdscope.analysis.rules.framing import CaptureGap, HardDisconnect, MalformedMessage
 from nbdscope.analysis.rules.handshake import OptionProtocol
 from nbdscope.analysis.rules.metadata import BlockStatus
+from nbdscope.analysis.rules.outcome import HandshakeOutcome
+from nbdscope.analysis.rules.proxy import ProxyAction
 from nbdscope.analysis.rules.refusals import AdvertisedRefused, WriteZeroesError  # commands
 from nbdscope.analysis.rules.replies import (
     BadReplyChunk,
@@ -49,6 +51,8 @@ ALL_RULES: tuple[type[Rule], ...] = (
     ErrorValue, DisconnectProtocol, ReadRequest,  # replies
     BlockSizeInvalid, BlockStatus,  # tls+sizes: advertised block sizes; metadata contexts and block status
     RequestFields, AdvertisedRefused, WriteZeroesError,  # commands
+    HandshakeOutcome,  # blame: why a handshake ended before transmission
+    ProxyAction,  # blame: the proxy's own doing
 )
 
 CATALOGUE: tuple[RuleInfo, ...] = (*(cls.INFO for cls in ALL_RULES), INTERNAL_ERROR)

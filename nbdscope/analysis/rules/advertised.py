@@ -72,24 +72,26 @@ class CacheFlagMismatch(Rule):
         self._answered: dict[str, tuple[int, float]] = {}  # session id -> its first successful CACHE reply
 
     def message(self, session: Session, event: ev.Event) -> None:
-        if session.transmission_flags is None or session.has_flag(TF.SEND_CACHE):
+        if session.transmission_flags is None:
             return
-        multi = session.has_flag(TF.CAN_MULTI_CONN)
-        if isinstance(event, ev.Request) and event.command == Cmd.CACHE:
+        # the client is judged on the flags it received, the server on those it sent (a proxy may rewrite them)
+        if isinstance(event, ev.Request) and event.command == Cmd.CACHE and not session.has_flag(TF.SEND_CACHE):
+            multi = session.has_flag(TF.CAN_MULTI_CONN)
             why = ("; the server set bit 8 (NBD_FLAG_CAN_MULTI_CONN) instead, which is where qemu 3.0 misplaced "
                    "SEND_CACHE: this client may be coded to that wrong bit value" if multi else "")
             self.flag(session, event, f"client sent NBD_CMD_CACHE although the server did not advertise "
                       f"NBD_FLAG_SEND_CACHE (bit 10){why}", check="cache-unadvertised", cookie=event.cookie,
                       transmission_flags=session.transmission_flags)
         elif isinstance(event, ev.SimpleReply | ev.ReplyChunk) and event.command == Cmd.CACHE and _ok(event) \
-                and multi and not session.has_flag(TF.READ_ONLY):
+                and not session.server_has_flag(TF.SEND_CACHE) and session.server_has_flag(TF.CAN_MULTI_CONN) \
+                and not session.server_has_flag(TF.READ_ONLY):
             self._answered.setdefault(session.id, (event.frame, event.time))
 
     def ending(self, sessions: list[Session]) -> None:
         """Only where the capture shows writers relying on bit 8 is the misnumbering a hazard."""
         by_export: dict[tuple[str, int, str | None], list[Session]] = defaultdict(list)
         for s in sessions:
-            if s.has_flag(TF.CAN_MULTI_CONN) and not s.has_flag(TF.READ_ONLY):
+            if s.server_has_flag(TF.CAN_MULTI_CONN) and not s.server_has_flag(TF.READ_ONLY):
                 by_export[_export(s)].append(s)
         for sid, (frame, time) in self._answered.items():
             session = next(s for s in sessions if s.id == sid)
@@ -241,7 +243,7 @@ class WriteToReadOnly(Rule):
         self._errors: dict[tuple[str, int], int] = {}  # (session, cookie) -> error of an error chunk
 
     def message(self, session: Session, event: ev.Event) -> None:
-        if not session.has_flag(TF.READ_ONLY) or not isinstance(event, ev.SimpleReply | ev.ReplyChunk) \
+        if not session.server_has_flag(TF.READ_ONLY) or not isinstance(event, ev.SimpleReply | ev.ReplyChunk) \
                 or event.command not in _RO_WRITES:
             return
         key = (session.id, event.cookie)

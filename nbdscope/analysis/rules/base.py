@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from nbdscope.analysis.addons import Addon
 from nbdscope.analysis.anomaly import Anomaly, Blame, Check, RuleInfo, Severity
@@ -35,6 +35,11 @@ class Rule(Addon):
     # match no request). The engine skips the call for others: most rules concern a few commands,
     # and a live proxy pays for every call on every message.
     FOR_COMMANDS: ClassVar[frozenset[int | None] | None] = None  # a None member: replies matching no request
+    # Once the capture lost framing in a session (a gap outside a payload, bytes skipped to find a header,
+    # a capture that began mid-connection), what a rule infers about a peer may rest on the lost bytes, so
+    # findings blaming a peer are dropped there (counted in ``session.withheld``). A rule that weighs the
+    # loss itself (the framing rules) sets this.
+    JUDGES_LOSSY: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self._report: Report = _unstarted
@@ -82,7 +87,7 @@ class Rule(Addon):
         return found if found is not None else cls.INFO.severity  # type: ignore[return-value]  # "error"/"warning"
 
     def flag(self, session: Session, event: ev.Event, message: str, *, check: str | None = None,
-             blame: Blame | None = None, severity: Severity | None = None, **values: object) -> None:
+             blame: Blame | None = None, severity: Severity | None = None, **values: Any) -> None:
         declared = self.check(check) if check is not None else None
         either = (declared.blame if declared and declared.blame else self.INFO.blame) == "either"
         if blame is None and either:
@@ -91,7 +96,7 @@ class Rule(Addon):
                      **values)
 
     def flag_at(self, session: Session, frame: int, time: float, message: str, *, check: str | None = None,
-                blame: Blame | None = None, severity: Severity | None = None, **values: object) -> None:
+                blame: Blame | None = None, severity: Severity | None = None, **values: Any) -> None:
         """Report at a given frame and absolute capture time (for findings no single event carries)."""
         info = self.INFO
         declared = self.check(check) if check is not None else None
@@ -100,7 +105,10 @@ class Rule(Addon):
             blame = "server" if default == "either" else default
         if severity is None:
             severity = self.check_severity(declared) if declared else info.severity
-        session.anomaly_count += 1
+        if session.lost_sync and blame in ("client", "server") and not self.JUDGES_LOSSY:
+            session.withheld += 1
+            return
+        session.noted(blame, severity, frame, f"{info.id}.{declared.name}" if declared else info.id)
         self._report(Anomaly(rule=info.id, severity=severity, blame=blame, session=session.id,
                              frame=frame, time=time - self._t0(), message=message, spec=info.spec,
                              source=session.source, values=values,

@@ -105,7 +105,7 @@ class StaleRead(Rule):
         if isinstance(event, ev.Reply) and event.cookie not in c.reads and event.cookie not in c.writes \
                 and event.cookie not in c.flushes:
             return  # a reply to nothing followed here (most reads, when nothing was written)
-        self.multi[session.id] = session.has_flag(TransmissionFlag.CAN_MULTI_CONN)
+        self.multi[session.id] = session.server_has_flag(TransmissionFlag.CAN_MULTI_CONN)  # the server's promise
         if isinstance(event, ev.Request):
             self._request(c, event)
         elif isinstance(event, ev.PayloadData):

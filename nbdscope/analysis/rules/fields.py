@@ -113,7 +113,8 @@ class TransmissionFlagsInvalid(Rule):
     def message(self, session: Session, event: ev.Event) -> None:
         if not isinstance(event, ev.TransmissionStart) or event.transmission_flags is None:
             return
-        f = event.transmission_flags
+        f = session.sent_flags(event.transmission_flags)  # the server's flags, not a proxy's rewrite of them
+        assert f is not None
         problems = []
         if not f & TF.HAS_FLAGS:
             problems.append(("has-flags-clear", "NBD_FLAG_HAS_FLAGS (bit 0) is clear but must always be set"))

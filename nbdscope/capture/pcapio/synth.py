@@ -65,11 +65,11 @@ class SessionCapture:
             piece = data[i:i + MAX_SEGMENT]
             self._packet(flow, direction, ACK | PSH, piece, time, comment if i == 0 else None, advance=len(piece))
 
-    def close(self, conn: int, by: Direction, time: float) -> None:
-        """A FIN from the side that closed, then one from the other (CLOSE_FRAMES packets)."""
+    def close(self, conn: int, by: Direction, time: float, comment: str | None = None) -> None:
+        """A FIN from the side that closed, then one from the other (CLOSE_FRAMES packets), the comment on the first."""
         flow = self.flows.pop(conn)
         other: Direction = "s2c" if by == "c2s" else "c2s"
-        self._packet(flow, by, FIN | ACK, b"", time, None, advance=1)
+        self._packet(flow, by, FIN | ACK, b"", time, comment, advance=1)
         self._packet(flow, other, FIN | ACK, b"", time, None, advance=1)
 
     def _packet(self, flow: _Flow, direction: Direction, flags: int, payload: bytes | memoryview, time: float,
