@@ -9,7 +9,7 @@ from nbdscope.analysis.anomaly import Check, RuleInfo
 from nbdscope.analysis.rules.base import Rule
 from nbdscope.analysis.session import Session
 from nbdscope.decoder import events as ev
-from nbdscope.spec import COMMAND_FLAGS, COMMANDS, ERRORS, Cmd, CommandFlag, Errno, TransmissionFlag
+from nbdscope.spec import COMMAND_FLAGS, COMMANDS, Cmd, CommandFlag, Errno, TransmissionFlag
 
 TF = TransmissionFlag
 WRITES = {Cmd.WRITE, Cmd.TRIM, Cmd.WRITE_ZEROES, Cmd.RESIZE}  # commands with the potential of writing
@@ -126,15 +126,9 @@ class CommandNotAdvertised(Rule):
         Check("resize", ("baseline.4",), "NBD_CMD_RESIZE without NBD_FLAG_SEND_RESIZE",
               consequence="the RESIZE extension is experimental; a server that did not offer it cannot resize",
               fix=_FIX, example="NBD_CMD_RESIZE sent but the server did not advertise NBD_FLAG_SEND_RESIZE"),
-        Check("block-status-no-context", ("cmd-block-status.3",),
-              "NBD_CMD_BLOCK_STATUS without a metadata context selected by NBD_OPT_SET_META_CONTEXT",
-              consequence="the server has no context to report on and must fail the request",
-              fix="client: select a context with NBD_OPT_SET_META_CONTEXT before NBD_OPT_GO",
-              example="NBD_CMD_BLOCK_STATUS sent without any metadata context negotiated by "
-                      "NBD_OPT_SET_META_CONTEXT"),
     )
     EVENTS = (ev.Request,)
-    FOR_COMMANDS = frozenset({*_NEEDS, Cmd.BLOCK_STATUS})
+    FOR_COMMANDS = frozenset(_NEEDS)  # BLOCK_STATUS without a context: block-status.no-context
 
     def message(self, session: Session, event: ev.Event) -> None:
         if not isinstance(event, ev.Request) or session.transmission_flags is None:
@@ -143,10 +137,6 @@ class CommandNotAdvertised(Rule):
         if need is not None and not session.has_flag(need[0]):
             self.flag(session, event, f"{COMMANDS.name(event.command)} sent but the server did not advertise "
                       f"NBD_FLAG_{need[0].name}", check=need[1], cookie=event.cookie)
-        elif event.command == Cmd.BLOCK_STATUS and session.handshake not in ("unknown", "oldstyle") \
-                and session.reliable and not session.meta_contexts:
-            self.flag(session, event, "NBD_CMD_BLOCK_STATUS sent without any metadata context negotiated by "
-                      "NBD_OPT_SET_META_CONTEXT", check="block-status-no-context", cookie=event.cookie)
 
 
 class FlagNotAdvertised(Rule):
@@ -166,14 +156,6 @@ class FlagNotAdvertised(Rule):
               "NBD_CMD_FLAG_FAST_ZERO without NBD_FLAG_SEND_FAST_ZERO",
               consequence="a server that does not know the flag may do a slow zeroing the client meant to avoid",
               fix=_FIX, example="NBD_CMD_WRITE_ZEROES: NBD_CMD_FLAG_FAST_ZERO without NBD_FLAG_SEND_FAST_ZERO"),
-        Check("payload-len-without-ext", ("cmdflags.1",), "NBD_CMD_FLAG_PAYLOAD_LEN without extended headers",
-              consequence="without extended headers the flag means nothing; the server may misframe the request",
-              fix=_FIX, example="NBD_CMD_WRITE: NBD_CMD_FLAG_PAYLOAD_LEN without extended headers"),
-        Check("block-status-payload", ("ext.tflags.6",),
-              "BLOCK_STATUS payload form without NBD_FLAG_BLOCK_STATUS_PAYLOAD",
-              consequence="a server that did not offer the payload form reads the payload as the next request",
-              fix=_FIX, example="NBD_CMD_BLOCK_STATUS: BLOCK_STATUS payload form without "
-                                "NBD_FLAG_BLOCK_STATUS_PAYLOAD"),
         Check("fua-non-write", ("cmdflags.3",), "NBD_CMD_FLAG_FUA on a command that writes nothing",
               consequence="harmless to a correct server (it must accept it), but some servers refuse it",
               fix="client: set FUA only on WRITE, WRITE_ZEROES and TRIM",
@@ -197,15 +179,12 @@ class FlagNotAdvertised(Rule):
             problems.append(("df", "NBD_CMD_FLAG_DF without NBD_FLAG_SEND_DF"))
         if known and f & _FAST_ZERO and not session.has_flag(TF.SEND_FAST_ZERO):
             problems.append(("fast-zero", "NBD_CMD_FLAG_FAST_ZERO without NBD_FLAG_SEND_FAST_ZERO"))
-        if f & _PAYLOAD_LEN and session.extended_headers is False:
-            problems.append(("payload-len-without-ext", "NBD_CMD_FLAG_PAYLOAD_LEN without extended headers"))
-        elif known and f & _PAYLOAD_LEN and cmd == Cmd.BLOCK_STATUS \
-                and not session.has_flag(TF.BLOCK_STATUS_PAYLOAD):
-            problems.append(("block-status-payload",
-                             "BLOCK_STATUS payload form without NBD_FLAG_BLOCK_STATUS_PAYLOAD"))
+        # NBD_CMD_FLAG_PAYLOAD_LEN, with or without extended headers and the payload form: extended-headers'
         if f & _FUA and cmd not in WRITES and known and session.has_flag(TF.SEND_FUA):
             problems.append(("fua-non-write", f"NBD_CMD_FLAG_FUA on {name}, which writes nothing"))
         for flag, valid in _VALID_FOR.items():
+            if flag == _PAYLOAD_LEN and not event.extended:
+                continue  # a compact request cannot carry it at all: extended-headers.payload-len-compact
             if f & flag and cmd not in valid:
                 bit = COMMAND_FLAGS.bit(flag.bit_length() - 1)
                 problems.append(("not-for-command", f"{bit.name if bit else flag} is not documented for {name}"))
@@ -215,52 +194,26 @@ class FlagNotAdvertised(Rule):
 
 class WriteToReadOnly(Rule):
     INFO = RuleInfo("write-to-read-only", "error", "server", "Transmission flags (NBD_FLAG_READ_ONLY)",
-                    "a server that lets a write, trim or write-zeroes succeed on an export it advertised read-only, "
-                    "or fails it with another error than NBD_EPERM")
+                    "a server that lets a write, trim or write-zeroes succeed on an export it advertised read-only")
     CHECKS = (
         Check("write-succeeded", ("tflags.4",), "a write-type command succeeded on an export advertised read-only",
               consequence="the client was told the export cannot change, yet it changed (or the server lied about "
                           "writing it): other readers of a read-only export see data move under them",
               fix="server: fail every WRITE, TRIM and WRITE_ZEROES on a read-only export (NBD_EPERM)",
               example="server reported success for NBD_CMD_WRITE on an export it advertised read-only"),
-        Check("write-not-eperm", ("errors.4",), "WRITE or TRIM on a read-only export failed with another error "
-              "than NBD_EPERM",
-              consequence="the client cannot tell a read-only refusal from a real failure (an I/O error, say)",
-              fix="server: answer writes and trims on a read-only export with NBD_EPERM (1)",
-              example="server failed NBD_CMD_WRITE on a read-only export with NBD_EIO (5), not NBD_EPERM"),
-        Check("zeroes-not-eperm", ("cmd-write-zeroes.17",), "WRITE_ZEROES on a read-only export failed with "
-              "another error than NBD_EPERM",
-              consequence="the client cannot tell a read-only refusal from a real failure",
-              fix="server: answer write-zeroes on a read-only export with NBD_EPERM (1)",
-              example="server failed NBD_CMD_WRITE_ZEROES on a read-only export with NBD_EINVAL (22), not "
-                      "NBD_EPERM"),
     )
     EVENTS = (ev.SimpleReply, ev.ReplyChunk)
     FOR_COMMANDS = frozenset(_RO_WRITES)
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._errors: dict[tuple[str, int], int] = {}  # (session, cookie) -> error of an error chunk
 
     def message(self, session: Session, event: ev.Event) -> None:
         if not session.server_has_flag(TF.READ_ONLY) or not isinstance(event, ev.SimpleReply | ev.ReplyChunk) \
                 or event.command not in _RO_WRITES:
             return
-        key = (session.id, event.cookie)
-        if isinstance(event, ev.ReplyChunk) and event.error:
-            self._errors[key] = event.error
         if not event.completes:
             return
-        error = event.error if isinstance(event, ev.SimpleReply) else self._errors.pop(key, None)
-        name = COMMANDS.name(event.command)
-        if not event.failed:
-            self.flag(session, event, f"server reported success for {name} on an export it advertised read-only "
-                      "(it must fail every write)", check="write-succeeded", cookie=event.cookie)
-        elif error and error != _EPERM:
-            self.flag(session, event, f"server failed {name} on a read-only export with "
-                      f"{ERRORS.name(error)} ({error}), not NBD_EPERM",
-                      check="zeroes-not-eperm" if event.command == Cmd.WRITE_ZEROES else "write-not-eperm",
-                      cookie=event.cookie, error=error)
+        if not event.failed:  # a failure with another error than NBD_EPERM is error-value.read-only's
+            self.flag(session, event, f"server reported success for {COMMANDS.name(event.command)} on an export it "
+                      "advertised read-only (it must fail every write)", check="write-succeeded", cookie=event.cookie)
 
 
 class MultiConnWithoutFlag(Rule):

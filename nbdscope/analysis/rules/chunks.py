@@ -128,12 +128,7 @@ class BadReplyChunk(Rule):
         elif is_reply_type_error(rtype):
             self._error_shape(session, event)
         elif rtype in _STATUS:
-            if event.problem:
-                self._bad(session, event, "status-shape", f"{REPLY_TYPES.name(rtype)} (cookie {event.cookie:#x}): "
-                          f"{event.problem}")
-            if session.extended_headers is not None and (rtype == _STATUS32) == session.extended_headers:
-                self._bad(session, event, "status-header-style",
-                          f"{REPLY_TYPES.name(rtype)} does not match the header style agreed")
+            pass  # status chunks: their shape is unaligned-extent's, their header style extended-headers'
         elif rtype not in _KNOWN:
             self._bad(session, event, "unknown-type", f"reply chunk type {rtype} is not defined and has no error "
                       "bit (15); a client must hang up on it", reply_type=rtype)
@@ -196,11 +191,6 @@ class BadReplyChunk(Rule):
             self._error_chunk(session, event, o)
         elif rtype in _CONTENT:
             self._content(session, event, o)
-        elif rtype in _STATUS and event.context_id is not None:
-            if event.context_id in o.contexts:
-                self._bad(session, event, "status-context-repeated",
-                          f"second status chunk for context {event.context_id} in one reply")
-            o.contexts.add(event.context_id)
 
     def _error_chunk(self, session: Session, event: ev.ReplyChunk, o: _Open) -> None:
         rtype = event.reply_type
@@ -309,11 +299,7 @@ class BadReplyChunk(Rule):
             if gaps:
                 self._bad(session, event, "incomplete", f"successful read reply leaves {gaps} of {o.length} "
                           "requested bytes uncovered by data or hole chunks", missing=gaps)
-        if o.command == _BLOCK_STATUS and session.meta_contexts:
-            missing = set(session.meta_contexts) - o.contexts
-            if missing and not o.flags & CommandFlag.PAYLOAD_LEN:  # the payload form narrows the contexts
-                self._bad(session, event, "status-context-missing", "successful block status reply lacks a chunk "
-                          "for context(s) " + ", ".join(f"{c} ({session.meta_contexts[c]})" for c in sorted(missing)))
+        # a status chunk per selected context, once each: block-status's (metadata.py)
 
     def _bad(self, session: Session, event: ev.ReplyChunk, check: str, message: str, **values: Any) -> None:
         self.flag(session, event, message, check=check, cookie=event.cookie, **values)

@@ -68,8 +68,9 @@ class ErrorValue(Rule):
                "server: fail unaligned reads and writes with NBD_EINVAL",
                "NBD_CMD_READ cookie 0x1 not aligned to the 512-byte minimum block failed with NBD_EIO; "
                "expected NBD_EINVAL"),
-        _check("read-only", ("errors.4",), "a write or trim on a read-only export failed with another error than "
-               "NBD_EPERM", "the client does not learn that the export is read-only",
+        _check("read-only", ("errors.4", "cmd-write-zeroes.17"), "a write, trim or write-zeroes on a read-only "
+               "export failed with another error than NBD_EPERM",
+               "the client does not learn that the export is read-only",
                "server: fail modifying requests on a read-only export with NBD_EPERM",
                "NBD_CMD_WRITE cookie 0x3 on a read-only export failed with error 30; expected NBD_EPERM"),
         _check("unknown-command", ("errors.7",), "an unknown command failed with another error than NBD_EINVAL",
@@ -143,7 +144,7 @@ class ErrorValue(Rule):
         block = session.min_block
         if block and block > 1 and cmd in (Cmd.READ, Cmd.WRITE) and (offset % block or length % block):
             cases.append(("unaligned", E.EINVAL, f"not aligned to the {block}-byte minimum block"))
-        if cmd in _MODIFY and session.has_flag(TransmissionFlag.READ_ONLY):
+        if cmd in _MODIFY and session.server_has_flag(TransmissionFlag.READ_ONLY):
             cases.append(("read-only", E.EPERM, "on a read-only export"))
         if cmd not in COMMANDS:
             cases.append(("unknown-command", E.EINVAL, "of an unknown type"))

@@ -103,10 +103,6 @@ class TransmissionFlagsInvalid(Rule):
               consequence="with simple replies there is nothing to fragment; a client may set DF the server "
                           "cannot honour", fix="server: set bit 7 only after NBD_OPT_STRUCTURED_REPLY succeeded",
               example="NBD_FLAG_SEND_DF set although neither structured replies nor extended headers were agreed"),
-        Check("block-status-payload-without-ext", ("ext.tflags.4",), "BLOCK_STATUS_PAYLOAD set without extended "
-              "headers", consequence="the payload form needs the extended request header; a client cannot use it",
-              fix="server: set bit 12 only after NBD_OPT_EXTENDED_HEADERS succeeded",
-              example="NBD_FLAG_BLOCK_STATUS_PAYLOAD set without extended headers"),
     )
     EVENTS = (ev.TransmissionStart,)
 
@@ -125,9 +121,7 @@ class TransmissionFlagsInvalid(Rule):
         if f & TF.SEND_DF and event.structured_replies is False and not event.extended_headers:
             problems.append(("df-without-structured", "NBD_FLAG_SEND_DF set although neither structured replies "
                              "nor extended headers were agreed"))
-        if f & TF.BLOCK_STATUS_PAYLOAD and event.extended_headers is False:
-            problems.append(("block-status-payload-without-ext",
-                             "NBD_FLAG_BLOCK_STATUS_PAYLOAD set without extended headers"))
+        # NBD_FLAG_BLOCK_STATUS_PAYLOAD without extended headers: extended-headers.block-status-payload-unagreed
         for check, text in problems:
             self.flag(session, event, text, check=check, value=f)
 

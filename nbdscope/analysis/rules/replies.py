@@ -8,7 +8,9 @@ from nbdscope.analysis.rules.base import Rule
 from nbdscope.analysis.rules.chunks import BadReplyChunk
 from nbdscope.analysis.session import Session
 from nbdscope.decoder import events as ev
-from nbdscope.spec import COMMANDS, Cmd
+from nbdscope.spec import COMMANDS, Cmd, Opt
+
+_READ = int(Cmd.READ)
 
 __all__ = ["BadReplyChunk", "CookieReuse", "ReplyKind", "SimpleReplyToStructuredRead", "UnmatchedReply"]
 
@@ -89,47 +91,32 @@ class ReplyKind(Rule):
               consequence="the client cannot parse the 32-byte header and drops the connection",
               fix="server: use extended headers only after acknowledging NBD_OPT_EXTENDED_HEADERS",
               example="extended reply chunk although NBD_OPT_EXTENDED_HEADERS was not agreed"),
-        Check("compact-chunk-under-extended", (), "a 20-byte structured chunk although extended headers were "
-              "agreed (" + _EXT_NOTE + ")", severity="error", blame="server",
-              consequence="a client expecting 32-byte headers misframes the stream",
-              fix="server: once extended headers are agreed, send every reply with the extended header",
-              example="structured (20-byte) reply chunk although extended headers were agreed"),
-        Check("simple-under-extended", (), "a simple reply although extended headers were agreed ("
-              + _EXT_NOTE + ")", severity="error", blame="server",
-              consequence="a client expecting extended headers misframes the stream",
-              fix="server: answer with extended reply chunks only",
-              example="simple reply although extended headers were agreed"),
-        Check("request-header-style", (), "a request header style that does not match the extended-header "
-              "agreement (" + _EXT_NOTE + ")", severity="error", blame="client",
+        Check("request-header-style", (), "an extended request header from a client that never asked for "
+              "extended headers (" + _EXT_NOTE + ")", severity="error", blame="client",
               consequence="the server misframes the request stream and drops the connection",
-              fix="client: send 32-byte requests exactly when extended headers were agreed",
-              example="compact (28-byte) request header although extended headers were agreed"),
+              fix="client: send 32-byte requests only after NBD_OPT_EXTENDED_HEADERS was acknowledged",
+              example="extended (32-byte) request header although extended headers were not agreed"),
     )
-    EVENTS = (ev.Request, ev.SimpleReply, ev.ReplyChunk)
+    EVENTS = (ev.Request, ev.ReplyChunk)
 
     def message(self, session: Session, event: ev.Event) -> None:
         if session.handshake == "unknown" or session.tls:
             return
         extended, structured = session.extended_headers, session.structured_replies
+        # the header style under extended headers is extended-headers' to judge (compact requests, simple
+        # replies, 20-byte chunks, extended READ replies, extended requests after a refusal)
         if isinstance(event, ev.ReplyChunk):
             if event.extended and not extended:
-                self.flag(session, event, "extended reply chunk although NBD_OPT_EXTENDED_HEADERS was not agreed",
-                          check="extended-without-negotiation", cookie=event.cookie)
-            elif not event.extended and extended:
-                self.flag(session, event, "structured (20-byte) reply chunk although extended headers were agreed, "
-                          "so every reply must use the extended header", check="compact-chunk-under-extended",
-                          cookie=event.cookie)
-            elif not event.extended and not structured:
+                if event.command != _READ:
+                    self.flag(session, event, "extended reply chunk although NBD_OPT_EXTENDED_HEADERS was not "
+                              "agreed", check="extended-without-negotiation", cookie=event.cookie)
+            elif not event.extended and not extended and not structured:
                 self.flag(session, event, "structured reply chunk although NBD_OPT_STRUCTURED_REPLY was not agreed",
                           check="structured-without-negotiation", cookie=event.cookie)
-        elif isinstance(event, ev.SimpleReply) and extended:
-            self.flag(session, event, "simple reply although extended headers were agreed",
-                      check="simple-under-extended", cookie=event.cookie)
-        elif isinstance(event, ev.Request) and event.extended != bool(extended):
-            style = "extended (32-byte)" if event.extended else "compact (28-byte)"
-            agreed = "were" if extended else "were not"
-            self.flag(session, event, f"{style} request header although extended headers {agreed} agreed",
-                      check="request-header-style", cookie=event.cookie)
+        elif isinstance(event, ev.Request) and event.extended and not extended \
+                and Opt.EXTENDED_HEADERS not in session.handshake_log.asked:
+            self.flag(session, event, "extended (32-byte) request header although the client never asked for "
+                      "extended headers", check="request-header-style", cookie=event.cookie)
 
 
 class SimpleReplyToStructuredRead(Rule):
