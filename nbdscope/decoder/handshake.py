@@ -217,6 +217,13 @@ class Handshake:
                   size=conn.size, transmission_flags=conn.transmission_flags, structured_replies=conn.structured,
                   extended_headers=conn.extended, meta_contexts=tuple(sorted(conn.contexts.items())),
                   min_block=conn.min_block, preferred_block=conn.preferred_block, max_payload=conn.max_payload)
+        if how in ("export-name", "go"):
+            # requests the client sent while the handshake was still open come before any reply that
+            # follows in this direction (a server that left out the export-name padding is only known
+            # to have done so once its first reply arrived)
+            c = conn._c
+            while not c.skip and c.avail() and c.step(c):
+                pass
 
     # ------------------------------------------------------------ client
 

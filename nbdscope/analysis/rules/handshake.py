@@ -2,7 +2,7 @@
 "Client flags", "Option types", "Option reply types"): the greeting and flags, each option and
 the replies that answer it, one at a time.
 
-The rule keeps its own idea of the option awaiting an answer (``_State.current``): a reply that
+The rule keeps its own idea of the options awaiting an answer (``_State.pending``): a reply that
 names the wrong option still answers it, so one server mistake does not turn into a string of
 client findings. Sequencing checks are skipped once the capture lost bytes in the session."""
 
@@ -22,8 +22,7 @@ from nbdscope.spec.codes import is_rep_error
 
 MAX_MIN_BLOCK = 1 << 16
 NBD_PORT = 10809
-_KNOWN_HFLAGS = HandshakeFlag.FIXED_NEWSTYLE | HandshakeFlag.NO_ZEROES
-_KNOWN_CFLAGS = ClientFlag.C_FIXED_NEWSTYLE | ClientFlag.C_NO_ZEROES
+_KNOWN_CFLAGS = int(ClientFlag.C_FIXED_NEWSTYLE | ClientFlag.C_NO_ZEROES)  # int: ~ of a flag enum keeps only its members
 _NO_DATA = {Opt.LIST: "data-on-list", Opt.STRUCTURED_REPLY: "data-on-structured-reply", Opt.ABORT: "data-on-abort",
             Opt.STARTTLS: "data-on-starttls", Opt.EXTENDED_HEADERS: "data-on-extended-headers"}
 _INFO_LABELS = ("size", "transmission flags", "minimum block", "preferred block", "maximum payload", "name",
@@ -39,9 +38,9 @@ class _State:
     hflags: int | None = None  # newstyle greeting's handshake flags
     cflags: int | None = None
     bad_cflags: int = 0  # client flag bits the server had to reject
-    current: ev.OptionRequest | None = None  # the option awaiting its final reply
+    pending: list[ev.OptionRequest] = field(default_factory=list)  # options awaiting their final reply, in order
     early: list[int] = field(default_factory=list)  # options answered before their payload was in
-    replies: int = 0  # replies to ``current`` so far
+    replies: int = 0  # non-final replies to the oldest pending option so far
     aborted: int | None = None  # frame of NBD_OPT_ABORT
     shutdown: int | None = None  # frame of NBD_REP_ERR_SHUTDOWN
     structured: bool = False
@@ -57,10 +56,12 @@ class _State:
 
 
 class OptionProtocol(Rule):
+    # the summary is also in dissectors/nbdscope.lua (generated): kept as it was so the plugin stays current
     INFO = RuleInfo("option-protocol", "error", "either", "Option types; Option reply types",
-                    "option haggling broken: greeting and client flags, options sent out of turn or malformed, "
-                    "replies that answer nothing or the wrong option, GO/INFO answers (NBD_INFO_EXPORT, duplicates, "
-                    "a GO differing from its INFO), metadata context replies, strings, NO_ZEROES padding")
+                    "option haggling broken: payloads that contradict their lengths, replies to options not "
+                    "asked, options after the handshake, GO without NBD_INFO_EXPORT, NO_ZEROES not offered, "
+                    "context ids reused, SET_META_CONTEXT before structured replies, invalid block sizes, a GO "
+                    "answered differently from the INFO just before it")
     CHECKS = handshake_checks.CHECKS
     EVENTS = (ev.ServerGreeting, ev.ClientFlags, ev.OptionRequest, ev.OptionReply, ev.ExportNameReply,
               ev.TransmissionStart, ev.Malformed, ev.ConnectionEnd)
@@ -81,7 +82,7 @@ class OptionProtocol(Rule):
             self._client_flags(session, st, event)
         elif isinstance(event, ev.ExportNameReply):
             self._export_reply(session, st, event)
-            st.current = None
+            st.pending.clear()
         elif isinstance(event, ev.TransmissionStart):
             st.ended_by = event.how
         elif isinstance(event, ev.Malformed) and event.what == "option-after-handshake":
@@ -103,18 +104,12 @@ class OptionProtocol(Rule):
                 self.flag(session, event, f"oldstyle greeting on port {NBD_PORT}, reserved for newstyle",
                           check="oldstyle-on-newstyle-port")
             return
-        st.hflags = event.handshake_flags or 0
-        if st.hflags & ~_KNOWN_HFLAGS:
-            self.flag(session, event, "server greeting sets undefined handshake flags "
-                      f"{st.hflags & ~_KNOWN_HFLAGS:#06x}", check="unknown-handshake-flags", flags=st.hflags)
+        st.hflags = event.handshake_flags or 0  # undefined bits: reserved-bits-set
 
     def _client_flags(self, session: Session, st: _State, event: ev.ClientFlags) -> None:
         st.cflags = flags = event.flags
         server = st.hflags or 0
-        unknown = flags & ~_KNOWN_CFLAGS
-        if unknown:
-            self.flag(session, event, f"client flags {flags:#010x} set undefined bits {unknown:#010x}",
-                      check="unknown-client-flags", flags=flags)
+        unknown = flags & ~_KNOWN_CFLAGS  # reported by reserved-bits-set; here: the server must then drop
         unoffered = 0
         if flags & ClientFlag.C_NO_ZEROES and not server & HandshakeFlag.NO_ZEROES:
             unoffered |= ClientFlag.C_NO_ZEROES
@@ -143,16 +138,18 @@ class OptionProtocol(Rule):
         sequenced = session.saw_start and not session.lost_sync
         if sequenced and st.aborted is not None:
             self.flag(session, event, f"{name} after NBD_OPT_ABORT (frame {st.aborted})", check="option-after-abort")
-        elif sequenced and st.current is not None and event.option != Opt.ABORT:
-            self.flag(session, event, f"{name} sent while {OPTIONS.name(st.current.option)} (frame "
-                      f"{st.current.frame}) still awaits its final reply", check="option-before-reply")
+        elif sequenced and st.pending and event.option != Opt.ABORT:
+            self.flag(session, event, f"{name} sent while {OPTIONS.name(st.pending[0].option)} (frame "
+                      f"{st.pending[0].frame}) still awaits its final reply", check="option-before-reply")
         elif sequenced and st.shutdown is not None and event.option != Opt.ABORT:
             self.flag(session, event, f"{name} after NBD_REP_ERR_SHUTDOWN (frame {st.shutdown}) instead of "
                       "NBD_OPT_ABORT", check="option-after-shutdown")
         if event.option in st.early:
             st.early.remove(event.option)  # already answered: nothing awaits
         else:
-            st.current, st.replies = event, 0
+            st.pending.append(event)
+            if len(st.pending) == 1:
+                st.replies = 0
         if event.option == Opt.ABORT:
             st.aborted = event.frame
         if event.length > OPTION_KEEP:
@@ -221,7 +218,8 @@ class OptionProtocol(Rule):
 
     def _reply(self, session: Session, st: _State, event: ev.OptionReply) -> None:
         final = event.reply == Rep.ACK or is_rep_error(event.reply)
-        cur = st.current
+        # the answer goes to the oldest option of its number, else to the oldest of all
+        cur = next((o for o in st.pending if o.option == event.option), st.pending[0] if st.pending else None)
         sequenced = session.saw_start and not session.lost_sync
         if cur is None:
             if event.solicited and final:
@@ -236,7 +234,7 @@ class OptionProtocol(Rule):
             self.flag(session, event, f"option reply {OPTION_REPLIES.name(event.reply)} to NBD_OPT_EXPORT_NAME "
                       f"(frame {cur.frame})", check="reply-to-export-name")
             if final:
-                st.current = None
+                st.pending.clear()
             return
         if cur is not None and event.option != cur.option and sequenced:
             self.flag(session, event, f"reply names {OPTIONS.name(event.option)} while {OPTIONS.name(cur.option)} "
@@ -263,7 +261,9 @@ class OptionProtocol(Rule):
                       check="context-reply-type")
         if final:
             self._final(session, st, event, cur, option, name)
-            st.current = None
+            if cur is not None:
+                st.pending.remove(cur)
+            st.replies = 0
         else:
             st.replies += 1
 

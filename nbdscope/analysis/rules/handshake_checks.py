@@ -15,15 +15,9 @@ def _c(name: str, requires: tuple[str, ...], summary: str, consequence: str, fix
 _C, _S = "client", "server"
 
 GREETING_AND_FLAGS = (
-    _c("unknown-handshake-flags", ("hflags.3",), "the server set handshake flag bits the spec does not define",
-       "a client may refuse the connection or misread a future flag", "server: send only FIXED_NEWSTYLE and "
-       "NO_ZEROES", "server greeting sets undefined handshake flags 0x0004", blame=_S),
     _c("oldstyle-on-newstyle-port", ("newstyle.3",), "an oldstyle greeting on the port reserved for newstyle",
        "newstyle clients connecting to 10809 cannot negotiate an export", "server: serve newstyle on 10809",
        "oldstyle greeting on port 10809", blame=_S),
-    _c("unknown-client-flags", ("cflags.4",), "the client set client flag bits the spec does not define",
-       "the server must drop the connection", "client: send only C_FIXED_NEWSTYLE and C_NO_ZEROES",
-       "client flags 0x00000004 set undefined bits", blame=_C),
     _c("no-zeroes-not-offered", ("cflags.2",), "the client set NBD_FLAG_C_NO_ZEROES though the server did not offer "
        "NBD_FLAG_NO_ZEROES", "the server must drop the connection; if it does not, the two disagree on the 124 zero "
        "bytes after NBD_OPT_EXPORT_NAME", "client: set C_NO_ZEROES only when the greeting has NO_ZEROES",
