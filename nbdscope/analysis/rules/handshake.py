@@ -22,7 +22,7 @@ from nbdscope.spec.codes import is_rep_error
 
 MAX_MIN_BLOCK = 1 << 16
 NBD_PORT = 10809
-_KNOWN_CFLAGS = int(ClientFlag.C_FIXED_NEWSTYLE | ClientFlag.C_NO_ZEROES)  # int: ~ of a flag enum keeps only its members
+_KNOWN_CFLAGS = int(ClientFlag.C_FIXED_NEWSTYLE | ClientFlag.C_NO_ZEROES)  # int: ~ on the enum drops unknown bits
 _NO_DATA = {Opt.LIST: "data-on-list", Opt.STRUCTURED_REPLY: "data-on-structured-reply", Opt.ABORT: "data-on-abort",
             Opt.STARTTLS: "data-on-starttls", Opt.EXTENDED_HEADERS: "data-on-extended-headers"}
 _INFO_LABELS = ("size", "transmission flags", "minimum block", "preferred block", "maximum payload", "name",
