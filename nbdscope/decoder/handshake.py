@@ -110,11 +110,17 @@ class Handshake:
             # the server answered from the option header alone, before the client's payload
             # finished arriving (nbdkit does this when it requires TLS)
             self.answered_early.append(option)
+        pad = 0
+        if request is not None and option == Opt.GO and reply == Rep.ACK:
+            pad = self._go_padding(side, OPTION_REPLY_HEADER + length)
+            if pad is None:
+                return False
         start = side.offset
-        event = conn.emit(ev.OptionReply, side, start, start + OPTION_REPLY_HEADER + length,
+        # zero padding after a GO's ACK (which the spec forbids) is spanned by the ACK, past its length
+        event = conn.emit(ev.OptionReply, side, start, start + OPTION_REPLY_HEADER + length + pad,
                           header=conn.header(side, OPTION_REPLY_HEADER), option=option, reply=reply, length=length,
                           solicited=request is not None or early, **fields)
-        conn.consume(side, OPTION_REPLY_HEADER, length)
+        conn.consume(side, OPTION_REPLY_HEADER, length + pad)
         self._apply_option_reply(side, request, event)
         return True
 
@@ -209,6 +215,18 @@ class Handshake:
         if extra < M.OLDSTYLE_ZEROES:
             return False if self.conn.closing else None
         return not any(buf[p:p + M.OLDSTYLE_ZEROES])
+
+    def _go_padding(self, side: ReceiveBuffer, at: int) -> int | None:
+        """How many zero bytes a server put after the ACK ending NBD_OPT_GO, in the bytes that came with it
+        (None: zeroes so far, wait for the rest). A reply magic is never zero, so zeroes here are padding."""
+        extra = side.avail() - at
+        p = side.pos + at
+        if extra <= 0 or any(side.buf[p:p + min(extra, 4)]):
+            return 0
+        if extra < M.OLDSTYLE_ZEROES and not self.conn.closing:
+            return None
+        zeroes = side.buf[p:p + min(extra, M.OLDSTYLE_ZEROES)]
+        return len(zeroes) - len(bytes(zeroes).lstrip(b"\0"))
 
     def _start_transmission(self, side: ReceiveBuffer, how: str) -> None:
         conn = self.conn

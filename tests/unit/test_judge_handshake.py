@@ -450,3 +450,14 @@ def test_a_payload_beyond_what_nbdscope_holds_is_a_note_about_nbdscope() -> None
     [hit] = fired(result, "option-protocol.payload-not-held", blame="nbdscope")
     assert hit.severity == "info" and str(len(data)) in hit.message
     assert checks(result) == {"option-protocol.payload-not-held"}
+
+
+def test_zero_padding_after_go() -> None:
+    """opt-info.15: no padding after the GO's ACK, NO_ZEROES or not; the stream stays framed."""
+    script = [*GREET, ("c2s", w.option(GO, w.opt_go_data(""))),
+              ("s2c", w.opt_reply(GO, REP_INFO, w.info_export(1 << 20, TF))), ("s2c", w.opt_reply(GO, ACK) + bytes(124)),
+              ("c2s", w.request(READ, 1, 0, 512)), ("s2c", w.simple_reply(1, 0, bytes(512)))]
+    [hit] = only_fired("option-protocol.padding-after-go", "server", script)
+    assert "124" in hit.message
+    silent(analyze([*GREET, *go(), ("c2s", w.request(READ, 1, 0, 512)), ("s2c", w.simple_reply(1, 0, bytes(512)))]),
+           "option-protocol", "malformed-message")

@@ -18,7 +18,7 @@ from nbdscope.analysis.session import Session
 from nbdscope.decoder import events as ev
 from nbdscope.decoder.handshake import OPTION_KEEP
 from nbdscope.spec import INFO_TYPES, OPTION_REPLIES, OPTIONS, ClientFlag, HandshakeFlag, Info, Opt, Rep
-from nbdscope.spec.codes import is_rep_error
+from nbdscope.spec.codes import OPTION_REPLY_HEADER, is_rep_error
 
 MAX_MIN_BLOCK = 1 << 16
 NBD_PORT = 10809
@@ -375,6 +375,10 @@ class OptionProtocol(Rule):
                     name: str) -> None:
         rep = event.reply
         if rep == Rep.ACK:
+            pad = event.end - event.start - OPTION_REPLY_HEADER - event.length
+            if pad > 0 and cur.option == Opt.GO:
+                self.flag(session, event, f"{pad} zero bytes of padding after the NBD_REP_ACK that ends NBD_OPT_GO",
+                          check="padding-after-go", nbytes=pad)
             if Info.EXPORT not in st.info:
                 self.flag(session, event, f"{name} acknowledged without an NBD_INFO_EXPORT reply before it",
                           check="go-without-export-info")

@@ -155,6 +155,10 @@ SERVER_REPLIES = (
        "NBD_INFO_EXPORT before the ACK", "the client does not know the export's size and flags",
        "server: send NBD_INFO_EXPORT before NBD_REP_ACK", "NBD_OPT_GO acknowledged without an NBD_INFO_EXPORT "
        "reply before it", blame=_S),
+    _c("padding-after-go", ("opt-info.15",), "zero padding after the NBD_REP_ACK that ends a successful NBD_OPT_GO",
+       "the client reads the zeroes as its first reply and loses sync", "server: no padding after GO, whatever "
+       "NO_ZEROES says (it concerns NBD_OPT_EXPORT_NAME only)", "124 zero bytes of padding after the NBD_REP_ACK "
+       "that ends NBD_OPT_GO", blame=_S),
     _c("duplicate-info-reply", ("rep-info.2",), "one NBD_INFO type appears twice in one NBD_OPT_INFO/GO answer",
        "clients keep either value: the two sides may disagree", "server: send each information type once",
        "NBD_INFO_EXPORT sent twice for NBD_OPT_GO (first in frame 5)", blame=_S),
