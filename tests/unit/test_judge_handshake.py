@@ -461,3 +461,13 @@ def test_zero_padding_after_go() -> None:
     assert "124" in hit.message
     silent(analyze([*GREET, *go(), ("c2s", w.request(READ, 1, 0, 512)), ("s2c", w.simple_reply(1, 0, bytes(512)))]),
            "option-protocol", "malformed-message")
+
+
+def test_no_fallback_after_go_unsupported() -> None:
+    """opt-export-name.4 / opt-info.13 (warnings): after ERR_UNSUP to GO the client tries NBD_OPT_EXPORT_NAME."""
+    unsup = [*GREET, ("c2s", w.option(GO, w.opt_go_data(""))), ("s2c", w.opt_reply(GO, ERR_UNSUP))]
+    [hit] = only_fired("option-protocol.no-fallback-to-export-name", "client",
+                       [*unsup, ("c2s", w.option(ABORT)), ("s2c", w.opt_reply(ABORT, ACK))])
+    assert hit.severity == "warning" and "frame 4" in hit.message
+    size_flags = struct.pack(">QH", 1 << 20, TF)  # NO_ZEROES agreed in GREET
+    silent(analyze([*unsup, ("c2s", w.option(EXPORT_NAME, b"")), ("s2c", size_flags)]), "option-protocol")

@@ -11,26 +11,21 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from nbdscope.analysis.anomaly import RuleInfo
-from nbdscope.analysis.rules import handshake_checks
+from nbdscope.analysis.rules import handshake_checks, info_answers
 from nbdscope.analysis.rules import option_strings as strs
 from nbdscope.analysis.rules.base import Rule
+from nbdscope.analysis.rules.info_answers import MAX_MIN_BLOCK as MAX_MIN_BLOCK  # report/lua_tables reads it here
+from nbdscope.analysis.rules.info_answers import InfoValues
 from nbdscope.analysis.session import Session
 from nbdscope.decoder import events as ev
 from nbdscope.decoder.handshake import OPTION_KEEP
 from nbdscope.spec import INFO_TYPES, OPTION_REPLIES, OPTIONS, ClientFlag, HandshakeFlag, Info, Opt, Rep
 from nbdscope.spec.codes import OPTION_REPLY_HEADER, is_rep_error
 
-MAX_MIN_BLOCK = 1 << 16
 NBD_PORT = 10809
 _KNOWN_CFLAGS = int(ClientFlag.C_FIXED_NEWSTYLE | ClientFlag.C_NO_ZEROES)  # int: ~ on the enum drops unknown bits
 _NO_DATA = {Opt.LIST: "data-on-list", Opt.STRUCTURED_REPLY: "data-on-structured-reply", Opt.ABORT: "data-on-abort",
             Opt.STARTTLS: "data-on-starttls", Opt.EXTENDED_HEADERS: "data-on-extended-headers"}
-_INFO_LABELS = ("size", "transmission flags", "minimum block", "preferred block", "maximum payload", "name",
-                "description")
-
-
-def _pow2(n: int) -> bool:
-    return n > 0 and n & (n - 1) == 0
 
 
 @dataclass
@@ -43,16 +38,17 @@ class _State:
     replies: int = 0  # non-final replies to the oldest pending option so far
     aborted: int | None = None  # frame of NBD_OPT_ABORT
     shutdown: int | None = None  # frame of NBD_REP_ERR_SHUTDOWN
+    go_unsup: int | None = None  # frame of NBD_REP_ERR_UNSUP to NBD_OPT_GO, until NBD_OPT_EXPORT_NAME is tried
     structured: bool = False
     structured_frame: int | None = None  # the NBD_OPT_STRUCTURED_REPLY acknowledgement
     ended_by: str | None = None  # how transmission began
     flagged: set[str] = field(default_factory=set)  # once-per-session checks already reported
     context_ids: dict[int, str] = field(default_factory=dict)
     info_frames: dict[int, int] = field(default_factory=dict)  # info type -> frame, in the current INFO/GO
-    info: dict[int, tuple[object, ...]] = field(default_factory=dict)  # NBD_REP_INFO of the current INFO/GO
+    info: dict[int, InfoValues] = field(default_factory=dict)  # NBD_REP_INFO of the current INFO/GO
     request: tuple[str | None, tuple[int, ...]] | None = None  # name and info requests of the current INFO/GO
-    info_answer: tuple[tuple[str | None, tuple[int, ...]], dict[int, tuple[object, ...]]] | None = None
-    compare_with: dict[int, tuple[object, ...]] | None = None  # what a GO must repeat
+    info_answer: tuple[tuple[str | None, tuple[int, ...]], dict[int, InfoValues]] | None = None
+    compare_with: dict[int, InfoValues] | None = None  # what a GO must repeat
 
 
 class OptionProtocol(Rule):
@@ -94,6 +90,9 @@ class OptionProtocol(Rule):
                           + (" with NBD_OPT_EXPORT_NAME" if st.ended_by == "export-name" else ""),
                           check="option-after-export-name")
         elif isinstance(event, ev.ConnectionEnd):
+            if st.go_unsup is not None and not session.transmission and not session.lost_sync \
+                    and event.how != "end-of-capture":
+                self._no_fallback(session, st, event, "closed the connection")
             self.state.pop(session.id, None)
 
     # ------------------------------------------------------------ greeting and flags
@@ -152,6 +151,10 @@ class OptionProtocol(Rule):
                 st.replies = 0
         if event.option == Opt.ABORT:
             st.aborted = event.frame
+            if st.go_unsup is not None and sequenced:
+                self._no_fallback(session, st, event, "ended the handshake with NBD_OPT_ABORT")
+        elif event.option == Opt.EXPORT_NAME:
+            st.go_unsup = None
         if event.length > OPTION_KEEP:
             self.flag(session, event, f"{name} of {event.length} bytes: nbdscope decoded its first {OPTION_KEEP} "
                       "bytes", check="payload-not-held", length=event.length)
@@ -159,6 +162,11 @@ class OptionProtocol(Rule):
             self._request_problem(session, event, name)
         self._request_strings(session, event, name)
         self._request_state(session, st, event, name)
+
+    def _no_fallback(self, session: Session, st: _State, event: ev.Event, how: str) -> None:
+        self.flag(session, event, f"client {how} after NBD_OPT_GO was unsupported (frame {st.go_unsup}), without "
+                  "trying NBD_OPT_EXPORT_NAME", check="no-fallback-to-export-name", blame="client")
+        st.go_unsup = None
 
     def _request_problem(self, session: Session, event: ev.OptionRequest, name: str) -> None:
         check = _NO_DATA.get(event.option)
@@ -342,12 +350,7 @@ class OptionProtocol(Rule):
         rep, rep_name = event.reply, OPTION_REPLIES.name(event.reply)
         served = rep == Rep.ACK or (st.replies > 0 and not is_rep_error(rep))
         data = cur is not None and cur.length > 0
-        if rep == Rep.ERR_SHUTDOWN:
-            st.shutdown = event.frame
-        if rep == Rep.ACK and option in (Opt.STRUCTURED_REPLY, Opt.EXTENDED_HEADERS):
-            st.structured = True
-            if option == Opt.STRUCTURED_REPLY:
-                st.structured_frame = event.frame
+        self._remember(st, event, option)
         if option == Opt.ABORT and rep != Rep.ACK:
             self.flag(session, event, f"NBD_OPT_ABORT answered with {rep_name}", check="abort-not-acked")
         if cur is None:
@@ -370,6 +373,19 @@ class OptionProtocol(Rule):
                       check="too-big-for-no-queries")
         if option in (Opt.INFO, Opt.GO):
             self._info_final(session, st, event, cur, name)
+
+    @staticmethod
+    def _remember(st: _State, event: ev.OptionReply, option: int) -> None:
+        """What a final reply changes for the options that follow."""
+        rep = event.reply
+        if rep == Rep.ERR_SHUTDOWN:
+            st.shutdown = event.frame
+        if rep == Rep.ERR_UNSUP and option == Opt.GO:
+            st.go_unsup = event.frame
+        if rep == Rep.ACK and option in (Opt.STRUCTURED_REPLY, Opt.EXTENDED_HEADERS):
+            st.structured = True
+            if option == Opt.STRUCTURED_REPLY:
+                st.structured_frame = event.frame
 
     def _info_final(self, session: Session, st: _State, event: ev.OptionReply, cur: ev.OptionRequest,
                     name: str) -> None:
@@ -397,28 +413,16 @@ class OptionProtocol(Rule):
                 self.flag(session, event, "NBD_REP_ERR_BLOCK_SIZE_REQD with no NBD_INFO_BLOCK_SIZE before it",
                           check="block-size-reqd-without-info")
 
-    def _same_answer(self, session: Session, event: ev.OptionReply, info: dict[int, tuple[object, ...]],
-                     go: dict[int, tuple[object, ...]]) -> None:
+    def _same_answer(self, session: Session, event: ev.OptionReply, info: dict[int, InfoValues],
+                     go: dict[int, InfoValues]) -> None:
         """A GO right after an INFO with the same parameters must get the same information (in any order)."""
-        for itype in sorted(set(info) | set(go)):
-            a, b = info.get(itype), go.get(itype)
-            if a == b:
-                continue
-            diffs = [f"{label} {x!r} vs {y!r}" for label, x, y in zip(_INFO_LABELS, a or (None,) * 7,
-                                                                        b or (None,) * 7, strict=True) if x != y]
+        for itype, diffs in info_answers.differences(info, go):
             self.flag(session, event, f"NBD_OPT_GO answered differently from the NBD_OPT_INFO just before it with "
-                      f"the same parameters ({INFO_TYPES.name(itype)}: {'; '.join(diffs)})",
-                      check="go-differs-from-info", info_type=itype)
+                      f"the same parameters ({INFO_TYPES.name(itype)}: {diffs})", check="go-differs-from-info",
+                      info_type=itype)
 
     def _block_sizes(self, session: Session, e: ev.OptionReply) -> None:
         mn, pref, mx = e.min_block or 0, e.preferred_block or 0, e.max_payload or 0
-        problems = []
-        if not _pow2(mn) or mn > MAX_MIN_BLOCK:
-            problems.append(f"minimum block size {mn} must be a power of two no larger than {MAX_MIN_BLOCK}")
-        if not _pow2(pref) or pref < max(mn, 512):
-            problems.append(f"preferred block size {pref} must be a power of two at least max(minimum, 512)")
-        if mx < pref:
-            problems.append(f"maximum payload {mx} is smaller than the preferred block size {pref}")
-        for text in problems:
+        for text in info_answers.block_size_problems(mn, pref, mx):
             self.flag(session, e, f"NBD_INFO_BLOCK_SIZE: {text}", check="block-size-invalid", min_block=mn,
                       preferred_block=pref, max_payload=mx)

@@ -61,6 +61,11 @@ CLIENT_OPTIONS = (
     _c("option-after-shutdown", ("haggle-end.10",), "the client went on haggling after NBD_REP_ERR_SHUTDOWN instead "
        "of NBD_OPT_ABORT", "the server is going away; the option cannot succeed", "client: answer "
        "NBD_REP_ERR_SHUTDOWN with NBD_OPT_ABORT", "NBD_OPT_GO after NBD_REP_ERR_SHUTDOWN (frame 6)", blame=_C),
+    _c("no-fallback-to-export-name", ("opt-export-name.4", "opt-info.13"), "after NBD_REP_ERR_UNSUP to NBD_OPT_GO "
+       "the client gave up instead of trying NBD_OPT_EXPORT_NAME", "the client cannot use servers older than "
+       "NBD_OPT_GO", "client: retry with NBD_OPT_EXPORT_NAME when GO is unsupported", "client ended the handshake "
+       "with NBD_OPT_ABORT after NBD_OPT_GO was unsupported (frame 4), without trying NBD_OPT_EXPORT_NAME",
+       blame=_C),
     _c("repeated-structured-reply", ("fixed-newstyle.3",), "the client asked for structured replies again after "
        "the server agreed", "a server may fail the repeat with NBD_REP_ERR_INVALID", "client: ask once",
        "NBD_OPT_STRUCTURED_REPLY again after the acknowledgement in frame 4", blame=_C),
