@@ -471,3 +471,21 @@ def test_no_fallback_after_go_unsupported() -> None:
     assert hit.severity == "warning" and "frame 4" in hit.message
     size_flags = struct.pack(">QH", 1 << 20, TF)  # NO_ZEROES agreed in GREET
     silent(analyze([*unsup, ("c2s", w.option(EXPORT_NAME, b"")), ("s2c", size_flags)]), "option-protocol")
+
+
+def test_a_capture_that_began_mid_handshake_does_not_guess_what_was_agreed() -> None:
+    """set-meta-context-before-structured needs the whole handshake: structured replies may have been agreed
+    before the capture began (opt-set-meta-context.1 is not shown broken)."""
+    from nbdscope import vocab as it
+    from nbdscope.analysis.engine import Engine
+    engine = Engine()
+    engine.feed(it.StreamOpen(conn=0, client=it.Endpoint("127.0.0.1", 40000), server=it.Endpoint("127.0.0.1", 10809),
+                              frame=0, time=0, saw_start=False, source="t.pcap"))
+    late = [("c2s", w.option(SET_META, w.opt_meta_data("", ["base:allocation"]))),
+            ("s2c", w.opt_reply(SET_META, META, w.meta_context(1, "base:allocation"))),
+            ("s2c", w.opt_reply(SET_META, ACK)), *go()]
+    for frame, (d, data) in enumerate(late, 1):
+        engine.feed(it.StreamData(conn=0, dir=d, data=data, frame=frame, time=frame / 1000))  # type: ignore[arg-type]
+    result = engine.finish()
+    silent(result, "option-protocol")
+    assert result.sessions and result.sessions[0].transmission

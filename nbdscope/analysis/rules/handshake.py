@@ -198,10 +198,11 @@ class OptionProtocol(Rule):
         st.compare_with = None
         if event.option == Opt.GO and previous is not None and previous[0] == st.request:
             st.compare_with = previous[1]
-        if event.option == Opt.SET_META_CONTEXT and not st.structured:
+        known = session.saw_start and not session.lost_sync  # else structured replies may have been agreed unseen
+        if event.option == Opt.SET_META_CONTEXT and not st.structured and known:
             self.flag(session, event, "NBD_OPT_SET_META_CONTEXT before structured replies or extended headers "
                       "were agreed", check="set-meta-context-before-structured")
-        if event.option == Opt.LIST_META_CONTEXT and not st.structured:
+        if event.option == Opt.LIST_META_CONTEXT and not st.structured and known:
             self.flag(session, event, "NBD_OPT_LIST_META_CONTEXT before structured replies or extended headers "
                       "were agreed", check="list-meta-context-before-structured")
         if event.option == Opt.STRUCTURED_REPLY and st.structured_frame is not None:
@@ -365,7 +366,8 @@ class OptionProtocol(Rule):
         if option in (Opt.SET_META_CONTEXT, Opt.LIST_META_CONTEXT) and cur.problem and rep == Rep.ACK \
                 and cur.length <= OPTION_KEEP:
             self.flag(session, event, f"malformed {name} {where} acknowledged", check="meta-request-not-rejected")
-        elif option == Opt.SET_META_CONTEXT and rep == Rep.ACK and not st.structured:
+        elif option == Opt.SET_META_CONTEXT and rep == Rep.ACK and not st.structured and session.saw_start \
+                and not session.lost_sync:
             self.flag(session, event, f"NBD_OPT_SET_META_CONTEXT before structured replies {where} was "
                       "acknowledged", check="set-meta-context-not-rejected")
         if option == Opt.LIST_META_CONTEXT and rep == Rep.ERR_TOO_BIG and not cur.queries and not cur.problem:
@@ -390,6 +392,8 @@ class OptionProtocol(Rule):
     def _info_final(self, session: Session, st: _State, event: ev.OptionReply, cur: ev.OptionRequest,
                     name: str) -> None:
         rep = event.reply
+        if session.lost_sync:
+            return  # replies of this answer may be among the lost bytes
         if rep == Rep.ACK:
             pad = event.end - event.start - OPTION_REPLY_HEADER - event.length
             if pad > 0 and cur.option == Opt.GO:
