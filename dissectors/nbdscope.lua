@@ -704,8 +704,11 @@ local function client_flags(conv, rec, tvb, off, tree)
     if not rec.visited then
         conv.cflags, conv.c = cf, "options"
         check_reserved(rec, "cf", cf, "client")
+        local known = bor(S.CF_MASK.C_FIXED_NEWSTYLE, S.CF_MASK.C_NO_ZEROES)
+        conv.bad_cflags = band(cf, bnot(known)) ~= 0
         if has(cf, S.CF_MASK.C_NO_ZEROES) and not has(conv.hflags, S.HF_MASK.NO_ZEROES) then
             note(rec, "option-protocol", "client set NBD_FLAG_C_NO_ZEROES but the server did not offer NBD_FLAG_NO_ZEROES")
+            conv.bad_cflags = true
         end
     end
 end
@@ -722,6 +725,7 @@ local function judge_option(conv, rec, opt, params)
         note(rec, "option-protocol", "NBD_OPT_SET_META_CONTEXT before structured replies or extended headers were agreed")
     end
     if opt == S.OPT.SET_META_CONTEXT or opt == S.OPT.LIST_META_CONTEXT then conv.ctx_ids = {} end
+    conv.set_meta_early = opt == S.OPT.SET_META_CONTEXT and not conv.structured
 end
 
 local function pow2(n) return n > 0 and band(n, n - 1) == 0 end
@@ -735,6 +739,14 @@ local function judge_option_reply(conv, rec, opt, rep, info_type, values)
     end
     if conv.in_progress == opt and (rep == S.REP.ACK or band(rep, S.REP_ERR_BIT) ~= 0) then
         conv.answered_early = opt
+    end
+    if conv.bad_cflags and not conv.bad_cflags_noted then
+        conv.bad_cflags_noted = true
+        note(rec, "option-protocol", string.format("server answered options after client flags 0x%08x it had to "
+            .. "reject", conv.cflags or 0))
+    end
+    if rep == S.REP.ACK and opt == S.OPT.SET_META_CONTEXT and conv.set_meta_early then
+        note(rec, "option-protocol", "NBD_OPT_SET_META_CONTEXT before structured replies was acknowledged")
     end
     if rep == S.REP.INFO and info_type ~= nil then
         if info_type == S.INFO.EXPORT then conv.export_info_seen = true end
@@ -778,7 +790,7 @@ local function judge_option_reply(conv, rec, opt, rep, info_type, values)
         note(rec, "option-protocol", name(S.OPTIONS, opt, "NBD_OPT_")
             .. " acknowledged without an NBD_INFO_EXPORT reply before it")
     end
-    if rep == S.REP.META_CONTEXT and values then
+    if rep == S.REP.META_CONTEXT and values and opt == S.OPT.SET_META_CONTEXT then  -- LIST ids bind nothing
         conv.ctx_ids = conv.ctx_ids or {}
         local prior = conv.ctx_ids[values.id]
         if prior and prior ~= values.text then

@@ -22,7 +22,10 @@ from nbdscope.spec.codes import OPTION_HEADER, OPTION_REPLY_HEADER, is_rep_error
 if TYPE_CHECKING:
     from nbdscope.decoder.connection import Connection
 
-HANDSHAKE_KEEP = 1 << 20  # option payload bytes we hold at most; the rest is skipped
+HANDSHAKE_KEEP = 1 << 20  # bounded payloads outside option haggling (block status), and plausible option lengths
+OPTION_KEEP = 16 << 20  # option and option reply payload bytes we hold at most; the rest is skipped
+# (the spec sets no limit on an option's length: 300 queries of 4 KiB make a legal 1.2 MB
+# NBD_OPT_SET_META_CONTEXT; what we cannot hold is our limit, so a cut payload reports no problem)
 
 _OPT = struct.Struct(">QII")
 _OREP = struct.Struct(">QIII")
@@ -100,18 +103,25 @@ class Handshake:
         data = _held(side, p, OPTION_REPLY_HEADER, length)
         if data is None:
             return False
-        fields = _cut_short(payloads.option_reply(reply, data), data, length, "option reply")
+        fields = _cut_short(payloads.option_reply(reply, data), data, length)
         request = next((o for o in conn.pending if o.option == option), None)
         early = request is None and self._option_in_progress() == option
         if early and (reply == Rep.ACK or is_rep_error(reply)):
             # the server answered from the option header alone, before the client's payload
             # finished arriving (nbdkit does this when it requires TLS)
             self.answered_early.append(option)
+        pad = 0
+        if request is not None and option == Opt.GO and reply == Rep.ACK:
+            found = self._go_padding(side, OPTION_REPLY_HEADER + length)
+            if found is None:
+                return False
+            pad = found
         start = side.offset
-        event = conn.emit(ev.OptionReply, side, start, start + OPTION_REPLY_HEADER + length,
+        # zero padding after a GO's ACK (which the spec forbids) is spanned by the ACK, past its length
+        event = conn.emit(ev.OptionReply, side, start, start + OPTION_REPLY_HEADER + length + pad,
                           header=conn.header(side, OPTION_REPLY_HEADER), option=option, reply=reply, length=length,
                           solicited=request is not None or early, **fields)
-        conn.consume(side, OPTION_REPLY_HEADER, length)
+        conn.consume(side, OPTION_REPLY_HEADER, length + pad)
         self._apply_option_reply(side, request, event)
         return True
 
@@ -171,10 +181,13 @@ class Handshake:
 
     def _export_name_reply(self, side: ReceiveBuffer, request: ev.OptionRequest) -> bool:
         conn = self.conn
-        zeroes = not (conn.handshake_flags & HandshakeFlag.NO_ZEROES and conn.client_flags & ClientFlag.C_NO_ZEROES)
-        need = _EXPORT.size + (M.OLDSTYLE_ZEROES if zeroes else 0)
-        if side.avail() < need:
+        due = not (conn.handshake_flags & HandshakeFlag.NO_ZEROES and conn.client_flags & ClientFlag.C_NO_ZEROES)
+        if side.avail() < _EXPORT.size:
             return False
+        zeroes = self._padding(side, due)
+        if zeroes is None:
+            return False
+        need = _EXPORT.size + (M.OLDSTYLE_ZEROES if zeroes else 0)
         size, tflags = _EXPORT.unpack_from(side.buf, side.pos)
         conn.pending.remove(request)
         conn.export_name = request.export_name
@@ -186,6 +199,36 @@ class Handshake:
         self._start_transmission(side, "export-name")
         return True
 
+    def _padding(self, side: ReceiveBuffer, due: bool) -> bool | None:
+        """Whether the 124 zero bytes follow the export-name reply's size and flags (None: cannot tell yet).
+
+        The flags say whether they are due; the bytes overrule them only when they prove otherwise:
+        a reply magic where the padding was due (the server left it out), or zero bytes where none
+        was due (the server sent it anyway). Either way the stream stays framed."""
+        buf, p = side.buf, side.pos + _EXPORT.size
+        extra = side.avail() - _EXPORT.size
+        if due:
+            if extra >= 4 and bytes(buf[p:p + 4]) in _REPLY_MAGICS:
+                return False
+            return True if extra >= M.OLDSTYLE_ZEROES else None
+        if extra <= 0 or any(buf[p:p + min(extra, 4)]):
+            return False
+        if extra < M.OLDSTYLE_ZEROES:
+            return False if self.conn.closing else None
+        return not any(buf[p:p + M.OLDSTYLE_ZEROES])
+
+    def _go_padding(self, side: ReceiveBuffer, at: int) -> int | None:
+        """How many zero bytes a server put after the ACK ending NBD_OPT_GO, in the bytes that came with it
+        (None: zeroes so far, wait for the rest). A reply magic is never zero, so zeroes here are padding."""
+        extra = side.avail() - at
+        p = side.pos + at
+        if extra <= 0 or any(side.buf[p:p + min(extra, 4)]):
+            return 0
+        if extra < M.OLDSTYLE_ZEROES and not self.conn.closing:
+            return None
+        zeroes = side.buf[p:p + min(extra, M.OLDSTYLE_ZEROES)]
+        return len(zeroes) - len(bytes(zeroes).lstrip(b"\0"))
+
     def _start_transmission(self, side: ReceiveBuffer, how: str) -> None:
         conn = self.conn
         conn.machine.fire(Input.HANDSHAKE_DONE, side)
@@ -193,6 +236,13 @@ class Handshake:
                   size=conn.size, transmission_flags=conn.transmission_flags, structured_replies=conn.structured,
                   extended_headers=conn.extended, meta_contexts=tuple(sorted(conn.contexts.items())),
                   min_block=conn.min_block, preferred_block=conn.preferred_block, max_payload=conn.max_payload)
+        if how in ("export-name", "go"):
+            # requests the client sent while the handshake was still open come before any reply that
+            # follows in this direction (a server that left out the export-name padding is only known
+            # to have done so once its first reply arrived)
+            c = conn._c
+            while not c.skip and c.avail() and c.step(c):
+                pass
 
     # ------------------------------------------------------------ client
 
@@ -230,7 +280,7 @@ class Handshake:
         data = _held(side, p, OPTION_HEADER, length)
         if data is None:
             return False
-        fields = _cut_short(payloads.option_request(option, data), data, length, "option")
+        fields = _cut_short(payloads.option_request(option, data), data, length)
         start = side.offset
         request = conn.emit(ev.OptionRequest, side, start, start + OPTION_HEADER + length,
                             header=conn.header(side, OPTION_HEADER), option=option, length=length, **fields)
@@ -245,16 +295,18 @@ class Handshake:
 
 
 def _held(side: ReceiveBuffer, p: int, header: int, length: int) -> bytes | None:
-    """The payload after a header at ``p``, up to HANDSHAKE_KEEP bytes of it (the rest is skipped); None
-    until all of that has arrived."""
-    keep = min(length, HANDSHAKE_KEEP)
+    """The payload after a header at ``p``, up to OPTION_KEEP bytes of it (the rest is skipped); None
+    until all of that has arrived. What is held has arrived: the length field sizes nothing."""
+    keep = min(length, OPTION_KEEP)
     if side.avail() < header + keep:
         return None
     return bytes(side.buf[p + header:p + header + keep])
 
 
-def _cut_short(fields: dict[str, Any], data: bytes, length: int, what: str) -> dict[str, Any]:
-    """The decoded fields, saying so when only part of a longer payload was held."""
+def _cut_short(fields: dict[str, Any], data: bytes, length: int) -> dict[str, Any]:
+    """The decoded fields; when only part of a longer payload was held, whatever its parse found
+    missing is our cut, not the peer's doing, so no problem is reported (rules see ``length``
+    beyond OPTION_KEEP and note nbdscope's limit)."""
     if len(data) < length:
-        fields["problem"] = f"{what} length {length} exceeds what we decode ({HANDSHAKE_KEEP})"
+        fields.pop("problem", None)
     return fields
