@@ -16,14 +16,14 @@ Script = list[tuple[str, bytes]]
 
 
 def analyze(*sessions: Script, client_ports: tuple[int, ...] = (), keep_data: bool = False,
-            closed_by: str | None = None, how: str = "fin") -> Result:
-    """Each script as one connection to 127.0.0.1:10809, one frame per message, all rules on. The capture
-    ends with the connections open, unless ``closed_by`` ("c2s" or "s2c") closes each of them (``how``)."""
+            closed_by: str | None = None, how: str = "fin", server_port: int = 10809) -> Result:
+    """Each script as one connection to 127.0.0.1:``server_port``, one frame per message, all rules on. The
+    capture ends with the connections open, unless ``closed_by`` ("c2s" or "s2c") closes each of them (``how``)."""
     engine = Engine(verify_data=keep_data)
     frame = 0
     for n in range(len(sessions)):
         port = client_ports[n] if client_ports else 40000 + n
-        engine.feed(it.StreamOpen(conn=n, client=it.Endpoint("127.0.0.1", port), server=it.Endpoint("127.0.0.1", 10809),
+        engine.feed(it.StreamOpen(conn=n, client=it.Endpoint("127.0.0.1", port), server=it.Endpoint("127.0.0.1", server_port),
                                   frame=frame, time=frame / 1000, saw_start=True, source="t.pcap"))
     for n, script in enumerate(sessions):
         for direction, data in script:
@@ -64,3 +64,14 @@ def silent(result: Result | list[Anomaly], *rules: str) -> None:
     findings = result.anomalies if isinstance(result, Result) else result
     bad = [a for a in findings if a.rule in rules or a.check in rules]
     assert not bad, f"flagged permitted behaviour: {[(a.check or a.rule, a.message) for a in bad]}"
+
+
+DESCRIPTIVE = frozenset({"handshake-outcome", "proxy-action"})
+"""Rules whose findings describe what happened (how a handshake ended, what the proxy did) rather
+than say that a statement was broken."""
+
+
+def violations(result: Result | list[Anomaly]) -> list[Anomaly]:
+    """The findings that say something was broken: not the descriptive ones, nor the capture's notes."""
+    findings = result.anomalies if isinstance(result, Result) else result
+    return [a for a in findings if a.rule not in DESCRIPTIVE and not (a.blame == "capture" and a.severity == "info")]

@@ -29,6 +29,7 @@ from nbdscope.decoder.transmission import Transmission
 from nbdscope.spec import magics as M
 from nbdscope.vocab import Direction
 
+TLS_HEAD = 11  # bytes that show a record's type and version, and a ServerHello's version
 FEED_PIECE = 16 << 10  # bytes put into a side's buffer at a time in transmission
 HEADER_KEEP = 64  # keep_headers: wire bytes kept per message (the header and the start of a bounded payload)
 
@@ -69,6 +70,7 @@ class Connection:
         self.closing = False  # close() is draining: a reply may take whatever bytes are left
         self.tls_bytes = {"c2s": 0, "s2c": 0}
         self.tls_seen: set[str] = set()  # directions whose first bytes after STARTTLS were judged
+        self.tls_head: dict[str, bytes] = {}  # a direction's first encrypted bytes, until TLS_HEAD of them
         self.next_seq = itertools.count().__next__
         self.out: list[ev.Event] = []  # the events of the current call
         handshake, transmission, hunter = Handshake(self), Transmission(self), Hunter(self)
@@ -101,7 +103,7 @@ class Connection:
         out: list[ev.Event] = []
         self.out = out
         if side.state is State.TLS:
-            self.tls_data(side, side.fed, n, bytes(data[:11]))
+            self.tls_data(side, side.fed, n, bytes(data[:TLS_HEAD]))
             side.fed += n
             return out
         # In transmission the bytes go into the buffer a piece at a time, so that read or
@@ -229,13 +231,17 @@ class Connection:
     def tls_data(self, side: ReceiveBuffer, start: int, n: int, head: bytes) -> None:
         """Count encrypted bytes; ``head`` (their first bytes) is judged on a direction's first ones."""
         if n:
-            first = side.dir not in self.tls_seen
-            self.tls_seen.add(side.dir)
             self.tls_bytes[side.dir] += n
-            if not first:
+            if side.dir in self.tls_seen:
                 self.emit(ev.TlsData, side, start, start + n, nbytes=n)
                 return
-            hello = head[9] << 8 | head[10] if len(head) >= 11 and head[0] == 22 and head[5] == 2 else None
+            # judged once TLS_HEAD bytes are in, however the stream was cut into pieces
+            head = self.tls_head[side.dir] = (self.tls_head.get(side.dir, b"") + head)[:TLS_HEAD]
+            if len(head) < TLS_HEAD:
+                self.emit(ev.TlsData, side, start, start + n, nbytes=n)
+                return
+            self.tls_seen.add(side.dir)
+            hello = head[9] << 8 | head[10] if head[0] == 22 and head[5] == 2 else None
             self.emit(ev.TlsData, side, start, start + n, nbytes=n, plaintext=not_a_tls_record(head),
                       hello_version=hello if side.dir == "s2c" else None)
 

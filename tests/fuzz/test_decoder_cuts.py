@@ -61,7 +61,11 @@ def _tls_per_frame(events: list[tuple[int, ev.Event]]) -> list[ev.Event]:
         if (isinstance(e, ev.TlsData) and isinstance(last, ev.TlsData) and conn == last_conn
                 and (last.dir, last.frame) == (e.dir, e.frame)):
             assert e.start == last.end
-            out[-1] = dataclasses.replace(last, nbytes=last.nbytes + e.nbytes, end=e.end)
+            # the first bytes' judgement (plaintext, ServerHello version) rides on the piece that completed them
+            out[-1] = dataclasses.replace(last, nbytes=last.nbytes + e.nbytes, end=e.end,
+                                          plaintext=last.plaintext or e.plaintext,
+                                          hello_version=last.hello_version if last.hello_version is not None
+                                          else e.hello_version)
             merged[conn] = merged.get(conn, 0) + 1
         else:
             out.append(dataclasses.replace(e, seq=e.seq - merged[conn]) if merged.get(conn) else e)

@@ -91,7 +91,7 @@ def test_disc_with_requests_in_flight_and_the_server_dropping_them() -> None:
     """transmission-end.6 (client waits for replies before DISC) and cmd-disc.1 (server answers them)."""
     result = analyze(handshake(HAS_FLAGS) + [("c2s", w.request(READ, 3, 0, 512)),
                                              ("c2s", w.request(DISC, 4, 0, 0))], closed_by="s2c")
-    early = fired(result, "hard-disconnect.disc-with-requests-in-flight", blame="client")
+    early = fired(result, "disconnect-protocol.disc-in-flight", blame="client")
     assert "cookie 0x3" in early[0].message and early[0].severity == "warning"
     dropped = fired(result, "hard-disconnect.disc-unanswered", blame="server")
     assert "cookie 0x3" in dropped[0].message and dropped[0].severity == "error"
@@ -101,7 +101,7 @@ def test_disc_answered_in_full_is_only_the_clients_haste() -> None:
     result = analyze(handshake(HAS_FLAGS, structured=False) + [
         ("c2s", w.request(READ, 3, 0, 512)), ("c2s", w.request(DISC, 4, 0, 0)),
         ("s2c", w.simple_reply(3, 0, bytes(512)))], closed_by="s2c")
-    assert checks(result) == {"hard-disconnect.disc-with-requests-in-flight"}
+    assert checks(result) == {"disconnect-protocol.disc-in-flight"}
 
 
 def test_client_ignoring_eshutdown_breaks_transmission_end_5() -> None:

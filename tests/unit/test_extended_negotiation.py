@@ -5,7 +5,7 @@ NBD_REP_ERR_EXT_HEADER_REQD, and what the branch permits stays silent."""
 from __future__ import annotations
 
 from tests import nbdwire as w
-from tests.judging import analyze, fired, silent
+from tests.judging import analyze, fired, silent, violations
 
 Script = list[tuple[str, bytes]]
 ACK, META_CONTEXT = 1, 4
@@ -27,7 +27,7 @@ def go(name: str = "disk") -> Script:
 
 
 def rules(result) -> set[str]:
-    return {a.check or a.rule for a in result.anomalies}
+    return {a.check or a.rule for a in violations(result)}
 
 
 def test_extended_headers_then_go_is_clean() -> None:

@@ -9,7 +9,7 @@ import struct
 
 from nbdscope.analysis.engine import Result
 from tests import nbdwire as w
-from tests.judging import analyze, fired, silent
+from tests.judging import analyze, fired, silent, violations
 
 EXPORT_NAME, ABORT, LIST, STARTTLS, INFO, GO, SR, LIST_META, SET_META, EXT = 1, 2, 3, 5, 6, 7, 8, 9, 10, 11
 ACK, SERVER, REP_INFO, META = 1, 2, 3, 4
@@ -31,15 +31,14 @@ def go(name: str = "", infos: tuple[int, ...] = ()) -> Script:
 
 
 def checks(result: Result) -> set[str]:
-    return {a.check or a.rule for a in result.anomalies}
+    return {a.check or a.rule for a in violations(result)}
 
 
 def only_fired(check: str, blame: str, script: Script) -> list:
     """The script breaks exactly one statement: ``check`` fires, blaming ``blame``, and nothing else does."""
     result = analyze(script)
     hits = fired(result, check, blame=blame)
-    assert checks(result) == {f"option-protocol.{check.split('.', 1)[1]}"}, [(a.check, a.message)
-                                                                            for a in result.anomalies]
+    assert checks(result) == {check}, [(a.check, a.message) for a in violations(result)]
     return hits
 
 
@@ -57,7 +56,7 @@ def test_a_server_that_keeps_going_after_undefined_client_flags() -> None:
     reserved-bits-set's)."""
     kept = analyze([("s2c", w.greeting_newstyle()), ("c2s", w.client_flags(0b111)), *go()])
     assert len(fired(kept, "option-protocol.kept-bad-client-flags", blame="server")) == 1
-    assert checks(kept) == {"option-protocol.kept-bad-client-flags", "reserved-bits-set"}
+    assert checks(kept) == {"option-protocol.kept-bad-client-flags", "reserved-bits-set.client-flags"}
     dropped = analyze([("s2c", w.greeting_newstyle()), ("c2s", w.client_flags(0b111)),
                        ("c2s", w.option(GO, w.opt_go_data("")))])
     silent(dropped, "option-protocol")
@@ -182,9 +181,9 @@ def test_data_on_abort_is_a_warning_and_the_server_must_still_ack() -> None:
 
 
 def test_data_on_starttls_and_extended_headers() -> None:
-    """opt-starttls.1 and the extended-headers option's own row (other parts; linked at merge)."""
-    only_fired("option-protocol.data-on-starttls", "client", [*GREET, ("c2s", w.option(STARTTLS, b"x")), ("s2c", w.opt_reply(STARTTLS, ERR_INVALID))])
-    only_fired("option-protocol.data-on-extended-headers", "client", [*GREET, ("c2s", w.option(EXT, b"x")), ("s2c", w.opt_reply(EXT, ERR_INVALID))])
+    """opt-starttls.1 and ext.opt-extended-headers.1: judged by tls-protocol and extended-negotiation, once each."""
+    only_fired("tls-protocol.starttls-data", "client", [*GREET, ("c2s", w.option(STARTTLS, b"x")), ("s2c", w.opt_reply(STARTTLS, ERR_INVALID))])
+    only_fired("extended-negotiation.option-data", "client", [*GREET, ("c2s", w.option(EXT, b"x")), ("s2c", w.opt_reply(EXT, ERR_INVALID))])
 
 
 # ------------------------------------------------------------ request payloads
@@ -266,7 +265,7 @@ def test_context_names() -> None:
     only_fired("option-protocol.context-name-not-utf8", "server", script)
     script = [*GREET, *SR_AGREED, ("c2s", w.option(LIST_META, w.opt_meta_data("", []))),
               ("s2c", w.opt_reply(LIST_META, META, w.meta_context(0, "allocation"))), ("s2c", w.opt_reply(LIST_META, ACK))]
-    only_fired("option-protocol.context-name-without-namespace", "server", script)
+    only_fired("block-status.bad-context-name", "server", script)
 
 
 # ------------------------------------------------------------ replies
@@ -348,11 +347,11 @@ def test_go_differs_from_the_info_before_it_but_may_reorder() -> None:
 
 
 def test_block_sizes_that_cannot_be() -> None:
-    """block-size-invalid (size constraints, sizes part: linked at merge)."""
+    """sizes.11 and the size constraints: judged by block-size-invalid alone."""
     script = [*GREET, ("c2s", w.option(GO, w.opt_go_data("", (3,)))),
               ("s2c", w.opt_reply(GO, REP_INFO, w.info_export(1000 * 4096, TF))),  # a multiple of 1000
               ("s2c", w.opt_reply(GO, REP_INFO, w.info_block_size(1000, 4096, 1 << 25))), ("s2c", w.opt_reply(GO, ACK))]
-    [hit] = only_fired("option-protocol.block-size-invalid", "server", script)
+    [hit] = only_fired("block-size-invalid.minimum", "server", script)
     assert "1000" in hit.message
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import struct
 
 from tests import nbdwire as w
-from tests.judging import analyze, fired, silent
+from tests.judging import analyze, fired, silent, violations
 from tests.wirescripts import handshake
 
 READ, WRITE, DISC, FLUSH, TRIM, WZ = 0, 1, 2, 3, 4, 6
@@ -26,7 +26,7 @@ def hole(offset: int, n: int) -> bytes:
 
 
 def checks(result) -> set[str]:  # type: ignore[no-untyped-def]
-    return {a.check for a in result.anomalies}
+    return {a.check for a in violations(result)}
 
 
 def read_with(*chunks: bytes, length: int = 1024, offset: int = 0, flags: int = 0, tflags: int = TF):  # type: ignore[no-untyped-def]

@@ -7,7 +7,7 @@ from __future__ import annotations
 from nbdscope import vocab as it
 from nbdscope.analysis.engine import Engine, Result
 from tests import nbdwire as w
-from tests.judging import analyze, fired, silent
+from tests.judging import analyze, fired, silent, violations
 from tests.wirescripts import handshake
 
 READ, WRITE, TRIM, STATUS = 0, 1, 4, 7
@@ -17,7 +17,7 @@ TFLAGS = 0x1 | 0x20
 
 
 def checks(result: Result) -> set[str]:
-    return {a.check for a in result.anomalies}
+    return {a.check for a in violations(result)}
 
 
 def status(cookie: int, offset: int, length: int, extents: list[tuple[int, int]], ctx: int = 1,

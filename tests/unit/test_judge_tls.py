@@ -6,7 +6,7 @@ from __future__ import annotations
 import struct
 
 from tests import nbdwire as w
-from tests.judging import analyze, fired, silent
+from tests.judging import analyze, fired, silent, violations
 
 STARTTLS, GO, INFO, LIST, ABORT, EXPORT_NAME, STRUCTURED = 5, 7, 6, 3, 2, 1, 8
 ACK, SERVER, REP_INFO = 1, 2, 3
@@ -35,7 +35,7 @@ def export_name(name: str = "") -> list[tuple[str, bytes]]:
 
 
 def checks(result) -> set[str]:  # type: ignore[no-untyped-def]
-    return {a.check for a in result.anomalies}
+    return {a.check for a in violations(result)}
 
 
 def test_client_plaintext_after_ack() -> None:

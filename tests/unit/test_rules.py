@@ -175,12 +175,15 @@ def test_option_protocol_findings() -> None:
               ("s2c", w.opt_reply(10, 4, w.meta_context(1, "qemu:dirty-bitmap:b"))), ("s2c", w.opt_reply(10, 1)),
               ("c2s", w.option(7, w.opt_go_data("", (3,)))), ("s2c", w.opt_reply(7, 3, w.info_block_size(1000, 256, 128))),
               ("s2c", w.opt_reply(7, 1))]
-    msgs = [a.message for a in found(analyze(script), "option-protocol")]
+    result = analyze(script)
+    msgs = [a.message for a in found(result, "option-protocol")]
     assert any("NO_ZEROES" in m for m in msgs)
     assert any("before structured replies" in m for m in msgs)
     assert any("context id 1 given to both" in m for m in msgs)
     assert any("without an NBD_INFO_EXPORT" in m for m in msgs)
-    assert sum("NBD_INFO_BLOCK_SIZE" in m for m in msgs) == 3
+    # the block sizes' relations are block-size-invalid's: minimum 1000, preferred 256, maximum 128
+    assert {a.check for a in found(result, "block-size-invalid")} == {
+        "block-size-invalid.minimum", "block-size-invalid.preferred", "block-size-invalid.maximum"}
 
 
 def test_tls_downgrade_and_tls_without_starttls() -> None:
@@ -281,20 +284,26 @@ def test_header_styles_must_match_negotiation() -> None:
     script = ext + [("c2s", w.request(READ, 1, 0, 512)),  # compact request under extended headers
                     ("s2c", w.simple_reply(1, 22)),  # simple reply under extended headers
                     ("c2s", w.ext_request(FLUSH, 2, 0, 0)), ("s2c", w.chunk(2, 0, b"", DONE))]  # 20-byte chunk
-    msgs = [a.message for a in found(analyze(script), "structured-reply-not-negotiated")]
-    assert len(msgs) == 3
-    assert any("compact" in m for m in msgs) and any("simple reply" in m for m in msgs)
-    assert any("20-byte" in m for m in msgs)
+    # under extended headers each style fault is one finding, extended-headers'
+    result = analyze(script)
+    assert {a.check for a in found(result, "extended-headers")} == {
+        "extended-headers.compact-request", "extended-headers.simple-reply", "extended-headers.structured-chunk"}
+    assert found(result, "structured-reply-not-negotiated") == []
     plain = handshake(HAS_FLAGS, structured=False) + [("c2s", w.ext_request(READ, 1, 0, 8)),
                                                       ("s2c", w.ext_chunk(1, 0, 0, b"", DONE))]
-    msgs = [a.message for a in found(analyze(plain), "structured-reply-not-negotiated")]
-    assert any("extended (32-byte) request" in m for m in msgs) and any("extended reply chunk" in m for m in msgs)
+    result = analyze(plain)
+    msgs = [a.message for a in found(result, "structured-reply-not-negotiated")]
+    assert len(msgs) == 1 and "extended (32-byte) request" in msgs[0]
+    assert [a.check for a in found(result, "extended-headers")] == ["extended-headers.extended-reply-unagreed"]
 
 
 def test_transmission_flags_that_contradict_themselves() -> None:
     script = handshake(SEND_DF | (1 << 11) | (1 << 12), structured=False)
-    msgs = [a.message for a in found(analyze(script), "transmission-flags-invalid")]
-    assert len(msgs) == 4  # HAS_FLAGS clear, FAST_ZERO w/o WRITE_ZEROES, DF w/o structured, PAYLOAD w/o extended
+    result = analyze(script)
+    msgs = [a.message for a in found(result, "transmission-flags-invalid")]
+    assert len(msgs) == 3  # HAS_FLAGS clear, FAST_ZERO w/o WRITE_ZEROES, DF w/o structured
+    # and BLOCK_STATUS_PAYLOAD without extended headers, once, as extended-headers'
+    assert [a.check for a in found(result, "extended-headers")] == ["extended-headers.block-status-payload-unagreed"]
 
 
 def test_reply_with_an_error_chunk_then_done_is_a_failure() -> None:

@@ -79,7 +79,8 @@ class ReservedBitsSet(Rule):
         elif not isinstance(event, ev.TransmissionStart):
             self._transmission(session, event, getattr(event, "transmission_flags", None))
 
-    def _transmission(self, session: Session, event: ev.Event, tflags: int | None) -> None:
+    def _transmission(self, session: Session, event: ev.Event, received: int | None) -> None:
+        tflags = session.sent_flags(received)  # as the server sent them, not as a proxy rewrote them
         if tflags is not None and TRANSMISSION_FLAGS.reserved(tflags):
             self.flag(session, event, f"transmission flags {tflags:#06x} set undefined bit(s) "
                       f"{_bits(TRANSMISSION_FLAGS.reserved(tflags))} (clients ignore them)",

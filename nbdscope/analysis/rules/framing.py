@@ -211,11 +211,6 @@ class HardDisconnect(Rule):
               fix="the server: finish every outstanding request before closing on NBD_CMD_DISC",
               example="the server closed after NBD_CMD_DISC (frame 20) leaving requests sent before it "
                       "unanswered: NBD_CMD_WRITE cookie 0x3 (frame 18)"),
-        Check("disc-with-requests-in-flight", ("transmission-end.6",), blame="client",
-              summary="the client sent NBD_CMD_DISC while requests were still in flight",
-              consequence="replies to those requests may be lost as the server shuts the connection",
-              fix="the client: wait for every reply before NBD_CMD_DISC",
-              example="NBD_CMD_DISC sent with 2 request(s) in flight: NBD_CMD_WRITE cookie 0x3 (frame 18), ..."),
         Check("client-no-abort", ("haggle-end.7",), blame="client",
               summary="the client closed TCP during the handshake without NBD_OPT_ABORT",
               consequence="the server sees a failed negotiation instead of a client that chose to leave",
@@ -249,10 +244,7 @@ class HardDisconnect(Rule):
             if event.payload_length > DOS_PAYLOAD:  # type: ignore[attr-defined]
                 self._excuse(session, "server", f"a {event.payload_length}-byte request payload "  # type: ignore[attr-defined]
                              f"(frame {event.frame})")
-            if event.command == _DISC and session.in_flight and session.reliable:  # type: ignore[attr-defined]
-                flights = [(c, f.request.command, f.request.frame) for c, f in session.in_flight.items()]
-                self.flag(session, event, f"NBD_CMD_DISC sent with {len(flights)} request(s) in flight: "
-                          f"{_requests(flights)}", check="disc-with-requests-in-flight", in_flight=len(flights))
+            # NBD_CMD_DISC with requests in flight: disconnect-protocol.disc-in-flight
         elif isinstance(event, ev.ConnectionEnd):
             try:
                 self._ended(session, event)

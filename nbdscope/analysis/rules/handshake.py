@@ -25,8 +25,9 @@ from nbdscope.spec.codes import OPTION_REPLY_HEADER, is_rep_error
 NBD_PORT = 10809
 _KNOWN_CFLAGS = int(ClientFlag.C_FIXED_NEWSTYLE | ClientFlag.C_NO_ZEROES)  # int: ~ on the enum drops unknown bits
 _NO_DATA: dict[int, str] = {
-    Opt.LIST: "data-on-list", Opt.STRUCTURED_REPLY: "data-on-structured-reply", Opt.ABORT: "data-on-abort",
-    Opt.STARTTLS: "data-on-starttls", Opt.EXTENDED_HEADERS: "data-on-extended-headers"}
+    Opt.LIST: "data-on-list", Opt.STRUCTURED_REPLY: "data-on-structured-reply", Opt.ABORT: "data-on-abort"}
+# data on NBD_OPT_STARTTLS and NBD_OPT_EXTENDED_HEADERS: tls-protocol.starttls-data, extended-negotiation.option-data
+_JUDGED_ELSEWHERE = frozenset({int(Opt.STARTTLS), int(Opt.EXTENDED_HEADERS)})
 
 
 @dataclass
@@ -170,6 +171,8 @@ class OptionProtocol(Rule):
         st.go_unsup = None
 
     def _request_problem(self, session: Session, event: ev.OptionRequest, name: str) -> None:
+        if event.option in _JUDGED_ELSEWHERE:
+            return
         check = _NO_DATA.get(event.option)
         if check is None:
             named = event.option in (Opt.INFO, Opt.GO) and event.export_name is None
@@ -307,9 +310,7 @@ class OptionProtocol(Rule):
             if not strs.facts(event.name).valid_utf8:
                 self.flag(session, event, f"NBD_REP_META_CONTEXT name {strs.shown(event.name)} is not valid UTF-8",
                           check="context-name-not-utf8")
-            elif not strs.has_namespace(event.name) and event.option == Opt.LIST_META_CONTEXT:
-                self.flag(session, event, f"NBD_REP_META_CONTEXT {strs.shown(event.name)} has no namespace",
-                          check="context-name-without-namespace")
+            # a name without namespace: block-status.bad-context-name
 
     def _info(self, session: Session, st: _State, event: ev.OptionReply, name: str) -> None:
         itype = event.info_type
@@ -322,8 +323,7 @@ class OptionProtocol(Rule):
             st.info_frames[itype] = event.frame
         st.info[itype] = (event.size, event.transmission_flags, event.min_block, event.preferred_block,
                           event.max_payload, event.name, event.description)
-        if itype == Info.BLOCK_SIZE and event.min_block is not None:
-            self._block_sizes(session, event)
+        # the sizes' relations (powers of two, bounds) are block-size-invalid's
 
     def _context(self, session: Session, st: _State, event: ev.OptionReply, cur: ev.OptionRequest | None) -> None:
         """Context ids bind only for SET_META_CONTEXT; a LIST answer's ids are reserved (0 advised)."""
@@ -426,8 +426,3 @@ class OptionProtocol(Rule):
                       f"the same parameters ({INFO_TYPES.name(itype)}: {diffs})", check="go-differs-from-info",
                       info_type=itype)
 
-    def _block_sizes(self, session: Session, e: ev.OptionReply) -> None:
-        mn, pref, mx = e.min_block or 0, e.preferred_block or 0, e.max_payload or 0
-        for text in info_answers.block_size_problems(mn, pref, mx):
-            self.flag(session, e, f"NBD_INFO_BLOCK_SIZE: {text}", check="block-size-invalid", min_block=mn,
-                      preferred_block=pref, max_payload=mx)

@@ -77,11 +77,6 @@ CLIENT_OPTIONS = (
     _c("data-on-abort", ("opt-abort.2",), "NBD_OPT_ABORT carried data (a SHOULD NOT; servers are told to ignore it)",
        "harmless with servers that follow the spec", "client: send NBD_OPT_ABORT with length 0",
        "NBD_OPT_ABORT carries 4 bytes of data", blame=_C),
-    _c("data-on-starttls", (), "NBD_OPT_STARTTLS carried data", "the server rejects the TLS upgrade",
-       "client: send it with length 0", "NBD_OPT_STARTTLS carries 4 bytes of data", severity="error", blame=_C),
-    _c("data-on-extended-headers", (), "NBD_OPT_EXTENDED_HEADERS carried data", "the server rejects it",
-       "client: send it with length 0", "NBD_OPT_EXTENDED_HEADERS carries 4 bytes of data", severity="error",
-       blame=_C),
     _c("info-name-too-long", ("opt-info.1",), "an NBD_OPT_INFO/GO name length runs past the option data (more than "
        "length - 6)", "the server cannot parse the request", "client: name length = option length - 6 - 2 x "
        "requests", "NBD_OPT_GO: export name length 50 runs past the 12-byte payload", blame=_C),
@@ -123,9 +118,6 @@ STRINGS = (
     _c("context-name-not-utf8", ("rep-meta-context.1",), "a metadata context name in NBD_REP_META_CONTEXT is not "
        "valid UTF-8", "clients cannot compare it with their query", "server: send context names as UTF-8",
        "NBD_REP_META_CONTEXT name 'base:\\xff' is not valid UTF-8", blame=_S),
-    _c("context-name-without-namespace", ("opt-list-meta-context.11",), "a context the server lists does not start "
-       "with a namespace and a colon", "clients cannot select it", "server: list contexts as namespace:leaf",
-       "NBD_REP_META_CONTEXT 'allocation' has no namespace", blame=_S),
 )
 
 SERVER_REPLIES = (
@@ -172,10 +164,6 @@ SERVER_REPLIES = (
        "server: answer the same question the same way (nbd-server 3.24 reports size 0 to NBD_OPT_INFO)",
        "NBD_OPT_GO answered differently from the NBD_OPT_INFO just before it with the same parameters "
        "(NBD_INFO_EXPORT: size 0 vs 1048576)", blame=_S),
-    _c("block-size-invalid", (), "NBD_INFO_BLOCK_SIZE values break the size constraints (powers of two, minimum "
-       "<= 64 KiB, preferred >= max(minimum, 512), maximum >= preferred)", "clients pick impossible request "
-       "sizes", "server: advertise consistent constraints", "NBD_INFO_BLOCK_SIZE: minimum block size 1000 must be "
-       "a power of two no larger than 65536", severity="error", blame=_S),
     _c("context-id-reused", ("opt-set-meta-context.6",), "NBD_OPT_SET_META_CONTEXT gave one context id to two "
        "contexts", "block status replies cannot be told apart", "server: a distinct id per selected context",
        "context id 1 given to both 'base:allocation' and 'qemu:dirty-bitmap:b' in one reply", blame=_S),

@@ -77,7 +77,8 @@ class BlockStatus(Rule):
            "the client loses its connection over a harmless query", "server: answer or fail it, do not hang up",
            "server closed the connection with NBD_CMD_BLOCK_STATUS of length 0 (cookie 0x5) unanswered",
            blame="server"),
-        _c("bad-context-name", ("metadata.7",), "context name without a non-empty namespace and a colon",
+        _c("bad-context-name", ("metadata.7", "opt-list-meta-context.11"),
+           "context name without a non-empty namespace and a colon",
            "clients cannot tell which namespace defines the status bits", "server: name contexts namespace:leaf",
            "NBD_REP_META_CONTEXT name 'allocation' has no namespace and colon", blame="server"),
         _c("unregistered-namespace", ("metadata.9",), "context in a namespace the spec neither defines nor "
@@ -209,7 +210,9 @@ class BlockStatus(Rule):
     def _wanted(session: Session, event: ev.ReplyChunk) -> tuple[int, ...]:
         flight = session.in_flight.get(event.cookie)
         if flight is not None and flight.request.context_ids and (event.request_flags or 0) & CommandFlag.PAYLOAD_LEN:
-            return flight.request.context_ids  # the payload form asks for some contexts only
+            # the payload form asks for some contexts only; an id never negotiated is owed nothing (a success
+            # for it is extended-headers.payload-form-bad-ids-accepted)
+            return tuple(c for c in flight.request.context_ids if c in session.meta_contexts)
         return tuple(session.meta_contexts)
 
     def _ended(self, session: Session, event: ev.ConnectionEnd) -> None:
