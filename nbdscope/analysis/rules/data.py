@@ -59,9 +59,8 @@ class StaleRead(Rule):
               fix="server: make acknowledged writes visible to every later read on the connection",
               example="read returned other data at offset 4096: this connection wrote there in frame 12 and had "
                       "the write acknowledged before this request was sent"),
-        Check("multi-conn", (), "a read on one connection that misses a write another connection had made "
-              "durable (flush or FUA) while NBD_FLAG_CAN_MULTI_CONN was advertised (tflags.8, linked at merge)",
-              severity="error",
+        Check("multi-conn", ("tflags.8",), "a read on one connection that misses a write another connection had "
+              "made durable (flush or FUA) while NBD_FLAG_CAN_MULTI_CONN was advertised",
               consequence="a multi-connection client (nbdcopy, qemu with several connections) reads stale data",
               fix="server: advertise NBD_FLAG_CAN_MULTI_CONN only when caches are shared or absent",
               example="read returned other data at offset 0: connection s1 wrote there in frame 12, made it durable "

@@ -27,8 +27,7 @@ class DisconnectProtocol(Rule):
                     "the client goes on sending after NBD_CMD_DISC or after NBD_ESHUTDOWN, or disconnects "
                     "with requests still in flight")
     CHECKS = (
-        Check("request-after-disc", (), "a request sent after NBD_CMD_DISC (cmd-disc.2, linked at merge)",
-              severity="error",
+        Check("request-after-disc", ("cmd-disc.2",), "a request sent after NBD_CMD_DISC",
               consequence="the server is closing and never answers it; the client waits or loses the request",
               fix="client: send NBD_CMD_DISC last, after every reply it wants has arrived",
               example="NBD_CMD_READ cookie 0x5 sent after NBD_CMD_DISC in frame 30"),
