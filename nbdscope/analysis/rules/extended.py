@@ -54,6 +54,12 @@ class ExtendedHeaders(Rule):
         self.state: dict[str, _Negotiated] = {}
 
     def message(self, session: Session, event: ev.Event) -> None:
+        cls = type(event)
+        if not session.extended_headers and (
+                cls is ev.SimpleReply
+                or (cls is ev.Request and not event.extended and not event.flags & _PAYLOAD_LEN)  # type: ignore[attr-defined]
+                or (cls is ev.ReplyChunk and not event.extended and event.reply_type != _STATUS64)):  # type: ignore[attr-defined]
+            return  # the common case, compact headers as agreed: nothing to judge (one test per message)
         st = self.state.get(session.id)
         if st is None:
             st = self.state[session.id] = _Negotiated()

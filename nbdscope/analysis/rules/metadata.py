@@ -98,6 +98,7 @@ class BlockStatus(Rule):
            "NBD_REP_ERR_INVALID", blame="server"),
     )
     EVENTS = (ev.OptionRequest, ev.OptionReply, ev.Request, ev.SimpleReply, ev.ReplyChunk, ev.ConnectionEnd)
+    FOR_COMMANDS = frozenset({_STATUS})  # requests and replies: block status only
 
     def __init__(self) -> None:
         super().__init__()

@@ -73,7 +73,8 @@ class AdvertisedRefused(Rule):
                       "NBD_FLAG_SEND_FAST_ZERO; a slow zero must fail with NBD_ENOTSUP"),
     )
     EVENTS = (ev.SimpleReply, ev.ReplyChunk)
-    FOR_COMMANDS = frozenset(Cmd)
+    # the commands a feature flag or FUA concerns (reads are neither: not called for them)
+    FOR_COMMANDS = frozenset({Cmd.WRITE, Cmd.FLUSH, Cmd.TRIM, Cmd.WRITE_ZEROES})
 
     def __init__(self) -> None:
         super().__init__()
