@@ -89,7 +89,7 @@ class StreamNote:
     frame: int
     time: float
     # set when the note records something the proxy did on purpose: "rewrite-flags", "delay" or
-    # "closed-at-shutdown" (the session model keeps it, the proxy-action rule reports it)
+    # "closed-at-shutdown" or "upstream-failed" (the session model keeps it, the proxy-action rule reports it)
     action: str = ""
     values: tuple[tuple[str, int], ...] = ()  # rewrite-flags: ("sent", flags), ("forwarded", flags)
 

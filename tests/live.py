@@ -97,10 +97,12 @@ def nbdsh(uri: str, script: str, base_allocation: bool = False) -> list[str]:
 
 
 @contextmanager
-def proxy(tmp: Path, listen: str, upstream: str, *args: str) -> Iterator[subprocess.Popen[str]]:
-    """nbdscope proxy writing live.jsonl and live.pcapng into ``tmp``, once it accepts; SIGINT at the end."""
-    cmd = [sys.executable, "-m", "nbdscope", "proxy", "--listen", listen, "--upstream", upstream, "--quiet",
-           "--jsonl", str(tmp / "live.jsonl"), "--pcapng", str(tmp / "live.pcapng"), *args]
+def proxy(tmp: Path, listen: str, upstream: str, *args: str, quiet: bool = True) -> Iterator[subprocess.Popen[str]]:
+    """nbdscope proxy writing live.jsonl and live.pcapng into ``tmp`` (its console into proxy.out), once it
+    accepts; SIGINT at the end."""
+    cmd = [sys.executable, "-m", "nbdscope", "proxy", "--listen", listen, "--upstream", upstream,
+           *(["--quiet"] if quiet else []), "--jsonl", str(tmp / "live.jsonl"), "--pcapng", str(tmp / "live.pcapng"),
+           *args]
     proc = subprocess.Popen(cmd, stdout=open(tmp / "proxy.out", "w"), stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stderr is not None

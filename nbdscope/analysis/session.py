@@ -74,7 +74,7 @@ class Session:
     # The proxy's own doing: (action, frame, text) in order; flag rewrites as (sent, forwarded)
     proxy_actions: list[tuple[str, int, str]] = field(default_factory=list)
     flag_rewrites: list[tuple[int, int]] = field(default_factory=list)
-    proxy_closed: bool = False  # the proxy ended the connection itself (at shutdown, after --grace)
+    proxy_closed: bool = False  # the proxy ended the connection itself (at shutdown, or its upstream failed)
     anomaly_count: int = 0
     lost_sync: int = 0  # gaps and resyncs: replies to unseen requests are then expected
     withheld: int = 0  # findings about a peer dropped because the capture had lost framing (rules/base.py)
@@ -168,7 +168,7 @@ class Session:
         self.proxy_actions.append((action, frame, text))
         if action == "rewrite-flags":
             self.flag_rewrites.append((values["sent"], values["forwarded"]))
-        elif action == "closed-at-shutdown":
+        elif action in ("closed-at-shutdown", "upstream-failed"):
             self.proxy_closed = True
 
     def sent_flags(self, received: int | None) -> int | None:

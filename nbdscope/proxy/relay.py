@@ -31,6 +31,7 @@ from nbdscope.spec import COMMANDS
 MADE_UP_CLIENT, MADE_UP_SERVER = "192.0.2.1", "192.0.2.2"  # documentation range: not a real host
 OTHER = {"c2s": "s2c", "s2c": "c2s"}
 OWN_BUFFER = 256 << 10  # receive buffer of a session that rewrites or delays
+BACKLOG = 1024  # connections the kernel may complete before the relay accepts them (capped by somaxconn)
 
 
 def _ipv4(host: object) -> str | None:
@@ -99,7 +100,7 @@ class _End(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.session.relay.tap.unpin(self.transport)
-        self.session.lost(self.direction)
+        self.session.lost(self.direction, isinstance(exc, ConnectionResetError))
 
     def pause_writing(self) -> None:  # bytes wait to be sent: stop reading the other side
         peer = self.session.ends.get(OTHER[self.direction])
@@ -133,6 +134,7 @@ class _Session:
         self.ends: dict[str, _End] = {}
         self.rewriter = relay.make_rewriter() if relay.make_rewriter else None
         self.closed_by: str | None = None
+        self.reset = False  # the side that closed first reset the connection
         self.eofs: set[str] = set()
         self.finished = False
         self.started = False
@@ -147,6 +149,7 @@ class _Session:
         if self.relay.throttled:
             end.hold("watcher", True)
         if end.direction == "c2s":  # the client: hold its bytes until the upstream is there
+            self._record_open()
             end.hold("upstream", True)
             self.relay.track(asyncio.ensure_future(self._connect()))
         elif self.finished or self.ends["c2s"].transport is None or self.ends["c2s"].transport.is_closing():
@@ -164,9 +167,15 @@ class _Session:
                 await loop.create_connection(lambda: _End(self, "s2c"), *relay.upstream.tcp())
         except OSError as exc:
             relay.stats.upstream_failures += 1
-            relay.log(f"proxy: upstream {relay.upstream} refused session {self.conn}: {exc.strerror or exc}")
+            why = exc.strerror or str(exc)
+            relay.log(f"proxy: upstream {relay.upstream} refused session {self.conn}: {why}")
+            if not self.finished:
+                relay.tap.action(self.conn, "s2c", time.time(), "upstream-failed",
+                                 f"nbdscope proxy could not connect to the upstream {relay.upstream} ({why}) and "
+                                 "closed the client's connection")
+                self.closed_by = self.closed_by or "s2c"  # the proxy, standing for the server, hung up
             self._close_all()
-            self._finish(record=False)
+            self._finish()
             return
         client = self.ends["c2s"]
         if client.transport is None or client.transport.is_closing() or self.finished:
@@ -174,7 +183,9 @@ class _Session:
             return
         client.hold("upstream", False)
 
-    def _start(self) -> None:
+    def _record_open(self) -> None:
+        """Record the session the moment the client is accepted, before anything can go wrong
+        with it (a reset, an upstream that refuses): every accepted connection is a session."""
         relay = self.relay
         client = self.ends["c2s"].transport
         assert client is not None
@@ -184,6 +195,9 @@ class _Session:
         peer, made_up = relay.endpoints(self.conn, client)
         relay.tap.open(self.conn, time.time(), {"client": [peer[0].host, peer[0].port],
                                                 "server": [peer[1].host, peer[1].port], "comment": made_up})
+
+    def _start(self) -> None:
+        """The upstream is connected: what the client sent meanwhile goes to it now."""
         early, self.early = self.early, []
         for data in early:
             self.forward("c2s", data)
@@ -287,10 +301,11 @@ class _Session:
         if len(self.eofs) == 2:
             self._close_all()
 
-    def lost(self, direction: str) -> None:
-        self.closed_by = self.closed_by or direction
+    def lost(self, direction: str, reset: bool = False) -> None:
+        if self.closed_by is None:
+            self.closed_by, self.reset = direction, reset
         self._close_all()
-        self._finish(record=self.started)
+        self._finish()
 
     def _close_all(self) -> None:
         for end in self.ends.values():
@@ -302,15 +317,20 @@ class _Session:
             if end.transport is not None:
                 end.transport.abort()
 
-    def _finish(self, record: bool) -> None:
+    def _finish(self) -> None:
         if self.finished:
             return
         self.finished = True
         relay = self.relay
         relay.sessions.discard(self)
-        if record:
+        if self.early:  # the client left before the upstream was there: those bytes never passed
+            kept = sum(map(len, self.early))
+            relay.tap.note(self.conn, "c2s", time.time(), f"nbdscope proxy: {kept} bytes from the client were not "
+                           "forwarded (the client left before the upstream connection was made)")
+            self.early = []
+        if self.started:
             relay.stats.open -= 1
-            relay.tap.close(self.conn, self.closed_by or "c2s", time.time())  # type: ignore[arg-type]
+            relay.tap.close(self.conn, self.closed_by or "c2s", time.time(), self.reset)  # type: ignore[arg-type]
         if not self.done.done():
             self.done.set_result(None)
 
@@ -354,9 +374,9 @@ class Relay:
             assert self.listen.path is not None
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.listen.path)
-            self.server = await loop.create_unix_server(self._new_client, self.listen.path)
+            self.server = await loop.create_unix_server(self._new_client, self.listen.path, backlog=BACKLOG)
         else:
-            self.server = await loop.create_server(self._new_client, *self.listen.tcp())
+            self.server = await loop.create_server(self._new_client, *self.listen.tcp(), backlog=BACKLOG)
 
     def track(self, future: asyncio.Future[Any]) -> None:
         self.tasks.add(future)
@@ -393,14 +413,17 @@ class Relay:
                                                                            str | None]:
         """Endpoints for the decoder and the pcapng: real IPv4 ones where they exist, made-up
         documentation addresses (and a comment saying what they stand for) otherwise."""
-        peer = transport.get_extra_info("peername")
+        try:
+            peer = transport.get_extra_info("peername")
+        except OSError:  # a client reset before it was accepted may have no address left
+            peer = None
         host = _ipv4(peer[0]) if isinstance(peer, tuple) else None
         up = _ipv4(self.upstream.host) if not self.upstream.is_unix else None
         if host and up:
             return (it.Endpoint(host, int(peer[1])), it.Endpoint(up, int(self.upstream.port or 0))), None
         client = it.Endpoint(MADE_UP_CLIENT, 40000 + conn % 20000)
         server = it.Endpoint(MADE_UP_SERVER, int(self.upstream.port or 10809))
-        comment = (f"nbdscope proxy: made-up addresses; client {peer or self.listen}, "
+        comment = (f"nbdscope proxy: made-up addresses; client {peer or 'address unknown (it reset at once)'}, "
                    f"listening on {self.listen}, upstream {self.upstream}")
         return (client, server), comment
 

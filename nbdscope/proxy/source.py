@@ -21,6 +21,7 @@ from nbdscope.capture.pcapio.synth import CLOSE_FRAMES, MAX_SEGMENT, OPEN_FRAMES
 from nbdscope.proxy import tap
 from nbdscope.proxy.addresses import Address
 from nbdscope.proxy.run import FLUSH_EVERY, RelayOptions, RelayProcess
+from nbdscope.proxy.tap import DIRECTIONS
 
 
 def _stderr(line: str) -> None:
@@ -51,12 +52,15 @@ class TapReader:
                 yield it.StreamOpen(conn, client, server, self.frames + 1, time, True, "proxy")
                 self.frames += OPEN_FRAMES
             elif kind == tap.CLOSE:
+                left = [(d, self._notes.pop((conn, d))) for d in DIRECTIONS if (conn, d) in self._notes]
                 if conn in self._open:
                     self._open.discard(conn)
+                    for d, text in left:  # notes no bytes came to carry: a capture puts them on the close
+                        yield it.StreamNote(conn, d, text, self.frames + 1, time)
+                    reset = bytes(payload) == b"rst"
+                    ends_at = self.frames + 1 if reset else self.frames + CLOSE_FRAMES  # where a reader ends it
                     self.frames += CLOSE_FRAMES
-                    yield it.StreamClose(conn, "fin", self.frames, time, direction)
-                for d in ("c2s", "s2c"):
-                    self._notes.pop((conn, d), None)
+                    yield it.StreamClose(conn, "rst" if reset else "fin", ends_at, time, direction)
             elif kind == tap.ACTION and conn in self._open:
                 yield self._action(conn, direction, time, payload)
             elif kind == tap.NOTE:

@@ -129,6 +129,10 @@ class Tap:
         if not self.throttled and self._free() < self.low_water:
             self._hold(True)
 
+    def note(self, conn: int, direction: Direction, time: float, text: str) -> None:
+        """Something to say about a direction of a session that no relayed bytes carry (a capture comment)."""
+        self._put(NOTE, direction, conn, time, text.encode())
+
     def pin(self, who: object, at: int) -> None:
         """``who`` (a socket) still has bytes from ring position ``at`` on to send."""
         self.pins.setdefault(who, at)
@@ -144,8 +148,9 @@ class Tap:
         self._put(ACTION, direction, conn, time, json.dumps({"action": action, "text": text,
                                                              "values": values or {}}).encode())
 
-    def close(self, conn: int, by: Direction, time: float) -> None:
-        self._put(CLOSE, by, conn, time, b"")
+    def close(self, conn: int, by: Direction, time: float, reset: bool = False) -> None:
+        """``by`` closed first; ``reset``: with a reset rather than a FIN."""
+        self._put(CLOSE, by, conn, time, b"rst" if reset else b"")
 
     def log(self, line: str, time: float) -> None:
         """A line of the relay's own log, shown where the watcher shows its own (console or UI)."""

@@ -80,7 +80,8 @@ class RelayedCapture(Addon):
             self.capture.open(item.conn, item.client, item.server, item.time, self.notes.pop((item.conn, "c2s"), None))
         elif isinstance(item, it.StreamClose) and (item.conn, "c2s") in self.offsets:
             left = "; ".join(filter(None, (self.notes.get((item.conn, d)) for d in ("c2s", "s2c"))))
-            self.capture.close(item.conn, item.by or "c2s", item.time, left or None)  # e.g. closed by the proxy
+            self.capture.close(item.conn, item.by or "c2s", item.time, left or None,  # e.g. closed by the proxy
+                               reset=item.how == "rst")
             if self.mask is not None:
                 self.mask.drop(item.conn)
             for d in ("c2s", "s2c"):

@@ -135,7 +135,7 @@ def test_garbage_and_many_connections_leave_no_leak(tmp_path: Path) -> None:
     assert px.returncode == 0
     assert px.stderr is not None
     summary = px.stderr.read()
-    assert "202 sessions" in summary or "203 sessions" in summary
+    assert "202 sessions" in summary  # the garbage, the 200 and nbdinfo: every one accepted is a session
     assert "at exit 0 sessions and 0 tasks were still open" in summary  # nothing leaked in the relay
 
 

@@ -95,3 +95,36 @@ def test_redacted_pcapng_zeroes_exactly_the_data_and_frames_are_numbered_by_the_
     again = [json.loads(line) for line in done.stdout.splitlines()]
     assert len(live) > 5
     assert [tuple(r.get(k) for k in key) for r in live] == [tuple(r.get(k) for k in key) for r in again]
+
+
+def _empty_sessions() -> list[tap.Record]:
+    """What the relay sends for two connections that carried nothing: one the client reset before the
+    upstream answered (its bytes never forwarded), one whose upstream refused."""
+    def opened(conn: int) -> tap.Record:
+        return (tap.OPEN, "c2s", conn, 1000.0, memoryview(json.dumps(
+            {"client": ["10.0.0.1", 40000 + conn], "server": ["10.0.0.2", 10809]}).encode()))
+    refused = {"action": "upstream-failed", "text": "nbdscope proxy could not connect to the upstream", "values": {}}
+    return [opened(0), opened(1),
+            (tap.NOTE, "c2s", 0, 1000.1, memoryview(b"5 bytes from the client were not forwarded")),
+            (tap.CLOSE, "c2s", 0, 1000.1, memoryview(b"rst")),
+            (tap.ACTION, "s2c", 1, 1000.2, memoryview(json.dumps(refused).encode())),
+            (tap.CLOSE, "s2c", 1, 1000.2, memoryview(b""))]
+
+
+def test_sessions_that_carried_nothing_are_recorded_and_reread_alike(tmp_path: Path) -> None:
+    from nbdscope.capture import read_captures
+
+    live, pcapng, again = io.BytesIO(), io.BytesIO(), io.BytesIO()
+    Engine([JsonlLines(live), RelayedCapture(pcapng)]).run(TapReader(log=lambda line: None).items(_empty_sessions()))
+    path = tmp_path / "empty.pcapng"
+    path.write_bytes(pcapng.getvalue())
+    Engine([JsonlLines(again)]).run(read_captures([str(path)]))
+    lines = [json.loads(x) for x in live.getvalue().splitlines()]
+    ends = {x["session"]: (x["frame"], x["how"], x["by"]) for x in lines if x["type"] == "CONNECTION_END"}
+    # frames 1-6 open both, 7-8 reset the first (it ends on the first RST), 9-10 are the second's two FINs
+    assert ends == {"s1": (7, "rst", "c2s"), "s2": (10, "fin", "s2c")}
+    assert [(x["session"], x["check"], x["blame"]) for x in lines if x["type"] == "ANOMALY"] == [
+        ("s2", "proxy-action.upstream-failed", "proxy")]
+    reread = [json.loads(x) for x in again.getvalue().splitlines()]
+    assert {x["session"]: (x["frame"], x["how"], x["by"]) for x in reread if x["type"] == "CONNECTION_END"} == ends
+    assert b"5 bytes from the client were not forwarded" in pcapng.getvalue()  # a comment on the reset

@@ -1,9 +1,10 @@
 """The proxy-action rule: what the nbdscope proxy itself did to a session, reported as the proxy's.
 
-Rewriting transmission flags, holding requests back (--delay) and closing sessions at shutdown are
-deliberate; the relay records each (tap ACTION records), the session model keeps them, and this
-rule turns them into info findings blamed on ``proxy``, so they show in the console, the JSONL and
-the pcapng's comments, and no rule reports them as a peer's fault."""
+Rewriting transmission flags, holding requests back (--delay), closing sessions at shutdown and
+closing a client whose upstream connection failed are deliberate; the relay records each (tap
+ACTION records), the session model keeps them, and this rule turns them into info findings blamed
+on ``proxy``, so they show in the console, the JSONL and the pcapng's comments, and no rule reports
+them as a peer's fault."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ SHOWN_DELAYS = 3  # delay findings per session; every one is still a pcapng comm
 class ProxyAction(Rule):
     INFO = RuleInfo("proxy-action", "info", "proxy", "none: the nbdscope proxy's own doing",
                     "something the nbdscope proxy did to a session on purpose: rewrote transmission flags, "
-                    "delayed requests, closed the session at shutdown")
+                    "delayed requests, closed the session at shutdown or because its upstream failed")
     CHECKS = (
         Check("rewrote-flags", severity="info", summary="the proxy changed the transmission flags it forwarded",
               consequence="the client saw other flags than the server sent: the server is judged on what it "
@@ -39,11 +40,18 @@ class ProxyAction(Rule):
               consequence="the connection ends without NBD_CMD_DISC; that is the proxy's doing, not a peer's",
               fix="nothing, or a longer --grace", example="nbdscope proxy closed this session at shutdown, after "
               "the 5 s grace period (--grace)"),
+        Check("upstream-failed", severity="info",
+              summary="the proxy could not connect to the upstream server and closed the client's connection",
+              consequence="the client got no greeting; the connection carried nothing and no peer is to blame",
+              fix="check that the upstream server runs and listens where --upstream says",
+              example="nbdscope proxy could not connect to the upstream 127.0.0.1:10809 (Connection refused) and "
+              "closed the client's connection"),
     )
     EVENTS = ()
     JUDGES_LOSSY = True
     CHECK_OF: ClassVar[dict[str, str]] = {"rewrite-flags": "rewrote-flags", "delay": "delayed",
-                                          "closed-at-shutdown": "closed-at-shutdown"}
+                                          "closed-at-shutdown": "closed-at-shutdown",
+                                          "upstream-failed": "upstream-failed"}
 
     def __init__(self) -> None:
         super().__init__()

@@ -18,10 +18,10 @@ from nbdscope.vocab import Direction, Endpoint
 LINKTYPE_ETHERNET = 1
 MAX_SEGMENT = 65000  # IPv4 total length must stay under 65536
 OPEN_FRAMES = 3  # SYN, SYN-ACK, ACK
-CLOSE_FRAMES = 2  # a FIN each way
+CLOSE_FRAMES = 2  # a FIN each way (or a RST each way: the closer's, then the proxy's on the other side)
 _MAC_CLIENT = b"\x02\x00\x00\x00\x00\x01"
 _MAC_SERVER = b"\x02\x00\x00\x00\x00\x02"
-SYN, ACK, FIN, PSH = 0x02, 0x10, 0x01, 0x08
+SYN, ACK, FIN, RST, PSH = 0x02, 0x10, 0x01, 0x04, 0x08
 
 
 def data_frames(nbytes: int) -> int:
@@ -65,12 +65,14 @@ class SessionCapture:
             piece = data[i:i + MAX_SEGMENT]
             self._packet(flow, direction, ACK | PSH, piece, time, comment if i == 0 else None, advance=len(piece))
 
-    def close(self, conn: int, by: Direction, time: float, comment: str | None = None) -> None:
-        """A FIN from the side that closed, then one from the other (CLOSE_FRAMES packets), the comment on the first."""
+    def close(self, conn: int, by: Direction, time: float, comment: str | None = None, reset: bool = False) -> None:
+        """A FIN from the side that closed, then one from the other (CLOSE_FRAMES packets), the comment on the first;
+        with ``reset`` a RST each way instead, so a reader ends the connection on the first."""
         flow = self.flows.pop(conn)
         other: Direction = "s2c" if by == "c2s" else "c2s"
-        self._packet(flow, by, FIN | ACK, b"", time, comment, advance=1)
-        self._packet(flow, other, FIN | ACK, b"", time, None, advance=1)
+        flags = RST | ACK if reset else FIN | ACK
+        self._packet(flow, by, flags, b"", time, comment, advance=0 if reset else 1)
+        self._packet(flow, other, flags, b"", time, None, advance=0 if reset else 1)
 
     def _packet(self, flow: _Flow, direction: Direction, flags: int, payload: bytes | memoryview, time: float,
                 comment: str | None, advance: int = 0) -> None:
