@@ -38,7 +38,7 @@ from nbdscope.spec.codes import (
 )
 from nbdscope.spec.flags import COMMAND_FLAGS, REPLY_FLAGS
 
-WINDOW = 64 << 10  # bytes of each direction searched (and at most kept, plus one segment) before giving up
+WINDOW = 256 << 10  # bytes of each direction searched (and at most kept, plus one segment) before giving up
 SANE_PAYLOAD = 64 << 20  # a header announcing a longer payload is not believed
 _LONGEST = 32  # the longest header searched for
 _MAGICS = (M.REQUEST_MAGIC_BYTES, M.EXTENDED_REQUEST_MAGIC_BYTES, M.SIMPLE_REPLY_MAGIC_BYTES,
