@@ -5,6 +5,14 @@ and overlaps are trimmed, out-of-order segments wait (bounded) for the hole to
 fill, and a hole that cannot fill becomes a StreamGap. Memory is the open
 connections plus their out-of-order backlog; delivered bytes are never kept.
 
+A connection is NBD when one end is on 10809 or a ``--port``, when either direction starts
+with an NBD magic, when its server end (address and port) is the server of another NBD
+connection in the input (also one found later, as long as this one is undecided or was given up
+part-way), or, for a connection whose SYN the capture missed, when the header search of
+capture/sniff.py finds plausible headers in the first 256 KiB of a direction. Undecided, a
+connection keeps at most that window (plus one segment) per direction; the decoder then hunts
+for the first header itself, counting what it skips.
+
 Given a ``trace`` list, TcpStreams also says where in the capture every payload
 byte of an NBD connection lies: one Origin per delivered chunk (in the order of
 the StreamData items) and one per piece it did not deliver again (retransmitted
