@@ -5,6 +5,14 @@ and overlaps are trimmed, out-of-order segments wait (bounded) for the hole to
 fill, and a hole that cannot fill becomes a StreamGap. Memory is the open
 connections plus their out-of-order backlog; delivered bytes are never kept.
 
+A connection is NBD when one end is on 10809 or a ``--port``, when either direction starts
+with an NBD magic, when its server end (address and port) is the server of another NBD
+connection in the input (also one found later, as long as this one is undecided or was given up
+part-way), or, for a connection whose SYN the capture missed, when the header search of
+capture/sniff.py finds plausible headers in the first 256 KiB of a direction. Undecided, a
+connection keeps at most that window (plus one segment) per direction; the decoder then hunts
+for the first header itself, counting what it skips.
+
 Given a ``trace`` list, TcpStreams also says where in the capture every payload
 byte of an NBD connection lies: one Origin per delivered chunk (in the order of
 the StreamData items) and one per piece it did not deliver again (retransmitted
@@ -27,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from nbdscope.capture.linklayer import ACK, FIN, RST, SYN, Segment
+from nbdscope.capture.sniff import HeaderSearch, client_side
 from nbdscope.spec import magics as M
 from nbdscope.vocab import (
     Direction,
@@ -39,7 +48,7 @@ from nbdscope.vocab import (
 )
 
 OOO_LIMIT = 16 << 20  # out-of-order bytes held per direction before the hole is declared lost
-DETECT_SEGMENTS = 8  # payload segments examined before a connection on an unknown port is dropped
+DETECT_SEGMENTS = 8  # payload segments examined before a connection on an unknown port is dropped (SYN seen)
 RECENTLY_CLOSED = 4096
 _SERVER_FIRST = (M.NBDMAGIC_BYTES, M.OPTION_REPLY_MAGIC_BYTES)
 _SERVER_WORDS = (M.SIMPLE_REPLY_MAGIC_BYTES, M.STRUCTURED_REPLY_MAGIC_BYTES, M.EXTENDED_REPLY_MAGIC_BYTES)
@@ -85,6 +94,7 @@ class _Half:
     fin: bool = False
     first: bytes = b""  # the first payload bytes, for detection
     unseen: int = 0  # bytes lost before the connection was found to be NBD (the decoder never counts them)
+    search: HeaderSearch | None = None  # looking for headers in a connection the capture joined part-way
     conn_id: int = -1  # these two once the connection is NBD, for the fast path
     dir: Direction = "c2s"
 
@@ -117,6 +127,7 @@ class TcpStreams:
         self.out: list[StreamItem] = []
         self.trace = trace
         self.fast: dict[bytes, _Half] = {}  # halves of NBD connections by fast_key (see the module's docstring)
+        self.servers: set[tuple[bytes, int]] = set()  # server endpoints (address, port) of NBD connections seen
 
     # ------------------------------------------------------------------ input
 
@@ -202,9 +213,8 @@ class TcpStreams:
         out: list[StreamItem] = []
         self.out = out
         for conn in list(self.conns.values()):
-            if conn.state == "detect" and conn.pending and self._port_says(conn) is not None:
-                self._open(conn, frame, time)
-            self._close(conn, "end-of-capture", frame, time)
+            if self.conns.get(conn.key) is conn:  # (not replaced meanwhile: see _wake)
+                self._close(conn, "end-of-capture", frame, time)
         return out
 
     # ------------------------------------------------------------- reassembly
@@ -285,6 +295,10 @@ class TcpStreams:
             conn.pending.append((side, bytes(data), frame, time, src, pos, at))
             if len(half.first) < 8:
                 half.first += bytes(data[:8 - len(half.first)])
+            if not conn.syn_seen:
+                if half.search is None:
+                    half.search = HeaderSearch()
+                half.search.feed(data)
             conn.segments += 1
             self._detect(conn, frame, time)
 
@@ -358,6 +372,19 @@ class TcpStreams:
             return 0 if a_port > b_port else 1
         return None
 
+    def _peer_says(self, conn: _Conn) -> int | None:
+        """Client side when one end is the server of another NBD connection in the input."""
+        if (conn.key[2], conn.key[3]) in self.servers:
+            return 0
+        if (conn.key[0], conn.key[1]) in self.servers:
+            return 1
+        return None
+
+    def _search_says(self, conn: _Conn) -> tuple[int, bool] | None:
+        """Client side and whether the evidence is strong, from the headers found part-way (sniff.py)."""
+        a, b = conn.halves[0].search, conn.halves[1].search
+        return client_side(a or HeaderSearch(), b or HeaderSearch()) if a or b else None
+
     def _detect(self, conn: _Conn, frame: int, time: float) -> None:
         verdicts = [self._magic_says(conn, side) for side in (0, 1)]
         by_magic = next((v for v in verdicts if v is not None), None)
@@ -366,14 +393,55 @@ class TcpStreams:
             if conn.client_side is None:
                 conn.client_side = by_magic
         elif by_port is None:
-            decided = all(len(h.first) >= 8 or not h.first for h in conn.halves)
-            if decided or conn.segments >= DETECT_SEGMENTS:
-                conn.state = "ignored"
-                conn.pending.clear()
-            return
+            by_port = self._peer_says(conn)
+        if by_magic is None and by_port is None:
+            if conn.syn_seen:  # a connection seen from its start begins with an NBD magic, or is not NBD
+                decided = all(len(h.first) >= 8 or not h.first for h in conn.halves)
+                if decided or conn.segments >= DETECT_SEGMENTS:
+                    self._ignore(conn)
+                return
+            found = self._search_says(conn)
+            spent = any(h.search is not None and h.search.spent for h in conn.halves)
+            if found is None:
+                if spent:
+                    self._ignore(conn)  # the window passed without a plausible header
+                return
+            if not found[1] and not spent:
+                return  # one header alone: wait for more evidence, the close or the end of the window
+            by_port = found[0]
         if conn.client_side is None:
             conn.client_side = by_port
         self._open(conn, frame, time)
+
+    def _last_chance(self, conn: _Conn) -> int | None:
+        """Client side of a connection still undecided when it closes, if it is NBD at all."""
+        side = self._port_says(conn)
+        if side is None:
+            side = self._peer_says(conn)
+        if side is None and not conn.syn_seen:
+            found = self._search_says(conn)
+            side = found[0] if found else None
+        return side
+
+    def _ignore(self, conn: _Conn) -> None:
+        conn.state = "ignored"
+        conn.pending.clear()
+        for half in conn.halves:
+            half.search = None
+
+    def _wake(self, server: tuple[bytes, int]) -> list[_Conn]:
+        """Connections to a server just found to speak NBD that were not recognised yet: those
+        still undecided, and (afresh, from their next segment) those given up part-way."""
+        found = []
+        for key, conn in list(self.conns.items()):
+            if server not in ((key[0], key[1]), (key[2], key[3])) or conn.state == "nbd":
+                continue
+            if conn.state == "ignored":
+                if conn.syn_seen:
+                    continue
+                conn = self.conns[key] = _Conn(key)
+            found.append(conn)
+        return found
 
     @staticmethod
     def _magic_says(conn: _Conn, side: int) -> int | None:
@@ -394,6 +462,7 @@ class TcpStreams:
         a = Endpoint(str(ipaddress.ip_address(conn.key[0])), conn.key[1])
         b = Endpoint(str(ipaddress.ip_address(conn.key[2])), conn.key[3])
         client, server = (a, b) if conn.client_side == 0 else (b, a)
+        server_key = (conn.key[2], conn.key[3]) if conn.client_side == 0 else (conn.key[0], conn.key[1])
         server_half = conn.halves[1 - conn.client_side]
         saw_start = conn.syn_seen or server_half.first.startswith(M.NBDMAGIC_BYTES)
         self.out.append(StreamOpen(conn.conn_id, client, server, conn.pending[0][2] if conn.pending else frame,
@@ -407,7 +476,14 @@ class TcpStreams:
             if self.trace is not None:
                 self.trace.append(Origin(conn.conn_id, d, at, len(data), src, pos))
         conn.pending.clear()
+        for half in conn.halves:
+            half.search = None
         self._bind(conn)
+        if server_key not in self.servers:
+            self.servers.add(server_key)
+            for other in self._wake(server_key):
+                if other.pending:
+                    self._detect(other, frame, time)  # (no bytes yet: the next segment decides)
 
     def _bind(self, conn: _Conn) -> None:
         """List both halves of an NBD connection for the fast path, with their id and direction."""
@@ -424,6 +500,12 @@ class TcpStreams:
     # ---------------------------------------------------------------- closing
 
     def _close(self, conn: _Conn, how: str, frame: int, time: float) -> None:
+        if conn.state == "detect" and conn.pending:
+            side = self._last_chance(conn)
+            if side is not None:
+                if conn.client_side is None:
+                    conn.client_side = side
+                self._open(conn, frame, time)
         if conn.state == "nbd":
             for side in (0, 1):
                 while conn.halves[side].heap:
