@@ -1025,7 +1025,7 @@ end
 local MIB = 1048576
 
 -- Transmission begins (``how``: "go" or "export-name"): the checks analyze makes on its TransmissionStart.
-function start_transmission(conv, rec, how, export)
+start_transmission = function(conv, rec, how, export)
     conv.s, conv.c = "transmission", "transmission"
     conv.structured = conv.structured or false
     conv.extended = conv.extended or false
@@ -1467,7 +1467,8 @@ local function simple_reply(conv, rec, tvb, off, tree)
     end
     if req and req.cmd == S.CMD.BLOCK_STATUS then
         if err == 0 then
-            note(rec, "block-status.simple-reply", "simple reply with error 0 to NBD_CMD_BLOCK_STATUS cookie " .. cookie)
+            note(rec, "block-status.simple-reply", "simple reply with error 0 to NBD_CMD_BLOCK_STATUS cookie "
+                .. cookie)
         elseif conv.structured then
             note(rec, "block-status.simple-error", string.format("NBD_CMD_BLOCK_STATUS cookie %s failed with a simple "
                 .. "reply (error %d)", cookie, err))
@@ -1574,7 +1575,8 @@ local function judge_extents_ext(conv, rec, ctx, list, count, length)
         for i, e in ipairs(list) do
             if e[2] >= 4294967296 then
                 note(rec, "extended-headers.status-ext-high-bits", string.format("NBD_REPLY_TYPE_BLOCK_STATUS_EXT for "
-                    .. "cookie %s: descriptor %d of 32-bit context %q has upper 32 status bits set", cookie, i - 1, ctx))
+                    .. "cookie %s: descriptor %d of 32-bit context %q has upper 32 status bits set", cookie, i - 1,
+                    ctx))
                 break
             end
         end
@@ -1701,7 +1703,8 @@ local function judge_chunk_shape(conv, rec, req, tvb, p, len, rtype, flags)
     local is_error = band(rtype, S.REPLY_TYPE_ERR_BIT) ~= 0
     if rtype == S.RT.NONE then
         if len ~= 0 then
-            note(rec, "bad-reply-chunk.none-length", string.format("NBD_REPLY_TYPE_NONE with length %d (must be 0)", len))
+            note(rec, "bad-reply-chunk.none-length", string.format("NBD_REPLY_TYPE_NONE with length %d (must be 0)",
+                len))
         end
         if not rec.done then
             note(rec, "bad-reply-chunk.none-without-done", "NBD_REPLY_TYPE_NONE without NBD_REPLY_FLAG_DONE")
@@ -1742,6 +1745,9 @@ local function judge_chunk_shape(conv, rec, req, tvb, p, len, rtype, flags)
                     t, n, S.MAX_STRING))
             end
         end
+    elseif rtype == S.RT.BLOCK_STATUS and len < 4 then  -- longer ones are judged with their extents
+        note(rec, "unaligned-extent.chunk-length", string.format("block status chunk of %d bytes is not 4 + a "
+            .. "multiple of 8", len))
     elseif not KNOWN_RT[rtype] then
         note(rec, "bad-reply-chunk.unknown-type", string.format("reply chunk type %d is not defined and has no error "
             .. "bit (15); a client must hang up on it", rtype))
