@@ -46,6 +46,7 @@ S.DEFAULT_MAX_PAYLOAD = 33554432
 S.REP_ERR_BIT = 2147483648
 S.REPLY_TYPE_ERR_BIT = 32768
 S.MAX_MIN_BLOCK = 65536
+S.MAX_STRING = 4096
 
 S.OPT = { EXPORT_NAME = 1, ABORT = 2, LIST = 3, PEEK_EXPORT = 4, STARTTLS = 5, INFO = 6, GO = 7, STRUCTURED_REPLY = 8, LIST_META_CONTEXT = 9, SET_META_CONTEXT = 10, EXTENDED_HEADERS = 11 }
 S.REP = { ACK = 1, SERVER = 2, INFO = 3, META_CONTEXT = 4, ERR_UNSUP = 2147483649, ERR_POLICY = 2147483650, ERR_INVALID = 2147483651, ERR_PLATFORM = 2147483652, ERR_TLS_REQD = 2147483653, ERR_UNKNOWN = 2147483654, ERR_SHUTDOWN = 2147483655, ERR_BLOCK_SIZE_REQD = 2147483656, ERR_TOO_BIG = 2147483657, ERR_EXT_HEADER_REQD = 2147483658 }
@@ -475,7 +476,7 @@ S.CHECKS = {  -- every check of `nbdscope rules`, with the severity and blame it
 }
 -- END GENERATED
 
-local band, bor, bnot = bit32.band, bit32.bor, bit32.bnot
+local band, bor, bnot, lshift = bit32.band, bit32.bor, bit32.bnot, bit32.lshift
 
 local proto = Proto("nbdscope", "Network Block Device (nbdscope)")
 
@@ -670,9 +671,11 @@ end
 ------------------------------------------------------------------------------------------------ helpers
 
 -- The tree and expert sink for one PDU. On the first pass findings are kept in the record, so the
--- same expert infos appear on every later dissection. ``id`` is a check id or a rule id; ``severity``
--- only for a rule id, where analyze's finding states its own.
+-- same expert infos appear on every later dissection. ``id`` is a check id ("rule.check"), whose
+-- severity S.CHECKS holds; a rule id (with ``severity`` where analyze's finding states its own) only
+-- for a rule that declares no checks.
 local function note(rec, id, text, severity)
+    assert(EXPERT[id], "nbdscope.lua notes " .. tostring(id) .. ", which is no check of `nbdscope rules`")
     rec.notes = rec.notes or {}
     rec.notes[#rec.notes + 1] = { id, text, severity }
 end
@@ -687,13 +690,23 @@ local function add_flags(tree, key, range, value)
     return sub
 end
 
+-- the bits of a mask, as analyze lists them ("2, 9")
+local function bit_list(mask)
+    local out = {}
+    for n = 0, 31 do if band(mask, lshift(1, n)) ~= 0 then out[#out + 1] = tostring(n) end end
+    return table.concat(out, ", ")
+end
+
+-- reserved-bits-set: the undefined bits of one flags field, under the check for that field
+local RESERVED_CHECK = { hf = "reserved-bits-set.handshake-flags", cf = "reserved-bits-set.client-flags",
+                         tf = "reserved-bits-set.transmission-flags", cmdf = "reserved-bits-set.command-flags" }
 local function check_reserved(rec, key, value, who)
     local f = FLAGS[key]
     local bad = band(value, bnot(f.spec.defined))
     if f.width == 16 then bad = band(bad, 0xffff) end
     if bad ~= 0 then
-        note(rec, "reserved-bits-set", string.format("%s sets bits the spec does not define in the %s: 0x%x",
-            who, f.spec.field, bad))
+        note(rec, RESERVED_CHECK[key], string.format("%s sets undefined bit(s) %s in the %s "
+            .. "(0x%x)", who, bit_list(bad), f.spec.field, value))
     end
 end
 
@@ -710,6 +723,8 @@ end
 
 -- Each decoder below gets (conv, rec, tvb, off, tree) for a PDU whose bytes are all present and
 -- returns nothing; framing (how many bytes a PDU needs) is decided by `frame_*` before it.
+
+local start_transmission  -- defined with the option replies, which start transmission too
 
 local function greeting(conv, rec, tvb, off, tree)
     tree:add(F.magic, tvb:range(off, 8))
@@ -733,7 +748,17 @@ local function greeting(conv, rec, tvb, off, tree)
         if not rec.visited then
             conv.style, conv.s, conv.c = "oldstyle", "transmission", "transmission"
             conv.size, conv.tflags = u64n(tvb, off + 16), tf
+            local high = tvb:range(off + 24, 2):uint()
+            if high ~= 0 then
+                note(rec, "reserved-bits-set.oldstyle-flags", string.format("oldstyle greeting sets the reserved "
+                    .. "upper 16 flag bits (0x%04x)", high))
+            end
             check_reserved(rec, "tf", tf, "server")
+            if tonumber(conv.server:match(":(%d+)$")) == S.DEFAULT_PORT then
+                note(rec, "option-protocol.oldstyle-on-newstyle-port", string.format("oldstyle greeting on port %d, "
+                    .. "reserved for newstyle", S.DEFAULT_PORT))
+            end
+            start_transmission(conv, rec, "oldstyle")
         end
     end
 end
@@ -748,98 +773,163 @@ local function client_flags(conv, rec, tvb, off, tree)
         local known = bor(S.CF_MASK.C_FIXED_NEWSTYLE, S.CF_MASK.C_NO_ZEROES)
         conv.bad_cflags = band(cf, bnot(known)) ~= 0
         if has(cf, S.CF_MASK.C_NO_ZEROES) and not has(conv.hflags, S.HF_MASK.NO_ZEROES) then
-            note(rec, "option-protocol", "client set NBD_FLAG_C_NO_ZEROES but the server did not offer NBD_FLAG_NO_ZEROES")
+            note(rec, "option-protocol.no-zeroes-not-offered", "client set NBD_FLAG_C_NO_ZEROES but the server did "
+                .. "not offer NBD_FLAG_NO_ZEROES")
             conv.bad_cflags = true
+        end
+        if has(conv.hflags, S.HF_MASK.FIXED_NEWSTYLE) and not has(cf, S.CF_MASK.C_FIXED_NEWSTYLE) then
+            note(rec, "option-protocol.no-fixed-newstyle-flag", string.format("client flags 0x%08x lack "
+                .. "NBD_FLAG_C_FIXED_NEWSTYLE although the server offered fixed newstyle", cf))
         end
     end
 end
 
--- option-protocol, the single-pass part of nbdscope's rule: haggling that contradicts itself
-local function judge_option(conv, rec, opt, params)
+-- option-protocol, the single-pass part of nbdscope's rule: haggling that contradicts itself. ``ask``
+-- is the option as `option` read it: {opt, len, export, infos (INFO/GO), queries (META_CONTEXT)}.
+local function judge_option(conv, rec, ask)
+    local opt, params = ask.opt, ask.params
     if opt == S.OPT.INFO or opt == S.OPT.GO then
-        conv.export_info_seen, conv.info, conv.request = false, {}, params
+        conv.export_info_seen, conv.info, conv.info_frames, conv.request = false, {}, {}, params
+        if opt == S.OPT.GO then conv.block_size_requested = ask.infos[S.INFO.BLOCK_SIZE] == true end
     end
     local previous = conv.info_answer
     conv.info_answer, conv.compare_with = nil, nil
     if opt == S.OPT.GO and previous and previous.request == conv.request then conv.compare_with = previous.info end
     if opt == S.OPT.SET_META_CONTEXT and not conv.structured then
-        note(rec, "option-protocol", "NBD_OPT_SET_META_CONTEXT before structured replies or extended headers were agreed")
+        note(rec, "option-protocol.set-meta-context-before-structured", "NBD_OPT_SET_META_CONTEXT before structured "
+            .. "replies or extended headers were agreed")
+    elseif opt == S.OPT.LIST_META_CONTEXT and not conv.structured then
+        note(rec, "option-protocol.list-meta-context-before-structured", "NBD_OPT_LIST_META_CONTEXT before "
+            .. "structured replies or extended headers were agreed")
     end
     if opt == S.OPT.SET_META_CONTEXT or opt == S.OPT.LIST_META_CONTEXT then conv.ctx_ids = {} end
+    if opt == S.OPT.SET_META_CONTEXT then conv.set_export = ask.export end
+    if opt == S.OPT.EXTENDED_HEADERS then conv.asked_ext = true end
     conv.set_meta_early = opt == S.OPT.SET_META_CONTEXT and not conv.structured
 end
 
 local function pow2(n) return n > 0 and band(n, n - 1) == 0 end
 
-local function judge_option_reply(conv, rec, opt, rep, info_type, values)
-    local solicited = conv.in_progress == opt
-    for _, o in ipairs(conv.pending) do solicited = solicited or o == opt end
-    if not solicited then
-        note(rec, "option-protocol", string.format("server replied to %s, which the client did not ask for "
-            .. "(or which was already answered)", name(S.OPTIONS, opt, "NBD_OPT_")))
+-- block-size-invalid: the relations NBD_INFO_BLOCK_SIZE's three values must keep
+local function judge_block_sizes(rec, mn, pref, mx)
+    if not pow2(mn) or mn > S.MAX_MIN_BLOCK then
+        note(rec, "block-size-invalid.minimum", string.format("NBD_INFO_BLOCK_SIZE minimum %d is not a power of two "
+            .. "no larger than %d", mn, S.MAX_MIN_BLOCK))
     end
-    if conv.in_progress == opt and (rep == S.REP.ACK or band(rep, S.REP_ERR_BIT) ~= 0) then
-        conv.answered_early = opt
+    if not pow2(pref) or pref < math.max(mn, 512) then
+        note(rec, "block-size-invalid.preferred", string.format("NBD_INFO_BLOCK_SIZE preferred %d is not a power of "
+            .. "two at least max(%d, 512)", pref, mn))
+    end
+    if mx < pref then
+        note(rec, "block-size-invalid.maximum", string.format("NBD_INFO_BLOCK_SIZE maximum payload %d is smaller "
+            .. "than the preferred block size %d", mx, pref))
+    end
+end
+
+-- The option a reply answers, as analyze picks it: the oldest pending one of its number, else the
+-- oldest of all; returns its index in conv.pending (nil: none pending).
+local function answered_index(conv, opt)
+    for i, a in ipairs(conv.pending) do if a.opt == opt then return i end end
+    return conv.pending[1] and 1 or nil
+end
+
+local function opt_name(opt) return name(S.OPTIONS, opt, "NBD_OPT_") end
+
+-- Returns false for a reply that answers nothing (its effects on the haggling are then void).
+local function judge_option_reply(conv, rec, opt, rep, info_type, values, cur)
+    local final = rep == S.REP.ACK or band(rep, S.REP_ERR_BIT) ~= 0
+    if not cur then
+        if conv.in_progress == opt and final then
+            conv.answered_early = opt  -- answered from the option header while its payload was arriving
+        else
+            note(rec, "option-protocol.reply-to-unasked", string.format("server replied to %s, which the client "
+                .. "did not ask for (or which was already answered)", opt_name(opt)))
+            return false
+        end
+    end
+    if not has(conv.hflags, S.HF_MASK.FIXED_NEWSTYLE) and conv.hflags and not conv.no_fixed_noted then
+        conv.no_fixed_noted = true
+        note(rec, "option-protocol.replies-without-fixed-newstyle", "option reply although the greeting did not "
+            .. "offer fixed newstyle")
     end
     if conv.bad_cflags and not conv.bad_cflags_noted then
         conv.bad_cflags_noted = true
-        note(rec, "option-protocol", string.format("server answered options after client flags 0x%08x it had to "
-            .. "reject", conv.cflags or 0))
+        note(rec, "option-protocol.kept-bad-client-flags", string.format("server answered options after client "
+            .. "flags 0x%08x it had to reject", conv.cflags or 0))
     end
-    if rep == S.REP.ACK and opt == S.OPT.SET_META_CONTEXT and conv.set_meta_early then
-        note(rec, "option-protocol", "NBD_OPT_SET_META_CONTEXT before structured replies was acknowledged")
+    if cur and cur.opt == S.OPT.EXPORT_NAME then
+        note(rec, "option-protocol.reply-to-export-name", string.format("option reply %s to NBD_OPT_EXPORT_NAME "
+            .. "(frame %d)", name(S.OPTION_REPLIES, rep, "NBD_REP_"), cur.frame))
+        return true
     end
+    if cur and cur.opt ~= opt then
+        note(rec, "option-protocol.reply-wrong-option", string.format("reply names %s while %s (frame %d) awaits "
+            .. "its reply", opt_name(opt), opt_name(cur.opt), cur.frame))
+    end
+    local asked = cur and cur.opt or opt
     if rep == S.REP.INFO and info_type ~= nil then
         if info_type == S.INFO.EXPORT then conv.export_info_seen = true end
+        conv.info_frames = conv.info_frames or {}
+        local first = conv.info_frames[info_type]
+        if first then
+            note(rec, "option-protocol.duplicate-info-reply", string.format("%s sent twice for %s (first in frame %d)",
+                name(S.INFO_TYPES, info_type, "NBD_INFO_"), opt_name(asked), first))
+        else
+            conv.info_frames[info_type] = rec.frame
+        end
         if conv.info then conv.info[info_type] = values end
-        if info_type == S.INFO.BLOCK_SIZE and values then
-            local mn, pref, mx = values[1], values[2], values[3]
-            local problems = {}
-            if not pow2(mn) or mn > S.MAX_MIN_BLOCK then
-                problems[#problems + 1] = string.format("minimum block size %d must be a power of two no larger "
-                    .. "than %d", mn, S.MAX_MIN_BLOCK)
+        if info_type == S.INFO.BLOCK_SIZE and values and values[1] then
+            judge_block_sizes(rec, values[1], values[2], values[3])
+        end
+    elseif rep == S.REP.META_CONTEXT and values then
+        if opt == S.OPT.LIST_META_CONTEXT and values.id ~= 0 and not conv.list_id_noted then
+            conv.list_id_noted = true
+            note(rec, "option-protocol.list-context-id-nonzero", string.format("NBD_REP_META_CONTEXT to LIST carries "
+                .. "context id %d", values.id))
+        elseif opt == S.OPT.SET_META_CONTEXT then  -- ids bind only here
+            conv.ctx_ids = conv.ctx_ids or {}
+            local prior = conv.ctx_ids[values.id]
+            if prior and prior ~= values.text then
+                note(rec, "option-protocol.context-id-reused", string.format("context id %d given to both %q and %q "
+                    .. "in one reply", values.id, prior, values.text))
             end
-            if not pow2(pref) or pref < math.max(mn, 512) then
-                problems[#problems + 1] = string.format("preferred block size %d must be a power of two at least "
-                    .. "max(minimum, 512)", pref)
-            end
-            if mx < pref then
-                problems[#problems + 1] = string.format("maximum payload %d is smaller than the preferred block "
-                    .. "size %d", mx, pref)
-            end
-            for _, t in ipairs(problems) do note(rec, "option-protocol", "NBD_INFO_BLOCK_SIZE: " .. t) end
+            conv.ctx_ids[values.id] = values.text
         end
     end
-    if rep == S.REP.ACK and opt == S.OPT.INFO and conv.request then
-        conv.info_answer = { request = conv.request, info = conv.info }
+    if not final then return true end
+    if asked == S.OPT.ABORT and rep ~= S.REP.ACK then
+        note(rec, "option-protocol.abort-not-acked", "NBD_OPT_ABORT answered with "
+            .. name(S.OPTION_REPLIES, rep, "NBD_REP_"))
     end
-    if rep == S.REP.ACK and opt == S.OPT.GO and conv.compare_with then
-        local seen = {}
-        for t in pairs(conv.compare_with) do seen[#seen + 1] = t end
-        for t in pairs(conv.info or {}) do if not conv.compare_with[t] then seen[#seen + 1] = t end end
-        table.sort(seen)
-        for _, t in ipairs(seen) do
-            local a, b = conv.compare_with[t], (conv.info or {})[t]
-            if (a and a.text) ~= (b and b.text) then
-                note(rec, "option-protocol", string.format("NBD_OPT_GO answered differently from the "
-                    .. "NBD_OPT_INFO just before it with the same parameters (%s: %s vs %s)",
-                    name(S.INFO_TYPES, t, "NBD_INFO_"), a and a.text or "nothing", b and b.text or "nothing"))
+    if not cur then return true end
+    if rep == S.REP.ACK and asked == S.OPT.SET_META_CONTEXT and conv.set_meta_early then
+        note(rec, "option-protocol.set-meta-context-not-rejected", string.format("NBD_OPT_SET_META_CONTEXT before "
+            .. "structured replies (frame %d) was acknowledged", cur.frame))
+    end
+    if rep == S.REP.ACK and (asked == S.OPT.INFO or asked == S.OPT.GO) then
+        if not conv.export_info_seen then
+            note(rec, "option-protocol.go-without-export-info", opt_name(asked)
+                .. " acknowledged without an NBD_INFO_EXPORT reply before it")
+        end
+        if asked == S.OPT.INFO and conv.request then
+            conv.info_answer = { request = conv.request, info = conv.info }
+        end
+        if asked == S.OPT.GO and conv.compare_with then
+            local seen = {}
+            for t in pairs(conv.compare_with) do seen[#seen + 1] = t end
+            for t in pairs(conv.info or {}) do if not conv.compare_with[t] then seen[#seen + 1] = t end end
+            table.sort(seen)
+            for _, t in ipairs(seen) do
+                local a, b = conv.compare_with[t], (conv.info or {})[t]
+                if (a and a.text) ~= (b and b.text) then
+                    note(rec, "option-protocol.go-differs-from-info", string.format("NBD_OPT_GO answered "
+                        .. "differently from the NBD_OPT_INFO just before it with the same parameters (%s: %s vs %s)",
+                        name(S.INFO_TYPES, t, "NBD_INFO_"), a and a.text or "nothing", b and b.text or "nothing"))
+                end
             end
         end
     end
-    if rep == S.REP.ACK and (opt == S.OPT.INFO or opt == S.OPT.GO) and not conv.export_info_seen then
-        note(rec, "option-protocol", name(S.OPTIONS, opt, "NBD_OPT_")
-            .. " acknowledged without an NBD_INFO_EXPORT reply before it")
-    end
-    if rep == S.REP.META_CONTEXT and values and opt == S.OPT.SET_META_CONTEXT then  -- LIST ids bind nothing
-        conv.ctx_ids = conv.ctx_ids or {}
-        local prior = conv.ctx_ids[values.id]
-        if prior and prior ~= values.text then
-            note(rec, "option-protocol", string.format("context id %d given to both %q and %q in one reply",
-                values.id, prior, values.text))
-        end
-        conv.ctx_ids[values.id] = values.text
-    end
+    return true
 end
 
 local function option(conv, rec, tvb, off, tree)
@@ -850,8 +940,10 @@ local function option(conv, rec, tvb, off, tree)
     tree:add(F.optlen, tvb:range(off + 12, 4))
     local p, stop = off + 16, off + 16 + len
     local params = nil  -- INFO/GO: the export name and info requests, to compare a GO with the INFO before it
+    local ask = { opt = opt, len = len, frame = rec.frame, infos = {} }
     if opt == S.OPT.EXPORT_NAME then
         string_at(tree, F.name, tvb, p, len)
+        ask.export = tvb:range(p, len):string()
     elseif (opt == S.OPT.INFO or opt == S.OPT.GO) and len >= 6 then
         local n = u32(tvb, p)
         if p + 4 + n + 2 <= stop then
@@ -859,6 +951,7 @@ local function option(conv, rec, tvb, off, tree)
             string_at(tree, F.name, tvb, p + 4, n)
             p = p + 4 + n
             params = tvb:range(p - n, n):string()
+            ask.export = params
             local count = tvb:range(p, 2):uint()
             tree:add(F.ninfo, tvb:range(p, 2))
             p = p + 2
@@ -866,6 +959,7 @@ local function option(conv, rec, tvb, off, tree)
                 if p + 2 > stop then break end
                 tree:add(F.info, tvb:range(p, 2))
                 params = params .. "|" .. tvb:range(p, 2):uint()
+                ask.infos[tvb:range(p, 2):uint()] = true
                 p = p + 2
             end
         end
@@ -874,6 +968,7 @@ local function option(conv, rec, tvb, off, tree)
         if p + 8 + n <= stop then
             tree:add(F.namelen, tvb:range(p, 4))
             string_at(tree, F.name, tvb, p + 4, n)
+            ask.export = tvb:range(p + 4, n):string()
             p = p + 4 + n
             local count = u32(tvb, p)
             tree:add(F.nqueries, tvb:range(p, 4))
@@ -891,32 +986,79 @@ local function option(conv, rec, tvb, off, tree)
         add_data(tree, tvb, p, len)
     end
     if not rec.visited then
-        if conv.tls_required and opt ~= S.OPT.STARTTLS and opt ~= S.OPT.ABORT then
-            note(rec, "tls-protocol", string.format("client keeps haggling in plaintext (%s) after the server "
-                .. "required TLS in frame %d", rec.type, conv.tls_required), "warning")
-        end
+        -- haggling on in plaintext after NBD_REP_ERR_TLS_REQD is allowed: only serving it is a fault
         conv.in_progress = nil
+        ask.params = params
         if conv.answered_early == opt then
             conv.answered_early = nil  -- the server already answered from the option header alone
         else
-            table.insert(conv.pending, opt)
+            table.insert(conv.pending, ask)
         end
         if opt == S.OPT.EXPORT_NAME then
             conv.c, conv.s = "transmission", "export-name-reply"
         elseif opt == S.OPT.SET_META_CONTEXT then
             conv.pending_ctx = {}
         end
-        judge_option(conv, rec, opt, params)
+        judge_option(conv, rec, ask)
     end
 end
 
-local function start_transmission(conv)
+-- tls-protocol, the part one pass can judge: an export that drew NBD_REP_ERR_TLS_REQD served in
+-- plaintext. Where the server also refused STARTTLS or required TLS for other options (FORCEDTLS),
+-- analyze's verdict depends on more of the haggling, so the plugin stays silent.
+local EXPORT_OPTIONS = { [S.OPT.INFO] = true, [S.OPT.GO] = true, [S.OPT.EXPORT_NAME] = true }
+local function note_tls_reply(conv, opt, rep, ask, frame)
+    if opt == S.OPT.STARTTLS and band(rep, S.REP_ERR_BIT) ~= 0 then
+        conv.tls_refused = true
+    elseif rep == S.REP.ERR_TLS_REQD and opt ~= S.OPT.STARTTLS then
+        if EXPORT_OPTIONS[opt] then
+            if ask and ask.export then
+                conv.tls_only = conv.tls_only or {}
+                conv.tls_only[ask.export] = conv.tls_only[ask.export] or frame
+            end
+        else
+            conv.tls_forced = true
+        end
+    end
+end
+
+local MIB = 1048576
+
+-- Transmission begins (``how``: "go" or "export-name"): the checks analyze makes on its TransmissionStart.
+start_transmission = function(conv, rec, how, export)
     conv.s, conv.c = "transmission", "transmission"
     conv.structured = conv.structured or false
     conv.extended = conv.extended or false
+    local tf = conv.tflags
+    if tf then
+        if not has(tf, S.TF_MASK.HAS_FLAGS) then
+            note(rec, "transmission-flags-invalid.has-flags-clear", "NBD_FLAG_HAS_FLAGS (bit 0) is clear but must "
+                .. "always be set")
+        end
+        if has(tf, S.TF_MASK.SEND_FAST_ZERO) and not has(tf, S.TF_MASK.SEND_WRITE_ZEROES) then
+            note(rec, "transmission-flags-invalid.fast-zero-without-write-zeroes", "NBD_FLAG_SEND_FAST_ZERO set "
+                .. "without NBD_FLAG_SEND_WRITE_ZEROES")
+        end
+        if has(tf, S.TF_MASK.SEND_DF) and not conv.structured and not conv.extended then
+            note(rec, "transmission-flags-invalid.df-without-structured", "NBD_FLAG_SEND_DF set although neither "
+                .. "structured replies nor extended headers were agreed")
+        end
+    end
     if conv.min_block and conv.size and conv.size % conv.min_block ~= 0 then
-        return string.format("export size %d is not a multiple of the minimum block size %d",
-            conv.size, conv.min_block)
+        note(rec, "size-not-block-multiple.size", string.format("export size %d is not a multiple of the minimum "
+            .. "block size %d (last %d bytes cannot be addressed)", conv.size, conv.min_block,
+            conv.size % conv.min_block))
+    end
+    if how == "go" and conv.max_payload and conv.size and conv.max_payload < MIB and MIB <= conv.size then
+        note(rec, "block-size-invalid.small-maximum", string.format("maximum payload %d is below 1 MiB although "
+            .. "the export has %d bytes", conv.max_payload, conv.size))
+    end
+    local frame = conv.tls_only and conv.tls_only[export or ""]
+    if frame and not conv.tls_forced and not conv.tls_refused then
+        local via = how == "go" and "NBD_OPT_GO" or "NBD_OPT_EXPORT_NAME"
+        note(rec, how == "go" and "tls-protocol.tls-only-go-served" or "tls-protocol.tls-only-export-name-served",
+            string.format("export %q served in plaintext by %s although it drew NBD_REP_ERR_TLS_REQD in frame %d",
+                export or "", via, frame))
     end
 end
 
@@ -953,8 +1095,9 @@ local function option_reply(conv, rec, tvb, off, tree)
             tree:add(F.min_block, tvb:range(p + 2, 4))
             tree:add(F.pref_block, tvb:range(p + 6, 4))
             tree:add(F.max_payload, tvb:range(p + 10, 4))
-            values[1], values[2], values[3] = u32(tvb, p + 2), u32(tvb, p + 6), u32(tvb, p + 10)
-            values.text = string.format("minimum %d, preferred %d, maximum %d", values[1], values[2], values[3])
+            local mn, pref, mx = u32(tvb, p + 2), u32(tvb, p + 6), u32(tvb, p + 10)
+            if len == 14 then values[1], values[2], values[3] = mn, pref, mx end  -- else a malformed reply
+            values.text = string.format("minimum %d, preferred %d, maximum %d", mn, pref, mx)
             if first and opt == S.OPT.GO then
                 conv.min_block, conv.max_payload = u32(tvb, p + 2), u32(tvb, p + 10)
             end
@@ -979,23 +1122,27 @@ local function option_reply(conv, rec, tvb, off, tree)
         add_data(tree, tvb, p, len)
     end
     if not first then return end
-    judge_option_reply(conv, rec, opt, rep, info_type, values)
-    if rep == S.REP.ERR_TLS_REQD then conv.tls_required = conv.tls_required or rec.frame end
+    local at = answered_index(conv, opt)
+    local answers = judge_option_reply(conv, rec, opt, rep, info_type, values, at and conv.pending[at])
+    -- what the reply changes follows the option of its own number (as nbdscope's decoder does)
+    local match = nil
+    for i, a in ipairs(conv.pending) do if not match and a.opt == opt then match = i end end
+    local ask = match and conv.pending[match]
     local final = rep == S.REP.ACK or band(rep, S.REP_ERR_BIT) ~= 0
-    if final and conv.pending[1] == opt then table.remove(conv.pending, 1) end
-    if rep == S.REP.ACK then
+    if answers then note_tls_reply(conv, opt, rep, ask, rec.frame) end
+    if opt == S.OPT.EXTENDED_HEADERS and final then  -- extended requests after a refusal are the client's fault
+        conv.ext_refused = rep ~= S.REP.ACK and rec.frame or nil
+    end
+    if final and match then table.remove(conv.pending, match) end
+    if rep == S.REP.ACK and (match or conv.answered_early == opt) then
         if opt == S.OPT.STRUCTURED_REPLY then conv.structured = true end
         if opt == S.OPT.EXTENDED_HEADERS then conv.extended, conv.structured = true, true end
         if opt == S.OPT.SET_META_CONTEXT then conv.contexts = conv.pending_ctx end
         if opt == S.OPT.STARTTLS then conv.s, conv.c = "tls", "tls" end
         if opt == S.OPT.GO then
-            if conv.tls_required then
-                note(rec, "tls-protocol", "transmission began in plaintext although the server required TLS in "
-                    .. "frame " .. conv.tls_required)
-            end
-            local bad = start_transmission(conv)
             rec.type2 = "TRANSMISSION_START"
-            if bad then note(rec, "size-not-block-multiple", bad) end
+            conv.export_name = ask and ask.export
+            start_transmission(conv, rec, "go", ask and ask.export)
         end
     end
 end
@@ -1007,10 +1154,11 @@ local function export_name_reply(conv, rec, tvb, off, tree, len)
     add_flags(tree, "tf", tvb:range(off + 8, 2), tf)
     if len > 10 then tree:add(F.zeroes, tvb:range(off + 10, len - 10)) end
     if not rec.visited then
-        table.remove(conv.pending, 1)
+        local ask = table.remove(conv.pending, 1)
+        conv.export_name = ask and ask.export
         conv.size, conv.tflags = u64n(tvb, off), tf
         check_reserved(rec, "tf", tf, "server")
-        start_transmission(conv)
+        start_transmission(conv, rec, "export-name", ask and ask.export)
     end
 end
 
@@ -1019,71 +1167,193 @@ end
 local RANGED = { [S.CMD.READ] = true, [S.CMD.WRITE] = true, [S.CMD.TRIM] = true, [S.CMD.CACHE] = true,
                  [S.CMD.WRITE_ZEROES] = true, [S.CMD.BLOCK_STATUS] = true }
 local WRITES = { [S.CMD.WRITE] = true, [S.CMD.TRIM] = true, [S.CMD.WRITE_ZEROES] = true, [S.CMD.RESIZE] = true }
+local RO_WRITES = { [S.CMD.WRITE] = true, [S.CMD.TRIM] = true, [S.CMD.WRITE_ZEROES] = true }  -- read-only must fail
 local NEEDS = { [S.CMD.FLUSH] = "SEND_FLUSH", [S.CMD.TRIM] = "SEND_TRIM", [S.CMD.WRITE_ZEROES] = "SEND_WRITE_ZEROES",
                 [S.CMD.RESIZE] = "SEND_RESIZE" }
-local FLAG_NEEDS = { FUA = "SEND_FUA", DF = "SEND_DF", FAST_ZERO = "SEND_FAST_ZERO" }
-local VALID_FOR = { NO_HOLE = { [S.CMD.WRITE_ZEROES] = true }, DF = { [S.CMD.READ] = true },
-                    REQ_ONE = { [S.CMD.BLOCK_STATUS] = true }, FAST_ZERO = { [S.CMD.WRITE_ZEROES] = true },
-                    PAYLOAD_LEN = { [S.CMD.WRITE] = true, [S.CMD.BLOCK_STATUS] = true } }
+local NEEDS_CHECK = { [S.CMD.FLUSH] = "command-not-advertised.flush", [S.CMD.TRIM] = "command-not-advertised.trim",
+                      [S.CMD.WRITE_ZEROES] = "command-not-advertised.write-zeroes",
+                      [S.CMD.RESIZE] = "command-not-advertised.resize" }
+local FLAG_NEEDS = { { "FUA", "SEND_FUA", "flag-not-advertised.fua" }, { "DF", "SEND_DF", "flag-not-advertised.df" },
+                     { "FAST_ZERO", "SEND_FAST_ZERO", "flag-not-advertised.fast-zero" } }
+local VALID_FOR = { { "NO_HOLE", { [S.CMD.WRITE_ZEROES] = true } }, { "DF", { [S.CMD.READ] = true } },
+                    { "REQ_ONE", { [S.CMD.BLOCK_STATUS] = true } }, { "FAST_ZERO", { [S.CMD.WRITE_ZEROES] = true } },
+                    { "PAYLOAD_LEN", { [S.CMD.WRITE] = true, [S.CMD.BLOCK_STATUS] = true } } }
+local RANGELESS = { [S.CMD.DISC] = "request-fields.disc-offset-length",
+                    [S.CMD.FLUSH] = "request-fields.flush-offset-length" }
+local EMPTY = { [S.CMD.WRITE] = "request-fields.write-zero-length", [S.CMD.TRIM] = "request-fields.trim-zero-length",
+                [S.CMD.WRITE_ZEROES] = "request-fields.zeroes-zero-length" }
+local U32 = 4294967295
+
+-- a finding analyze makes when the reply to ``req`` completes with success
+local function on_success(req, id, text)
+    req.on_success = req.on_success or {}
+    req.on_success[#req.on_success + 1] = { id, text }
+end
+
+-- extended-headers: the header style and NBD_CMD_FLAG_PAYLOAD_LEN against what was agreed (only where
+-- the handshake was seen: conv.extended is nil for a capture that began mid-stream)
+local function judge_extended_request(conv, rec, req, cname)
+    if conv.extended == nil then return end
+    local cookie = "cookie 0x" .. req.cookie
+    local payload_len = has(req.flags, S.CMDF_MASK.PAYLOAD_LEN)
+    if conv.extended and not req.extended then
+        note(rec, "extended-headers.compact-request", string.format("compact (28-byte) %s request %s although "
+            .. "extended headers were agreed", cname, cookie))
+        return
+    end
+    if not conv.extended then
+        if req.extended and conv.ext_refused then
+            note(rec, "extended-headers.extended-request-refused", string.format("extended (32-byte) %s request %s "
+                .. "although the server refused NBD_OPT_EXTENDED_HEADERS in frame %d", cname, cookie, conv.ext_refused))
+        elseif not req.extended and payload_len then
+            note(rec, "extended-headers.payload-len-compact", string.format("compact %s request %s sets "
+                .. "NBD_CMD_FLAG_PAYLOAD_LEN, which only extended requests may use", cname, cookie))
+        end
+        return
+    end
+    if req.cmd == S.CMD.WRITE and not payload_len then
+        note(rec, "extended-headers.write-without-payload-len", string.format("extended NBD_CMD_WRITE %s (%d bytes) "
+            .. "without NBD_CMD_FLAG_PAYLOAD_LEN", cookie, req.length))
+    elseif req.cmd == S.CMD.READ and req.length > U32 then
+        note(rec, "extended-headers.read-over-32-bits", string.format("NBD_CMD_READ %s asks for %d bytes, more than "
+            .. "32 bits can express", cookie, req.length))
+    elseif req.cmd == S.CMD.BLOCK_STATUS and payload_len then
+        local n = req.length
+        if not has(conv.tflags, S.TF_MASK.BLOCK_STATUS_PAYLOAD) then
+            note(rec, "extended-headers.payload-form-unadvertised", string.format("NBD_CMD_BLOCK_STATUS %s uses the "
+                .. "payload form although the server did not advertise NBD_FLAG_BLOCK_STATUS_PAYLOAD", cookie))
+        end
+        if n < 8 or (n - 8) % 4 ~= 0 then
+            note(rec, "extended-headers.payload-form-size", string.format("NBD_CMD_BLOCK_STATUS %s carries a %d-byte "
+                .. "payload; the payload form is 8 bytes of effect length and 4 bytes per context id", cookie, n))
+            return
+        end
+        if req.effect == 0 then
+            note(rec, "extended-headers.payload-form-zero-length", string.format("NBD_CMD_BLOCK_STATUS %s asks about "
+                .. "an effect length of 0", cookie))
+        end
+        local seen, bad = {}, false
+        for _, id in ipairs(req.ids or {}) do
+            if seen[id] or (next(conv.contexts) ~= nil and not conv.contexts[id]) then bad = true end
+            seen[id] = true
+        end
+        if bad then
+            on_success(req, "extended-headers.payload-form-bad-ids-accepted", string.format("NBD_CMD_BLOCK_STATUS "
+                .. "%s succeeded although its payload names repeated or never negotiated context ids (the server "
+                .. "must fail it with NBD_EINVAL)", cookie))
+        end
+    end
+end
+
+-- block-status: what a BLOCK_STATUS request needs from the negotiation
+local function judge_block_status_request(conv, rec, req)
+    local cookie = "cookie 0x" .. req.cookie
+    if req.length == 0 and (req.effect == nil or req.effect == 0) then
+        note(rec, "block-status.zero-length-request", string.format("NBD_CMD_BLOCK_STATUS %s has length 0", cookie))
+    end
+    if conv.mid then return end  -- what was negotiated is unknown
+    if not conv.structured and not conv.extended then
+        note(rec, "block-status.no-structured", string.format("NBD_CMD_BLOCK_STATUS %s although structured replies "
+            .. "were not negotiated", cookie))
+    elseif next(conv.contexts) == nil then
+        note(rec, "block-status.no-context", string.format("NBD_CMD_BLOCK_STATUS %s although no metadata context "
+            .. "was selected", cookie))
+        on_success(req, "block-status.no-context-accepted", string.format("server answered success to "
+            .. "NBD_CMD_BLOCK_STATUS %s with no context selected", cookie))
+    elseif conv.set_export and conv.export_name and conv.set_export ~= conv.export_name then
+        note(rec, "block-status.other-export", string.format("NBD_CMD_BLOCK_STATUS on export %q but SET_META_CONTEXT "
+            .. "named %q", conv.export_name, conv.set_export))
+    else
+        req.status_seen = {}  -- the reply owes a status chunk per selected context
+    end
+end
 
 -- the single-pass checks of one request against what was negotiated
 local function judge_request(conv, rec, req)
     local cname = name(S.COMMANDS, req.cmd, "NBD_CMD_")
     local tf, known = conv.tflags, conv.tflags ~= nil
+    local length = req.effect or req.length  -- the payload form of BLOCK_STATUS: the effect length
     check_reserved(rec, "cmdf", req.flags, "client")
     if not S.COMMANDS[req.cmd] then
-        note(rec, "unknown-command", string.format("request type %d is not defined by the spec", req.cmd))
+        note(rec, "unknown-command.undefined", string.format("request type %d is not defined", req.cmd))
     end
     if known and req.cmd == S.CMD.CACHE and not has(tf, S.TF_MASK.SEND_CACHE) then
         local why = has(tf, S.TF_MASK.CAN_MULTI_CONN) and "; the server set bit 8 (NBD_FLAG_CAN_MULTI_CONN) "
-            .. "instead, where qemu 3.0 misplaced SEND_CACHE: this client is probably coded to that wrong bit" or ""
-        note(rec, "cache-flag-mismatch", "client sent NBD_CMD_CACHE although the server did not advertise "
-            .. "NBD_FLAG_SEND_CACHE (bit 10)" .. why)
+            .. "instead, which is where qemu 3.0 misplaced SEND_CACHE: this client may be coded to that wrong bit "
+            .. "value" or ""
+        note(rec, "cache-flag-mismatch.cache-unadvertised", "client sent NBD_CMD_CACHE although the server did not "
+            .. "advertise NBD_FLAG_SEND_CACHE (bit 10)" .. why)
     end
     local need = NEEDS[req.cmd]
     if known and need and not has(tf, S.TF_MASK[need]) then
-        note(rec, "command-not-advertised", cname .. " sent but the server did not advertise NBD_FLAG_" .. need)
-    elseif req.cmd == S.CMD.BLOCK_STATUS and not conv.mid and next(conv.contexts) == nil then
-        note(rec, "command-not-advertised", "NBD_CMD_BLOCK_STATUS sent without any negotiated metadata context")
+        note(rec, NEEDS_CHECK[req.cmd], cname .. " sent but the server did not advertise "
+            .. "NBD_FLAG_" .. need)
     end
-    for flag, tflag in pairs(FLAG_NEEDS) do
+    if req.cmd == S.CMD.BLOCK_STATUS then judge_block_status_request(conv, rec, req) end
+    for _, f in ipairs(FLAG_NEEDS) do
+        local flag, tflag, check = f[1], f[2], f[3]
         if known and has(req.flags, S.CMDF_MASK[flag]) and not has(tf, S.TF_MASK[tflag]) then
-            note(rec, "flag-not-advertised", string.format("%s: NBD_CMD_FLAG_%s without NBD_FLAG_%s", cname, flag, tflag))
+            note(rec, check, string.format("%s: NBD_CMD_FLAG_%s without NBD_FLAG_%s", cname,
+                flag, tflag))
         end
     end
-    if has(req.flags, S.CMDF_MASK.PAYLOAD_LEN) and conv.extended == false then
-        note(rec, "flag-not-advertised", cname .. ": NBD_CMD_FLAG_PAYLOAD_LEN without extended headers")
+    if known and has(req.flags, S.CMDF_MASK.FUA) and not WRITES[req.cmd] and has(tf, S.TF_MASK.SEND_FUA) then
+        note(rec, "flag-not-advertised.fua-non-write", string.format("%s: NBD_CMD_FLAG_FUA on %s, which writes "
+            .. "nothing", cname, cname))
     end
-    for flag, valid in pairs(VALID_FOR) do
-        if has(req.flags, S.CMDF_MASK[flag]) and not valid[req.cmd] then
-            note(rec, "flag-not-advertised", string.format("%s: NBD_CMD_FLAG_%s is not documented for %s",
-                cname, flag, cname))
+    for _, v in ipairs(VALID_FOR) do
+        local flag, valid = v[1], v[2]
+        -- on a compact request PAYLOAD_LEN is extended-headers.payload-len-compact's
+        if has(req.flags, S.CMDF_MASK[flag]) and not valid[req.cmd] and (flag ~= "PAYLOAD_LEN" or req.extended) then
+            note(rec, "flag-not-advertised.not-for-command", string.format("%s: NBD_CMD_FLAG_%s is not documented "
+                .. "for %s", cname, flag, cname))
         end
     end
-    if has(tf, S.TF_MASK.READ_ONLY) and WRITES[req.cmd] then
-        note(rec, "write-to-read-only", cname .. " sent to an export advertised read-only")
+    if RANGELESS[req.cmd] and (req.offset ~= 0 or req.length ~= 0) then
+        note(rec, RANGELESS[req.cmd], string.format("%s carries offset %d and length %d; both "
+            .. "must be 0", cname, req.offset, req.length))
+    end
+    if EMPTY[req.cmd] and req.length == 0 then
+        note(rec, EMPTY[req.cmd], string.format("%s (cookie 0x%s) has length 0, whose effect "
+            .. "the spec leaves unspecified", cname, req.cookie))
+    end
+    if req.cmd == S.CMD.READ and req.length == 0 then
+        note(rec, "read-request.zero-length", string.format("NBD_CMD_READ cookie 0x%s at offset %d with length 0",
+            req.cookie, req.offset))
     end
     local block = conv.min_block
-    if RANGED[req.cmd] and block and block > 1 and (req.offset % block ~= 0 or req.length % block ~= 0) then
-        note(rec, "unaligned-request", string.format("%s offset %d length %d not a multiple of the minimum "
-            .. "block size %d", cname, req.offset, req.length, block))
-        req.refuse = { "unaligned-request", "unaligned " .. cname }
+    if RANGED[req.cmd] and conv.block_size_requested and block and block > 1 then
+        local bad = {}
+        if req.offset % block ~= 0 then bad[#bad + 1] = "offset " .. req.offset end
+        if length % block ~= 0 then bad[#bad + 1] = "length " .. length end
+        if #bad > 0 then
+            note(rec, "unaligned-request.unaligned", string.format("%s %s not a multiple of the minimum block size %d",
+                cname, table.concat(bad, " and "), block))
+            on_success(req, "unaligned-request.accepted", "server reported success for the unaligned " .. cname
+                .. " (it should fail it with NBD_EINVAL)")
+        end
     end
-    if RANGED[req.cmd] and conv.size and req.offset + req.length > conv.size then
-        note(rec, "request-beyond-export", string.format("%s of %d bytes at offset %d runs past the export "
-            .. "size %d", cname, req.length, req.offset, conv.size))
-        req.refuse = req.refuse or { "request-beyond-export", cname .. " past the end of the export" }
+    if RANGED[req.cmd] and conv.size and req.offset + length > conv.size then
+        note(rec, "request-beyond-export.beyond", string.format("%s of %d bytes at offset %d ends at %d, past the "
+            .. "export size %d", cname, length, req.offset, req.offset + length, conv.size))
+        on_success(req, "request-beyond-export.accepted", "server reported success for the " .. cname .. " past the "
+            .. "end of the export (it should fail it with NBD_EINVAL)")
     end
-    local carries = req.cmd == S.CMD.WRITE or (req.cmd == S.CMD.READ and not conv.structured)
-    if carries and req.length > (conv.max_payload or S.DEFAULT_MAX_PAYLOAD) then
-        note(rec, "payload-too-large", string.format("%s of %d bytes exceeds the maximum payload %d", cname,
-            req.length, conv.max_payload or S.DEFAULT_MAX_PAYLOAD))
+    local carries = req.cmd == S.CMD.WRITE or (req.cmd == S.CMD.READ and not conv.structured and not conv.extended)
+    local limit = conv.block_size_requested and conv.max_payload or nil
+    if carries and limit and req.length > limit then
+        note(rec, "payload-too-large.exceeds", string.format("%s of %d bytes exceeds the advertised maximum payload %d",
+            cname, req.length, limit))
+    elseif carries and not limit and req.length > S.DEFAULT_MAX_PAYLOAD then
+        note(rec, "payload-too-large.over-default", string.format("%s of %d bytes exceeds 32 MiB, the largest payload "
+            .. "every server must accept", cname, req.length))
     end
-    if conv.extended and not req.extended then
-        note(rec, "structured-reply-not-negotiated", "compact request header although extended headers were agreed")
-    elseif req.extended and conv.extended == false then
-        note(rec, "structured-reply-not-negotiated", "extended request header without NBD_OPT_EXTENDED_HEADERS")
+    -- the header style under extended headers is extended-headers'; without, an unasked-for extended header
+    if req.extended and conv.extended == false and not conv.asked_ext then
+        note(rec, "structured-reply-not-negotiated.request-header-style", "extended (32-byte) request header "
+            .. "although the client never asked for extended headers")
     end
+    judge_extended_request(conv, rec, req, cname)
 end
 
 local function request(conv, rec, tvb, off, tree)
@@ -1103,12 +1373,22 @@ local function request(conv, rec, tvb, off, tree)
         tvb:range(off + 16, 8):uint64(), tostring(lenof(tvb, off + 24, n)))
     if rec.visited then return end
     local req = { frame = rec.frame, time = rec.time, cmd = cmd, flags = flags, offset = u64n(tvb, off + 16),
-                  length = lenof(tvb, off + 24, n), extended = ext }
+                  length = lenof(tvb, off + 24, n), extended = ext, cookie = short_cookie(tvb, off + 8) }
+    local payload = rec.len - hdr
+    if ext and cmd == S.CMD.BLOCK_STATUS and has(flags, S.CMDF_MASK.PAYLOAD_LEN) and payload >= 8 then
+        req.effect, req.ids = u64n(tvb, off + hdr), {}  -- the payload form: effect length and context ids
+        for i = 0, math.floor((payload - 8) / 4) - 1 do req.ids[#req.ids + 1] = u32(tvb, off + hdr + 8 + 4 * i) end
+    end
     rec.req = req
     local key = hex(tvb, off + 8, 8)
-    if conv.inflight[key] then
-        note(rec, "cookie-reuse", "cookie reused while the request of frame " .. conv.inflight[key].frame
-            .. " is still in flight")
+    local prior = conv.inflight[key]
+    if prior then
+        note(rec, "cookie-reuse.in-flight", string.format("cookie 0x%s reused by %s while %s from frame %d is "
+            .. "unanswered", req.cookie, rec.type, name(S.COMMANDS, prior.cmd, "NBD_CMD_"), prior.frame))
+    end
+    if RO_WRITES[cmd] and has(conv.tflags, S.TF_MASK.READ_ONLY) then
+        on_success(req, "write-to-read-only.write-succeeded", string.format("server reported success for %s on an "
+            .. "export it advertised read-only (it must fail every write)", rec.type))
     end
     if cmd ~= S.CMD.DISC then conv.inflight[key] = req end
     conv.answered[key] = nil
@@ -1116,24 +1396,32 @@ local function request(conv, rec, tvb, off, tree)
 end
 
 -- link a reply message to its request; `done` says whether it completes the reply
-local function match_reply(conv, rec, key, done, failed)
+local function match_reply(conv, rec, key, done, failed, chunk)
     local req = conv.inflight[key]
     if not req then
         local prev = conv.answered[key]
-        note(rec, "unmatched-reply", prev and string.format("second reply to cookie %s, already answered in frame %d",
-            key, prev) or "reply to cookie " .. key .. " which no request in flight carries")
+        local cookie = "0x" .. (key:gsub("^0+(.)", "%1"))
+        if prev and chunk then
+            note(rec, "bad-reply-chunk.after-done", string.format("%s for cookie %s after its reply was already "
+                .. "complete (a chunk after the one marked DONE)", rec.type, cookie))
+        elseif prev then
+            note(rec, "unmatched-reply.second-reply", string.format("second reply for cookie %s (%s already "
+                .. "answered)", cookie, name(S.COMMANDS, prev.cmd, "NBD_CMD_")))
+        else
+            note(rec, "unmatched-reply.unknown-cookie", string.format("reply for cookie %s, which no request in "
+                .. "flight uses", cookie))
+        end
         return nil
     end
     rec.req = req
     if failed then req.failed = true end
-    if done and req.refuse and not req.failed then
-        note(rec, req.refuse[1], "server reported success for the " .. req.refuse[2]
-            .. " (it should fail it with NBD_EINVAL)")
+    if done and not req.failed then
+        for _, n in ipairs(req.on_success or {}) do note(rec, n[1], n[2]) end
     end
     if done then
         req.response_in = rec.frame
         conv.inflight[key] = nil
-        conv.answered[key] = rec.frame
+        conv.answered[key] = req
     end
     return req
 end
@@ -1163,13 +1451,28 @@ local function simple_reply(conv, rec, tvb, off, tree)
     rec.done = true
     local err = u32(tvb, off + 4)
     local req = match_reply(conv, rec, hex(tvb, off + 8, 8), true, err ~= 0)
+    local cookie = "0x" .. short_cookie(tvb, off + 8)
     if conv.extended then
-        note(rec, "structured-reply-not-negotiated", "simple reply although extended headers were agreed")
+        note(rec, "extended-headers.simple-reply", string.format("simple reply (error %d) to %s cookie %s although "
+            .. "extended headers were agreed, so every reply must be an extended chunk", err,
+            req and name(S.COMMANDS, req.cmd, "NBD_CMD_") or "an unknown request", cookie))
     elseif req and req.cmd == S.CMD.READ and conv.structured then
-        note(rec, "simple-reply-to-structured-read", "simple reply to NBD_CMD_READ after structured replies were agreed")
+        if err ~= 0 then
+            note(rec, "simple-reply-to-structured-read.with-error", string.format("simple reply (error %d) to "
+                .. "NBD_CMD_READ cookie %s although structured replies were agreed", err, cookie))
+        else
+            note(rec, "simple-reply-to-structured-read.with-data", string.format("simple reply with %d bytes of data "
+                .. "to NBD_CMD_READ cookie %s although structured replies were agreed", rec.len - 16, cookie))
+        end
     end
-    if req and WRITES[req.cmd] and err == 0 and has(conv.tflags, S.TF_MASK.READ_ONLY) then
-        note(rec, "write-to-read-only", "server reported success for a write on a read-only export")
+    if req and req.cmd == S.CMD.BLOCK_STATUS then
+        if err == 0 then
+            note(rec, "block-status.simple-reply", "simple reply with error 0 to NBD_CMD_BLOCK_STATUS cookie "
+                .. cookie)
+        elseif conv.structured then
+            note(rec, "block-status.simple-error", string.format("NBD_CMD_BLOCK_STATUS cookie %s failed with a simple "
+                .. "reply (error %d)", cookie, err))
+        end
     end
 end
 
@@ -1188,7 +1491,100 @@ local function status_meaning(ctx, status)
     return string.format("0x%x", status), nil
 end
 
+local MAX_EXTENTS = 1048576
+
+-- unaligned-extent, as nbdscope's rule: the extents of one 32-bit status chunk against its request
+-- (a final extent may run past the request and the export; alignment is a SHOULD with an unaligned
+-- export end excepted). ``list`` holds {length, status} pairs.
+local function judge_extents(conv, rec, ctx, list)
+    if #list == 0 then
+        note(rec, "unaligned-extent.no-extent", string.format("block status chunk for context %d carries no extent",
+            rec.ctx_id))
+        return
+    end
+    if #list > MAX_EXTENTS then
+        note(rec, "unaligned-extent.too-many", string.format("block status chunk holds %d extents (more than 2^20)",
+            #list))
+    end
+    local req = rec.req
+    if not req then return end
+    local start, requested = req.offset, req.effect or req.length
+    local block, size = conv.min_block or 1, conv.size
+    local req_one = has(req.flags, S.CMDF_MASK.REQ_ONE)
+    local aligned_request = start % block == 0 and requested % block == 0
+    local at, said = start, {}
+    for i, e in ipairs(list) do
+        local len, status = e[1], e[2]
+        local last, stop = i == #list, at + len
+        if len == 0 then
+            note(rec, "unaligned-extent.zero-length", string.format("extent %d at offset %d has length 0 (must be "
+                .. "nonzero)", i - 1, at))
+        end
+        local unaligned_end = size and size % block ~= 0 and stop >= size
+        if block > 1 and len % block ~= 0 and aligned_request and not unaligned_end and not said.length then
+            said.length = true
+            note(rec, "unaligned-extent.length", string.format("extent of %d bytes at offset %d is not a multiple of "
+                .. "the minimum block size %d", len, at, block))
+        end
+        if i > 1 and not last and len % 512 ~= 0 and not said.not512 and not said.length then
+            said.not512 = true
+            note(rec, "unaligned-extent.not-512", string.format("inner extent %d of %d bytes at offset %d is not a "
+                .. "multiple of 512", i - 1, len, at))
+        end
+        if not last and stop - start >= requested and not said.overshoot then
+            said.overshoot = true
+            note(rec, "unaligned-extent.overshoot", string.format("extent %d reaches %d, the end of the requested "
+                .. "range %d+%d, yet more extents follow", i - 1, stop, start, requested))
+        end
+        if req_one and len > requested then
+            note(rec, "unaligned-extent.req-one-length", string.format("with NBD_CMD_FLAG_REQ_ONE the extent of %d "
+                .. "bytes exceeds the requested length %d", len, requested))
+        end
+        if i > 1 and status == list[i - 1][2] and list[i - 1][1] + len <= U32 and not said.same then
+            said.same = true
+            note(rec, "unaligned-extent.same-status", string.format("extents %d and %d (offset %d and %d) have the "
+                .. "same status 0x%x", i - 2, i - 1, at - list[i - 1][1], at, status))
+        end
+        if ctx == S.CTX_BASE_ALLOCATION and band(status, bnot(3)) ~= 0 and not said.reserved then
+            said.reserved = true
+            note(rec, "unaligned-extent.reserved-status", string.format("base:allocation extent at offset %d has "
+                .. "reserved status bits 0x%x", at, band(status, bnot(3))))
+        end
+        at = stop
+    end
+    if req_one and #list > 1 then
+        note(rec, "unaligned-extent.req-one-count", #list .. " extents in one chunk although the request set "
+            .. "NBD_CMD_FLAG_REQ_ONE")
+    end
+end
+
+-- extended-headers: the shape of one NBD_REPLY_TYPE_BLOCK_STATUS_EXT chunk (``length``: its payload)
+local function judge_extents_ext(conv, rec, ctx, list, count, length)
+    local cookie = "0x" .. (rec.cookie or "?")
+    if length == 8 then return end  -- no descriptor: nbdscope leaves the empty chunk to unaligned-extent
+    if length < 24 or (length - 8) % 16 ~= 0 then
+        note(rec, "extended-headers.status-ext-length", string.format("NBD_REPLY_TYPE_BLOCK_STATUS_EXT for cookie %s "
+            .. "has length %d, not 8 + a positive multiple of 16", cookie, length))
+        return
+    end
+    if count ~= (length - 8) / 16 then
+        note(rec, "extended-headers.status-ext-count", string.format("NBD_REPLY_TYPE_BLOCK_STATUS_EXT for cookie %s "
+            .. "says %d descriptors but its length %d holds %d", cookie, count, length, (length - 8) / 16))
+    end
+    if ctx and ctx:sub(1, 5) == "base:" then
+        for i, e in ipairs(list) do
+            if e[2] >= 4294967296 then
+                note(rec, "extended-headers.status-ext-high-bits", string.format("NBD_REPLY_TYPE_BLOCK_STATUS_EXT for "
+                    .. "cookie %s: descriptor %d of 32-bit context %q has upper 32 status bits set", cookie, i - 1,
+                    ctx))
+                break
+            end
+        end
+    end
+end
+
 local function extents(conv, rec, tvb, p, stop, tree, wide)
+    local p0 = p
     local ctx_id = u32(tvb, p)
     tree:add(F.ctx_id, tvb:range(p, 4))
     local ctx = rec.ctx or conv.contexts[ctx_id]
@@ -1215,32 +1611,202 @@ local function extents(conv, rec, tvb, p, stop, tree, wide)
             for _, b in ipairs(FLAGS[key].bits) do s:add(b, low) end
         end
         sub:add(F.ext_state, st):set_generated()
-        list[#list + 1] = len
+        list[#list + 1] = { len, status }
         index = index + 1
         p = p + size
     end
-    if rec.visited or not rec.req then return end
-    -- unaligned-extent: as nbdscope's rule, the first misaligned extent (a final one ending exactly at an
-    -- unaligned export end is fine), zero lengths, and extents past the export
-    local req, block, at = rec.req, conv.min_block or 1, rec.req.offset
-    local reported = false
-    if #list == 0 then note(rec, "unaligned-extent", "block status chunk carries no extent") end
-    for i, len in ipairs(list) do
-        if len == 0 then note(rec, "unaligned-extent", string.format("extent %d at offset %d has length 0", i - 1, at)) end
-        local eof_tail = conv.size and at + len == conv.size and conv.size % block ~= 0
-        if block > 1 and not reported and (len % block ~= 0 or at % block ~= 0) and not (eof_tail and at % block == 0) then
-            note(rec, "unaligned-extent", string.format("extent of %d bytes at offset %d is not aligned to the "
-                .. "minimum block size %d", len, at, block))
-            reported = true
-        end
-        if conv.size and at + len > conv.size then
-            note(rec, "unaligned-extent", string.format("extent of %d bytes at offset %d runs past the export size %d",
-                len, at, conv.size))
-        end
-        at = at + len
+    if rec.visited then return end
+    rec.ctx_id = ctx_id
+    if wide then
+        if conv.extended and rec.ext then judge_extents_ext(conv, rec, ctx, list, u32(tvb, p0 + 4), stop - p0) end
+    elseif (stop - p0 - 4) % 8 ~= 0 then
+        note(rec, "unaligned-extent.chunk-length", string.format("block status chunk of %d bytes is not 4 + a "
+            .. "multiple of 8", stop - p0))
+    else
+        judge_extents(conv, rec, ctx, list)
     end
-    if has(req.flags, S.CMDF_MASK.REQ_ONE) and #list > 1 then
-        note(rec, "unaligned-extent", #list .. " extents in one chunk although the request set NBD_CMD_FLAG_REQ_ONE")
+end
+
+local UNDEFINED_RF = bnot(S.RF_MASK.DONE)
+local KNOWN_RT = { [S.RT.NONE] = true, [S.RT.OFFSET_DATA] = true, [S.RT.OFFSET_HOLE] = true,
+                   [S.RT.BLOCK_STATUS] = true, [S.RT.BLOCK_STATUS_EXT] = true }
+local ERROR_OFFSET_FOR = { [S.CMD.READ] = true, [S.CMD.WRITE] = true, [S.CMD.TRIM] = true, [S.CMD.CACHE] = true,
+                           [S.CMD.WRITE_ZEROES] = true, [S.CMD.BLOCK_STATUS] = true }
+local CHUNK_VALID_FOR = { [S.RT.OFFSET_DATA] = { [S.CMD.READ] = true }, [S.RT.OFFSET_HOLE] = { [S.CMD.READ] = true },
+                          [S.RT.BLOCK_STATUS] = { [S.CMD.BLOCK_STATUS] = true },
+                          [S.RT.BLOCK_STATUS_EXT] = { [S.CMD.BLOCK_STATUS] = true },
+                          [S.RT.ERROR_OFFSET] = ERROR_OFFSET_FOR }
+
+-- The header style of a chunk against what was agreed: structured-reply-not-negotiated without
+-- extended headers, extended-headers' checks with them (nothing for a capture begun mid-stream).
+local function judge_chunk_header(conv, rec, req, ext, rtype, flags, hdr_offset)
+    local bits = band(flags, UNDEFINED_RF, 0xffff)
+    conv.hinted = conv.hinted or 0
+    if band(bits, bnot(conv.hinted)) ~= 0 then  -- once per connection and bit: hints repeat on every chunk
+        conv.hinted = bor(conv.hinted, bits)
+        note(rec, "bad-reply-chunk.undefined-flag", string.format("reply chunk sets reply flag bit(s) %s that the "
+            .. "spec does not define (allowed for hints a client can ignore)", bit_list(bits)))
+    end
+    if conv.extended == nil then return end
+    local cookie = "0x" .. rec.cookie
+    local cname = req and name(S.COMMANDS, req.cmd, "NBD_CMD_") or "an unknown request"
+    if ext and not conv.extended then
+        if req and req.cmd == S.CMD.READ then
+            note(rec, "extended-headers.extended-reply-unagreed", string.format("extended reply chunk to NBD_CMD_READ "
+                .. "cookie %s although %s agreed", cookie, conv.structured and "only structured replies were"
+                or "neither structured replies nor extended headers were"))
+        else
+            note(rec, "structured-reply-not-negotiated.extended-without-negotiation", "extended reply chunk although "
+                .. "NBD_OPT_EXTENDED_HEADERS was not agreed")
+        end
+        return
+    end
+    if not ext and not conv.extended then
+        if not conv.structured then
+            note(rec, "structured-reply-not-negotiated.structured-without-negotiation", "structured reply chunk "
+                .. "although NBD_OPT_STRUCTURED_REPLY was not agreed")
+        end
+        if rtype == S.RT.BLOCK_STATUS_EXT then
+            note(rec, "extended-headers.status-ext-unagreed", string.format("NBD_REPLY_TYPE_BLOCK_STATUS_EXT for "
+                .. "cookie %s although extended headers were not agreed", cookie))
+        end
+        return
+    end
+    if not ext then
+        note(rec, "extended-headers.structured-chunk", string.format("structured (20-byte) reply chunk for cookie %s "
+            .. "although extended headers were agreed", cookie))
+        return
+    end
+    if req and hdr_offset ~= req.offset then
+        note(rec, "extended-headers.offset-mismatch", string.format("extended reply chunk for %s cookie %s carries "
+            .. "offset %d, not the request's %d (frame %d)", cname, cookie, hdr_offset, req.offset, req.frame))
+    end
+    if rtype == S.RT.BLOCK_STATUS then
+        note(rec, "extended-headers.status-32-under-extended", string.format("NBD_REPLY_TYPE_BLOCK_STATUS for cookie "
+            .. "%s although extended headers were agreed (NBD_REPLY_TYPE_BLOCK_STATUS_EXT is due)", cookie))
+    end
+end
+
+-- bad-reply-chunk, the checks of one chunk by itself and against its request (nbdscope's rule also
+-- follows what the chunks of one reply deliver together; the plugin does not)
+local function judge_chunk_shape(conv, rec, req, tvb, p, len, rtype, flags)
+    local t = rec.type
+    local data_len = rtype == S.RT.OFFSET_DATA and len >= 8 and len - 8 or nil
+    if rtype == S.RT.OFFSET_DATA and flags == S.RF_MASK.DONE and req and req.cmd == S.CMD.READ and len >= 8
+            and u64n(tvb, p) == req.offset and data_len == req.length then
+        if conv.max_payload and data_len > conv.max_payload then  -- the usual read: nothing else to check
+            note(rec, "bad-reply-chunk.over-max-payload", string.format("NBD_REPLY_TYPE_OFFSET_DATA carries %d bytes, "
+                .. "more than the advertised maximum payload %d", data_len, conv.max_payload))
+        end
+        return
+    end
+    local is_error = band(rtype, S.REPLY_TYPE_ERR_BIT) ~= 0
+    if rtype == S.RT.NONE then
+        if len ~= 0 then
+            note(rec, "bad-reply-chunk.none-length", string.format("NBD_REPLY_TYPE_NONE with length %d (must be 0)",
+                len))
+        end
+        if not rec.done then
+            note(rec, "bad-reply-chunk.none-without-done", "NBD_REPLY_TYPE_NONE without NBD_REPLY_FLAG_DONE")
+        end
+    elseif rtype == S.RT.OFFSET_DATA then
+        if len < 9 then
+            note(rec, "bad-reply-chunk.data-length", string.format("NBD_REPLY_TYPE_OFFSET_DATA with length %d (needs 8 "
+                .. "bytes of offset and at least one byte of data)", len))
+        elseif conv.max_payload and data_len > conv.max_payload then
+            note(rec, "bad-reply-chunk.over-max-payload", string.format("NBD_REPLY_TYPE_OFFSET_DATA carries %d bytes, "
+                .. "more than the advertised maximum payload %d", data_len, conv.max_payload))
+        end
+    elseif rtype == S.RT.OFFSET_HOLE then
+        if len ~= 12 then
+            note(rec, "bad-reply-chunk.hole-length", string.format("NBD_REPLY_TYPE_OFFSET_HOLE with length %d (must be "
+                .. "12)", len))
+        elseif u32(tvb, p + 8) == 0 then
+            note(rec, "bad-reply-chunk.empty-hole", "NBD_REPLY_TYPE_OFFSET_HOLE with a hole size of 0 (must be "
+                .. "nonzero)")
+        end
+    elseif is_error then
+        local need = rtype == S.RT.ERROR_OFFSET and 14 or 6
+        if len < need then
+            note(rec, "bad-reply-chunk.error-length", string.format("%s with length %d (at least %d)", t, len, need))
+        else
+            local n = tvb:range(p + 4, 2):uint()
+            local want = 6 + n + (rtype == S.RT.ERROR_OFFSET and 8 or 0)
+            if u32(tvb, p) == 0 then
+                note(rec, "bad-reply-chunk.error-zero", t .. " carries error value 0 (an error chunk must name a "
+                    .. "nonzero error)")
+            end
+            local exact = rtype == S.RT.ERROR or rtype == S.RT.ERROR_OFFSET
+            if (exact and len ~= want) or len < want then
+                note(rec, "bad-reply-chunk.message-length", string.format("%s: error chunk length %d disagrees with "
+                    .. "its message length %d", t, len, n))
+            elseif n > S.MAX_STRING then
+                note(rec, "bad-reply-chunk.message-too-long", string.format("%s message of %d bytes (the limit is %d)",
+                    t, n, S.MAX_STRING))
+            end
+        end
+    elseif rtype == S.RT.BLOCK_STATUS and len < 4 then  -- longer ones are judged with their extents
+        note(rec, "unaligned-extent.chunk-length", string.format("block status chunk of %d bytes is not 4 + a "
+            .. "multiple of 8", len))
+    elseif not KNOWN_RT[rtype] then
+        note(rec, "bad-reply-chunk.unknown-type", string.format("reply chunk type %d is not defined and has no error "
+            .. "bit (15); a client must hang up on it", rtype))
+    end
+    if not req then return end
+    local valid = CHUNK_VALID_FOR[rtype]
+    if valid and not valid[req.cmd] then
+        note(rec, "bad-reply-chunk.wrong-type", string.format("%s is not a valid reply to %s", t,
+            name(S.COMMANDS, req.cmd, "NBD_CMD_")))
+        return
+    end
+    if (rtype == S.RT.OFFSET_DATA or rtype == S.RT.OFFSET_HOLE) and len >= 8 then
+        local at = u64n(tvb, p)
+        local n = rtype == S.RT.OFFSET_DATA and len - 8 or (len == 12 and u32(tvb, p + 8) or 0)
+        local length = req.effect or req.length
+        if n > 0 and (at < req.offset or at + n > req.offset + length) then
+            note(rec, "bad-reply-chunk.content-outside", string.format("%s covers %d+%d, outside the request %d+%d", t,
+                at, n, req.offset, length))
+        end
+    end
+end
+
+-- block-status: one status chunk per selected context in a successful reply (for the requests the
+-- negotiation allowed; req.status_seen is set when the request was judged)
+local function judge_status_contexts(conv, rec, req, tvb, p, len, rtype, failed)
+    local seen = req.status_seen
+    if not seen or req.cmd ~= S.CMD.BLOCK_STATUS then return end
+    local cookie = "0x" .. rec.cookie
+    if (rtype == S.RT.BLOCK_STATUS or rtype == S.RT.BLOCK_STATUS_EXT) and len >= 4 then
+        local ctx = u32(tvb, p)
+        if not conv.contexts[ctx] then
+            local chosen = {}
+            for id in pairs(conv.contexts) do chosen[#chosen + 1] = id end
+            table.sort(chosen)
+            note(rec, "block-status.unknown-context", string.format("status chunk for context id %d, which "
+                .. "SET_META_CONTEXT never selected (selected: %s)", ctx, table.concat(chosen, ", ")))
+        elseif seen[ctx] then
+            note(rec, "block-status.duplicate-context", string.format("second status chunk for context %d in the reply "
+                .. "to cookie %s", ctx, cookie))
+        end
+        seen[ctx] = true
+    end
+    if failed then req.status_failed = true end
+    if rec.done and not req.status_failed then
+        local wanted = {}
+        if req.ids and #req.ids > 0 then
+            for _, id in ipairs(req.ids) do if conv.contexts[id] then wanted[id] = true end end
+        else
+            for id in pairs(conv.contexts) do wanted[id] = true end
+        end
+        local missing = {}
+        for id in pairs(wanted) do if not seen[id] then missing[#missing + 1] = id end end
+        table.sort(missing)
+        if #missing > 0 then
+            local names = {}
+            for _, id in ipairs(missing) do names[#names + 1] = string.format("%d (%s)", id, conv.contexts[id]) end
+            note(rec, "block-status.missing-context", string.format("successful block status reply to cookie %s lacks "
+                .. "context %s", cookie, table.concat(names, ", ")))
+        end
     end
 end
 
@@ -1266,34 +1832,14 @@ local function chunk(conv, rec, tvb, off, tree)
     local key = hex(tvb, off + 8, 8)
     if first then
         rec.done = has(flags, S.RF_MASK.DONE)
-        check_reserved(rec, "rf", flags, "server")
+        rec.cookie, rec.ext = short_cookie(tvb, off + 8), ext
         local failed = band(rtype, S.REPLY_TYPE_ERR_BIT) ~= 0
-        local req = match_reply(conv, rec, key, rec.done, failed)
-        if conv.structured == false then
-            note(rec, "structured-reply-not-negotiated", "structured reply chunk without NBD_OPT_STRUCTURED_REPLY")
-        elseif ext and conv.extended == false then
-            note(rec, "structured-reply-not-negotiated", "extended reply chunk without NBD_OPT_EXTENDED_HEADERS")
-        elseif not ext and conv.extended then
-            note(rec, "structured-reply-not-negotiated", "compact structured chunk although extended headers were agreed")
-        end
-        if rtype == S.RT.NONE and (len ~= 0 or not rec.done) then
-            note(rec, "bad-reply-chunk", "NBD_REPLY_TYPE_NONE must be empty and carry NBD_REPLY_FLAG_DONE")
-        end
-        if req then
-            local reads = { [S.RT.OFFSET_DATA] = true, [S.RT.OFFSET_HOLE] = true }
-            local status = { [S.RT.BLOCK_STATUS] = true, [S.RT.BLOCK_STATUS_EXT] = true }
-            if (reads[rtype] and req.cmd ~= S.CMD.READ) or (status[rtype] and req.cmd ~= S.CMD.BLOCK_STATUS) then
-                note(rec, "bad-reply-chunk", rec.type .. " is not a valid chunk for " .. name(S.COMMANDS, req.cmd, ""))
-            end
-            if reads[rtype] and len >= 8 then
-                local at = u64n(tvb, p)
-                local n = rtype == S.RT.OFFSET_DATA and len - 8 or (len >= 12 and u32(tvb, p + 8) or 0)
-                if at < req.offset or at + n > req.offset + req.length then
-                    note(rec, "bad-reply-chunk", string.format("%s covers %d+%d, outside the request %d+%d",
-                        rec.type, at, n, req.offset, req.length))
-                end
-            end
-        end
+        local req = conv.inflight[key]
+        -- the chunk is judged before it completes its reply (a success finding waits for the DONE)
+        judge_chunk_header(conv, rec, req, ext, rtype, flags, ext and u64n(tvb, off + 16) or nil)
+        judge_chunk_shape(conv, rec, req, tvb, p, len, rtype, flags)
+        if req then judge_status_contexts(conv, rec, req, tvb, p, len, rtype, failed) end
+        match_reply(conv, rec, key, rec.done, failed, true)
     end
     if rtype == S.RT.OFFSET_DATA and len >= 8 then
         tree:add(F.offset, tvb:range(p, 8))
@@ -1309,9 +1855,6 @@ local function chunk(conv, rec, tvb, off, tree)
         tree:add(F.msglen, tvb:range(p + 4, 2))
         if 6 + n <= len then string_at(tree, F.errmsg, tvb, p + 6, n) end
         if rtype == S.RT.ERROR_OFFSET and 6 + n + 8 <= len then tree:add(F.offset, tvb:range(p + 6 + n, 8)) end
-        if first and 6 + n + (rtype == S.RT.ERROR_OFFSET and 8 or 0) ~= len then
-            note(rec, "bad-reply-chunk", "error chunk length disagrees with its message length")
-        end
     elseif len > 0 then
         add_data(tree, tvb, p, len)
     end
@@ -1423,7 +1966,12 @@ local function dissect(tvb, pinfo, tree)
             item:add(F.undecoded, tvb:range(off, len))
             if not rec.visited and not conv.warned_undecoded then
                 conv.warned_undecoded = true
-                note(rec, "malformed-message", string.format("%d bytes that are no NBD message at this point", len))
+                local tls = len >= 2 and (tvb:range(off, 1):uint() == 0x15 or tvb:range(off, 1):uint() == 0x16)
+                    and tvb:range(off + 1, 1):uint() == 3
+                local id = tls and "malformed-message.tls-without-starttls"
+                    or conv.mid and "malformed-message.after-capture-loss" or "malformed-message.bad-magic"
+                note(rec, id, string.format("%d bytes that are no NBD message at this point%s", len,
+                    tls and " (a TLS record: STARTTLS was not acknowledged)" or ""))
             end
         else
             kind(conv, rec, tvb, off, item, len)

@@ -115,3 +115,14 @@ def test_the_plugin_names_a_check_wherever_the_rule_declares_checks() -> None:
     with_checks = {cls.INFO.id for cls in catalogue.ALL_RULES if cls.CHECKS}
     stale = sorted({ident for ident, _ in NOTES if ident in with_checks})
     assert not stale, f"dissectors/nbdscope.lua names only the rule for {stale}: name the check (rule.check)"
+
+
+def test_every_check_id_the_plugin_spells_is_a_check_of_the_catalogue() -> None:
+    """Notes may take their id from a table ("reserved-bits-set.command-flags" by flags field): every
+    quoted "rule.check" of the hand-written code must be a declared check, so a renamed check cannot
+    leave the plugin raising an expert nobody registered."""
+    rules = {cls.INFO.id for cls in catalogue.ALL_RULES}
+    checks = {f"{cls.INFO.id}.{c.name}" for cls in catalogue.ALL_RULES for c in cls.CHECKS}
+    spelled = {m for m in re.findall(r'"([a-z0-9-]+\.[a-z0-9-]+)"', HAND_WRITTEN) if m.split(".", 1)[0] in rules}
+    assert len(spelled) > 40
+    assert not spelled - checks, f"dissectors/nbdscope.lua names checks that do not exist: {sorted(spelled - checks)}"
