@@ -363,3 +363,13 @@ def test_delay_and_closing_at_shutdown_are_the_proxys() -> None:
     silent(result, "hard-disconnect", "bad-reply-chunk")
     assert {a.blame for a in result.anomalies} == {"proxy"}
     assert [a for a, _, _ in result.sessions[0].proxy_actions] == ["delay", "delay", "closed-at-shutdown"]
+
+
+def test_an_upstream_that_refused_the_proxy_is_the_proxys_record_not_a_peers_fault() -> None:
+    """proxy-action.upstream-failed: the proxy accepted a client but could not reach the server; the
+    session is recorded, the client's greeting-less close is nobody's fault."""
+    note = it.StreamNote(1, "s2c", "nbdscope proxy could not connect to the upstream: Connection refused", 2, 1,
+                         "upstream-failed")
+    result = proxied([("c2s", b"")], {0: note}, close="s2c")
+    fired(result, "proxy-action.upstream-failed", blame="proxy")
+    assert {a.blame for a in result.anomalies} == {"proxy"}
