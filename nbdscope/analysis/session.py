@@ -36,6 +36,7 @@ class Session:
     first_frame: int
     saw_start: bool
     last_frame: int = 0
+    last_source: str = ""  # in a run over several files, the one holding last_frame (set when the run ends)
     start_time: float = 0.0
     last_time: float = 0.0
     handshake: str = "unknown"
@@ -243,6 +244,7 @@ class Session:
             "server": str(self.server),
             "first_frame": self.first_frame,
             "last_frame": self.last_frame,
+            **({"last_input": self.last_source} if self.last_source else {}),
             "handshake": self.handshake,
             "tls": self.tls,
             "export": {
