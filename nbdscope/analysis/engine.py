@@ -241,6 +241,9 @@ class Engine:
         start = item.time if item.time is not None else (self._starts[-1] if self._starts else -float("inf"))
         self.inputs.append(item.source)
         self._starts.append(max(start, self._starts[-1]) if self._starts else start)
+        for session, _ in self._open.values():
+            if session.last_frame:  # frame numbers restart: the session's greatest is counted afresh
+                session.earlier_last_frame, session.last_frame = session.last_frame, 0
         self._each("input", item)
 
     def _about_input(self, item: it.CaptureProblem | it.InputStart) -> None:
@@ -313,6 +316,9 @@ class Engine:
         return self.finish()
 
     def finish(self) -> Result:
+        for session in self.sessions if self.inputs else ():
+            if not session.last_frame:  # nothing since the file before: its last frame is there
+                session.last_frame = session.earlier_last_frame
         for conn_id in list(self._open):
             session, conn = self._open.pop(conn_id)
             for event in conn.close("end-of-capture", frame=session.last_frame, time=session.last_time):
@@ -323,6 +329,7 @@ class Engine:
         self.anomalies.sort(key=lambda a: (rank.get(a.source, 0), a.frame))
         for session in self.sessions if self.inputs else ():
             session.last_source = self.input_of(session.source, session.last_frame, session.last_time)
+            session.last_frame = session.last_frame or session.earlier_last_frame  # closed without a message
         result = Result(self.sessions, self.anomalies, self.problems, self.t0(), dict(sorted(self.silenced.items())),
                         list(self.inputs))
         for addon in list(self.addons):
