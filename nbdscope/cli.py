@@ -31,7 +31,9 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     a = sub.add_parser("analyze", help="decode pcap/pcapng files and print a report")
-    a.add_argument("files", nargs="+", metavar="FILE")
+    a.add_argument("files", nargs="+", metavar="FILE",
+                   help="capture file, or a directory of them; several are read as one capture (a rotating set), "
+                        "in the order of their first timestamps")
     a.add_argument("--format", choices=("text", "json", "jsonl"), default="text")
     a.add_argument("--messages", action="store_true", help="text: print the decoded timeline too")
     a.add_argument("-Y", "--filter", metavar="EXPR", dest="display_filter",
