@@ -40,9 +40,11 @@ def _analyze(paths: list[str], verify: bool) -> Result:
 
 
 def _split(name: str, n: int, where: Path) -> list[str]:
+    """The pieces, in order: classic pcap as tcpdump writes them, except for n=2, where editcap's own
+    pcapng (the reader's general path, not the flat pcap loop)."""
     where.mkdir()
-    subprocess.run(["editcap", "-c", str(n), str(CAPTURES / name), str(where / "ring.pcap")], check=True,
-                   capture_output=True)
+    subprocess.run(["editcap", "-F", "pcapng" if n == 2 else "pcap", "-c", str(n), str(CAPTURES / name),
+                    str(where / "ring.pcap")], check=True, capture_output=True)
     pieces = sorted(str(p) for p in where.iterdir())  # editcap numbers them in order: ring_00000_..., ...
     assert len(pieces) > 1
     return pieces
