@@ -31,7 +31,9 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     a = sub.add_parser("analyze", help="decode pcap/pcapng files and print a report")
-    a.add_argument("files", nargs="+", metavar="FILE")
+    a.add_argument("files", nargs="+", metavar="FILE",
+                   help="capture file, or a directory of them; several are read as one capture (a rotating set), "
+                        "in the order of their first timestamps")
     a.add_argument("--format", choices=("text", "json", "jsonl"), default="text")
     a.add_argument("--messages", action="store_true", help="text: print the decoded timeline too")
     a.add_argument("-Y", "--filter", metavar="EXPR", dest="display_filter",
@@ -158,31 +160,35 @@ def _open_binary(stack: ExitStack, path: str) -> BinaryIO:
         raise UsageError(f"{path}: cannot write: {exc.strerror}") from None
 
 
-def _check_inputs(paths: list[str]) -> None:
-    """Refuse unreadable inputs before any output is written."""
+def _check_inputs(paths: list[str]) -> list[str]:
+    """Refuse unreadable inputs before any output is written; the files to read, in reading order (a
+    directory stands for the captures in it, and several files are one capture: capture/rotation.py)."""
     from nbdscope.capture import CaptureError
     from nbdscope.capture.pcapio import STDIN, is_stream, open_capture
+    from nbdscope.capture.rotation import capture_set
 
     if paths.count(STDIN) > 1:
         raise UsageError("standard input (-) can be read only once")
     for path in paths:
-        if os.path.isdir(path):
-            raise UsageError(f"{path}: is a directory")
-        if is_stream(path):
-            continue  # reading would consume it: its errors come when it is read
+        if is_stream(path) or os.path.isdir(path):
+            continue  # a pipe: reading would consume it, its errors come when it is read; a directory: below
         try:
             open_capture(path)[0].close()
         except CaptureError as exc:
             raise UsageError(str(exc)) from None
+    try:
+        return capture_set(paths)
+    except CaptureError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def analyze(args: argparse.Namespace) -> int:
     from nbdscope import pipeline
     from nbdscope.capture import CaptureError
 
+    args.files = _check_inputs(args.files)
     annotate = _annotating(args)
     selection = selection_of(args)
-    _check_inputs(args.files)
     with ExitStack() as stack:
         out = _open_output(stack, None if annotate else args.output)
         addons, redaction = _analyze_addons(args, stack, out, annotate, selection)
@@ -325,7 +331,7 @@ def tui(args: argparse.Namespace) -> int:
         raise UsageError("give capture FILEs, or -i IFACE, or --listen ADDR --upstream ADDR (exactly one of them)")
     selection = selection_of(args)
     if args.files:
-        _check_inputs(args.files)
+        args.files = _check_inputs(args.files)
         return _run_tui(lambda store, stack: file_producer(store, args.files, args.port, selection=selection))
     if args.interface:
         return _run_tui(lambda store, stack: _live_producer(store, args.interface, args.port, args.filter, 65536,

@@ -38,13 +38,17 @@ def run(source: Source, addons: Sequence[Addon] = (), *, verify_data: bool = Fal
 
 
 class FileSource:
-    """Capture files, read once in the order given (with a progress bar on a terminal if asked)."""
+    """Capture files read once as one capture (with a progress bar on a terminal if asked): several files
+    or a directory are the pieces of a rotating set, read in the order of their first timestamps
+    (capture/rotation.py); CaptureError names a directory without captures."""
 
     live = False
 
     def __init__(self, paths: Sequence[str], ports: Collection[int] = (), *, progress: bool = False,
                  trace: list[Any] | None = None) -> None:
-        self.paths, self.ports, self.progress = list(paths), list(ports), progress
+        from nbdscope.capture.rotation import capture_set
+
+        self.paths, self.ports, self.progress = capture_set(paths), list(ports), progress
         self.trace = trace  # where each delivered byte lay in which frame (capture/tcp.py), for redaction
         self.label = ", ".join(self.paths)
         self._stopped = False

@@ -95,6 +95,17 @@ class StreamNote:
 
 
 @dataclass(frozen=True, slots=True)
+class InputStart:
+    """The items after this one come from ``source``, whose frames are numbered from 1 again. Only a run
+    over several inputs read as one capture (a rotating set, ``tcpdump -C/-W/-G``) yields it, once per file,
+    so that findings and reports can name the file that holds a frame. ``time`` is the file's first
+    packet's timestamp (None when it cannot be known before reading: a pipe)."""
+
+    source: str
+    time: float | None
+
+
+@dataclass(frozen=True, slots=True)
 class CaptureProblem:
     """The input itself is damaged (truncated file, corrupt block): reading stopped
     or skipped here; everything before it is kept."""
@@ -104,4 +115,4 @@ class CaptureProblem:
     message: str
 
 
-StreamItem = StreamOpen | StreamData | StreamGap | StreamClose | StreamNote | CaptureProblem
+StreamItem = StreamOpen | StreamData | StreamGap | StreamClose | StreamNote | InputStart | CaptureProblem

@@ -19,12 +19,13 @@ if TYPE_CHECKING:
     from nbdscope.analysis.engine import Engine, Result
     from nbdscope.analysis.session import Session
     from nbdscope.decoder import events as ev
-    from nbdscope.vocab import CaptureProblem, StreamItem
+    from nbdscope.vocab import CaptureProblem, InputStart, StreamItem
 
-HOOKS = ("started", "stream", "message", "finding", "problem", "ending", "finished")
+HOOKS = ("started", "input", "stream", "message", "finding", "problem", "ending", "finished")
 """Hook names, in the order a run calls them: ``started`` once, then per stream item ``stream`` (the raw item,
 after the decoder has seen it), ``message`` per decoded event and ``finding`` per anomaly as they happen,
-``problem`` per damaged-input report; ``ending`` once when the input is exhausted (rules may still report
+``problem`` per damaged-input report, ``input`` when the next file of a run over several
+begins; ``ending`` once when the input is exhausted (rules may still report
 then), and ``finished`` once with the whole result."""
 
 
@@ -68,6 +69,10 @@ class Addon:
 
     def problem(self, problem: CaptureProblem) -> None:
         """The input is damaged here; what was read before it is kept."""
+
+    def input(self, start: InputStart) -> None:
+        """A run over several files (a rotating capture set) goes on in the next one; frame numbers from
+        here on are that file's."""
 
     def ending(self, sessions: list[Session]) -> None:
         """The input is exhausted and every session closed; findings may still be reported."""

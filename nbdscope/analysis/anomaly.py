@@ -55,11 +55,15 @@ class Anomaly:
     check: str = ""  # "<rule>.<check>"; empty only for findings made outside a rule
     requirements: tuple[str, ...] = ()  # the requirement rows this finding says were broken
 
-    def as_json(self) -> dict[str, object]:
+    def as_json(self, with_input: bool = False) -> dict[str, object]:
+        """The finding as the reports give it; ``with_input`` (runs over several files) adds the file
+        that holds its frame, since frame numbers restart with each file."""
         out: dict[str, object] = {
             "rule": self.rule, "severity": self.severity, "blame": self.blame, "session": self.session,
             "frame": self.frame, "time": round(self.time, 6), "message": self.message, "spec": self.spec,
         }
+        if with_input:
+            out["input"] = self.source
         if self.check:
             out["check"] = self.check
         if self.requirements:

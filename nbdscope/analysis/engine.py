@@ -9,6 +9,7 @@ run goes on without it.
 
 from __future__ import annotations
 
+import bisect
 import os
 import sys
 import traceback
@@ -43,6 +44,7 @@ class Result:
     problems: list[it.CaptureProblem] = field(default_factory=list)
     t0: float = 0.0
     silenced: dict[str, int] = field(default_factory=dict)  # findings --ignore/--select kept out, per check
+    inputs: list[str] = field(default_factory=list)  # the files of a run over several, in reading order
 
     def internal_errors(self) -> list[Anomaly]:
         """The failures of nbdscope's own in this run (reported like findings, never a peer's)."""
@@ -69,6 +71,9 @@ class Engine:
         self.sessions: list[Session] = []
         self.anomalies: list[Anomaly] = []
         self.problems: list[it.CaptureProblem] = []
+        # a run over several files (InputStart items): each file and its first packet's time, in reading order
+        self.inputs: list[str] = []
+        self._starts: list[float] = []
         self._open: dict[it.ConnKey, tuple[Session, Connection]] = {}
         self._t0: float | None = None
         # (event type, command of a request or reply) -> the message hooks wanting it
@@ -91,10 +96,23 @@ class Engine:
     def _index_hooks(self) -> None:
         self._listeners.clear()
         self._hooks = {hook: [getattr(a, hook) for a in self.addons if defines(a, hook)]
-                       for hook in ("stream", "finding", "problem")}
+                       for hook in ("stream", "finding", "problem", "input")}
 
     def t0(self) -> float:
         return self._t0 or 0.0
+
+    def input_of(self, default: str, frame: int, time: float) -> str:
+        """The file that holds the frame seen at this absolute time: ``default`` (the session's input) unless
+        the run reads several files. Frame numbers restart with each file, so the time decides: the frame is
+        in the current file unless it is older than that file's first packet, and then in the last earlier
+        file that began at or before it. (Only a finding about an earlier frame whose timestamp equals the
+        first one of the next file, the same microsecond on both sides of a boundary, is put in the later.)"""
+        if not self.inputs:
+            return default
+        current = len(self.inputs) - 1
+        if time >= self._starts[current]:
+            return self.inputs[current]
+        return self.inputs[max(0, bisect.bisect_right(self._starts, time, hi=current) - 1)]
 
     # ------------------------------------------------------------- failures
 
@@ -129,7 +147,8 @@ class Engine:
             traceback.print_exception(exc, file=sys.stderr)
         self.report(Anomaly(rule=INTERNAL_ERROR.id, severity=INTERNAL_ERROR.severity, blame="nbdscope",
                             session=session.id if session is not None else "", frame=frame, time=time - self.t0(),
-                            spec=INTERNAL_ERROR.spec, source=session.source if session is not None else "",
+                            spec=INTERNAL_ERROR.spec,
+                            source=self.input_of(session.source if session is not None else "", frame, time),
                             message=f"{what}: {type(exc).__name__}: {exc} (NBDSCOPE_DEBUG=1 shows the traceback)"))
 
     # ---------------------------------------------------------------- input
@@ -188,8 +207,8 @@ class Engine:
                     entry[0].proxy_action(item.action, item.frame, item.text, dict(item.values))
             self._stream(item)
             return []
-        if isinstance(item, it.CaptureProblem):
-            self._problem(item)
+        if isinstance(item, it.CaptureProblem | it.InputStart):
+            self._about_input(item)
             return []
         if self._t0 is None:
             self._t0 = item.time
@@ -216,9 +235,23 @@ class Engine:
         self._stream(item)
         return events
 
-    def _problem(self, item: it.CaptureProblem) -> None:
-        self.problems.append(item)
-        self._each("problem", item)
+    def _input(self, item: it.InputStart) -> None:
+        """The next file of a run over several begins (a file whose start is unknown, a pipe, begins where
+        the one before it began)."""
+        start = item.time if item.time is not None else (self._starts[-1] if self._starts else -float("inf"))
+        self.inputs.append(item.source)
+        self._starts.append(max(start, self._starts[-1]) if self._starts else start)
+        for session, _ in self._open.values():
+            if session.last_frame:  # frame numbers restart: the session's greatest is counted afresh
+                session.earlier_last_frame, session.last_frame = session.last_frame, 0
+        self._each("input", item)
+
+    def _about_input(self, item: it.CaptureProblem | it.InputStart) -> None:
+        if isinstance(item, it.InputStart):
+            self._input(item)
+        else:
+            self.problems.append(item)
+            self._each("problem", item)
 
     def _start_session(self, item: it.StreamOpen) -> None:
         session = Session(id=f"s{len(self.sessions) + 1}", client=item.client, server=item.server,
@@ -283,15 +316,22 @@ class Engine:
         return self.finish()
 
     def finish(self) -> Result:
+        for session in self.sessions if self.inputs else ():
+            if not session.last_frame:  # nothing since the file before: its last frame is there
+                session.last_frame = session.earlier_last_frame
         for conn_id in list(self._open):
             session, conn = self._open.pop(conn_id)
             for event in conn.close("end-of-capture", frame=session.last_frame, time=session.last_time):
                 self._dispatch(session, event)
         for addon in list(self.addons):
             self._call(addon, "ending", self.sessions)
-        rank = {src: i for i, src in enumerate(dict.fromkeys(s.source for s in self.sessions))}
+        rank = {src: i for i, src in enumerate(self.inputs or dict.fromkeys(s.source for s in self.sessions))}
         self.anomalies.sort(key=lambda a: (rank.get(a.source, 0), a.frame))
-        result = Result(self.sessions, self.anomalies, self.problems, self.t0(), dict(sorted(self.silenced.items())))
+        for session in self.sessions if self.inputs else ():
+            session.last_source = self.input_of(session.source, session.last_frame, session.last_time)
+            session.last_frame = session.last_frame or session.earlier_last_frame  # closed without a message
+        result = Result(self.sessions, self.anomalies, self.problems, self.t0(), dict(sorted(self.silenced.items())),
+                        list(self.inputs))
         for addon in list(self.addons):
             self._call(addon, "finished", result)
         return result

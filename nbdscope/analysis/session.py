@@ -36,6 +36,11 @@ class Session:
     first_frame: int
     saw_start: bool
     last_frame: int = 0
+    last_source: str = ""  # in a run over several files, the one holding last_frame (set when the run ends)
+    # several files: last_frame as it stood when the next file began (last_frame is the greatest frame number
+    # seen, and numbers restart with each file, so the engine sets it to 0 there and takes this back if the
+    # session shows nothing more)
+    earlier_last_frame: int = 0
     start_time: float = 0.0
     last_time: float = 0.0
     handshake: str = "unknown"
@@ -243,6 +248,7 @@ class Session:
             "server": str(self.server),
             "first_frame": self.first_frame,
             "last_frame": self.last_frame,
+            **({"last_input": self.last_source} if self.last_source else {}),
             "handshake": self.handshake,
             "tls": self.tls,
             "export": {

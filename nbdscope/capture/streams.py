@@ -9,7 +9,7 @@ address and port bytes (TcpStreams.fast) and hands the payload view on: no Frame
 Segment, no tuple key, no function call. Every other frame goes through
 linklayer.tcp_segment and TcpStreams.feed, which decide the same for the common frames,
 only slower (tests/unit/test_capture_fastpath.py holds the two to that). pcapng files
-take the general path throughout. One generator serves every file: each generator
+take the general path throughout. One generator and one TCP state serve every file: each generator
 layer between the loop and the engine costs about 0.2 microseconds per item.
 """
 
@@ -20,8 +20,9 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 
 from nbdscope.capture.linklayer import FAST_LAYOUTS, tcp_segment
 from nbdscope.capture.pcapio.read import Window, open_capture, pcap_format, pcapng_frames, record_header
+from nbdscope.capture.rotation import first_time
 from nbdscope.capture.tcp import Origin, TcpStreams
-from nbdscope.vocab import CaptureProblem, StreamData, StreamItem
+from nbdscope.vocab import CaptureProblem, InputStart, StreamData, StreamItem
 
 Progress = Callable[[str, int, int], None]  # path, frame number, bytes of the file read so far
 PROGRESS_EVERY = 4096  # frames between progress callbacks
@@ -54,19 +55,25 @@ class PacketStream:
 def read_captures(paths: Sequence[str], extra_ports: Collection[int] = (),  # noqa: C901
                   progress: Progress | None = None, reuse_buffers: bool = False,
                   trace: list[Origin] | None = None) -> Iterator[StreamItem]:
-    """Stream items of every NBD connection in the given files, file by file.
+    """Stream items of every NBD connection in the given files, read in the order given as one capture.
 
-    Raises CaptureError (before yielding anything for that file) when a file is
-    not a capture at all; damage part-way yields a CaptureProblem and the rest
-    of what was read. With ``reuse_buffers`` the data of a StreamData item is only
-    valid until the next item is requested (faster; the engine copes). ``trace``, if
-    given, receives where every delivered byte lies in its file (see capture/tcp.py;
-    frame numbers start again with each file)."""
+    The files are the pieces of one capture (a rotating tcpdump set, see capture/rotation.py, which puts
+    them in order): one TCP state runs through them all, so a connection goes on across a file boundary
+    and only the end of the last file ends the connections still open. Frame numbers start again with
+    each file; with more than one file an InputStart item opens each file, so the consumer knows which
+    file a frame number belongs to. Raises CaptureError (before yielding anything for that file) when a
+    file is not a capture at all; damage part-way yields a CaptureProblem and the rest of what was read.
+    With ``reuse_buffers`` the data of a StreamData item is only valid until the next item is requested
+    (faster; the engine copes). ``trace``, if given, receives where every delivered byte lies in its file
+    (see capture/tcp.py)."""
     # (C901: the whole per-packet path in one generator frame on purpose, see the module's docstring)
-    conn_id = 0
+    stream = PacketStream(paths[0] if paths else "", extra_ports, 0, trace)
+    announce = len(paths) > 1
     for path in paths:
         problems: list[str] = []
-        stream = PacketStream(path, extra_ports, conn_id, trace)
+        stream.tcp.source = path  # connections opening from here on are in this file
+        if announce:
+            yield InputStart(path, first_time(path))
         f, kind = open_capture(path)
         tell = getattr(f, "raw", f).tell
         number, time = 0, 0.0
@@ -149,5 +156,4 @@ def read_captures(paths: Sequence[str], extra_ports: Collection[int] = (),  # no
                 stream.last_frame, stream.last_time = number, time
         for message in problems:
             yield CaptureProblem(path, stream.last_frame, message)
-        yield from stream.finish()
-        conn_id = stream.next_conn_id
+    yield from stream.finish()

@@ -14,7 +14,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from nbdscope import __version__
 from nbdscope.analysis.addons import Addon
-from nbdscope.report.records import anomaly_json, message_json
+from nbdscope.report.records import anomaly_json, input_json, message_json
 from nbdscope.report.timeline import anomaly_line, message_line
 
 if TYPE_CHECKING:
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from nbdscope.analysis.session import Session
     from nbdscope.decoder import events as ev
     from nbdscope.selection import Selection
+    from nbdscope.vocab import InputStart
 
 def _writer(out: IO[str] | IO[bytes]) -> Callable[[bytes], Any]:
     """A function writing bytes to ``out``, whether it is a text or a binary file. A text file over a
@@ -61,9 +62,12 @@ class JsonlLines(_Timed):
             self._flush()
 
     def finding(self, anomaly: Anomaly) -> None:
-        self.write(anomaly_json(anomaly))
+        self.write(anomaly_json(anomaly, bool(self.engine is not None and self.engine.inputs)))
         if self.flush:
             self._flush()
+
+    def input(self, start: InputStart) -> None:
+        self.write(input_json(start.source))
 
     def _flush(self) -> None:
         self.out.flush()
@@ -93,6 +97,10 @@ class TimelineLines(_Timed):
     def wants(self, event_type: type[ev.Event], command: int | None) -> bool:
         return self.messages
 
+    def input(self, start: InputStart) -> None:
+        if self.messages:
+            self.out.write(f"-- {start.source} (frames from here on are this file's)\n")
+
     def finding(self, anomaly: Anomaly) -> None:
         if self.findings:
             self.out.write(anomaly_line(anomaly) + "\n")
@@ -106,7 +114,7 @@ def json_report(inputs: list[str], result: Result, selection: Selection | None =
         "nbdscope": __version__,
         "inputs": inputs,
         "sessions": [s.as_json() for s in result.sessions],
-        "anomalies": [a.as_json() for a in result.anomalies],
+        "anomalies": [a.as_json(bool(result.inputs)) for a in result.anomalies],
         "capture_problems": [{"input": p.source, "frame": p.frame, "message": p.message} for p in result.problems],
     }
     if selection is not None and selection.active:
@@ -177,6 +185,10 @@ class Filtered(Addon):
         if anomaly.session == self.held[0].id and anomaly.frame == self.held[1].frame:
             self.about.append(anomaly)
         self.queued.append(anomaly)
+
+    def input(self, start: InputStart) -> None:
+        self._release()  # the held message's frame is in the file before
+        self.inner.input(start)
 
     def ending(self, sessions: list[Session]) -> None:
         self._release()

@@ -123,6 +123,12 @@ def message_json(session: str, e: ev.Event, t0: float) -> bytes:
                         option=orjson.OPT_APPEND_NEWLINE)
 
 
-def anomaly_json(a: Anomaly) -> bytes:
-    """The timeline's line for a finding."""
-    return json_line({"type": "ANOMALY", **a.as_json()})
+def anomaly_json(a: Anomaly, with_input: bool = False) -> bytes:
+    """The timeline's line for a finding (``with_input``: name the file of its frame, see Anomaly.as_json)."""
+    return json_line({"type": "ANOMALY", **a.as_json(with_input)})
+
+
+def input_json(source: str) -> bytes:
+    """The timeline's line that says the next file of a run over several begins: the frames of the
+    lines after it are that file's."""
+    return json_line({"type": "INPUT", "input": source})

@@ -66,7 +66,8 @@ class _Fact:
 _FACTS: tuple[_Fact, ...] = (
     _Fact(report=("endpoints", lambda s, _: f"client {s.client}  ->  server {s.server}"),
           screen=("session", lambda s, _: f"{s.id}  {s.client} → {s.server}  ({s.source})")),
-    _Fact(report=("input", lambda s, _: f"{s.source} frames {s.first_frame}-{s.last_frame}")),
+    _Fact(report=("input", lambda s, _: f"{s.source} frames {s.first_frame}-{s.last_frame}" if not s.last_source
+                  else f"{s.source} frame {s.first_frame} to {s.last_source} frame {s.last_frame}")),
     _Fact(report=("handshake", lambda s, _: s.handshake + ("" if s.saw_start else "  (capture began mid-connection)")),
           screen=("handshake", lambda s, _: s.handshake + ("   TLS (encrypted after STARTTLS)" if s.tls else ""))),
     _Fact(report=("TLS", lambda s, _: f"yes, {s.tls_bytes} encrypted bytes not decoded" if s.tls else "no")),

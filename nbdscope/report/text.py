@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from rich.console import Console, Group
 from rich.panel import Panel
 from rich.table import Table
@@ -79,8 +81,10 @@ def render(result: Result, inputs: list[str], console: Console, selection: Selec
         for col in ("severity", "check", "blame", "session", "frame", "message", "requirements / spec"):
             table.add_column(col, overflow="fold")
         for a in result.anomalies:
+            # several inputs: frame numbers restart with each file, so the frame is named with its file
+            frame = f"{os.path.basename(a.source)}:{a.frame}" if result.inputs else str(a.frame)
             table.add_row(Text(a.severity, style=_SEVERITY_STYLE[a.severity]), a.check or a.rule, a.blame, a.session,
-                          str(a.frame), a.message, ", ".join(a.requirements) or a.spec)
+                          frame, a.message, ", ".join(a.requirements) or a.spec)
         console.print(table)
     if silenced is not None:
         console.print(silenced)

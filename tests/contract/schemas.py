@@ -18,7 +18,7 @@ BASE = "https://nbdscope.invalid/schemas/"
 
 # the rule of docs/CONTRACT.md in Python: first match wins (exact names before prefixes)
 _EXACT = {
-    "ANOMALY": "anomaly-line", "NBD_SIMPLE_REPLY": "simple-reply", "NEWSTYLE_GREETING": "greeting",
+    "ANOMALY": "anomaly-line", "INPUT": "input-line", "NBD_SIMPLE_REPLY": "simple-reply", "NEWSTYLE_GREETING": "greeting",
     "OLDSTYLE_GREETING": "greeting", "CLIENT_FLAGS": "client-flags", "EXPORT_NAME_REPLY": "export-name-reply",
     "TRANSMISSION_START": "transmission-start", "TLS_START": "tls-start", "TLS_DATA": "tls-data",
     "PayloadData": "payload-data", "CAPTURE_GAP": "capture-gap", "RESYNC": "resync", "MALFORMED": "malformed",

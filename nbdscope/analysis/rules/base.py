@@ -44,6 +44,7 @@ class Rule(Addon):
     def __init__(self) -> None:
         self._report: Report = _unstarted
         self._t0: Callable[[], float] = lambda: 0.0
+        self._input_of: Callable[[str, int, float], str] = lambda default, frame, time: default
 
     @property
     def name(self) -> str:
@@ -52,6 +53,7 @@ class Rule(Addon):
     def started(self, engine: Engine) -> None:
         self._report = engine.report
         self._t0 = engine.t0
+        self._input_of = engine.input_of
 
     @classmethod
     def subscribes(cls, event_type: type[ev.Event], command: int | None) -> bool:
@@ -111,6 +113,6 @@ class Rule(Addon):
         session.noted(blame, severity, frame, f"{info.id}.{declared.name}" if declared else info.id)
         self._report(Anomaly(rule=info.id, severity=severity, blame=blame, session=session.id,
                              frame=frame, time=time - self._t0(), message=message, spec=info.spec,
-                             source=session.source, values=values,
+                             source=self._input_of(session.source, frame, time), values=values,
                              check=f"{info.id}.{declared.name}" if declared else "",
                              requirements=declared.requires if declared else ()))
