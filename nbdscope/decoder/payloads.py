@@ -171,6 +171,8 @@ def _extents(data: bytes, total: int, max_extents: int, *, ext: bool) -> dict[st
     n = len(data)
     if total < head:
         return {"problem": f"block status chunk of {total} bytes is shorter than its {head}-byte header"}
+    if n < head:  # a prefix the capture cut (the caller drops the problem)
+        return {"problem": f"only {n} bytes of the {head}-byte block status header were captured"}
     out: dict[str, Any] = {"context_id": _U32.unpack_from(data, 0)[0]}
     problems = []
     if ext:

@@ -226,10 +226,17 @@ class Transmission:
             return True
         keep = 8 if rtype == _OFFSET_DATA else min(length, CHUNK_KEEP)
         keep = min(keep, length)
+        lost = None
         if len(buf) < p + keep:
-            return False
+            lost = conn.cut_short(side, hsize + length)  # the capture lost the rest: decode what it holds
+            if lost is None:
+                return False
+            keep = len(buf) - p
         fields = payloads.reply_chunk(rtype, bytes(buf[p:p + keep]), length, MAX_EXTENTS)
-        if keep < length and rtype != _OFFSET_DATA:
+        if lost is not None:
+            fields.pop("problem", None)  # a check of the payload would judge the bytes the capture lost
+            fields["lost"] = lost
+        elif keep < length and rtype != _OFFSET_DATA:
             fields.setdefault("problem", f"chunk length {length} exceeds what we decode ({CHUNK_KEEP})")
         if "context_id" in fields:
             fields["context"] = conn.contexts.get(fields["context_id"])
