@@ -172,7 +172,9 @@ class Connection:
                 side.sink.lost = True
                 if not side.skip:
                     self.sink_done(side)
-            self.emit(ev.Gap, side, before, side.fed, nbytes=nbytes, resync=False, snapped=snapped)
+            cut = next((_CUT_KINDS[type(e)] for e in reversed(out)
+                        if type(e) in _CUT_KINDS and e.lost is not None), None)  # type: ignore[attr-defined]
+            self.emit(ev.Gap, side, before, side.fed, nbytes=nbytes, resync=False, snapped=snapped, within=cut)
             if taken:
                 self._pump()  # the message taken may let the other side on (the handshake ended)
         else:
@@ -277,6 +279,11 @@ class Connection:
         c.compact()
         s.compact()
 
+
+# the messages a gap may cut once their header is in (Connection.gap), by the name Gap.within gives them
+_CUT_KINDS: dict[type[ev.Event], Any] = {ev.ServerGreeting: "greeting", ev.OptionRequest: "option",
+                                         ev.OptionReply: "option-reply", ev.ExportNameReply: "export-name-reply",
+                                         ev.ReplyChunk: "reply-chunk"}
 
 _NBD_STARTS = ((M.IHAVEOPT_BYTES, "an NBD option (IHAVEOPT)"), (M.OPTION_REPLY_MAGIC_BYTES, "an NBD option reply"),
                (M.REQUEST_MAGIC_BYTES, "an NBD request"), (M.SIMPLE_REPLY_MAGIC_BYTES, "an NBD simple reply"),

@@ -208,6 +208,9 @@ class Gap(Event):
     nbytes: int
     resync: bool
     snapped: bool = False
+    # the bytes fell inside a message decoded from the bytes before them (its ``lost`` says how many of
+    # its bytes went undecoded): which kind it was, so the checks skipped with it can be named
+    within: Literal["greeting", "option", "option-reply", "export-name-reply", "reply-chunk"] | None = None
 
 
 @event

@@ -228,6 +228,7 @@ _OWN: dict[type, dict[str, FieldInfo]] = {
         _f("nbytes", "bytes the capture lost", "bytes"),
         _f("resync", "framing was lost with them", "bool"),
         _f("snapped", "the snapshot length cut them off the packet (header-only capture)", "bool"),
+        _f("within", "the kind of message they fell in, decoded from the bytes before them", "choice"),
     ]),
     ev.Resync: dict([
         _f("skipped", "bytes skipped to find the next message", "bytes"),
