@@ -166,6 +166,18 @@ def reply_chunk(rtype: int, data: bytes, total: int, max_extents: int) -> dict[s
     return {}
 
 
+def judged_prefix(rtype: int) -> int:
+    """How many bytes of a chunk's payload its checks read (beyond them they only count bytes, which
+    the header's length gives): a chunk the capture cut shorter than this reports no problem."""
+    if rtype == ReplyType.BLOCK_STATUS:
+        return 4
+    if rtype == ReplyType.BLOCK_STATUS_EXT:
+        return 8
+    if rtype == ReplyType.OFFSET_HOLE:
+        return 12
+    return 6 if is_reply_type_error(rtype) else 0
+
+
 def _extents(data: bytes, total: int, max_extents: int, *, ext: bool) -> dict[str, Any]:
     head, unit = (8, 16) if ext else (4, 8)
     n = len(data)

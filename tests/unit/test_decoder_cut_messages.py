@@ -155,6 +155,19 @@ def test_cut_block_status_chunk_keeps_the_extents_captured() -> None:
     assert fired(result, "capture-gap.header-only")[0].values["chunks"] == 1
 
 
+def test_cut_chunk_keeps_the_problems_its_captured_bytes_decide() -> None:
+    """A block status chunk whose length is no whole number of extents is wrong whatever was cut; a chunk
+    cut before its context id is judged on nothing."""
+    bad = w.chunk(9, ReplyType.BLOCK_STATUS, w.extents(7, [(4096, 0)] * 4) + b"\0\0\0", flags=1)
+    for keep, problem in ((20 + 4 + 8, True), (20 + 2, False)):
+        script = go() + [("c2s", w.request(Cmd.BLOCK_STATUS, 9, 0, 16384), None), ("s2c", bad, keep),
+                         *transmission()]
+        events = decode(script)
+        (status,) = [c for c in of(events, ev.ReplyChunk) if c.reply_type == ReplyType.BLOCK_STATUS]
+        assert status.lost == len(bad) - keep and (status.problem is not None) == problem, status.problem
+        assert [(r.cookie, r.command) for r in of(events, ev.SimpleReply)] == [(5, Cmd.WRITE)]
+
+
 def test_a_cut_past_the_message_or_into_its_header_loses_framing() -> None:
     """Only bytes inside the message whose header gave its length are passed over: lost bytes that run
     past its end took the next header with them, and a header cut short gives no length."""
