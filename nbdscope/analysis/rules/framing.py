@@ -124,8 +124,8 @@ class CaptureGap(Rule):
             packets, nbytes, handshake, chunks = cut
             skipped = []
             if handshake:
-                skipped.append(f"the option payload checks of {handshake} handshake message(s) it cut (greeting, "
-                               "options, option replies)")
+                skipped.append(f"the payload checks of {handshake} handshake message(s) it cut (option and option "
+                               "reply payloads, greeting and export-name padding)")
             if chunks:
                 skipped.append(f"the payload checks of {chunks} block status or error chunk(s) it cut")
             more = "; so were " + " and ".join(skipped) if skipped else ""
