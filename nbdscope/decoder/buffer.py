@@ -22,8 +22,8 @@ class ReceiveBuffer:
     """One direction's bytes, position and state (one object, so the per-message path
     reaches all it needs through one reference)."""
 
-    __slots__ = ("after_gap", "announce", "buf", "dir", "fed", "frame", "hunt_from", "payload", "pos", "sink",
-                 "skip", "skip_data", "skipped", "state", "step", "time")
+    __slots__ = ("after_gap", "announce", "buf", "dir", "fed", "frame", "hunt_from", "lost", "payload", "pos",
+                 "sink", "skip", "skip_data", "skipped", "state", "step", "time")
 
     def __init__(self, direction: Direction, *, track_payload: bool) -> None:
         self.dir: Direction = direction
@@ -44,6 +44,9 @@ class ReceiveBuffer:
         self.skipped = 0  # bytes dropped while hunting for sync
         self.after_gap = False  # hunting because the capture lost bytes, not because the peer sent garbage
         self.hunt_from = 0  # stream offset where the bytes the next Resync reports begin
+        # while a gap is placed (Connection.gap): the bytes lost right after the buffered ones, which a
+        # handler may take as the rest of a message whose length its header gave (Connection.cut_short)
+        self.lost = 0
 
     def avail(self) -> int:
         return len(self.buf) - self.pos

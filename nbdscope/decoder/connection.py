@@ -143,14 +143,26 @@ class Connection:
     def gap(self, direction: Direction, nbytes: int, *, frame: int, time: float,
             snapped: bool = False) -> list[ev.Event]:
         """``nbytes`` of this direction were lost (``snapped``: cut off by the snapshot length). Inside
-        a payload being skipped, framing survives; anywhere else decoding hunts for the next header."""
+        a payload being skipped, or inside a buffered message whose header (all of it captured) gives its
+        length, framing survives; anywhere else decoding hunts for the next header."""
         side = self._c if direction == "c2s" else self._s
         side.frame, side.time = frame, time
+        out: list[ev.Event] = []
+        self.out = out
+        taken = False
+        if side.avail() and not side.skip and side.sink is None and side.state not in (State.HUNT, State.TLS):
+            # the handler waits for the rest of a message: it may take the lost bytes as part of it,
+            # emit the message as cut (``lost``) and pass over the rest by its length
+            side.lost, waiting = nbytes, side.offset
+            try:
+                while side.step(side) and side.avail() and not side.skip:
+                    pass  # (a step may only change state, e.g. a cut request that ends the handshake)
+            finally:
+                side.lost = 0
+            taken = side.offset != waiting
         before = side.fed
         framed_to = side.hunt_from if side.state is State.HUNT else side.framed_to
         side.fed += nbytes
-        out: list[ev.Event] = []
-        self.out = out
         if side.state is State.TLS:
             self.emit(ev.Gap, side, before, side.fed, nbytes=nbytes, resync=False, snapped=snapped)
             self.tls_bytes[direction] += nbytes
@@ -160,7 +172,11 @@ class Connection:
                 side.sink.lost = True
                 if not side.skip:
                     self.sink_done(side)
-            self.emit(ev.Gap, side, before, side.fed, nbytes=nbytes, resync=False, snapped=snapped)
+            cut = next((_CUT_KINDS[type(e)] for e in reversed(out)
+                        if type(e) in _CUT_KINDS and e.lost is not None), None)  # type: ignore[attr-defined]
+            self.emit(ev.Gap, side, before, side.fed, nbytes=nbytes, resync=False, snapped=snapped, within=cut)
+            if taken:
+                self._pump()  # the message taken may let the other side on (the handshake ended)
         else:
             self.emit(ev.Gap, side, framed_to, side.fed, nbytes=nbytes, resync=True, snapped=snapped)
             side.buf.clear()
@@ -195,6 +211,13 @@ class Connection:
                     start=start, end=end, **fields)
         self.out.append(event)
         return event
+
+    def cut_short(self, side: ReceiveBuffer, total: int) -> int | None:
+        """While a gap is placed: when the lost bytes end inside the ``total``-byte message at the read
+        position (its header already buffered), how many of its bytes go undecoded; else None."""
+        if side.lost and side.avail() + side.lost <= total:
+            return total - side.avail()
+        return None
 
     def header(self, side: ReceiveBuffer, n: int) -> bytes | None:
         """The first bytes of the message at the read position, when headers are kept."""
@@ -256,6 +279,11 @@ class Connection:
         c.compact()
         s.compact()
 
+
+# the messages a gap may cut once their header is in (Connection.gap), by the name Gap.within gives them
+_CUT_KINDS: dict[type[ev.Event], Any] = {ev.ServerGreeting: "greeting", ev.OptionRequest: "option",
+                                         ev.OptionReply: "option-reply", ev.ExportNameReply: "export-name-reply",
+                                         ev.ReplyChunk: "reply-chunk"}
 
 _NBD_STARTS = ((M.IHAVEOPT_BYTES, "an NBD option (IHAVEOPT)"), (M.OPTION_REPLY_MAGIC_BYTES, "an NBD option reply"),
                (M.REQUEST_MAGIC_BYTES, "an NBD request"), (M.SIMPLE_REPLY_MAGIC_BYTES, "an NBD simple reply"),

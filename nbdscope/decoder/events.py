@@ -53,6 +53,7 @@ class ServerGreeting(Event):
     size: int | None = None  # oldstyle only
     transmission_flags: int | None = None  # oldstyle only (low 16 bits of its 32-bit field)
     oldstyle_high_flags: int = 0  # oldstyle: the upper 16 bits, reserved
+    lost: int | None = None  # bytes of the message the capture lost (from the first lost byte on); None: none
 
 
 @event
@@ -68,6 +69,7 @@ class OptionRequest(Event):
     info_requests: tuple[int, ...] = ()
     queries: tuple[str, ...] = ()
     problem: str | None = None  # payload disagrees with its own length fields
+    lost: int | None = None  # bytes of the message the capture lost (from the first lost byte on); None: none
 
 
 @event
@@ -87,6 +89,7 @@ class OptionReply(Event):
     message: str | None = None  # error replies: the server's text
     solicited: bool = True  # False when no matching option was pending
     problem: str | None = None
+    lost: int | None = None  # bytes of the message the capture lost (from the first lost byte on); None: none
 
 
 @event
@@ -96,6 +99,7 @@ class ExportNameReply(Event):
     size: int
     transmission_flags: int
     zeroes: bool
+    lost: int | None = None  # bytes of the message the capture lost (from the first lost byte on); None: none
 
 
 @event
@@ -182,6 +186,7 @@ class ReplyChunk(Reply):
     error: int | None = None
     message: str | None = None
     problem: str | None = None  # payload disagrees with the chunk length or type
+    lost: int | None = None  # bytes of the message the capture lost (from the first lost byte on); None: none
 
 
 @event
@@ -203,6 +208,9 @@ class Gap(Event):
     nbytes: int
     resync: bool
     snapped: bool = False
+    # the bytes fell inside a message decoded from the bytes before them (its ``lost`` says how many of
+    # its bytes went undecoded): which kind it was, so the checks skipped with it can be named
+    within: Literal["greeting", "option", "option-reply", "export-name-reply", "reply-chunk"] | None = None
 
 
 @event

@@ -62,14 +62,17 @@ class Handshake:
         start = side.offset
         if second == M.CLISERV_MAGIC_BYTES:
             need = _OLD.size + M.OLDSTYLE_ZEROES
+            lost = None
             if side.avail() < need:
-                return False
+                lost = conn.cut_short(side, need) if side.avail() >= _OLD.size else None
+                if lost is None:
+                    return False
             _, _, size, flags = _OLD.unpack_from(buf, p)
             conn.style = "oldstyle"
             conn.size, conn.transmission_flags = size, flags & 0xFFFF
             conn.emit(ev.ServerGreeting, side, start, start + need, header=conn.header(side, need), style="oldstyle",
-                      size=size, transmission_flags=flags & 0xFFFF, oldstyle_high_flags=flags >> 16)
-            conn.consume(side, need)
+                      size=size, transmission_flags=flags & 0xFFFF, oldstyle_high_flags=flags >> 16, lost=lost)
+            conn.consume(side, _OLD.size, M.OLDSTYLE_ZEROES)
             self._start_transmission(side, "oldstyle")
             return True
         if second == M.IHAVEOPT_BYTES:
@@ -100,9 +103,10 @@ class Handshake:
                 conn.machine.fire(Input.REPLY_AMONG_OPTION_REPLIES, side)  # the handshake ended unseen
                 return True
             return self._wrong_magic(side, p, "a plaintext reply", "an option reply magic", magic)
-        data = _held(side, p, OPTION_REPLY_HEADER, length)
-        if data is None:
+        held = _held(conn, side, p, OPTION_REPLY_HEADER, length)
+        if held is None:
             return False
+        data, lost = held
         fields = _cut_short(payloads.option_reply(reply, data), data, length)
         request = next((o for o in conn.pending if o.option == option), None)
         early = request is None and self._option_in_progress() == option
@@ -120,7 +124,7 @@ class Handshake:
         # zero padding after a GO's ACK (which the spec forbids) is spanned by the ACK, past its length
         event = conn.emit(ev.OptionReply, side, start, start + OPTION_REPLY_HEADER + length + pad,
                           header=conn.header(side, OPTION_REPLY_HEADER), option=option, reply=reply, length=length,
-                          solicited=request is not None or early, **fields)
+                          solicited=request is not None or early, lost=lost, **fields)
         conn.consume(side, OPTION_REPLY_HEADER, length + pad)
         self._apply_option_reply(side, request, event)
         return True
@@ -185,17 +189,21 @@ class Handshake:
         if side.avail() < _EXPORT.size:
             return False
         zeroes = self._padding(side, due)
-        if zeroes is None:
-            return False
+        lost = None
+        if zeroes is None:  # zeroes so far: the capture may have lost the rest of them
+            lost = conn.cut_short(side, _EXPORT.size + M.OLDSTYLE_ZEROES)
+            if lost is None:
+                return False
+            zeroes = True
         need = _EXPORT.size + (M.OLDSTYLE_ZEROES if zeroes else 0)
         size, tflags = _EXPORT.unpack_from(side.buf, side.pos)
         conn.pending.remove(request)
-        conn.export_name = request.export_name
+        conn.export_name = request.export_name if request.lost is None else None  # a cut name is not the name
         conn.size, conn.transmission_flags = size, tflags
         start = side.offset
         conn.emit(ev.ExportNameReply, side, start, start + need, header=conn.header(side, need), size=size,
-                  transmission_flags=tflags, zeroes=zeroes)
-        conn.consume(side, need)
+                  transmission_flags=tflags, zeroes=zeroes, lost=lost)
+        conn.consume(side, _EXPORT.size, need - _EXPORT.size)
         self._start_transmission(side, "export-name")
         return True
 
@@ -271,19 +279,25 @@ class Handshake:
                 conn.machine.fire(Input.REQUEST_AMONG_OPTIONS, side)
                 return True
             if any(o.option in (Opt.GO, Opt.EXPORT_NAME) for o in conn.pending):
-                return False  # wait for the server to settle the handshake
+                if not side.lost:
+                    return False  # wait for the server to settle the handshake
+                # the capture cut this request, so it cannot wait: the client saw the handshake end
+                conn.machine.fire(Input.REQUEST_AMONG_OPTIONS, side)
+                return True
         if side.avail() < OPTION_HEADER:
             return False
         magic, option, length = _OPT.unpack_from(buf, p)
         if magic != M.IHAVEOPT:
             return self._wrong_magic(side, p, "a plaintext option", "IHAVEOPT before an option", magic)
-        data = _held(side, p, OPTION_HEADER, length)
-        if data is None:
+        held = _held(conn, side, p, OPTION_HEADER, length)
+        if held is None:
             return False
+        data, lost = held
         fields = _cut_short(payloads.option_request(option, data), data, length)
         start = side.offset
         request = conn.emit(ev.OptionRequest, side, start, start + OPTION_HEADER + length,
-                            header=conn.header(side, OPTION_HEADER), option=option, length=length, **fields)
+                            header=conn.header(side, OPTION_HEADER), option=option, length=length, lost=lost,
+                            **fields)
         conn.consume(side, OPTION_HEADER, length)
         if option in self.answered_early:
             self.answered_early.remove(option)
@@ -294,13 +308,17 @@ class Handshake:
         return True
 
 
-def _held(side: ReceiveBuffer, p: int, header: int, length: int) -> bytes | None:
-    """The payload after a header at ``p``, up to OPTION_KEEP bytes of it (the rest is skipped); None
-    until all of that has arrived. What is held has arrived: the length field sizes nothing."""
+def _held(conn: Connection, side: ReceiveBuffer, p: int, header: int, length: int) -> tuple[bytes, int | None] | None:
+    """The payload after a header at ``p``, up to OPTION_KEEP bytes of it (the rest is skipped), and how
+    many bytes of the message the capture lost (None: none); None until all that can arrive has. What is
+    held has arrived: the length field sizes nothing."""
     keep = min(length, OPTION_KEEP)
     if side.avail() < header + keep:
-        return None
-    return bytes(side.buf[p + header:p + header + keep])
+        lost = conn.cut_short(side, header + length)
+        if lost is None:
+            return None
+        return bytes(side.buf[p + header:]), lost
+    return bytes(side.buf[p + header:p + header + keep]), None
 
 
 def _cut_short(fields: dict[str, Any], data: bytes, length: int) -> dict[str, Any]:

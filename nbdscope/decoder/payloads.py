@@ -166,11 +166,25 @@ def reply_chunk(rtype: int, data: bytes, total: int, max_extents: int) -> dict[s
     return {}
 
 
+def judged_prefix(rtype: int) -> int:
+    """How many bytes of a chunk's payload its checks read (beyond them they only count bytes, which
+    the header's length gives): a chunk the capture cut shorter than this reports no problem."""
+    if rtype == ReplyType.BLOCK_STATUS:
+        return 4
+    if rtype == ReplyType.BLOCK_STATUS_EXT:
+        return 8
+    if rtype == ReplyType.OFFSET_HOLE:
+        return 12
+    return 6 if is_reply_type_error(rtype) else 0
+
+
 def _extents(data: bytes, total: int, max_extents: int, *, ext: bool) -> dict[str, Any]:
     head, unit = (8, 16) if ext else (4, 8)
     n = len(data)
     if total < head:
         return {"problem": f"block status chunk of {total} bytes is shorter than its {head}-byte header"}
+    if n < head:  # a prefix the capture cut (the caller drops the problem)
+        return {"problem": f"only {n} bytes of the {head}-byte block status header were captured"}
     out: dict[str, Any] = {"context_id": _U32.unpack_from(data, 0)[0]}
     problems = []
     if ext:

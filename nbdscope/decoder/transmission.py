@@ -9,7 +9,7 @@ dictionaries or helper calls; the rare ones share ``_chunk``'s general path.
 from __future__ import annotations
 
 import struct
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from nbdscope.decoder import events as ev
 from nbdscope.decoder import payloads
@@ -226,11 +226,13 @@ class Transmission:
             return True
         keep = 8 if rtype == _OFFSET_DATA else min(length, CHUNK_KEEP)
         keep = min(keep, length)
+        lost = None
         if len(buf) < p + keep:
-            return False
-        fields = payloads.reply_chunk(rtype, bytes(buf[p:p + keep]), length, MAX_EXTENTS)
-        if keep < length and rtype != _OFFSET_DATA:
-            fields.setdefault("problem", f"chunk length {length} exceeds what we decode ({CHUNK_KEEP})")
+            lost = conn.cut_short(side, hsize + length)  # the capture lost the rest: decode what it holds
+            if lost is None:
+                return False
+            keep = len(buf) - p
+        fields = _chunk_fields(rtype, bytes(buf[p:p + keep]), length, lost)
         if "context_id" in fields:
             fields["context"] = conn.contexts.get(fields["context_id"])
         header = conn.header(side, hsize + keep)
@@ -245,6 +247,18 @@ class Transmission:
         if not conn.transmission:
             self._mid_stream(side)
         return True
+
+
+def _chunk_fields(rtype: int, data: bytes, length: int, lost: int | None) -> dict[str, Any]:
+    """A chunk's payload fields from the ``data`` held (``lost``: the capture cut the rest)."""
+    fields = payloads.reply_chunk(rtype, data, length, MAX_EXTENTS)
+    if lost is not None:
+        if len(data) < payloads.judged_prefix(rtype):
+            fields.pop("problem", None)  # its checks would judge bytes the capture lost
+        fields["lost"] = lost
+    elif len(data) < length and rtype != _OFFSET_DATA:
+        fields.setdefault("problem", f"chunk length {length} exceeds what we decode ({CHUNK_KEEP})")
+    return fields
 
 
 def _wanted(conn: Connection, offset: int, length: int) -> bool:

@@ -111,6 +111,7 @@ _BLOCKS = (
 _OPTION = _f("option", "the option this message belongs to", "code", codes=OPTIONS, json="decoded")
 _LENGTH = _f("length", "length of the data after the header, as the header says", "bytes")
 _PROBLEM = _f("problem", "how the payload disagrees with its own length fields", "text")
+_LOST = _f("lost", "bytes of the message the capture did not hold (its fields come from the rest)", "bytes")
 _COOKIE = _f("cookie", "handle pairing a request with its reply", "cookie", hex=True)
 _COMMAND = _f("command", "the command, for a reply the command it answers", "code", codes=COMMANDS, json="decoded")
 _EXTENDED = _f("extended", "sent with the extended (64-bit) header", "bool")
@@ -127,6 +128,7 @@ _OWN: dict[type, dict[str, FieldInfo]] = {
         _SIZE,
         _TFLAGS,
         _f("oldstyle_high_flags", "upper half of the oldstyle 32-bit flags field, all reserved", "reserved"),
+        _LOST,
     ]),
     ev.ClientFlags: dict([_decoded_flags("flags", "what the client's handshake supports", CLIENT_FLAGS)]),
     ev.OptionRequest: dict([
@@ -136,6 +138,7 @@ _OWN: dict[type, dict[str, FieldInfo]] = {
         _f("info_requests", "the NBD_INFO items the client asks for", "codes", codes=INFO_TYPES, json="decoded"),
         _f("queries", "metadata contexts the client lists or selects", "texts"),
         _PROBLEM,
+        _LOST,
     ]),
     ev.OptionReply: dict([
         _OPTION,
@@ -151,11 +154,13 @@ _OWN: dict[type, dict[str, FieldInfo]] = {
         _MESSAGE,
         _f("solicited", "an option of this kind was pending when the reply came", "bool"),
         _PROBLEM,
+        _LOST,
     ]),
     ev.ExportNameReply: dict([
         _SIZE,
         _TFLAGS,
         _f("zeroes", "the 124 reserved zero bytes followed", "bool"),
+        _LOST,
     ]),
     ev.TransmissionStart: dict([
         _f("how", "how the handshake ended (or that the capture began after it)", "choice"),
@@ -212,6 +217,7 @@ _OWN: dict[type, dict[str, FieldInfo]] = {
         ("error", replace(_REPLY_ERROR[1], meaning="the error the chunk reports")),
         _MESSAGE,
         _f("problem", "how the payload disagrees with the chunk's length or type", "text"),
+        _LOST,
     ]),
     ev.PayloadData: dict([
         _COOKIE,
@@ -222,6 +228,7 @@ _OWN: dict[type, dict[str, FieldInfo]] = {
         _f("nbytes", "bytes the capture lost", "bytes"),
         _f("resync", "framing was lost with them", "bool"),
         _f("snapped", "the snapshot length cut them off the packet (header-only capture)", "bool"),
+        _f("within", "the kind of message they fell in, decoded from the bytes before them", "choice"),
     ]),
     ev.Resync: dict([
         _f("skipped", "bytes skipped to find the next message", "bytes"),

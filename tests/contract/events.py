@@ -38,6 +38,7 @@ def _greetings() -> Iterator[ev.Event]:
     yield ev.ServerGreeting(**HS_S2C, style="newstyle", handshake_flags=0x8001)  # a reserved bit set
     yield ev.ServerGreeting(**HS_S2C, style="oldstyle", size=1 << 20, transmission_flags=0x103,
                             oldstyle_high_flags=0x10)
+    yield ev.ServerGreeting(**HS_S2C, style="oldstyle", size=1 << 20, transmission_flags=1, lost=100)  # snapped
 
 
 def _options() -> Iterator[ev.Event]:
@@ -47,6 +48,8 @@ def _options() -> Iterator[ev.Event]:
                            problem="length disagrees")
     yield ev.OptionRequest(**HS_C2S, option=Opt.SET_META_CONTEXT, length=30, export_name="",
                            queries=("base:allocation", "qemu:dirty-bitmap:b0"))
+    yield ev.OptionRequest(**HS_C2S, option=Opt.SET_META_CONTEXT, length=300, export_name="", queries=("base:x",),
+                           lost=250)
 
 
 def _option_replies() -> Iterator[ev.Event]:
@@ -60,6 +63,8 @@ def _option_replies() -> Iterator[ev.Event]:
                          description="a disk", solicited=False, problem="short")
     yield ev.OptionReply(**HS_S2C, option=Opt.SET_META_CONTEXT, reply=Rep.META_CONTEXT, length=19, context_id=1,
                          name="base:allocation")
+    yield ev.OptionReply(**HS_S2C, option=Opt.SET_META_CONTEXT, reply=Rep.META_CONTEXT, length=19, context_id=1,
+                         name="base:a", lost=9)
     yield ev.OptionReply(**HS_S2C, option=Opt.GO, reply=Rep.ERR_UNSUP, length=5, message="no go")
 
 
@@ -91,6 +96,8 @@ def _chunks() -> Iterator[ev.Event]:
                         descriptor_count=2, extents_truncated=True, command=Cmd.BLOCK_STATUS)
     yield ev.ReplyChunk(**S2C, cookie=3, reply_type=ReplyType.BLOCK_STATUS, flags=1, length=12, extended=False,
                         context_id=7, context=None, extents=((512, 1),))
+    yield ev.ReplyChunk(**S2C, cookie=3, reply_type=ReplyType.BLOCK_STATUS, flags=1, length=804, extended=False,
+                        context_id=1, context="base:allocation", extents=((512, 1),), extents_truncated=True, lost=788)
     yield ev.ReplyChunk(**S2C, cookie=4, reply_type=ReplyType.ERROR_OFFSET, flags=1, length=20, extended=False,
                         offset=0, error=22, message="bad", problem="message too long", failed=True, **MATCHED)
 

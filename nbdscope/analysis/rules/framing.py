@@ -28,6 +28,10 @@ def _requests(flights: tuple[tuple[int, int, int], ...] | list[tuple[int, int, i
     return listed + (f" and {len(flights) - shown} more" if len(flights) > shown else "")
 
 
+_KINDS = {"greeting": "a greeting", "option": "an option", "option-reply": "an option reply",
+          "export-name-reply": "an export-name reply", "reply-chunk": "a reply chunk"}
+
+
 class CaptureGap(Rule):
     INFO = RuleInfo("capture-gap", "warning", "capture", "(capture completeness)",
                     "the capture lost, cut or did not hold bytes of a connection; findings near the gap may be "
@@ -51,7 +55,8 @@ class CaptureGap(Rule):
         Check("header-only", severity="info",
               summary="the snapshot length cut payload bytes off packets (a header-only capture)",
               consequence="every header is decoded and framing survives, but the data the cut removed cannot be "
-                          "checked (--verify-data, read data)",
+                          "checked (--verify-data, read data), nor the payloads of the options, option replies, "
+                          "greetings and block status or error chunks it cut (their checks are skipped)",
               fix="none needed for header checks; capture with tcpdump -s 0 to check data contents",
               example="the snapshot length cut 524288 payload bytes off 64 packets (a header-only capture)"),
         Check("ended-mid-exchange", severity="info",
@@ -68,16 +73,20 @@ class CaptureGap(Rule):
     def __init__(self) -> None:
         super().__init__()
         self.counts: dict[str, list[int]] = {}  # session -> [gaps, bytes]
-        self.snapped: dict[str, list[int]] = {}  # session -> [packets, payload bytes] cut inside payloads
+        # session -> [packets, payload bytes, handshake messages, reply chunks] cut inside payloads (the last
+        # two: messages decoded from the bytes before the cut, whose payload checks were skipped)
+        self.snapped: dict[str, list[int]] = {}
 
     def message(self, session: Session, event: ev.Event) -> None:
         if isinstance(event, ev.Gap):
             if event.snapped and not event.resync:
                 # a header-only capture: the payload's size is known and framing survives; one note per
                 # session at its end instead of one per packet
-                cut = self.snapped.setdefault(session.id, [0, 0])
+                cut = self.snapped.setdefault(session.id, [0, 0, 0, 0])
                 cut[0] += 1
                 cut[1] += event.nbytes
+                if event.within is not None:
+                    cut[3 if event.within == "reply-chunk" else 2] += 1
                 return
             count = self.counts.setdefault(session.id, [0, 0])
             count[0] += 1
@@ -88,6 +97,9 @@ class CaptureGap(Rule):
                 framing = "the snapshot length cut a message header, so decoding resumes at the next valid header"
             elif event.resync:
                 framing = "decoding resumes at the next valid header"
+            elif event.within is not None:
+                framing = (f"the bytes were inside {_KINDS[event.within]} whose length its header gave, so message "
+                           "framing survived; checks of its payload that need them were skipped")
             else:
                 framing = "the bytes were inside a payload, so message framing survived"
             self.flag(session, event, f"{event.nbytes} bytes missing in {event.dir}; {framing}", check="lost-bytes",
@@ -109,10 +121,18 @@ class CaptureGap(Rule):
     def _snapped(self, session: Session, event: ev.ConnectionEnd) -> None:
         cut = self.snapped.pop(session.id, None)
         if cut is not None:
-            packets, nbytes = cut
+            packets, nbytes, handshake, chunks = cut
+            skipped = []
+            if handshake:
+                skipped.append(f"the payload checks of {handshake} handshake message(s) it cut (option and option "
+                               "reply payloads, greeting and export-name padding)")
+            if chunks:
+                skipped.append(f"the payload checks of {chunks} block status or error chunk(s) it cut")
+            more = "; so were " + " and ".join(skipped) if skipped else ""
             self.flag(session, event, f"the snapshot length cut {nbytes} payload bytes off {packets} packets (a "
                       "header-only capture): every header was decoded, but checks of data contents (--verify-data, "
-                      "read data) were skipped for those bytes", check="header-only", packets=packets, nbytes=nbytes)
+                      f"read data) were skipped for those bytes{more}", check="header-only", packets=packets,
+                      nbytes=nbytes, messages=handshake, chunks=chunks)
 
     def _cut_short(self, session: Session, event: ev.ConnectionEnd) -> None:
         unparsed = sum(n for _, n in event.unparsed)

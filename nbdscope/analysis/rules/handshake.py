@@ -51,6 +51,7 @@ class _State:
     request: tuple[str | None, tuple[int, ...]] | None = None  # name and info requests of the current INFO/GO
     info_answer: tuple[tuple[str | None, tuple[int, ...]], dict[int, InfoValues]] | None = None
     compare_with: dict[int, InfoValues] | None = None  # what a GO must repeat
+    cut: bool = False  # the capture cut a message of the current INFO/GO (its answer cannot be judged whole)
 
 
 class OptionProtocol(Rule):
@@ -125,7 +126,7 @@ class OptionProtocol(Rule):
         if st.hflags is None or st.cflags is None or session.lost_sync:
             return
         agreed = bool(st.hflags & HandshakeFlag.NO_ZEROES and st.cflags & ClientFlag.C_NO_ZEROES)
-        if agreed and event.zeroes:
+        if agreed and event.zeroes and event.lost is None:  # zeroes seen, the rest lost: not proof enough
             self.flag(session, event, "124 zero bytes after the export-name reply although NO_ZEROES was agreed",
                       check="zeroes-despite-no-zeroes")
         elif not agreed and not event.zeroes:
@@ -198,6 +199,7 @@ class OptionProtocol(Rule):
                           f"{event.info_requests.count(itype)} times", check="duplicate-info-request", info_type=itype)
             st.info, st.info_frames = {}, {}
             st.request = (event.export_name, event.info_requests)
+            st.cut = event.lost is not None
         previous, st.info_answer = st.info_answer, None
         st.compare_with = None
         if event.option == Opt.GO and previous is not None and previous[0] == st.request:
@@ -259,6 +261,8 @@ class OptionProtocol(Rule):
         """A reply taken as answering ``cur`` (whatever option it names): its contents, then the outcome."""
         option = cur.option if cur is not None else event.option
         name = OPTIONS.name(option)
+        if event.lost is not None:
+            st.cut = True
         if event.length > OPTION_KEEP:
             self.flag(session, event, f"reply to {name} of {event.length} bytes: nbdscope decoded its first "
                       f"{OPTION_KEEP} bytes", check="payload-not-held", length=event.length)
@@ -306,7 +310,7 @@ class OptionProtocol(Rule):
         for label, text in (("name", event.name), ("description", event.description), ("message", event.message)):
             if text is not None:
                 self._string(session, event, f"{label} in {kind} to {name}", text)
-        if event.reply == Rep.META_CONTEXT and event.name is not None:
+        if event.reply == Rep.META_CONTEXT and event.name is not None and event.lost is None:
             if not strs.facts(event.name).valid_utf8:
                 self.flag(session, event, f"NBD_REP_META_CONTEXT name {strs.shown(event.name)} is not valid UTF-8",
                           check="context-name-not-utf8")
@@ -337,7 +341,11 @@ class OptionProtocol(Rule):
             return
         if event.option != Opt.SET_META_CONTEXT:
             return
-        if cur is not None and cur.option == Opt.SET_META_CONTEXT and not cur.queries and not cur.problem:
+        if event.lost is not None:
+            st.context_ids.setdefault(cid, cname)
+            return  # only part of the name was captured
+        if cur is not None and cur.option == Opt.SET_META_CONTEXT and not cur.queries and not cur.problem \
+                and cur.lost is None:
             self.flag(session, event, f"NBD_REP_META_CONTEXT {strs.shown(cname)} for a SET_META_CONTEXT with no "
                       "queries", check="contexts-for-no-queries")
         prior = st.context_ids.get(cid)
@@ -371,7 +379,8 @@ class OptionProtocol(Rule):
                 and not session.lost_sync:
             self.flag(session, event, f"NBD_OPT_SET_META_CONTEXT before structured replies {where} was "
                       "acknowledged", check="set-meta-context-not-rejected")
-        if option == Opt.LIST_META_CONTEXT and rep == Rep.ERR_TOO_BIG and not cur.queries and not cur.problem:
+        if option == Opt.LIST_META_CONTEXT and rep == Rep.ERR_TOO_BIG and not cur.queries and not cur.problem \
+                and cur.lost is None:
             self.flag(session, event, "NBD_OPT_LIST_META_CONTEXT with no queries answered NBD_REP_ERR_TOO_BIG",
                       check="too-big-for-no-queries")
         if option in (Opt.INFO, Opt.GO):
@@ -393,8 +402,8 @@ class OptionProtocol(Rule):
     def _info_final(self, session: Session, st: _State, event: ev.OptionReply, cur: ev.OptionRequest,
                     name: str) -> None:
         rep = event.reply
-        if session.lost_sync:
-            return  # replies of this answer may be among the lost bytes
+        if session.lost_sync or st.cut:
+            return  # replies of this answer (or what they say) may be among the lost bytes
         if rep == Rep.ACK:
             pad = event.end - event.start - OPTION_REPLY_HEADER - event.length
             if pad > 0 and cur.option == Opt.GO:

@@ -109,7 +109,8 @@ class BlockStatus(Rule):
         if m is None:
             m = self.meta[session.id] = _Meta()
         if isinstance(event, ev.OptionRequest) and event.option == Opt.SET_META_CONTEXT:
-            m.set_export, m.queries = event.export_name, event.queries
+            # a request the capture cut: its queries are not all known, so none are judged against
+            m.set_export, m.queries = event.export_name, event.queries if event.lost is None else ()
         elif isinstance(event, ev.OptionReply) and event.option in _META_OPTIONS and not session.tls:
             self._option_reply(session, m, event)
         elif isinstance(event, ev.Request) and event.command == _STATUS:
@@ -128,7 +129,7 @@ class BlockStatus(Rule):
             self._ended(session, event)
 
     def _option_reply(self, session: Session, m: _Meta, event: ev.OptionReply) -> None:
-        if event.reply == Rep.META_CONTEXT and event.name is not None:
+        if event.reply == Rep.META_CONTEXT and event.name is not None and event.lost is None:  # (a cut name: a prefix)
             self._name(session, event, event.name)
             if event.option == Opt.SET_META_CONTEXT:
                 self._selected(session, m, event, event.name)
