@@ -43,6 +43,18 @@ def split(path: Path, pieces: int, where: Path) -> list[str]:
     return sorted(str(p) for p in where.iterdir())
 
 
+def given_or_made(capture: Path | None, workdir: Path, size: int) -> Path:
+    """The capture named, or nbdcopy reading ``size`` bytes over loopback, made once in ``workdir``."""
+    if capture is not None:
+        return capture
+    workdir.mkdir(parents=True, exist_ok=True)
+    made = workdir / f"{size >> 20}M-loopback.pcap"
+    if not made.exists():
+        print(f"capturing {made} ...", flush=True)
+        capture_loopback(made, size)
+    return made
+
+
 def comparable(report: bytes) -> list[object]:
     return [(s["client"], s["server"], s["messages"], s["commands"]) for s in json.loads(report)["sessions"]]
 
@@ -67,13 +79,7 @@ def main() -> int:
     for tool in ("editcap", "capinfos"):
         if shutil.which(tool) is None:
             sys.exit(f"bench_rotation: {tool} (wireshark-common) is needed")
-    capture = args.capture
-    if capture is None:
-        args.workdir.mkdir(parents=True, exist_ok=True)
-        capture = args.workdir / f"{args.size >> 20}M-loopback.pcap"
-        if not capture.exists():
-            print(f"capturing {capture} ...", flush=True)
-            capture_loopback(capture, args.size)
+    capture = given_or_made(args.capture, args.workdir, args.size)
     nbdscope = [sys.executable, "-m", "nbdscope", "analyze", "--format", "json"]
     with tempfile.TemporaryDirectory(prefix="nbdscope-rotation-") as tmp:
         files = split(capture, args.pieces, Path(tmp))

@@ -25,8 +25,8 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_analyze import Timed, capture_loopback, size_arg, timed
-from bench_rotation import summary
+from bench_analyze import Timed, size_arg, timed
+from bench_rotation import given_or_made, summary
 
 
 def requests(report: bytes) -> list[object]:
@@ -49,13 +49,7 @@ def main() -> int:
     for tool in ("editcap", "tshark"):
         if shutil.which(tool) is None:
             sys.exit(f"bench_snaplen: {tool} (wireshark) is needed")
-    capture = args.capture
-    if capture is None:
-        args.workdir.mkdir(parents=True, exist_ok=True)
-        capture = args.workdir / f"{args.size >> 20}M-loopback.pcap"
-        if not capture.exists():
-            print(f"capturing {capture} ...", flush=True)
-            capture_loopback(capture, args.size)
+    capture = given_or_made(args.capture, args.workdir, args.size)
     nbdscope = [sys.executable, "-m", "nbdscope", "analyze", "--format", "json"]
     with tempfile.TemporaryDirectory(prefix="nbdscope-snaplen-") as tmp:
         cut = Path(tmp) / "cut.pcap"

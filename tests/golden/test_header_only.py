@@ -21,6 +21,7 @@ from nbdscope.analysis.addons import Addon
 from nbdscope.analysis.session import Session
 from nbdscope.capture.tcp import Origin
 from nbdscope.decoder import events as ev
+from tests.cuts import covers
 from tests.oracles import CAPTURES
 
 ALL = sorted(p for p in CAPTURES.iterdir() if p.suffix in (".pcap", ".pcapng") and p.stem != "tls-psk")
@@ -62,16 +63,6 @@ def _kept(trace: list[Origin], snap: int, sessions: dict[int, str]) -> dict[str,
     return ranges
 
 
-def _inside(ranges: list[tuple[int, int]], start: int, end: int) -> bool:
-    pos = start
-    for a, b in sorted(ranges):
-        if a <= pos < b:
-            pos = b
-        if pos >= end:
-            return True
-    return False
-
-
 # Cuts so short that the link, IP and TCP headers leave fewer payload bytes a packet than a request header
 # (28): nothing can be checked against the whole capture's requests, only that no peer is blamed
 # (IPv6 over Ethernet keeps 10 bytes at 96, Linux cooked capture v2 keeps 24).
@@ -88,7 +79,7 @@ def test_cut_capture_keeps_every_header_that_fits(capture: Path, snap: int, tmp_
     cut = tmp_path / f"cut{snap}.pcap"
     subprocess.run(["editcap", "-s", str(snap), str(capture), str(cut)], check=True, capture_output=True)
     got, findings = _decode(cut)
-    fitting = Counter(key for key, sid, start, end in whole if _inside(kept.get(sid, []), start, end))
+    fitting = Counter(key for key, sid, start, end in whole if covers(kept.get(sid, []), start, end))
     decoded = Counter(key for key, *_ in got)
     if (capture.name, snap) in NOTHING_FITS:
         assert not fitting, "a request header fits after all: check this case like the others"

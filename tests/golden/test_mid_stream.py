@@ -23,6 +23,7 @@ from nbdscope.analysis.session import Session
 from nbdscope.capture import sniff
 from nbdscope.capture.tcp import Origin, TcpStreams
 from nbdscope.decoder import events as ev
+from tests.cuts import covers
 from tests.oracles import CAPTURES
 
 WORKLOADS = ("nbdcopy-4conn-nbdkit-memory.pcap", "fio-iodepth8.pcap", "qemu-img-convert-map.pcap",
@@ -73,16 +74,6 @@ def _kept(trace: list[Origin], first: int, pairs: dict[int, Pair]) -> dict[Pair,
     return ranges
 
 
-def _inside(ranges: list[tuple[int, int]], start: int, end: int) -> bool:
-    pos = start
-    for a, b in sorted(ranges):
-        if a <= pos < b:
-            pos = b
-        if pos >= end:
-            return True
-    return False
-
-
 def _cut(capture: Path, first: int, out: Path) -> Path:
     subprocess.run(["editcap", "-r", str(capture), str(out), f"{first}-{1 << 30}"], check=True, capture_output=True)
     return out
@@ -109,7 +100,7 @@ def test_cut_anywhere_keeps_every_request_whose_header_survives(name: str, tmp_p
     failed: set[tuple[int, str]] = set()
     for first in _frames(trace):
         kept = _kept(trace, first, pairs)
-        expected = Counter(key for key, start, end in whole if _inside(kept.get(key[0], []), start, end))
+        expected = Counter(key for key, start, end in whole if covers(kept.get(key[0], []), start, end))
         got, result = _decode(_cut(capture, first, tmp_path / f"cut{first}.pcap"))
         decoded = Counter(key for key, _, _ in got)
         if expected - decoded:
@@ -156,7 +147,7 @@ def _by_rule(capture: Path, first: int, tmp_path: Path, monkeypatch: pytest.Monk
     assert len(only) == 1, f"expected one session that only {rule} finds, not {only}"
     (pair,) = only
     kept = _kept(trace, first, pairs)
-    expected = Counter(key for key, start, end in whole if key[0] == pair and _inside(kept[pair], start, end))
+    expected = Counter(key for key, start, end in whole if key[0] == pair and covers(kept[pair], start, end))
     assert expected, "the session keeps no request header: the test would prove nothing"
     assert expected == Counter(key for key, _, _ in got if key[0] == pair)
     assert not pair[1].endswith(":10809") and not pair[0].endswith(":10809")  # not found by its port
