@@ -30,9 +30,10 @@ class UnalignedExtent(Rule):
                     "running past the request while more follow, REQ_ONE ignored, too many, or odd status values")
     CHECKS = (
         _c("length", ("cmd-block-status.11",), "extent length not a multiple of the advertised minimum block size",
-           "clients that trust the alignment (qemu-img 4.0 and earlier) fail or mis-map the export",
-           "server: round extents to the minimum block size (qemu before 4.0 reported the hole inside the last "
-           "sector of a file that is not a multiple of 512)",
+           "clients that insist on the alignment fail: qemu-img before 4.0 stops with \"Could not read file "
+           "metadata: Invalid argument\" (4.0's client works around it)",
+           "server: round extents to the minimum block size; qemu-nbd since 2.12 reports the hole inside the "
+           "last sector of a file whose size is not a multiple of 512 (the seed of this check)",
            "extent of 1000 bytes at offset 0 is not a multiple of the minimum block size 512"),
         _c("zero-length", ("reply-type-block-status.3",), "extent of length 0",
            "the client cannot make progress", "server: merge or drop empty extents",
