@@ -48,6 +48,8 @@ from nbdscope.vocab import (
 )
 
 OOO_LIMIT = 16 << 20  # out-of-order bytes held per direction before the hole is declared lost
+FIRST_KEPT = 16  # first bytes of each direction kept for detection
+_MAX_OPTION = 0xFFFF  # option numbers in use are small; a server's flags then reply magic read as far more
 DETECT_SEGMENTS = 8  # payload segments examined before a connection on an unknown port is dropped (SYN seen)
 RECENTLY_CLOSED = 4096
 _SERVER_FIRST = (M.NBDMAGIC_BYTES, M.OPTION_REPLY_MAGIC_BYTES)
@@ -293,8 +295,8 @@ class TcpStreams:
                 self.trace.append(Origin(conn.conn_id, d, at, len(data), src, pos))
         elif conn.state == "detect":
             conn.pending.append((side, bytes(data), frame, time, src, pos, at))
-            if len(half.first) < 8:
-                half.first += bytes(data[:8 - len(half.first)])
+            if len(half.first) < FIRST_KEPT:
+                half.first += bytes(data[:FIRST_KEPT - len(half.first)])
             if not conn.syn_seen:
                 if half.search is None:
                     half.search = HeaderSearch()
@@ -448,9 +450,17 @@ class TcpStreams:
         first = conn.halves[side].first
         if len(first) < 8:
             return None
-        if first in _SERVER_FIRST or first[:4] in _SERVER_WORDS:
+        head = first[:8]
+        if head in _SERVER_FIRST or head[:4] in _SERVER_WORDS:
             return 1 - side
-        if first == M.IHAVEOPT_BYTES or first[:4] in _CLIENT_WORDS:
+        if head == M.IHAVEOPT_BYTES:
+            # a client's option, or the second half of a server's greeting sent on its own (nbd-server does):
+            # an option number follows in the client's case, the handshake flags and then an option reply
+            # magic (0x0003e889...) in the server's
+            if len(first) < FIRST_KEPT:
+                return None
+            return side if int.from_bytes(first[8:12], "big") <= _MAX_OPTION else 1 - side
+        if head[:4] in _CLIENT_WORDS:
             return side
         return None
 
