@@ -15,7 +15,8 @@ import os
 from collections.abc import Generator, Sequence
 from typing import cast
 
-from nbdscope.capture.pcapio.read import CaptureError, Frame, frames, is_stream, open_capture
+from nbdscope.capture.pcapio.opening import CaptureError, is_stream, open_capture
+from nbdscope.capture.pcapio.read import Frame, frames
 
 
 def first_time(path: str) -> float | None:
