@@ -17,7 +17,6 @@ import sys
 from pathlib import Path
 
 from nbdscope.analysis import rules as catalogue
-from nbdscope.analysis.rules import handshake
 from nbdscope.report.ruledoc import rule_entries
 from nbdscope.spec import codes, magics, metacontexts
 from nbdscope.spec.flags import FLAG_FIELDS
@@ -71,7 +70,7 @@ def generate() -> str:
              "EXTENDED_REPLY_HEADER": codes.EXTENDED_REPLY_HEADER, "OPTION_HEADER": codes.OPTION_HEADER,
              "OPTION_REPLY_HEADER": codes.OPTION_REPLY_HEADER, "DEFAULT_MIN_BLOCK": codes.DEFAULT_MIN_BLOCK,
              "DEFAULT_MAX_PAYLOAD": codes.DEFAULT_MAX_PAYLOAD, "REP_ERR_BIT": codes.REP_ERR_BIT,
-             "REPLY_TYPE_ERR_BIT": codes.REPLY_TYPE_ERR_BIT, "MAX_MIN_BLOCK": handshake.MAX_MIN_BLOCK,
+             "REPLY_TYPE_ERR_BIT": codes.REPLY_TYPE_ERR_BIT, "MAX_MIN_BLOCK": codes.MAX_MIN_BLOCK,
              "MAX_STRING": codes.MAX_STRING}
     out += [f"S.{k} = {v}" for k, v in sizes.items()]
     out.append("")

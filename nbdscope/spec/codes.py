@@ -179,8 +179,11 @@ OPTION_REPLY_HEADER = 20  # magic, option, reply type, length
 
 # Size constraints section: defaults when the server gives no NBD_INFO_BLOCK_SIZE.
 DEFAULT_MIN_BLOCK = 1
-DEFAULT_MAX_PAYLOAD = 32 * 1024 * 1024
-MAX_STRING = 4096  # spec: strings (names, queries) SHOULD stay at or below 4096 bytes
+DEFAULT_MAX_PAYLOAD = 32 * 1024 * 1024  # also the largest payload a peer SHOULD NOT deem a denial of service
+MAX_MIN_BLOCK = 64 * 1024  # the minimum block size MUST NOT exceed 64 KiB
+MIN_PREFERRED_BLOCK = 512  # the preferred block size is at least max(minimum, 512)
+MAX_STRING = 4096  # strings (names, queries, messages) MUST NOT be longer
+ADVISED_STRING = 256  # and SHOULD NOT be longer than this
 
 
 def is_rep_error(rep: int) -> bool:

@@ -15,12 +15,11 @@ from nbdscope.analysis.rules.extents import UnalignedExtent  # lived here before
 from nbdscope.analysis.session import Session
 from nbdscope.decoder import events as ev
 from nbdscope.spec import COMMANDS, Cmd, Info, Rep
-from nbdscope.spec.codes import DEFAULT_MAX_PAYLOAD
+from nbdscope.spec.codes import DEFAULT_MAX_PAYLOAD, MAX_MIN_BLOCK, MIN_PREFERRED_BLOCK
 
 # commands whose offset and length address the export
 RANGED = frozenset({Cmd.READ, Cmd.WRITE, Cmd.TRIM, Cmd.CACHE, Cmd.WRITE_ZEROES, Cmd.BLOCK_STATUS})
 _EFFECT_ONLY = frozenset({int(Cmd.TRIM), int(Cmd.WRITE_ZEROES), int(Cmd.CACHE)})  # no payload either way
-MAX_MIN_BLOCK = 1 << 16
 _MIB = 1 << 20
 __all__ = ["BlockSizeInvalid", "PayloadTooLarge", "RequestBeyondExport", "SizeNotBlockMultiple", "UnalignedExtent",
            "UnalignedRequest"]
@@ -93,7 +92,7 @@ class BlockSizeInvalid(Rule):
         if not _pow2(mn) or mn > MAX_MIN_BLOCK:
             self.flag(session, event, f"NBD_INFO_BLOCK_SIZE minimum {mn} is not a power of two no larger than "
                       f"{MAX_MIN_BLOCK}", check="minimum", **values)
-        if not _pow2(pref) or pref < max(mn, 512):
+        if not _pow2(pref) or pref < max(mn, MIN_PREFERRED_BLOCK):
             self.flag(session, event, f"NBD_INFO_BLOCK_SIZE preferred {pref} is not a power of two at least "
                       f"max({mn}, 512)", check="preferred", **values)
         if mx < pref:

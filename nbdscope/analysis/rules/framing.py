@@ -15,10 +15,11 @@ from nbdscope.analysis.rules.base import Rule
 from nbdscope.analysis.session import Session
 from nbdscope.decoder import events as ev
 from nbdscope.spec import COMMANDS, Cmd, Errno
+from nbdscope.spec.codes import DEFAULT_MAX_PAYLOAD
 
 OTHER = {"client": "server", "server": "client"}
 SIDE = {"c2s": "client", "s2c": "server"}
-DOS_PAYLOAD = 1 << 25  # the spec: a payload up to 2^25 bytes SHOULD NOT be deemed a denial of service
+DOS_PAYLOAD = DEFAULT_MAX_PAYLOAD  # the spec: a payload up to 2^25 bytes SHOULD NOT be deemed a denial of service
 _ESHUTDOWN, _READ, _DISC = int(Errno.ESHUTDOWN), int(Cmd.READ), int(Cmd.DISC)
 
 

@@ -14,13 +14,12 @@ from nbdscope.analysis.anomaly import RuleInfo
 from nbdscope.analysis.rules import handshake_checks, info_answers
 from nbdscope.analysis.rules import option_strings as strs
 from nbdscope.analysis.rules.base import Rule
-from nbdscope.analysis.rules.info_answers import MAX_MIN_BLOCK as MAX_MIN_BLOCK  # report/lua_tables reads it here
 from nbdscope.analysis.rules.info_answers import InfoValues
 from nbdscope.analysis.session import Session
 from nbdscope.decoder import events as ev
 from nbdscope.decoder.handshake import OPTION_KEEP
 from nbdscope.spec import INFO_TYPES, OPTION_REPLIES, OPTIONS, ClientFlag, HandshakeFlag, Info, Opt, Rep
-from nbdscope.spec.codes import OPTION_REPLY_HEADER, is_rep_error
+from nbdscope.spec.codes import ADVISED_STRING, MAX_STRING, OPTION_REPLY_HEADER, is_rep_error
 
 NBD_PORT = 10809
 _KNOWN_CFLAGS = int(ClientFlag.C_FIXED_NEWSTYLE | ClientFlag.C_NO_ZEROES)  # int: ~ on the enum drops unknown bits
@@ -222,11 +221,11 @@ class OptionProtocol(Rule):
         if f.nul_at is not None:
             self.flag(session, event, f"{what} contains NUL at index {f.nul_at}: {strs.shown(text)}",
                       check="string-has-nul")
-        if f.nbytes > strs.MAX_STRING:
-            self.flag(session, event, f"{what} is {f.nbytes} bytes (limit {strs.MAX_STRING})", check="string-too-long",
+        if f.nbytes > MAX_STRING:
+            self.flag(session, event, f"{what} is {f.nbytes} bytes (limit {MAX_STRING})", check="string-too-long",
                       nbytes=f.nbytes)
-        elif f.nbytes > strs.ADVISED_STRING:
-            self.flag(session, event, f"{what} is {f.nbytes} bytes (advised at most {strs.ADVISED_STRING})",
+        elif f.nbytes > ADVISED_STRING:
+            self.flag(session, event, f"{what} is {f.nbytes} bytes (advised at most {ADVISED_STRING})",
                       check="string-long", nbytes=f.nbytes)
 
     # ------------------------------------------------------------ replies

@@ -10,8 +10,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-MAX_STRING = 4096  # MUST be no longer
-ADVISED_STRING = 256  # SHOULD be no longer
 _ESCAPED = re.compile(r"\\x[0-9a-f]{2}")  # one byte that was not UTF-8, as backslashreplace writes it
 
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 from nbdscope.analysis.session import Session
 from nbdscope.decoder import events as ev
 from nbdscope.spec import COMMAND_FLAGS, Cmd, CommandFlag, TransmissionFlag
+from nbdscope.spec.codes import DEFAULT_MAX_PAYLOAD  # what a client may assume when no maximum was advertised
 
 TF = TransmissionFlag
-DEFAULT_MAX_PAYLOAD = 1 << 25  # what a client may assume when no maximum was advertised
+
 _FLAG_NEEDS = {int(CommandFlag.FUA): TF.SEND_FUA, int(CommandFlag.DF): TF.SEND_DF,
                int(CommandFlag.FAST_ZERO): TF.SEND_FAST_ZERO}
 _FLAG_FOR = {int(CommandFlag.NO_HOLE): {Cmd.WRITE_ZEROES}, int(CommandFlag.DF): {Cmd.READ},
