@@ -14,6 +14,7 @@ from nbdscope.analysis.addons import Addon
 from nbdscope.analysis.anomaly import INTERNAL_ERROR, SEVERITY_RANK
 from nbdscope.analysis.engine import Result
 from nbdscope.cli_rules import RulesUsageError, add_rules_parser, add_selection_options, selection_of
+from nbdscope.report.clock import add_time_option
 
 if TYPE_CHECKING:
     from nbdscope.capture.pcapio.redact import FrameRedaction
@@ -49,6 +50,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="with -o FILE.pcapng: zero read and write data in the written packets (headers kept)")
     a.add_argument("--verify-data", action="store_true",
                    help="also compare read data with earlier writes (stale-read); slower")
+    add_time_option(a)
     add_selection_options(a)
 
     from nbdscope.cli_proxy import add_proxy_options
@@ -56,6 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     x = sub.add_parser("proxy", help="transparent relay between an NBD client and server, decoding live")
     add_proxy_options(x, required=True)
     x.add_argument("--tui", action="store_true", help="show the relayed traffic in the terminal UI")
+    add_time_option(x)
     add_selection_options(x)
 
     t = sub.add_parser("tui", help="terminal UI over capture files, a live interface or the proxy")
@@ -65,6 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("-i", "--interface", metavar="IFACE", help="capture live from this interface (tcpdump)")
     t.add_argument("--filter", default="tcp", metavar="BPF", help="live: capture filter (default: tcp)")
     add_proxy_options(t, required=False)
+    add_time_option(t)
     add_selection_options(t)
 
     lv = sub.add_parser("live", help="capture from a network interface and decode live")
@@ -81,6 +85,7 @@ def _parser() -> argparse.ArgumentParser:
                     help="also save every captured packet to this pcapng file (like tshark -w), to analyze later")
     lv.add_argument("--fail-on", choices=("error", "warning", "never"), default="never")
     lv.add_argument("--tui", action="store_true", help="show the traffic in the terminal UI")
+    add_time_option(lv)
     add_selection_options(lv)
 
     add_rules_parser(sub)
