@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 from collections.abc import Callable
 from contextlib import ExitStack
 from typing import IO, TYPE_CHECKING, Any, BinaryIO
@@ -15,11 +16,13 @@ from nbdscope.analysis.anomaly import INTERNAL_ERROR, SEVERITY_RANK
 from nbdscope.analysis.engine import Result
 from nbdscope.cli_rules import RulesUsageError, add_rules_parser, add_selection_options, selection_of
 from nbdscope.report.clock import add_time_option
+from nbdscope.report.wording import plural
 
 if TYPE_CHECKING:
     from nbdscope.capture.pcapio.redact import FrameRedaction
 
 EXIT_OK, EXIT_ANOMALY, EXIT_USAGE = 0, 1, 2
+SPOOL_IN_MEMORY = 8 << 20  # the --messages timeline is kept in memory up to this, then in a temporary file
 
 
 class UsageError(Exception):
@@ -36,7 +39,13 @@ def _parser() -> argparse.ArgumentParser:
                    help="capture file, or a directory of them; several are read as one capture (a rotating set), "
                         "in the order of their first timestamps")
     a.add_argument("--format", choices=("text", "json", "jsonl"), default="text")
-    a.add_argument("--messages", action="store_true", help="text: print the decoded timeline too")
+    a.add_argument("--messages", action="store_true",
+                   help="text: print the decoded timeline too, each finding marked on its message")
+    a.add_argument("--brief", action="store_true",
+                   help="text: one line per finding (frame, time, severity, rule.check, blame, session, message) "
+                        "and per session, then the totals")
+    a.add_argument("--bits", action="store_true",
+                   help="text: show flags bit by bit, set or not (default: only the set bits)")
     a.add_argument("-Y", "--filter", metavar="EXPR", dest="display_filter",
                    help="show only the messages matching EXPR in the timeline (--messages, jsonl); findings are "
                         "still computed on every message (the language: docs/FILTER.md)")
@@ -229,11 +238,14 @@ def _analyze_addons(args: argparse.Namespace, stack: ExitStack, out: IO[str],
 
     addons: list[Addon] = []
     timeline: outputs.JsonlLines | outputs.TimelineLines | None = None
+    spool: IO[str] | None = None
     redaction = None
     if args.format == "jsonl":
         timeline = outputs.JsonlLines(out)
     elif args.format == "text" and args.messages:
-        timeline = outputs.TimelineLines(out)
+        # kept aside until the run ends, so that the report's heading and legend come first
+        spool = stack.enter_context(tempfile.SpooledTemporaryFile(SPOOL_IN_MEMORY, mode="w+", encoding="utf-8"))
+        timeline = outputs.TimelineLines(spool, findings=True, time=args.time, legend=False)  # type: ignore[arg-type]
     elif args.display_filter is not None:
         raise UsageError("-Y filters the timeline: add --messages, or use --format jsonl")
     if timeline is not None:
@@ -248,7 +260,8 @@ def _analyze_addons(args: argparse.Namespace, stack: ExitStack, out: IO[str],
     if args.format == "json":
         addons.append(outputs.JsonReport(out, args.files, selection))
     elif args.format == "text":
-        addons.append(outputs.TextReport(out, args.files, selection))
+        addons.append(outputs.TextReport(out, args.files, selection, timeline=spool, brief=args.brief,
+                                         bits=args.bits, time=args.time))
     return addons, redaction
 
 
@@ -391,11 +404,11 @@ def live(args: argparse.Namespace) -> int:
               flush=True)
         out = _open_output(stack, args.output)
         addon: Addon = (outputs.JsonlLines(out, flush=True) if args.format == "jsonl"
-                        else outputs.TimelineLines(out, findings=True, flush=True))
+                        else outputs.TimelineLines(out, findings=True, flush=True, time=args.time))
         result = pipeline.run(source, [_filtered(addon, args.display_filter)], selection=selection)
     silenced = f" ({sum(result.silenced.values())} silenced)" if result.silenced else ""
-    print(f"nbdscope live: {len(result.sessions)} sessions, {len(result.anomalies)} anomalies{silenced}, "
-          f"{source.dropped} packets dropped by the kernel", file=sys.stderr, flush=True)
+    print(f"nbdscope live: {plural(len(result.sessions), 'session')}, {plural(len(result.anomalies), 'anomaly')}"
+          f"{silenced}, {plural(source.dropped, 'packet')} dropped by the kernel", file=sys.stderr, flush=True)
     _report_failures(result)
     return _exit_code(args.fail_on, result)
 
