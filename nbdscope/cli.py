@@ -246,10 +246,14 @@ def _analyze_addons(args: argparse.Namespace, stack: ExitStack, out: IO[str],
         # kept aside until the run ends, so that the report's heading and legend come first
         spool = stack.enter_context(tempfile.SpooledTemporaryFile(SPOOL_IN_MEMORY, mode="w+", encoding="utf-8"))
         timeline = outputs.TimelineLines(spool, findings=True, time=args.time, legend=False)  # type: ignore[arg-type]
-    elif args.display_filter is not None:
-        raise UsageError("-Y filters the timeline: add --messages, or use --format jsonl")
+    elif args.display_filter is not None and not (args.format == "text" and args.brief):
+        raise UsageError("-Y filters the timeline: add --messages or --brief, or use --format jsonl")
     if timeline is not None:
         addons.append(_filtered(timeline, args.display_filter))
+    shown = None
+    if args.format == "text" and args.brief and args.display_filter is not None:
+        shown = outputs.FindingsShown()  # --brief lists the findings of the messages -Y keeps
+        addons.append(_filtered(shown, args.display_filter))
     if annotate:
         try:
             annotated = stack.enter_context(open(args.output, "wb"))
@@ -261,7 +265,7 @@ def _analyze_addons(args: argparse.Namespace, stack: ExitStack, out: IO[str],
         addons.append(outputs.JsonReport(out, args.files, selection))
     elif args.format == "text":
         addons.append(outputs.TextReport(out, args.files, selection, timeline=spool, brief=args.brief,
-                                         bits=args.bits, time=args.time))
+                                         bits=args.bits, time=args.time, shown=shown))
     return addons, redaction
 
 

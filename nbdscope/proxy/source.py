@@ -124,9 +124,12 @@ class ProxySource:
             os.close(self.relay.fd)
 
     def summary(self, sessions: int, anomalies: int) -> str:
+        from nbdscope.report.wording import plural
+
         t = self.reader.totals
         moved = t.get("bytes", {})
-        return (f"nbdscope proxy: {t.get('sessions', sessions)} sessions, {moved.get('c2s', 0)} bytes "
-                f"to the server, {moved.get('s2c', 0)} to clients, {anomalies} anomalies, "
-                f"{t.get('upstream_failures', 0)} upstream failures; at exit {t.get('left_open', 0)} sessions and "
-                f"{t.get('left_tasks', 0)} tasks were still open")
+        return (f"nbdscope proxy: {plural(t.get('sessions', sessions), 'session')}, "
+                f"{plural(moved.get('c2s', 0), 'byte')} to the server, {moved.get('s2c', 0)} to clients, "
+                f"{plural(anomalies, 'anomaly')}, {plural(t.get('upstream_failures', 0), 'upstream failure')}; "
+                f"at exit {plural(t.get('left_open', 0), 'session')} and {plural(t.get('left_tasks', 0), 'task')} "
+                "were still open")

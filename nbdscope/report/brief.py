@@ -48,9 +48,9 @@ def _outcome(s: Session) -> str:
     return f"transmission, disconnect {s.disconnect}" if s.transmission else f"handshake, disconnect {s.disconnect}"
 
 
-def finding_lines(result: Result, width: int, clock: Clock) -> list[str]:
+def finding_lines(result: Result, findings: list[Anomaly], width: int, clock: Clock) -> list[str]:
     rows = [[frame_of(a, result), clock.text(a.time + result.t0), a.severity, a.check or a.rule, a.blame,
-             a.session or "-", a.message] for a in result.anomalies]
+             a.session or "-", a.message] for a in findings]
     return _aligned(rows, width)
 
 
@@ -63,11 +63,13 @@ def session_lines(result: Result) -> list[str]:
     return _aligned(rows)
 
 
-def totals_line(result: Result, selection: Selection | None) -> str:
+def totals_line(result: Result, selection: Selection | None, shown: int | None = None) -> str:
     found = result.anomalies
     line = f"{plural(len(result.sessions), 'session')}, {plural(len(found), 'anomaly')}"
     if found:
         line += f" ({_counts(found)})"
+    if shown is not None:
+        line += f", {shown} on the messages -Y keeps"
     if selection is not None and selection.active:
         line += f", {sum(result.silenced.values())} silenced by {selection.describe()}"
     if result.problems:
@@ -75,6 +77,10 @@ def totals_line(result: Result, selection: Selection | None) -> str:
     return line
 
 
-def render(result: Result, out: IO[str], width: int, clock: Clock, selection: Selection | None = None) -> None:
-    lines = [*finding_lines(result, width, clock), *session_lines(result), totals_line(result, selection)]
+def render(result: Result, out: IO[str], width: int, clock: Clock, selection: Selection | None = None,
+           findings: list[Anomaly] | None = None) -> None:
+    """``findings``: the ones to list (those -Y kept), when not all of them."""
+    listed = result.anomalies if findings is None else findings
+    lines = [*finding_lines(result, listed, width, clock), *session_lines(result),
+             totals_line(result, selection, None if findings is None else len(findings))]
     out.write("\n".join(lines) + "\n")

@@ -181,6 +181,29 @@ class TimelineLines(_Timed):
         self.release()
 
 
+class FindingsShown(_Timed):
+    """Behind ``-Y`` with ``--brief``: notes the findings about the messages the filter keeps (Filtered hands
+    a kept message over, then the findings reported meanwhile, then calls ``release``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last: tuple[str, int] | None = None  # the kept message whose findings are coming
+        self.kept: set[int] = set()  # id() of each finding kept (the run's result holds them all)
+
+    def message(self, session: Session, event: ev.Event) -> None:
+        self.last = (session.id, event.frame)
+
+    def finding(self, anomaly: Anomaly) -> None:
+        if self.last == (anomaly.session, anomaly.frame):
+            self.kept.add(id(anomaly))
+
+    def release(self) -> None:
+        self.last = None
+
+    def of(self, findings: list[Anomaly]) -> list[Anomaly]:
+        return [a for a in findings if id(a) in self.kept]
+
+
 def json_report(inputs: list[str], result: Result, selection: Selection | None = None) -> dict[str, object]:
     """The whole run as one JSON object (docs/CONTRACT.md, ``analyze --format json``). With an active
     selection (--select/--ignore, nbdscope.toml) it says which, and how many findings it silenced per check."""
@@ -217,9 +240,9 @@ class TextReport(Addon):
 
     def __init__(self, out: IO[str], inputs: list[str], selection: Selection | None = None, *,
                  timeline: IO[str] | None = None, brief: bool = False, bits: bool = False,
-                 time: str = "rel") -> None:
+                 time: str = "rel", shown: FindingsShown | None = None) -> None:
         self.out, self.inputs, self.selection = out, inputs, selection
-        self.timeline, self.brief, self.bits = timeline, brief, bits
+        self.timeline, self.brief, self.bits, self.shown = timeline, brief, bits, shown
         self.clock = Clock(time)
         self.engine: Engine | None = None
 
@@ -239,13 +262,12 @@ class TextReport(Addon):
             if self.timeline is not None:
                 self.out.write(text.heading(result, self.inputs) + "\n")
                 self._timeline(result)
-            brief.render(result, self.out, width, self.clock, self.selection)
+            findings = self.shown.of(result.anomalies) if self.shown is not None else None
+            brief.render(result, self.out, width, self.clock, self.selection, findings)
             return
         console = Console(file=self.out, width=width, highlight=False)
-        console.print(text.heading(result, self.inputs), markup=False)
-        if self.timeline is not None:
-            self._timeline(result)
-        text.render(result, console, self.selection, clock=self.clock, bits=self.bits)
+        text.render(result, self.inputs, console, self.selection, clock=self.clock, bits=self.bits,
+                    after_heading=(lambda: self._timeline(result)) if self.timeline is not None else None)
 
     def _timeline(self, result: Result) -> None:
         """The legend (every session once, all known by now), then the timeline lines kept meanwhile."""
@@ -254,6 +276,7 @@ class TextReport(Addon):
             self.out.write(legend_line(session) + "\n")
         self.timeline.seek(0)
         shutil.copyfileobj(self.timeline, self.out)
+        self.out.write("\n")
         self.out.flush()
 
 

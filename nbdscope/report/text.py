@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import textwrap
+from collections.abc import Callable
 
 from rich.console import Console, Group
 from rich.panel import Panel
@@ -124,10 +125,14 @@ def finding_block(a: Anomaly, result: Result, clock: Clock, width: int) -> Text:
     return block
 
 
-def render(result: Result, console: Console, selection: Selection | None = None, *,
-           clock: Clock | None = None, bits: bool = False) -> None:
-    """Everything after the heading line: capture problems, the session panels, the findings."""
+def render(result: Result, inputs: list[str], console: Console, selection: Selection | None = None, *,
+           clock: Clock | None = None, bits: bool = False, after_heading: Callable[[], None] | None = None) -> None:
+    """The heading line, then (``after_heading``: the --messages timeline goes there) capture problems,
+    the session panels and the findings."""
     clock = clock if clock is not None else Clock("rel", result.t0)
+    console.print(heading(result, inputs), markup=False, highlight=False)
+    if after_heading is not None:
+        after_heading()
     for problem in result.problems:
         console.print(f"[yellow]capture problem[/yellow] {problem.source} frame {problem.frame}: {problem.message}")
     for session in result.sessions:
