@@ -56,14 +56,12 @@ def _flag_bits(bits: list[BitRow]) -> Table:
     return table
 
 
-def _info(s: Session, panel: SessionPanel, clock: Clock, bits: bool) -> Table:
+def _info(panel: SessionPanel, bits: bool) -> Table:
     info = Table(show_header=False, box=None, padding=(0, 1))
     info.add_column(style="bold", no_wrap=True)
     info.add_column()
     for label, value in panel.rows:
         info.add_row(label, value)
-        if label == "input":
-            info.add_row("time", f"{clock.text(s.start_time)} to {clock.text(s.last_time or s.start_time)}")
     if panel.flags_value is not None and not bits:
         info.add_row(panel.flags.field, f"{panel.flags_value:#06x} {compact_bits(panel.bits)}")
     return info
@@ -71,7 +69,7 @@ def _info(s: Session, panel: SessionPanel, clock: Clock, bits: bool) -> Table:
 
 def _session_panel(s: Session, clock: Clock, bits: bool) -> Panel:
     panel = session_panel(s, "report")
-    parts: list[object] = [_info(s, panel, clock, bits)]
+    parts: list[object] = [_info(panel, bits)]
     if panel.flags_value is not None and bits:
         parts.append(Text(f"{panel.flags.field} {panel.flags_value:#06x}", style="bold"))
         parts.append(_flag_bits(panel.bits))
@@ -84,7 +82,7 @@ def _session_panel(s: Session, clock: Clock, bits: bool) -> Panel:
             cmds.add_row(c.name, str(c.count), str(c.bytes), str(c.errors),
                          *(f"{lat[k]:.1f}" if lat else "-" for k in ("p50", "p99", "max")))
         parts.append(cmds)
-    title = f"session {s.id}"
+    title = f"session {s.id}  {clock.text(s.start_time)} to {clock.text(s.last_time or s.start_time)}"
     if s.anomaly_count:
         title += f"  [red]{plural(s.anomaly_count, 'anomaly')}[/red]"
     return Panel(Group(*parts), title=title, title_align="left")  # type: ignore[arg-type]
@@ -106,20 +104,33 @@ def frame_of(a: Anomaly, result: Result) -> str:
     return f"{os.path.basename(a.source)}:{a.frame}" if result.inputs else str(a.frame)
 
 
-def _wrapped(text: str, width: int, indent: str) -> str:
-    """``text`` wrapped as words at ``width``, later lines indented: a rule id or any other word is never
-    broken (one longer than the line stays whole) and no line ends in padding."""
-    return "\n".join(textwrap.wrap(text, width, initial_indent=indent, subsequent_indent=" " * MESSAGE_INDENT,
+def _wrapped(text: str, width: int, first: str, later: str) -> str:
+    """``text`` wrapped as words at ``width`` after the indents: a rule id or any other word is never broken
+    (one longer than the line stays whole) and no line ends in padding."""
+    return "\n".join(textwrap.wrap(text, width, initial_indent=first, subsequent_indent=later,
                                    break_long_words=False, break_on_hyphens=False))
 
 
+def _fields(fields: list[str], width: int, later: str) -> str:
+    """Fields joined by two spaces and wrapped between fields only, so that ``blame server`` stays whole."""
+    lines = [fields[0]]
+    for f in fields[1:]:
+        if len(lines[-1]) + 2 + len(f) <= width:
+            lines[-1] += "  " + f
+        else:
+            lines.append(later + f)
+    return "\n".join(lines)
+
+
 def finding_block(a: Anomaly, result: Result, clock: Clock, width: int) -> Text:
-    """One finding: ``frame 27  warning  unaligned-extent.length  blame server  s1  at 0.044919``, then its
-    message and the requirement rows (or spec section) as words wrapped under it."""
-    head = (f"frame {frame_of(a, result)}  {a.severity}  {a.check or a.rule}  blame {a.blame}  "
-            f"{a.session or '-'}  at {clock.text(a.time + result.t0)}")
+    """One finding: ``frame 27  warning  unaligned-extent.length  blame server  s1``, then when, the message
+    and the requirement rows (or spec section) as words wrapped under it."""
+    fields = [f"frame {frame_of(a, result)}", a.severity, a.check or a.rule, f"blame {a.blame}", a.session or "-"]
     where = f"requirements {', '.join(a.requirements)}" if a.requirements else f"spec: {a.spec}"
-    block = Text(_wrapped(head, width, "") + "\n" + _wrapped(f"{a.message} ({where})", width, " " * MESSAGE_INDENT))
+    indent = " " * MESSAGE_INDENT
+    body = f"at {clock.text(a.time + result.t0)}: {a.message} ({where})"
+    head = _fields(fields, width, "  ")
+    block = Text(head + "\n" + _wrapped(body, width, indent, indent))
     start = head.index(a.severity)
     block.stylize(_SEVERITY_STYLE[a.severity], start, start + len(a.severity))
     return block
@@ -130,7 +141,7 @@ def render(result: Result, inputs: list[str], console: Console, selection: Selec
     """The heading line, then (``after_heading``: the --messages timeline goes there) capture problems,
     the session panels and the findings."""
     clock = clock if clock is not None else Clock("rel", result.t0)
-    console.print(heading(result, inputs), markup=False, highlight=False)
+    console.print(Text(_wrapped(heading(result, inputs), console.width, "", "  ")), soft_wrap=True)
     if after_heading is not None:
         after_heading()
     for problem in result.problems:
