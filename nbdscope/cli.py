@@ -15,6 +15,7 @@ from nbdscope.analysis.anomaly import INTERNAL_ERROR, SEVERITY_RANK
 from nbdscope.analysis.engine import Result
 from nbdscope.cli_help import finish
 from nbdscope.cli_rules import RulesUsageError, add_rules_parser, add_selection_options, selection_of
+from nbdscope.report.clock import add_time_option
 
 if TYPE_CHECKING:
     from nbdscope.capture.pcapio.redact import FrameRedaction
@@ -54,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="with -o FILE.pcapng: zero read and write data in the written packets (headers kept)")
     a.add_argument("--verify-data", action="store_true",
                    help="also compare read data with earlier writes (stale-read); slower")
+    add_time_option(a)
     add_selection_options(a)
 
     from nbdscope.cli_proxy import add_proxy_options
@@ -61,6 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     x = sub.add_parser("proxy", help="transparent relay between an NBD client and server, decoding live")
     add_proxy_options(x, required=True)
     x.add_argument("--tui", action="store_true", help="show the relayed traffic in the terminal UI")
+    add_time_option(x)
     add_selection_options(x)
 
     t = sub.add_parser("tui", help="terminal UI over capture files, a live interface or the proxy")
@@ -71,6 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("-i", "--interface", metavar="IFACE", help="capture live from this interface (tcpdump)")
     t.add_argument("--filter", default="tcp", metavar="BPF", help="with -i: tcpdump capture filter")
     add_proxy_options(t, required=False)
+    add_time_option(t)
     add_selection_options(t)
 
     lv = sub.add_parser("live", help="capture from a network interface and decode live")
@@ -90,6 +94,7 @@ def _parser() -> argparse.ArgumentParser:
     lv.add_argument("--fail-on", choices=("error", "warning", "never"), default="never",
                     help="exit 1 at the end if a finding of at least this severity was reported")
     lv.add_argument("--tui", action="store_true", help="show the traffic in the terminal UI")
+    add_time_option(lv)
     add_selection_options(lv)
 
     add_rules_parser(sub)
