@@ -76,7 +76,7 @@ def subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentPa
     found: dict[str, argparse.ArgumentParser] = {}
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
-            choices: dict[str, Any] = action.choices  # type: ignore[assignment]
+            choices: dict[str, Any] = action.choices
             found.update(choices)
     return found
 
