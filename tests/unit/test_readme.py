@@ -75,7 +75,7 @@ RECIPES: dict[str, tuple[str, ...]] = {
     "nbdscope rules unaligned-extent.length": ("unaligned-extent.length", "minimum block size"),
     "nbdscope analyze captures/tls-psk.pcap": ("the server requires TLS", "encrypted bytes not decoded"),
     "nbdscope analyze --messages -Y 's2 and handshake' captures/tls-psk.pcap": (
-        "-> NBD_OPT_GO", "<- NBD_REP_ERR_TLS_REQD           option=NBD_OPT_GO"),
+        "->  NBD_OPT_GO", "<-  NBD_REP_ERR_TLS_REQD           option=NBD_OPT_GO"),
     "nbdscope analyze --verify-data captures/stale-read-multi-conn.pcap": ("stale-read.multi-conn", "server"),
     "nbdscope analyze captures/fio-iodepth8.pcap": ("NBD_CMD_READ", "2924", "hard-disconnect"),
     "nbdscope analyze --messages -Y 'latency>1000' captures/fio-iodepth8.pcap": (
