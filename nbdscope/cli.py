@@ -254,7 +254,7 @@ def _analyze_addons(args: argparse.Namespace, stack: ExitStack, out: IO[str],
     elif args.format == "text" and args.messages:
         # kept aside until the run ends, so that the report's heading and legend come first
         spool = stack.enter_context(tempfile.SpooledTemporaryFile(SPOOL_IN_MEMORY, mode="w+", encoding="utf-8"))
-        timeline = outputs.TimelineLines(spool, findings=True, time=args.time, legend=False)  # type: ignore[arg-type]
+        timeline = outputs.TimelineLines(spool, findings=True, time=args.time, legend=False)
     elif args.display_filter is not None and not (args.format == "text" and args.brief):
         raise UsageError("-Y filters the timeline: add --messages or --brief, or use --format jsonl")
     if timeline is not None:

@@ -154,14 +154,25 @@ class TimelineLines(_Timed):
         if held is None:
             return
         session, event = held
+        clock = self.clock
+        if clock.mode == "rel" and clock.origin is not None:  # the common case, a few microseconds less a line
+            when = f"{event.time - clock.origin:.6f}"
+        else:
+            when = self._when(event.time)
+        line = message_line(session.id, event, when, clock.width, mark(self.about) if self.about else " ")
+        if self.headed and not self.about and not self.after and (not self.legend or session.id in self.known):
+            self.out.write(line + "\n")
+            if self.flush:
+                self.out.flush()
+            return
         lines: list[str] = []
         if not self.headed:
             self.headed = True
-            lines.append(timeline_heading(self.clock.heading, self.clock.width))
+            lines.append(timeline_heading(clock.heading, clock.width))
         if self.legend and session.id not in self.known:
             self.known.add(session.id)
             lines.append(legend_line(session))
-        lines.append(message_line(session.id, event, self._when(event.time), self.clock.width, mark(self.about)))
+        lines.append(line)
         lines += [finding_note(a) for a in self.about]
         lines += [self._alone(a) for a in self.after]
         urgent = bool(self.about or self.after)

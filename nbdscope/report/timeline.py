@@ -231,5 +231,6 @@ def message_line(session: str, e: ev.Event, when: str, time_width: int = 11, mar
     """One message: ``marked`` in the margin, then session, frame, ``when`` (its time as the view's clock
     writes it), direction, type and details."""
     arrow = "->" if e.dir == "c2s" else "<-"
-    return (f"{marked} {session:>4} {e.frame:>7} {when:>{time_width}} {arrow:<3} {type_name(e):<30} "
-            f"{' '.join(_details(e))}").rstrip()
+    details = " ".join(_details(e))
+    line = f"{marked} {session:>4} {e.frame:>7} {when.rjust(time_width)} {arrow}  {type_name(e):<30} {details}"
+    return line if details else line.rstrip()
