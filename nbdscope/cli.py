@@ -43,8 +43,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="extra TCP port to treat as NBD (repeatable)")
     a.add_argument("--fail-on", choices=("error", "warning", "never"), default="never")
     a.add_argument("-o", "--output", metavar="FILE",
-                   help="write the report here instead of stdout; a name ending in .pcapng instead gets the input "
-                        "capture back with every anomaly as a packet comment (the report then goes to stdout)")
+                   help="write the report here instead of stdout; a name ending in .html/.htm gets the HTML report "
+                        "(sessions, findings explained, plots; docs/REPORTS.md); a name ending in .pcapng instead "
+                        "gets the input capture back with every anomaly as a packet comment (the report then goes "
+                        "to stdout)")
     a.add_argument("--redact", action="store_true",
                    help="with -o FILE.pcapng: zero read and write data in the written packets (headers kept)")
     a.add_argument("--verify-data", action="store_true",
@@ -240,11 +242,24 @@ def _analyze_addons(args: argparse.Namespace, stack: ExitStack, out: IO[str],
             raise UsageError(f"{args.output}: cannot write: {exc.strerror}") from None
         redaction = AnnotatedCapture.new_redaction() if args.redact else None
         addons.append(AnnotatedCapture(args.files[0], annotated, redaction))
-    if args.format == "json":
+    if _html_output(args):
+        from nbdscope.report.html import HtmlReport
+
+        addons.append(HtmlReport(out, args.files, selection))
+    elif args.format == "json":
         addons.append(outputs.JsonReport(out, args.files, selection))
     elif args.format == "text":
         addons.append(outputs.TextReport(out, args.files, selection))
     return addons, redaction
+
+
+def _html_output(args: argparse.Namespace) -> bool:
+    """Whether -o names an HTML report (FILE.html, FILE.htm), which takes the text report's place."""
+    if args.output is None or not args.output.lower().endswith((".html", ".htm")):
+        return False
+    if args.format != "text" or args.messages:
+        raise UsageError(f"{args.output}: the HTML report replaces the text report; drop --format/--messages")
+    return True
 
 
 def _filtered(writer: Any, expr: str | None) -> Addon:
