@@ -44,7 +44,8 @@ def _colour(name: str) -> str:
 def _figure(height: float = 3.2) -> Any:
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(9.6, height), dpi=100, layout="constrained")
+    fig = Figure(figsize=(9.6, height), dpi=100)
+    fig.subplots_adjust(left=0.09, right=0.86, bottom=0.17, top=0.96)
     return fig, fig.add_subplot()
 
 
@@ -77,6 +78,19 @@ def _bytes_axis(axis: Any) -> None:
 
     axis.set_major_locator(Pow2())
     axis.set_major_formatter(FuncFormatter(lambda v, _: human(v) if v >= 0 else ""))
+
+
+def _log_axis(ax: Any, which: str, lo: float, hi: float) -> None:
+    """A logarithmic axis labelled in plain numbers (500, 1000, 2000 rather than 5 x 10^2), when the values
+    span more than a decade; a linear one when they do not (a log axis there would have no labelled tick)."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    if hi < 10 * max(lo, 1e-9):
+        return
+    (ax.set_xscale if which == "x" else ax.set_yscale)("log")
+    axis = ax.xaxis if which == "x" else ax.yaxis
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
 
 
 def _by_command(data: dict[str, Any], indices: list[int]) -> dict[str, list[int]]:
@@ -115,7 +129,7 @@ def io_map(data: dict[str, Any], group: int) -> str:
         t = [p["t"][i] for i in rows]
         ax.vlines(t, [offsets[i] for i in rows], [offsets[i] + p["length"][i] for i in rows], colors=_colour(name),
                   linewidth=1.0, rasterized=True)
-        ax.scatter(t, [offsets[i] for i in rows], s=4, c=_colour(name), label=_short(name), rasterized=True,
+        ax.scatter(t, [offsets[i] for i in rows], s=9, c=_colour(name), label=_short(name), rasterized=True,
                    linewidths=0)
     _marks(ax, data, idx, offsets)
     size = data["groups"][group]["size"]
@@ -126,7 +140,7 @@ def io_map(data: dict[str, Any], group: int) -> str:
     ax.set_ylabel("offset")
     ax.grid(alpha=0.3)
     if idx:
-        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small", markerscale=3)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
     return _svg(fig)
 
 
@@ -136,12 +150,12 @@ def latency_over_time(data: dict[str, Any]) -> str:
     fig, ax = _figure()
     lat = [v if v is not None else math.nan for v in p["latency_us"]]
     for name, rows in _by_command(data, idx).items():
-        ax.scatter([p["t"][i] for i in rows], [max(lat[i], 0.1) for i in rows], s=5, c=_colour(name),
+        ax.scatter([p["t"][i] for i in rows], [max(lat[i], 0.1) for i in rows], s=9, c=_colour(name),
                    label=_short(name), rasterized=True, linewidths=0)
     _marks(ax, data, idx, [max(v, 0.1) if not math.isnan(v) else 0.1 for v in lat])
     if idx:
-        ax.set_yscale("log")
-        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small", markerscale=3)
+        _log_axis(ax, "y", min(lat[i] for i in idx), max(lat[i] for i in idx))
+        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
     ax.set_xlabel("seconds since the first packet")
     ax.set_ylabel("latency (µs)")
     ax.grid(alpha=0.3)
@@ -156,8 +170,9 @@ def latency_distribution(data: dict[str, Any]) -> str:
         counts = [buckets.get(str(b), 0) for b in range(lo, hi + 1)]  # empty buckets between as zeroes
         ax.stairs(counts, [bucket_floor(b) for b in range(lo, hi + 2)], color=_colour(name), label=_short(name),
                   linewidth=1.5)
-    if data["latency"]["buckets"]:
-        ax.set_xscale("log")
+    used = [int(b) for per in data["latency"]["buckets"].values() for b in per]
+    if used:
+        _log_axis(ax, "x", bucket_floor(min(used)), bucket_floor(max(used) + 1))
         ax.legend(fontsize="small")
     ax.set_xlabel("latency (µs)")
     ax.set_ylabel("replies")
@@ -173,8 +188,11 @@ def _bars(ax: Any, series: dict[str, dict[int, int]], label: Any) -> None:
         ax.bar([k + j * width for k in range(len(buckets))], [per.get(b, 0) for b in buckets], width=width,
                color=_colour(name), label=_short(name), align="edge")
     ax.set_xlim(-0.2, max(len(buckets), 6))
-    ax.set_xticks([k + 0.4 for k in range(len(buckets))], [label(b) for b in buckets], rotation=45, ha="right",
-                  fontsize="small")
+    slant = len(buckets) > 10
+    ax.set_xticks([k + 0.4 for k in range(len(buckets))], [label(b) for b in buckets], rotation=45 if slant else 0,
+                  ha="right" if slant else "center", fontsize="small")
+    if slant:
+        ax.figure.subplots_adjust(bottom=0.3)
     ax.set_ylabel("requests")
     ax.grid(alpha=0.3, axis="y")
     if series:
