@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from array import array
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from nbdscope.analysis.addons import Addon
 from nbdscope.analysis.iohist import SizeHistogram, Throughput, latency_bucket
@@ -154,9 +154,9 @@ class IoModel:
             if e.command == _READ and e.data_length:
                 nbytes = e.data_length
         else:
-            code = e.error or 0  # type: ignore[union-attr]
+            code = e.error or 0
             if e.reply_type == _OFFSET_DATA and e.data_length:  # type: ignore[union-attr]
-                nbytes = e.data_length  # type: ignore[union-attr]
+                nbytes = e.data_length
             if e.completes and e.failed:
                 row[2] += 1
         if nbytes:
@@ -231,7 +231,7 @@ class IoModel:
 
     # ------------------------------------------------------------------ reading
 
-    def as_json(self) -> dict[str, object]:
+    def as_json(self) -> dict[str, Any]:
         """The data the plots are drawn from (docs/REPORTS.md describes every field). In-flight requests
         appear as unanswered points, without changing the model."""
         from nbdscope.report.plotjson import model_json

@@ -71,7 +71,7 @@ def pow2_ticks(lo: float, hi: float, most: int = 8) -> list[float]:
 def _bytes_axis(axis: Any) -> None:
     from matplotlib.ticker import FuncFormatter, Locator
 
-    class Pow2(Locator):  # type: ignore[misc]
+    class Pow2(Locator):
         def __call__(self) -> list[float]:
             lo, hi = self.axis.get_view_interval()  # type: ignore[union-attr]
             return pow2_ticks(lo, hi)
