@@ -78,7 +78,9 @@ def _parser() -> argparse.ArgumentParser:
     lv.add_argument("--format", choices=("text", "jsonl"), default="text")
     lv.add_argument("-Y", "--display-filter", metavar="EXPR", dest="display_filter",
                     help="show only the messages matching EXPR (findings are still computed on every message)")
-    lv.add_argument("-o", "--output", metavar="FILE", help="write the timeline here instead of stdout")
+    lv.add_argument("-o", "--output", metavar="FILE",
+                    help="write the timeline here instead of stdout; a name ending in .html/.htm instead gets the "
+                         "HTML report (docs/REPORTS.md) when the capture stops")
     lv.add_argument("-w", "--write", metavar="FILE.pcapng",
                     help="also save every captured packet to this pcapng file (like tshark -w), to analyze later")
     lv.add_argument("--fail-on", choices=("error", "warning", "never"), default="never")
@@ -399,10 +401,16 @@ def live(args: argparse.Namespace) -> int:
             signal.signal(sig, lambda *_: source.stop())
         print(f"nbdscope live: capturing on {args.interface} ({args.filter}); Ctrl-C stops", file=sys.stderr,
               flush=True)
-        out = _open_output(stack, args.output)
+        page = args.output if args.output and args.output.lower().endswith((".html", ".htm")) else None
+        out = _open_output(stack, None if page else args.output)
         addon: Addon = (outputs.JsonlLines(out, flush=True) if args.format == "jsonl"
                         else outputs.TimelineLines(out, findings=True, flush=True))
-        result = pipeline.run(source, [_filtered(addon, args.display_filter)], selection=selection)
+        addons = [_filtered(addon, args.display_filter)]
+        if page is not None:  # the HTML report, written when the capture stops; the timeline stays on stdout
+            from nbdscope.report.html import HtmlReport
+
+            addons.append(HtmlReport(_open_output(stack, page), [source.label], selection))
+        result = pipeline.run(source, addons, selection=selection)
     silenced = f" ({sum(result.silenced.values())} silenced)" if result.silenced else ""
     print(f"nbdscope live: {len(result.sessions)} sessions, {len(result.anomalies)} anomalies{silenced}, "
           f"{source.dropped} packets dropped by the kernel", file=sys.stderr, flush=True)
