@@ -63,7 +63,7 @@ class IoModel:
         self._index: dict[str, int] = {}
         # the points, one entry per kept request in completion order
         self.t, self.latency = array("d"), array("d")
-        self.session_of, self.command = array("I"), array("B")
+        self.session_of, self.command = array("I"), array("H")  # commands are 16 bits on the wire
         self.offset, self.length = array("Q"), array("Q")
         self.error, self.k = array("I"), array("Q")
         self.flags = bytearray()

@@ -195,3 +195,13 @@ def test_analyze_helper_is_the_judging_one() -> None:
     # feeding loop stays in step with tests.judging)
     result = analyze(_script_with_errors())
     assert any(a.frame == _frame_of(_script_with_errors(), 2) for a in result.anomalies)
+
+
+def test_unknown_commands_and_extreme_fields_are_plotted_not_fatal() -> None:
+    model = IoModel()
+    s = model.session(_session())
+    model.request(s, _request(1, 0xFFFF, (1 << 64) - 1, (1 << 32) - 1, 3))  # a 16-bit command no spec defines
+    model.reply(s, _reply(1, 0xFFFF, 4, error=(1 << 32) - 1, data=None))
+    model.finish()
+    p = model.as_json()["points"]
+    assert p["command"] == [0xFFFF] and p["offset"] == [(1 << 64) - 1] and p["flags"] == [ERROR]
