@@ -4,11 +4,13 @@ length, latency, error, whether a finding names it), plus exact histograms and t
 
 Memory is bounded. Points live in compact parallel arrays; past ``POINT_CAP`` ordinary points the
 kept ones are thinned deterministically: request number k (counted from 0 over the run, in the order
-requests arrive) is kept while ``k % stride == 0``, and each time the cap is passed the stride doubles
-and the points that no longer qualify are dropped. A point whose reply carried an error, that a finding
-names, or that never got a reply is always kept. Counts, bytes, errors, histograms and throughput are
-counted on every request, so they stay exact whatever was thinned. Times are seconds since ``t0`` (the
-engine's first packet)."""
+requests arrive) is kept while ``spread(k) % stride == 0``, and each time the cap is passed the stride
+doubles and the points that no longer qualify are dropped. ``spread`` scrambles k (Fibonacci hashing)
+so that a periodic workload (a read then a write, over and over) does not lose one kind entirely, as
+keeping every stride-th request would; a point kept at a stride is kept at every smaller one. A point
+whose reply carried an error, that a finding names, or that never got a reply is always kept. Counts,
+bytes, errors, histograms and throughput are counted on every request, so they stay exact whatever was
+thinned. Times are seconds since ``t0`` (the engine's first packet)."""
 
 from __future__ import annotations
 
@@ -33,6 +35,12 @@ KEEP = ERROR | FINDING | UNANSWERED
 RANGED = frozenset(int(c) for c in (Cmd.READ, Cmd.WRITE, Cmd.TRIM, Cmd.CACHE, Cmd.WRITE_ZEROES, Cmd.BLOCK_STATUS))
 """Commands whose offset and length name a range of the export (the I/O map and the size histograms)."""
 _READ, _WRITE, _DISC = int(Cmd.READ), int(Cmd.WRITE), int(Cmd.DISC)
+_GOLDEN = 0x9E3779B97F4A7C15  # 2^64 / the golden ratio, odd
+
+
+def spread(k: int) -> int:
+    """Request number k scrambled into 32 bits: the high half of k times the golden ratio modulo 2^64."""
+    return ((k * _GOLDEN) & 0xFFFFFFFFFFFFFFFF) >> 32
 _OFFSET_DATA = int(ReplyType.OFFSET_DATA)
 
 
@@ -201,7 +209,7 @@ class IoModel:
 
     def _keep(self, f: _Flight, extra: int) -> None:
         flags = f.flags | extra
-        if not flags & KEEP and f.k % self.stride:
+        if not flags & KEEP and spread(f.k) % self.stride:
             return
         self._append(f, flags)
         if not flags & KEEP:
@@ -222,7 +230,7 @@ class IoModel:
 
     def _thin(self) -> None:
         self.stride *= 2
-        keep = [i for i in range(len(self.k)) if self.flags[i] & KEEP or not self.k[i] % self.stride]
+        keep = [i for i in range(len(self.k)) if self.flags[i] & KEEP or not spread(self.k[i]) % self.stride]
         for name in ("t", "latency", "session_of", "command", "offset", "length", "error", "k"):
             old = getattr(self, name)
             setattr(self, name, array(old.typecode, (old[i] for i in keep)))

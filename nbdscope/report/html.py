@@ -125,9 +125,9 @@ def _explanations(anomalies: list[Anomaly]) -> str:
 
 def _plots(data: dict[str, Any]) -> str:
     p = data["points"]
-    note = (f'<p class="note">{p["kept"]} of {p["requests"]} requests are drawn as points (every '
-            f'{p["stride"]}th, and every one with an error, a finding or no reply); histograms and throughput '
-            "count every request.</p>") if p["stride"] > 1 else ""
+    note = (f'<p class="note">{p["kept"]} of {p["requests"]} requests are drawn as points (about one in '
+            f'{p["stride"]}, and every one with an error, a finding or no reply: docs/REPORTS.md); histograms '
+            "and throughput count every request.</p>") if p["stride"] > 1 else ""
     out = ["<h2>What the disk saw</h2>", note]
 
     def figure(kind: str, n: int, caption: str, svg: str) -> None:

@@ -76,8 +76,9 @@ def test_thinning_is_deterministic_bounded_and_keeps_every_flagged_point(monkeyp
     flags = list(model.flags)
     plain = [k for k, f in zip(model.k, flags, strict=True) if not f]
     assert len(plain) <= 100 and model.stride == 16
-    # request k kept while k % stride == 0 (those flagged are counted apart)
-    assert plain == [k for k in range(0, 1000, 16) if k % 97 != 5 and k % 101 != 7]
+    # request k kept while spread(k) % stride == 0 (those flagged are counted apart)
+    assert plain == [k for k in range(1000) if not iomap.spread(k) % 16 and k % 97 != 5 and k % 101 != 7]
+    assert 40 <= len(plain) <= 100
     assert sorted(k for k, f in zip(model.k, flags, strict=True) if f & ERROR) == [k for k in range(1000) if k % 97 == 5]
     assert sorted(k for k, f in zip(model.k, flags, strict=True) if f & FINDING) == \
         [k for k in range(1000) if k % 101 == 7]
@@ -99,6 +100,21 @@ def test_thinning_is_deterministic_bounded_and_keeps_every_flagged_point(monkeyp
     again.request(s2, _request(5000, WRITE, 0, 512, 5000))
     again.finish()
     assert list(again.k) == list(model.k) and again.flags == model.flags
+
+
+def test_thinning_does_not_lose_one_kind_of_an_alternating_workload(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reads and writes taking turns: keeping every stride-th request would keep only the reads."""
+    monkeypatch.setattr(iomap, "POINT_CAP", 64)
+    model = IoModel()
+    s = model.session(_session())
+    for k in range(4096):
+        cmd = k % 2
+        model.request(s, _request(k, cmd, 4096 * k, 4096, 2 * k + 1))
+        model.reply(s, _reply(k, cmd, 2 * k + 2, data=4096 if cmd == READ else 0))
+    model.finish()
+    kinds = list(model.command)
+    assert model.stride >= 32 and len(kinds) <= 64
+    assert 0.3 < kinds.count(WRITE) / len(kinds) < 0.7, kinds
 
 
 def test_findings_mark_the_request_they_name_and_json_shows_in_flight_requests() -> None:
