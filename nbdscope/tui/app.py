@@ -23,6 +23,7 @@ class NbdscopeApp(App[None]):
         Binding("q", "quit", "Quit"),
         Binding("question_mark", "help", "Help"),
         Binding("t", "toggle_theme", "Theme"),
+        Binding("v", "plots", "Plots"),
     ]
 
     def __init__(self, store: Store, source: Producer | None = None, *, title: str = "") -> None:
@@ -108,6 +109,12 @@ class NbdscopeApp(App[None]):
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen())
+
+    def action_plots(self) -> None:
+        from nbdscope.tui.plots import PlotsScreen
+
+        if not isinstance(self.screen, PlotsScreen):
+            self.push_screen(PlotsScreen())
 
     def action_toggle_theme(self) -> None:
         self.theme = "textual-light" if self.theme == "textual-dark" else "textual-dark"
