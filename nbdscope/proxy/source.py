@@ -80,6 +80,9 @@ class TapReader:
             elif kind in (tap.LOG, tap.SESSION_LOG):
                 self._log(conn if kind == tap.SESSION_LOG else None, payload)
 
+    def open_count(self) -> int:
+        return len(self._open)
+
     def _log(self, conn: int | None, payload: memoryview) -> None:
         """A line of the relay's log; one about a connection names it by its session id."""
         text = bytes(payload).decode("utf-8", "replace")
@@ -129,6 +132,10 @@ class ProxySource:
         Asked again (a second Ctrl-C), it closes the sessions at once."""
         self._stops += 1
         self.relay.stop(now=self._stops > 1)
+
+    def open_sessions(self) -> int:
+        """Connections open as far as the records read so far tell."""
+        return self.reader.open_count()
 
     def close_now(self) -> None:
         """Stop, closing open sessions at once (the terminal UI quitting after the user said so)."""
