@@ -351,6 +351,9 @@ def _run_tui(make: Callable[[Any, ExitStack], Any]) -> int:
             producer.stop()
     for text in store.notices:
         print(f"nbdscope: {text}", file=sys.stderr)
+    summary = producer.summary()  # the proxy's exit line, as the plain proxy prints it
+    if summary:
+        print(summary, file=sys.stderr)
     return EXIT_OK
 
 

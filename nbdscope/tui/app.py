@@ -64,9 +64,19 @@ class NbdscopeApp(App[None]):
         for text in new:
             self.notify(text, severity="warning", timeout=8)
 
+    async def action_quit(self) -> None:
+        """Quit; with clients connected through the proxy, only once the user says to close their sessions."""
+        from nbdscope.tui.confirm import ConfirmQuit
+
+        open_sessions = self.source.open_sessions() if self.source is not None else 0
+        if not open_sessions:
+            self.exit()
+        elif not isinstance(self.screen, ConfirmQuit):
+            self.push_screen(ConfirmQuit(open_sessions), lambda yes: self.exit() if yes else None)
+
     async def on_unmount(self) -> None:
         if self.source is not None:
-            self.source.stop()
+            self.source.stop(now=True)  # quitting was confirmed: open sessions close at once, not after --grace
 
     # ------------------------------------------------------------- helpers
 
