@@ -58,8 +58,10 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--fail-on", choices=("error", "warning", "never"), default="never",
                    help="exit 1 if a finding of at least this severity is reported (for CI)")
     a.add_argument("-o", "--output", metavar="FILE",
-                   help="write the report here instead of stdout; a name ending in .pcapng instead gets the input "
-                        "capture back with every anomaly as a packet comment (the report then goes to stdout)")
+                   help="write the report here instead of stdout; a name ending in .html/.htm gets the HTML report "
+                        "(sessions, findings explained, plots; docs/REPORTS.md); a name ending in .pcapng instead "
+                        "gets the input capture back with every anomaly as a packet comment (the report then goes "
+                        "to stdout)")
     a.add_argument("--redact", action="store_true",
                    help="with -o FILE.pcapng: zero read and write data in the written packets (headers kept)")
     a.add_argument("--verify-data", action="store_true",
@@ -97,7 +99,9 @@ def _parser() -> argparse.ArgumentParser:
                     help="text: one line per message and finding; jsonl: the JSONL timeline of docs/CONTRACT.md")
     lv.add_argument("-Y", "--display-filter", metavar="EXPR", dest="display_filter",
                     help="show only the messages matching EXPR (findings are still computed on every message)")
-    lv.add_argument("-o", "--output", metavar="FILE", help="write the timeline here instead of stdout")
+    lv.add_argument("-o", "--output", metavar="FILE",
+                    help="write the timeline here instead of stdout; a name ending in .html/.htm instead gets the "
+                         "HTML report (docs/REPORTS.md) when the capture stops")
     lv.add_argument("-w", "--write", metavar="FILE.pcapng",
                     help="also save every captured packet to this pcapng file (like tshark -w), to analyze later")
     lv.add_argument("--fail-on", choices=("error", "warning", "never"), default="never",
@@ -270,12 +274,25 @@ def _analyze_addons(args: argparse.Namespace, stack: ExitStack, out: IO[str],
             raise UsageError(f"{args.output}: cannot write: {exc.strerror}") from None
         redaction = AnnotatedCapture.new_redaction() if args.redact else None
         addons.append(AnnotatedCapture(args.files[0], annotated, redaction))
-    if args.format == "json":
+    if _html_output(args):
+        from nbdscope.report.html import HtmlReport
+
+        addons.append(HtmlReport(out, args.files, selection))
+    elif args.format == "json":
         addons.append(outputs.JsonReport(out, args.files, selection))
     elif args.format == "text":
         addons.append(outputs.TextReport(out, args.files, selection, timeline=spool, brief=args.brief,
                                          bits=args.bits, time=args.time, shown=shown))
     return addons, redaction
+
+
+def _html_output(args: argparse.Namespace) -> bool:
+    """Whether -o names an HTML report (FILE.html, FILE.htm), which takes the text report's place."""
+    if args.output is None or not args.output.lower().endswith((".html", ".htm")):
+        return False
+    if args.format != "text" or args.messages:
+        raise UsageError(f"{args.output}: the HTML report replaces the text report; drop --format/--messages")
+    return True
 
 
 def _filtered(writer: Any, expr: str | None) -> Addon:
@@ -351,6 +368,9 @@ def _run_tui(make: Callable[[Any, ExitStack], Any]) -> int:
             producer.stop()
     for text in store.notices:
         print(f"nbdscope: {text}", file=sys.stderr)
+    summary = producer.summary()  # the proxy's exit line, as the plain proxy prints it
+    if summary:
+        print(summary, file=sys.stderr)
     return EXIT_OK
 
 
@@ -415,10 +435,16 @@ def live(args: argparse.Namespace) -> int:
             signal.signal(sig, lambda *_: source.stop())
         print(f"nbdscope live: capturing on {args.interface} ({args.filter}); Ctrl-C stops", file=sys.stderr,
               flush=True)
-        out = _open_output(stack, args.output)
+        page = args.output if args.output and args.output.lower().endswith((".html", ".htm")) else None
+        out = _open_output(stack, None if page else args.output)
         addon: Addon = (outputs.JsonlLines(out, flush=True) if args.format == "jsonl"
                         else outputs.TimelineLines(out, findings=True, flush=True, time=args.time))
-        result = pipeline.run(source, [_filtered(addon, args.display_filter)], selection=selection)
+        addons = [_filtered(addon, args.display_filter)]
+        if page is not None:  # the HTML report, written when the capture stops; the timeline stays on stdout
+            from nbdscope.report.html import HtmlReport
+
+            addons.append(HtmlReport(_open_output(stack, page), [source.label], selection))
+        result = pipeline.run(source, addons, selection=selection)
     silenced = f" ({sum(result.silenced.values())} silenced)" if result.silenced else ""
     print(f"nbdscope live: {plural(len(result.sessions), 'session')}, {plural(len(result.anomalies), 'anomaly')}"
           f"{silenced}, {plural(source.dropped, 'packet')} dropped by the kernel", file=sys.stderr, flush=True)

@@ -23,6 +23,7 @@ class NbdscopeApp(App[None]):
         Binding("q", "quit", "Quit"),
         Binding("question_mark", "help", "Help"),
         Binding("t", "toggle_theme", "Theme"),
+        Binding("v", "plots", "Plots"),
     ]
 
     def __init__(self, store: Store, source: Producer | None = None, *, title: str = "") -> None:
@@ -63,9 +64,19 @@ class NbdscopeApp(App[None]):
         for text in new:
             self.notify(text, severity="warning", timeout=8)
 
+    async def action_quit(self) -> None:
+        """Quit; with clients connected through the proxy, only once the user says to close their sessions."""
+        from nbdscope.tui.confirm import ConfirmQuit
+
+        open_sessions = self.source.open_sessions() if self.source is not None else 0
+        if not open_sessions:
+            self.exit()
+        elif not isinstance(self.screen, ConfirmQuit):
+            self.push_screen(ConfirmQuit(open_sessions), lambda yes: self.exit() if yes else None)
+
     async def on_unmount(self) -> None:
         if self.source is not None:
-            self.source.stop()
+            self.source.stop(now=True)  # quitting was confirmed: open sessions close at once, not after --grace
 
     # ------------------------------------------------------------- helpers
 
@@ -108,6 +119,12 @@ class NbdscopeApp(App[None]):
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen())
+
+    def action_plots(self) -> None:
+        from nbdscope.tui.plots import PlotsScreen
+
+        if not isinstance(self.screen, PlotsScreen):
+            self.push_screen(PlotsScreen())
 
     def action_toggle_theme(self) -> None:
         self.theme = "textual-light" if self.theme == "textual-dark" else "textual-dark"

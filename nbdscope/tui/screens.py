@@ -597,6 +597,9 @@ and its reply · `]` / `[` next / previous anomalous row (marked `!` error or wa
 
 **Summary**: negotiated features, flags bit by bit, command mix, throughput and latency sparklines.
 
+**Plots** (`v` on any screen): I/O map (offset against time, per export: `e` next export), latency over time
+and per command, request sizes, offset alignment, throughput; updated as a live source goes on.
+
 """ + help_markdown("## Filter language (filter bar and search)")
 
 

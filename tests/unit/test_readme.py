@@ -86,6 +86,8 @@ RECIPES: dict[str, tuple[str, ...]] = {
         "session s8", "set/part"),
     "zstd captures/fio-iodepth8.pcap -o fio.pcap.zst && nbdscope analyze --format jsonl -Y anomalies fio.pcap.zst": (
         '"rule":"hard-disconnect"',),
+    # (what a command writes to report.html counts as its output)
+    "nbdscope analyze captures/fio-iodepth8.pcap -o report.html": ("I/O map", "NBD_CMD_READ", "hard-disconnect"),
 }
 LONG_RUNNING = ("nbdscope proxy ", "nbdscope tui ", "nbdscope live ")  # driven by their own tests
 
@@ -114,5 +116,7 @@ def test_readme_command_shows_what_it_says(command: str, tmp_path: Path) -> None
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}", "COLUMNS": "200"}
     proc = subprocess.run(command, shell=True, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
+    page = tmp_path / "report.html"
+    shown = proc.stdout + (page.read_text(encoding="utf-8") if page.exists() else "")
     for expected in RECIPES[command]:
-        assert expected in proc.stdout, f"{command}: {expected!r} not in the output"
+        assert expected in shown, f"{command}: {expected!r} not in the output"
