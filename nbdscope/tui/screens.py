@@ -330,9 +330,10 @@ class MessagesScreen(_Base):
         shown = self.table.count
         total = len(self.store)
         if self.filter_error is not None:  # the count below belongs to the filter still applied, not to the text
-            bits = [f"filter not applied: {self.filter_error}",
-                    f"the table keeps {repr(self.filter_text) if self.filter_text else 'no filter'}: "
-                    f"{shown:,} message{'' if shown == 1 else 's'}"]
+            what = f"{shown:,} message{'' if shown == 1 else 's'}"
+            bits = [f"filter not applied (column {self.filter_error.position + 1})",
+                    f'the table still shows "{self.filter_text}": {what}' if self.filter_text
+                    else f"the table shows all {what}"]
         else:
             bits = [f"{shown:,} of {total:,} messages"]
         if self.filter_text and self.filter_error is None:

@@ -46,7 +46,7 @@ def test_unknown_field_is_reported_as_typed_with_its_column() -> None:
     assert lines[1].index("^") == lines[0].index("bogus")  # the caret points at the culprit
     status = next(line for line in lines if "filter not applied" in line)
     assert " of 26 messages" not in first and "26 of 26" not in first  # the count is not the invalid filter's
-    assert "column 11" in status
+    assert "column 11" in status and "the table shows all 26 messages" in status
     assert invalid
 
 
