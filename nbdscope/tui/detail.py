@@ -66,9 +66,10 @@ def size_text(n: int) -> str:
 
 
 def quoted(text: str) -> str:
-    """A string from the wire in double quotes, control characters escaped (an empty export name stays visible)."""
+    """A string from the wire in single quotes as the findings and the report write it, control characters
+    escaped (so an empty export name stays visible)."""
     body = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
-    return '"' + body.replace('"', '\\"') + '"'
+    return "'" + body.replace("'", "\\'") + "'"
 
 
 def plain(value: object) -> str:
