@@ -116,7 +116,7 @@ def _value(e: ev.Event, info: FieldInfo | None, value: object) -> str:
     if kind == "us" and isinstance(value, float):
         return F.fmt_latency(value)
     if isinstance(e, ev.ConnectionEnd) and kind == "choice" and value in SIDES:
-        return f"{SIDES[value]} (the {'client' if value == 'c2s' else 'server'} closed first)"  # type: ignore[index]
+        return f"{SIDES[value]} (the {'client' if value == 'c2s' else 'server'} closed first)"
     if isinstance(value, tuple):
         shown = _sequence(e, kind, info.codes if info is not None else None, value)
         if shown is not None:

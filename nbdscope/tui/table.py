@@ -79,6 +79,7 @@ class MessageTable(ScrollView, can_focus=True):
         self._natural.update(mark=1, dir=1, latency=len("9999.9ms"))
         self._layout: list[tuple[Column, int]] = []
         self._frame_cells: dict[int, dict[str, str]] = {}  # the cells of the rows being drawn, by view index
+        self._short = False  # whether the last screen wrote absolute times as the time of day only
         self.view: array[int] | None = None  # None: every row of the store
         self.count = 0
         self.follow = False
@@ -221,7 +222,7 @@ class MessageTable(ScrollView, can_focus=True):
 
     def set_time_mode(self, mode: TimeMode) -> None:
         self.time_mode = mode
-        self._natural["time"] = len(T.heading(mode))  # the new mode's texts are measured afresh
+        self._natural["time"] = len(T.heading(mode, self._short))  # the new mode's texts are measured afresh
         self.refresh()
 
     def _time_text(self, index: int, row: int, short: bool) -> str:
@@ -260,6 +261,9 @@ class MessageTable(ScrollView, can_focus=True):
         (they only grow: scrolling never makes the columns jump back)."""
         width = self.scrollable_content_region.width
         short = self._short_abs(width)
+        if short != self._short:  # the width crossed WIDE_ABS: absolute times change length
+            self._short = short
+            self._natural["time"] = len(T.heading(self.time_mode, short))
         top = self.scroll_offset.y
         self._frame_cells = {}
         for y in range(crop.y, crop.y + crop.height):

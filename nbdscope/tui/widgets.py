@@ -9,6 +9,7 @@ from textual.binding import Binding, BindingType
 from textual.widgets import DataTable
 
 from nbdscope.analysis.session import Session
+from nbdscope.report.clock import TimeMode
 from nbdscope.report.sessionpanel import SESSION_FLAGS
 from nbdscope.tui.store import Store
 from nbdscope.tui.times import moment
@@ -46,7 +47,7 @@ class FindingsTable(DataTable[object]):
         with self.store.lock:
             new = self.store.findings[self.shown:]
             self.shown = len(self.store.findings)
-        mode = getattr(self.app, "time_mode", "rel")
+        mode: TimeMode = getattr(self.app, "time_mode", "rel")  # the NbdscopeApp's (--time, the c key)
         for i, f in enumerate(new, start=self.shown - len(new)):
             a = f.anomaly
             if self.session is not None and a.session != self.session:
