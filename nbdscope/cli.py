@@ -16,7 +16,7 @@ from nbdscope.analysis.anomaly import INTERNAL_ERROR, SEVERITY_RANK
 from nbdscope.analysis.engine import Result
 from nbdscope.cli_help import finish
 from nbdscope.cli_rules import RulesUsageError, add_rules_parser, add_selection_options, selection_of
-from nbdscope.report.clock import add_time_option
+from nbdscope.report.clock import TimeMode, add_time_option
 from nbdscope.report.wording import plural
 
 if TYPE_CHECKING:
@@ -335,7 +335,7 @@ def proxy(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     plan.selection = selection_of(args)
     if args.tui:
-        return _run_tui(lambda store, stack: _proxy_producer(plan, store, stack))
+        return _run_tui(lambda store, stack: _proxy_producer(plan, store, stack), time_mode=args.time)
     try:
         return run_proxy(plan)
     except OSError as exc:
@@ -351,7 +351,7 @@ def _proxy_producer(plan: Any, store: Any, stack: ExitStack) -> Any:
         raise UsageError(f"cannot listen on {exc.filename or plan.listen}: {exc.strerror or exc}") from None
 
 
-def _run_tui(make: Callable[[Any, ExitStack], Any]) -> int:
+def _run_tui(make: Callable[[Any, ExitStack], Any], time_mode: TimeMode = "rel") -> int:
     """Make the producer (so a bad address or interface fails here, in one line), then run the UI over it."""
     from nbdscope.tui.app import NbdscopeApp
     from nbdscope.tui.store import Store
@@ -363,7 +363,7 @@ def _run_tui(make: Callable[[Any, ExitStack], Any]) -> int:
         producer = make(store, stack)
         producer.start()
         try:
-            NbdscopeApp(store, producer).run()
+            NbdscopeApp(store, producer, time_mode=time_mode).run()
         finally:
             producer.stop()
     for text in store.notices:
@@ -383,10 +383,11 @@ def tui(args: argparse.Namespace) -> int:
     selection = selection_of(args)
     if args.files:
         args.files = _check_inputs(args.files)
-        return _run_tui(lambda store, stack: file_producer(store, args.files, args.port, selection=selection))
+        return _run_tui(lambda store, stack: file_producer(store, args.files, args.port, selection=selection),
+                        time_mode=args.time)
     if args.interface:
         return _run_tui(lambda store, stack: _live_producer(store, args.interface, args.port, args.filter, 65536,
-                                                            selection))
+                                                            selection), time_mode=args.time)
     from nbdscope.cli_proxy import ProxyPlan
 
     if not (args.listen and args.upstream):
@@ -396,7 +397,7 @@ def tui(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     plan.selection = selection
-    return _run_tui(lambda store, stack: _proxy_producer(plan, store, stack))
+    return _run_tui(lambda store, stack: _proxy_producer(plan, store, stack), time_mode=args.time)
 
 
 def _live_producer(store: Any, interface: str, ports: list[int], bpf: str, buffer_kib: int,
@@ -421,7 +422,7 @@ def live(args: argparse.Namespace) -> int:
     selection = selection_of(args)
     if args.tui:
         return _run_tui(lambda store, stack: _live_producer(store, args.interface, args.port, args.filter,
-                                                            args.buffer, selection))
+                                                            args.buffer, selection), time_mode=args.time)
     with ExitStack() as stack:
         save = _open_binary(stack, args.write) if args.write else None
         source = pipeline.LiveSource(args.interface, args.port, bpf=args.filter, buffer_kib=args.buffer,

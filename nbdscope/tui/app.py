@@ -8,10 +8,12 @@ from typing import ClassVar
 from textual.app import App
 from textual.binding import Binding, BindingType
 
+from nbdscope.report.clock import TimeMode
 from nbdscope.tui.detail import Palette
 from nbdscope.tui.screens import HelpScreen, MessagesScreen, OverviewScreen, _Base
 from nbdscope.tui.sources import Producer
 from nbdscope.tui.store import NO_ROW, Store
+from nbdscope.tui.times import describe, next_mode
 
 TICK = 0.25  # seconds between screen refreshes from the store
 GC_THRESHOLD = 50_000  # allocations between young-generation collections (Python's default: 700)
@@ -24,11 +26,14 @@ class NbdscopeApp(App[None]):
         Binding("question_mark", "help", "Help"),
         Binding("t", "toggle_theme", "Theme"),
         Binding("v", "plots", "Plots"),
+        Binding("c", "cycle_time", "Time"),
     ]
 
-    def __init__(self, store: Store, source: Producer | None = None, *, title: str = "") -> None:
+    def __init__(self, store: Store, source: Producer | None = None, *, title: str = "",
+                 time_mode: TimeMode = "rel") -> None:
         super().__init__()
         self.store = store
+        self.time_mode: TimeMode = time_mode  # how every screen writes times (--time; c cycles it)
         self.source = source
         self.sub_title = title or (source.label if source else "")
         self.theme = "textual-dark"
@@ -125,6 +130,14 @@ class NbdscopeApp(App[None]):
 
         if not isinstance(self.screen, PlotsScreen):
             self.push_screen(PlotsScreen())
+
+    def action_cycle_time(self) -> None:
+        """rel → abs → delta → rel: every screen on the stack redraws its times."""
+        self.time_mode = next_mode(self.time_mode)
+        for screen in self.screen_stack:
+            if isinstance(screen, _Base) and screen.is_mounted:
+                screen.time_changed()
+        self.notify(f"times: {self.time_mode} ({describe(self.time_mode)})", timeout=3)
 
     def action_toggle_theme(self) -> None:
         self.theme = "textual-light" if self.theme == "textual-dark" else "textual-dark"
