@@ -51,7 +51,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="also compare read data with earlier writes (stale-read); slower")
     add_selection_options(a)
 
-    from nbdscope.cli_proxy import add_proxy_options
+    from nbdscope.cli_proxy import add_proxy_options, add_tls_keylog_option
+
+    add_tls_keylog_option(a)
 
     x = sub.add_parser("proxy", help="transparent relay between an NBD client and server, decoding live")
     add_proxy_options(x, required=True)
@@ -81,6 +83,7 @@ def _parser() -> argparse.ArgumentParser:
                     help="also save every captured packet to this pcapng file (like tshark -w), to analyze later")
     lv.add_argument("--fail-on", choices=("error", "warning", "never"), default="never")
     lv.add_argument("--tui", action="store_true", help="show the traffic in the terminal UI")
+    add_tls_keylog_option(lv)
     add_selection_options(lv)
 
     add_rules_parser(sub)
@@ -195,11 +198,25 @@ def analyze(args: argparse.Namespace) -> int:
         try:
             source = pipeline.FileSource(args.files, args.port, progress=True,
                                          trace=redaction.trace if redaction is not None else None)
-            result = pipeline.run(source, addons, verify_data=args.verify_data, selection=selection)
+            result = pipeline.run(source, addons, verify_data=args.verify_data, selection=selection,
+                                  tls_keys=_key_log(args))
         except CaptureError as exc:
             raise UsageError(str(exc)) from None
         _report_failures(result)
     return _exit_code(args.fail_on, result)
+
+
+def _key_log(args: argparse.Namespace, *, growing: bool = False) -> Any:
+    """The key log --tls-keylog names (None: not given); growing: live and the proxy, where the client
+    is still writing it."""
+    from nbdscope.tls.keylog import KeyLog, KeyLogError
+
+    if getattr(args, "tls_keylog", None) is None:
+        return None
+    try:
+        return KeyLog(args.tls_keylog, growing=growing)
+    except KeyLogError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _annotating(args: argparse.Namespace) -> bool:
@@ -286,6 +303,7 @@ def proxy(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     plan.selection = selection_of(args)
+    plan.tls_keys = _key_log(args, growing=True)
     if args.tui:
         return _run_tui(lambda store, stack: _proxy_producer(plan, store, stack))
     try:
@@ -332,10 +350,13 @@ def tui(args: argparse.Namespace) -> int:
     selection = selection_of(args)
     if args.files:
         args.files = _check_inputs(args.files)
-        return _run_tui(lambda store, stack: file_producer(store, args.files, args.port, selection=selection))
+        keys = _key_log(args)
+        return _run_tui(lambda store, stack: file_producer(store, args.files, args.port, selection=selection,
+                                                           tls_keys=keys))
+    keys = _key_log(args, growing=True)
     if args.interface:
         return _run_tui(lambda store, stack: _live_producer(store, args.interface, args.port, args.filter, 65536,
-                                                            selection))
+                                                            selection, keys))
     from nbdscope.cli_proxy import ProxyPlan
 
     if not (args.listen and args.upstream):
@@ -345,16 +366,17 @@ def tui(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     plan.selection = selection
+    plan.tls_keys = keys
     return _run_tui(lambda store, stack: _proxy_producer(plan, store, stack))
 
 
 def _live_producer(store: Any, interface: str, ports: list[int], bpf: str, buffer_kib: int,
-                   selection: Any = None) -> Any:
+                   selection: Any = None, tls_keys: Any = None) -> Any:
     from nbdscope.capture.live import LiveError
     from nbdscope.tui.sources import live_producer
 
     try:
-        return live_producer(store, interface, ports, bpf, buffer_kib, selection=selection)
+        return live_producer(store, interface, ports, bpf, buffer_kib, selection=selection, tls_keys=tls_keys)
     except LiveError as exc:
         raise UsageError(str(exc)) from None
 
@@ -368,9 +390,10 @@ def live(args: argparse.Namespace) -> int:
     from nbdscope.report import outputs
 
     selection = selection_of(args)
+    keys = _key_log(args, growing=True)
     if args.tui:
         return _run_tui(lambda store, stack: _live_producer(store, args.interface, args.port, args.filter,
-                                                            args.buffer, selection))
+                                                            args.buffer, selection, keys))
     with ExitStack() as stack:
         save = _open_binary(stack, args.write) if args.write else None
         source = pipeline.LiveSource(args.interface, args.port, bpf=args.filter, buffer_kib=args.buffer,
@@ -387,7 +410,7 @@ def live(args: argparse.Namespace) -> int:
         out = _open_output(stack, args.output)
         addon: Addon = (outputs.JsonlLines(out, flush=True) if args.format == "jsonl"
                         else outputs.TimelineLines(out, findings=True, flush=True))
-        result = pipeline.run(source, [_filtered(addon, args.display_filter)], selection=selection)
+        result = pipeline.run(source, [_filtered(addon, args.display_filter)], selection=selection, tls_keys=keys)
     silenced = f" ({sum(result.silenced.values())} silenced)" if result.silenced else ""
     print(f"nbdscope live: {len(result.sessions)} sessions, {len(result.anomalies)} anomalies{silenced}, "
           f"{source.dropped} packets dropped by the kernel", file=sys.stderr, flush=True)

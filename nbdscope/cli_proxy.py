@@ -33,6 +33,14 @@ def add_proxy_options(p: argparse.ArgumentParser, *, required: bool) -> None:
     g.add_argument("--delay", default="", metavar="CMD=MS,...",
                    help="hold requests of these commands for MS milliseconds before forwarding (e.g. READ=5)")
     g.add_argument("--grace", type=float, default=5.0, metavar="S", help="seconds open sessions get at shutdown")
+    add_tls_keylog_option(g)
+
+
+def add_tls_keylog_option(p: Any) -> None:
+    """--tls-keylog, for every command that decodes (analyze, live, tui, proxy)."""
+    p.add_argument("--tls-keylog", metavar="FILE",
+                   help="the peers' TLS key log (SSLKEYLOGFILE): decrypt and decode sessions after STARTTLS "
+                        "(live and proxy read it as it grows); see docs/TLS.md")
 
 
 @dataclass
@@ -47,6 +55,7 @@ class ProxyPlan:
     redact: bool
     quiet: bool
     selection: Any = None  # nbdscope.selection.Selection: which findings are reported (--select/--ignore)
+    tls_keys: Any = None  # nbdscope.tls.keylog.KeyLog (--tls-keylog), read as it grows
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> ProxyPlan:
@@ -111,7 +120,7 @@ def run_proxy(plan: ProxyPlan) -> int:
         gc.freeze()
         gc.set_threshold(50_000, 20, 20)
         source.on_idle = _flusher(files)
-        result = pipeline.run(source, addons, selection=plan.selection)
+        result = pipeline.run(source, addons, selection=plan.selection, tls_keys=plan.tls_keys)
         source.on_idle()
     print(source.summary(len(result.sessions), len(result.anomalies)), file=sys.stderr, flush=True)
     for a in result.internal_errors():
@@ -129,4 +138,4 @@ def tui_producer(plan: ProxyPlan, store: Any, stack: ExitStack) -> Any:
     if problem is not None:
         raise OSError(problem)
     source.on_idle = _flusher(files)
-    return Producer(store, source, addons, selection=plan.selection)
+    return Producer(store, source, addons, selection=plan.selection, tls_keys=plan.tls_keys)

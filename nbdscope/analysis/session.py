@@ -46,6 +46,9 @@ class Session:
     handshake: str = "unknown"
     tls: bool = False
     tls_bytes: int = 0
+    # with a key log (--tls-keylog): "decrypted", "no-key" or "undecryptable", and what was decrypted or why not
+    tls_decryption: str | None = None
+    tls_detail: str | None = None
     export_name: str | None = None
     description: str | None = None  # NBD_INFO_DESCRIPTION
     size: int | None = None
@@ -118,6 +121,8 @@ class Session:
             self.tls = True
         elif isinstance(e, ev.TlsData):
             self.tls_bytes += e.nbytes
+            if e.decryption is not None:
+                self.tls_decryption, self.tls_detail = e.decryption, e.detail
         elif isinstance(e, ev.ConnectionEnd):
             self._ended(e)
 
@@ -239,6 +244,16 @@ class Session:
         # int() first: '&' with an IntFlag on the right goes through the slow enum machinery
         return bool(self.transmission_flags is not None and self.transmission_flags & int(mask))
 
+    def tls_summary(self) -> str:
+        """How the session's TLS was seen: "TLS, decrypted (...)", "TLS, no key: ...", "TLS, undecryptable: ...".
+        A session with TLS but no key log given has no such mark (the reports say "encrypted")."""
+        status = self.tls_decryption
+        if status is None:
+            return ""
+        if status == "decrypted":
+            return f"TLS, decrypted ({self.tls_detail})"
+        return f"TLS, {status.replace('-', ' ')}: {self.tls_detail}"
+
     def as_json(self) -> dict[str, object]:
         tflags = self.transmission_flags
         return {
@@ -251,6 +266,8 @@ class Session:
             **({"last_input": self.last_source} if self.last_source else {}),
             "handshake": self.handshake,
             "tls": self.tls,
+            **({"tls_decryption": {"status": self.tls_decryption, "detail": self.tls_detail}}
+               if self.tls_decryption is not None else {}),
             "export": {
                 "name": self.export_name,
                 "size": self.size,

@@ -207,7 +207,7 @@ class Connection:
         self.out = out
         self.closing = True
         if self.tls_layer is not None:
-            self.tls_layer.drain()
+            self.tls_layer.close()
         self._pump()
         unparsed = tuple((s.dir, s.avail() + s.skip) for s in (self._c, self._s) if s.avail() + s.skip)
         flights = tuple((cookie, r.command, r.frame) for cookie, r in self.in_flight.items())

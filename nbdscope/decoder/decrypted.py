@@ -72,6 +72,13 @@ class TlsLayer:
             side = self.conn._c if direction == "c2s" else self.conn._s
             self._after(side, self.decryptor.feed(direction, data, frame, time))
 
+    def close(self) -> None:
+        """The connection ends: decrypt what is left, and report a session that never got its key."""
+        self.drain()
+        if self.conn.tls_layer is self:
+            self.decryptor.finish()
+            self._after(self.conn._s, [])
+
     def gap(self, side: ReceiveBuffer, nbytes: int) -> None:
         self.decryptor.gap(side.dir, nbytes, side.frame)
         self._after(side, [])

@@ -57,6 +57,20 @@ def _proxy(s: Session, _: int) -> str | None:
                      for a, n in counts.items())
 
 
+def _tls(s: Session, _: int) -> str:
+    if not s.tls:
+        return "no"
+    if s.tls_decryption is None:
+        return f"yes, {s.tls_bytes} encrypted bytes not decoded"
+    return f"{s.tls_summary()}; {s.tls_bytes} encrypted bytes"
+
+
+def _tls_screen(s: Session) -> str:
+    if not s.tls:
+        return ""
+    return f"   {s.tls_summary()}" if s.tls_decryption else "   TLS (encrypted after STARTTLS)"
+
+
 @dataclass(frozen=True, slots=True)
 class _Fact:
     report: tuple[str, Spell] | None = None
@@ -69,8 +83,8 @@ _FACTS: tuple[_Fact, ...] = (
     _Fact(report=("input", lambda s, _: f"{s.source} frames {s.first_frame}-{s.last_frame}" if not s.last_source
                   else f"{s.source} frame {s.first_frame} to {s.last_source} frame {s.last_frame}")),
     _Fact(report=("handshake", lambda s, _: s.handshake + ("" if s.saw_start else "  (capture began mid-connection)")),
-          screen=("handshake", lambda s, _: s.handshake + ("   TLS (encrypted after STARTTLS)" if s.tls else ""))),
-    _Fact(report=("TLS", lambda s, _: f"yes, {s.tls_bytes} encrypted bytes not decoded" if s.tls else "no")),
+          screen=("handshake", lambda s, _: s.handshake + _tls_screen(s))),
+    _Fact(report=("TLS", _tls)),
     _Fact(report=("export", lambda s, _: "name " + ("unknown" if s.export_name is None else repr(s.export_name))
                   + f", size {_size(s.size)}"),
           screen=("export", lambda s, _: "unknown" if s.export_name is None else repr(s.export_name))),

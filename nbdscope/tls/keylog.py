@@ -53,6 +53,10 @@ class KeyLog:
                     self._read, self._partial = 0, b""
                 f.seek(self._read)
                 added = f.read(min(size, MAX_BYTES) - self._read)
+        except FileNotFoundError:
+            if self.growing:
+                return  # the client creates it at its first handshake
+            raise KeyLogError(f"cannot read key log {self.path}: no such file") from None
         except OSError as exc:
             raise KeyLogError(f"cannot read key log {self.path}: {exc.strerror or exc}") from None
         self._read += len(added)

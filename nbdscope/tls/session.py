@@ -100,6 +100,20 @@ class Decryptor:
             self._fail(_Failed("undecryptable", f"the capture lost {nbytes} bytes of TLS records (frame {frame})"),
                        frame)
 
+    def finish(self) -> None:
+        """The connection ended: a session still waiting has no key."""
+        if self.status != "pending":
+            return
+        if self.client_random is None:
+            why = "the connection ended before a ClientHello"
+        elif self.server is None:
+            why = "the connection ended before a ServerHello"
+        else:
+            waiting = [d for d, side in self.sides.items() if side.held or side.protection is None]
+            label = self._label(waiting[0]) if waiting else "a key"
+            why = f"the key log gave no {label} for client random {self._random()} ({self.keys.summary()})"
+        self._fail(_Failed("no-key", why), 0)
+
     def take_plain_spans(self, direction: Direction) -> list[tuple[int, int]]:
         """(plaintext offset, ciphertext offset) where each record's plaintext began, since the last call."""
         side = self.sides[direction]
