@@ -29,7 +29,7 @@ from nbdscope.tls.keylog import KeyLog
 from nbdscope.tls.records import AuthError, Framer, Protection, Record, RecordError
 from nbdscope.vocab import Direction
 
-HOLD = 64  # protected records held per direction while a growing key log lacks their key
+HOLD = 128  # protected records held (both directions) while a growing key log lacks their key
 Status = Literal["pending", "decrypted", "no-key", "undecryptable"]
 Plain = tuple[Direction, bytes, int, float]  # direction, application data, frame and time of its record's end
 _LABELS = {("c2s", "handshake"): W.CLIENT_HANDSHAKE, ("s2c", "handshake"): W.SERVER_HANDSHAKE,
@@ -49,7 +49,6 @@ class _Side:
     epoch: Literal["plain", "handshake", "application"] = "plain"
     protection: Protection | None = None
     secret: bytes = b""  # TLS 1.3: the current application secret, for KeyUpdate
-    held: deque[tuple[Record, int, float]] = field(default_factory=deque)
     spans: list[tuple[int, int]] = field(default_factory=list)  # (plaintext offset, ciphertext offset) per record
     plain: int = 0  # plaintext bytes handed out
 
@@ -65,6 +64,8 @@ class Decryptor:
         self.reason = ""
         self.auth_failed = False  # the failure was a record failing authentication after others opened
         self.failed_frame = 0
+        # protected records waiting for a key, both directions in arrival order (NBD replies follow requests)
+        self.held: deque[tuple[Direction, Record, int, float]] = deque()
 
     @property
     def failed(self) -> bool:
@@ -109,8 +110,7 @@ class Decryptor:
         elif self.server is None:
             why = "the connection ended before a ServerHello"
         else:
-            waiting = [d for d, side in self.sides.items() if side.held or side.protection is None]
-            label = self._label(waiting[0]) if waiting else "a key"
+            label = self._label(self.held[0][0]) if self.held else "a key"
             why = f"the key log gave no {label} for client random {self._random()} ({self.keys.summary()})"
         self._fail(_Failed("no-key", why), 0)
 
@@ -122,8 +122,8 @@ class Decryptor:
 
     def _fail(self, exc: _Failed, frame: int) -> None:
         self.status, self.reason, self.auth_failed, self.failed_frame = exc.status, exc.reason, exc.auth, frame
+        self.held.clear()
         for side in self.sides.values():
-            side.held.clear()
             side.framer.buf.clear()
 
     # ------------------------------------------------------------ records
@@ -131,22 +131,24 @@ class Decryptor:
     def _arrived(self, d: Direction, record: Record, frame: int, time: float, out: list[Plain]) -> None:
         side = self.sides[d]
         keyless = side.epoch != "plain" and side.protection is None
-        if side.held or (keyless and record.type != W.ContentType.CHANGE_CIPHER_SPEC):
-            if len(side.held) >= HOLD:  # (held records are at most MAX_CIPHERTEXT bytes each)
-                raise _Failed("no-key", f"the key log gave no {self._label(d)} for client random "
+        if self.held or (keyless and record.type != W.ContentType.CHANGE_CIPHER_SPEC):
+            if len(self.held) >= HOLD:  # (held records are at most MAX_CIPHERTEXT bytes each)
+                waiting = self.held[0][0]
+                raise _Failed("no-key", f"the key log gave no {self._label(waiting)} for client random "
                               f"{self._random()} within {HOLD} records ({self.keys.summary()})")
-            side.held.append((record, frame, time))
+            self.held.append((d, record, frame, time))
             return
         self._record(d, record, frame, time, out)
 
     def _retry(self, out: list[Plain]) -> None:
         """Records held for a key: open those whose key is known now, in order."""
-        for d, side in self.sides.items():
-            while side.held:
-                if side.protection is None and side.epoch != "plain" and not self._arm(d, wait=True):
-                    break
-                record, frame, time = side.held.popleft()
-                self._record(d, record, frame, time, out)
+        while self.held:
+            d, record, frame, time = self.held[0]
+            side = self.sides[d]
+            if side.protection is None and side.epoch != "plain" and not self._arm(d, wait=True):
+                break
+            self.held.popleft()
+            self._record(d, record, frame, time, out)
 
     def _record(self, d: Direction, record: Record, frame: int, time: float, out: list[Plain]) -> None:
         side = self.sides[d]
