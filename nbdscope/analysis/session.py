@@ -165,7 +165,7 @@ class Session:
         elif e.how != "end-of-capture":
             self.disconnect = "hard"
         if not self.transmission:
-            self.outcome = self.handshake_log.outcome(e, self.tls, lost=bool(self.lost_sync))
+            self.outcome = self.handshake_log.outcome(e, self.hidden, lost=bool(self.lost_sync))
 
     def noted(self, blame: str, severity: str, frame: int, check: str) -> None:
         """A finding was reported about this session (the rule base calls this)."""
@@ -243,6 +243,12 @@ class Session:
         """Whether the client was told this transmission flag (see ``server_has_flag`` for the server)."""
         # int() first: '&' with an IntFlag on the right goes through the slow enum machinery
         return bool(self.transmission_flags is not None and self.transmission_flags & int(mask))
+
+    @property
+    def hidden(self) -> bool:
+        """Whether the session went on encrypted and undecoded: TLS without a key log, or one that failed
+        (the rules that need the whole session, or the handshake's end, skip it then)."""
+        return self.tls and self.tls_decryption != "decrypted"
 
     def tls_summary(self) -> str:
         """How the session's TLS was seen: "TLS, decrypted (...)", "TLS, no key: ...", "TLS, undecryptable: ...".
