@@ -1,0 +1,265 @@
+"""Live TLS decryption (--tls-keylog): nbdkit --tls=require with a PSK and with X.509 certificates made here by
+certtool; nbdsh, nbdcopy, qemu-img and nbdinfo write their secrets to SSLKEYLOGFILE (GnuTLS). The decrypted
+decode must match nbdkit's log filter request by request; TLS 1.2 (forced through a GnuTLS system priority
+file) decrypts too; a client misbehaving inside TLS draws the findings it draws in plaintext; wrong or missing
+keys leave the session "TLS, no key" in one line; the proxy stays byte-exact while it decodes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import socket
+import ssl
+import struct
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tests import nbdwire as w
+from tests.live import ENV, SYSTEM_PYTHON, free_port, process, proxy, run, tcpdump
+from tests.oracles import analyze, jsonl, nbdkit_log, report
+
+pytestmark = [pytest.mark.interop,
+              pytest.mark.skipif(not all(shutil.which(t) for t in ("nbdkit", "nbdinfo", "nbdcopy", "qemu-img", "psktool",
+                                                                   "certtool", "tcpdump")) or os.geteuid() != 0,
+                                 reason="needs nbdkit, libnbd tools, qemu-img, gnutls-bin and root")]
+
+NBDSH_SCRIPT = """
+h.pwrite(b'a' * 65536, 0)
+h.pwrite(b'b' * 4096, 1 << 20, nbd.CMD_FLAG_FUA)
+h.pread(8192, 4096)
+h.flush()
+h.trim(65536, 2 << 20)
+h.zero(4096, 3 << 20, nbd.CMD_FLAG_NO_HOLE)
+h.block_status(1 << 20, 0, lambda *a: 0)
+buf = nbd.Buffer(512)
+c = [h.aio_pread(buf, i * 512) for i in range(16)]
+while h.aio_in_flight() > 0:
+    h.poll(-1)
+h.shutdown()
+"""
+
+
+def nbdsh(uri: str, script: str, base_allocation: bool = False) -> list[str]:
+    """nbdsh connecting itself: a URI naming a key or certificate file needs set_uri_allow_local_file."""
+    connect = (f"h.set_uri_allow_local_file(True)\n{'h.add_meta_context(nbd.CONTEXT_BASE_ALLOCATION)' if base_allocation else ''}"
+               f"\nh.connect_uri({uri!r})\n")
+    return [SYSTEM_PYTHON, "-m", "nbd", "-c", connect + script]
+
+
+def _client(cmd: list[str], keylog: Path, **extra: str) -> None:
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60,
+                          env={**ENV, "SSLKEYLOGFILE": str(keylog), **extra})
+    assert proc.returncode == 0, f"{cmd[0]}: {proc.stderr.strip()}"
+
+
+def make_pki(d: Path) -> Path:
+    """A CA and a server certificate for 127.0.0.1 / localhost, in the layout nbdkit, libnbd and qemu read."""
+    d.mkdir()
+    (d / "ca.info").write_text("cn = nbdscope test CA\nca\ncert_signing_key\nexpiration_days = 2\n")
+    (d / "server.info").write_text("organization = nbdscope test\ncn = localhost\ndns_name = localhost\n"
+                                   "ip_address = 127.0.0.1\ntls_www_server\nencryption_key\nsigning_key\n"
+                                   "expiration_days = 2\n")
+    for cmd in (["--generate-privkey", "--outfile", "ca-key.pem"],
+                ["--generate-self-signed", "--load-privkey", "ca-key.pem", "--template", "ca.info",
+                 "--outfile", "ca-cert.pem"],
+                ["--generate-privkey", "--outfile", "server-key.pem"],
+                ["--generate-certificate", "--load-ca-certificate", "ca-cert.pem", "--load-ca-privkey", "ca-key.pem",
+                 "--load-privkey", "server-key.pem", "--template", "server.info", "--outfile", "server-cert.pem"]):
+        subprocess.run(["certtool", *cmd], cwd=d, capture_output=True, check=True, timeout=30)
+    return d
+
+
+def _decoded_like_the_log(cap: Path, log: Path, keylog: Path) -> dict:
+    """Each nbdkit connection's logged requests are one decrypted session's requests; the JSON report."""
+    logged, _ = nbdkit_log(log)
+    assert sum(len(v) for v in logged.values()) >= 10
+    decoded: dict[str, list[tuple[str, int, int]]] = {}
+    for r in jsonl(cap, "--tls-keylog", str(keylog)):
+        if r["type"].startswith("NBD_CMD_") and r["dir"] == "c2s" and r["type"] != "NBD_CMD_DISC":
+            decoded.setdefault(r["session"], []).append((r["type"], r["offset"], r["length"]))
+    remaining = dict(decoded)
+    for conn, requests in logged.items():
+        want = Counter((q.command, q.offset, q.length) for q in requests)
+        match = next((s for s, got in remaining.items() if Counter(got) == want), None)
+        assert match is not None, f"nbdkit connection {conn} ({sum(want.values())} requests) not decoded alike"
+        del remaining[match]
+    assert not any(remaining.values()), remaining
+    rep = report(cap, "--tls-keylog", str(keylog))
+    assert [s["tls_decryption"]["status"] for s in rep["sessions"]] == ["decrypted"] * len(rep["sessions"])
+    assert not [a for a in rep["anomalies"] if a["severity"] != "info"], rep["anomalies"]
+    return rep
+
+
+def test_psk_clients_decrypt_like_nbdkits_log(tmp_path: Path) -> None:
+    port, psk, keylog = free_port(), tmp_path / "keys.psk", tmp_path / "ssl.keylog"
+    run(["psktool", "-u", "alice", "-p", str(psk)])
+    src = tmp_path / "src.bin"
+    src.write_bytes(os.urandom(384 << 10))
+    log, cap = tmp_path / "nbdkit.log", tmp_path / "psk.pcap"
+    uri = f"nbds://alice@127.0.0.1:{port}/?tls-psk-file={psk}"
+    server = ["nbdkit", "-f", "-p", str(port), "-i", "127.0.0.1", "--tls=require", f"--tls-psk={psk}",
+              "--filter=log", "memory", "4M", f"logfile={log}"]
+    with process(server, port=port), tcpdump(cap, port):
+        _client(nbdsh(uri, NBDSH_SCRIPT, base_allocation=True), keylog)
+        _client(["nbdcopy", "--connections=2", str(src), uri], keylog)
+        _client(["qemu-img", "convert", "-n", "--object",
+                 f"tls-creds-psk,id=tls0,endpoint=client,dir={tmp_path},username=alice", "-f", "raw", str(src),
+                 "--target-image-opts", f"driver=nbd,host=127.0.0.1,port={port},tls-creds=tls0"], keylog)
+    rep = _decoded_like_the_log(cap, log, keylog)
+    assert {s["tls_decryption"]["detail"].split(",")[0] for s in rep["sessions"]} == {"TLS 1.3"}
+    # the same capture without the key log: nothing of the transmission is decoded
+    plain = report(cap)
+    assert all("tls_decryption" not in s and not s["commands"] for s in plain["sessions"])
+
+
+def test_x509_clients_decrypt_like_nbdkits_log(tmp_path: Path) -> None:
+    port, pki, keylog = free_port(), make_pki(tmp_path / "pki"), tmp_path / "ssl.keylog"
+    src = tmp_path / "src.bin"
+    src.write_bytes(os.urandom(256 << 10))
+    log, cap = tmp_path / "nbdkit.log", tmp_path / "x509.pcap"
+    uri = f"nbds://127.0.0.1:{port}/?tls-certificates={pki}"
+    server = ["nbdkit", "-f", "-p", str(port), "-i", "127.0.0.1", "--tls=require", f"--tls-certificates={pki}",
+              "--filter=log", "memory", "4M", f"logfile={log}"]
+    with process(server, port=port), tcpdump(cap, port):
+        _client(nbdsh(uri, NBDSH_SCRIPT, base_allocation=True), keylog)
+        _client(["nbdcopy", str(src), uri], keylog)
+        _client(["qemu-img", "convert", "-n", "--object", f"tls-creds-x509,id=tls0,endpoint=client,dir={pki}",
+                 "-f", "raw", str(src), "--target-image-opts",
+                 f"driver=nbd,host=127.0.0.1,port={port},tls-creds=tls0"], keylog)
+        _client(["nbdinfo", uri], keylog)
+    _decoded_like_the_log(cap, log, keylog)
+
+
+@pytest.mark.parametrize("creds", ["psk", "x509"])
+def test_tls12_forced_on_the_server_decrypts(tmp_path: Path, creds: str) -> None:
+    """GnuTLS 3.7's system priority file: [overrides] disabled-version = tls1.3, for nbdkit only."""
+    priority = tmp_path / "gnutls.conf"
+    priority.write_text("[overrides]\ndisabled-version = tls1.3\n")
+    port, keylog, log, cap = free_port(), tmp_path / "ssl.keylog", tmp_path / "nbdkit.log", tmp_path / "tls12.pcap"
+    if creds == "psk":
+        run(["psktool", "-u", "alice", "-p", str(tmp_path / "keys.psk")])
+        tls, uri = f"--tls-psk={tmp_path / 'keys.psk'}", f"nbds://alice@127.0.0.1:{port}/?tls-psk-file={tmp_path / 'keys.psk'}"
+    else:
+        pki = make_pki(tmp_path / "pki")
+        tls, uri = f"--tls-certificates={pki}", f"nbds://127.0.0.1:{port}/?tls-certificates={pki}"
+    server = ["nbdkit", "-f", "-p", str(port), "-i", "127.0.0.1", "--tls=require", tls, "--filter=log", "memory",
+              "4M", f"logfile={log}"]
+    ENV["GNUTLS_SYSTEM_PRIORITY_FILE"] = str(priority)  # read by the server process process() starts
+    try:
+        with process(server, port=port), tcpdump(cap, port):
+            del ENV["GNUTLS_SYSTEM_PRIORITY_FILE"]
+            _client(nbdsh(uri, NBDSH_SCRIPT, base_allocation=True), keylog)
+    finally:
+        ENV.pop("GNUTLS_SYSTEM_PRIORITY_FILE", None)
+    assert "CLIENT_RANDOM" in keylog.read_text()
+    rep = _decoded_like_the_log(cap, log, keylog)
+    assert [s["tls_decryption"]["detail"].split(",")[0] for s in rep["sessions"]] == ["TLS 1.2"]
+
+
+def _recv(sock: socket.socket | ssl.SSLSocket, n: int) -> bytes:
+    out = b""
+    while len(out) < n:
+        part = sock.recv(n - len(out))
+        assert part, f"connection closed after {len(out)} of {n} bytes"
+        out += part
+    return out
+
+
+def _replies(sock: socket.socket | ssl.SSLSocket) -> None:
+    while True:
+        _magic, _opt, rep, length = struct.unpack(">QIII", _recv(sock, 20))
+        _recv(sock, length)
+        if rep == 1 or rep & (1 << 31):
+            return
+
+
+def _misbehave(sock: socket.socket | ssl.SSLSocket) -> None:
+    """GO, then a read past the end of the 1 MiB export and an unknown command (nbdkit answers both with an
+    error), then a hang-up without NBD_CMD_DISC."""
+    sock.sendall(w.option(7, w.opt_go_data("")))
+    _replies(sock)
+    sock.sendall(w.request(0, 1, (1 << 20) - 512, 4096))
+    _recv(sock, 16)
+    sock.sendall(w.request(77, 2, 0, 0))
+    _recv(sock, 16)
+
+
+def _session(port: int, ca: Path | None, keylog: Path | None) -> None:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        _recv(raw, 18)
+        raw.sendall(w.client_flags())
+        if ca is None:
+            _misbehave(raw)
+            return
+        raw.sendall(w.option(5))
+        _replies(raw)
+        ctx = ssl.create_default_context(cafile=str(ca))
+        ctx.keylog_filename = str(keylog)
+        with ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+            _misbehave(tls)
+
+
+def test_a_misbehaving_client_inside_tls_draws_the_plaintext_findings(tmp_path: Path) -> None:
+    pki, keylog = make_pki(tmp_path / "pki"), tmp_path / "py.keylog"
+    found = {}
+    for mode in ("plain", "tls"):
+        port, cap = free_port(), tmp_path / f"{mode}.pcap"
+        tls = ["--tls=require", f"--tls-certificates={pki}"] if mode == "tls" else []
+        with process(["nbdkit", "-f", "-p", str(port), "-i", "127.0.0.1", *tls, "memory", "1M"], port=port), \
+                tcpdump(cap, port):
+            _session(port, pki / "ca-cert.pem" if mode == "tls" else None, keylog)
+        rep = report(cap, *(["--tls-keylog", str(keylog)] if mode == "tls" else []))
+        found[mode] = sorted((a["check"], a["blame"]) for a in rep["anomalies"])
+    checks = {check for check, _ in found["plain"]}
+    assert {"unknown-command.undefined", "hard-disconnect.client-no-disc"} <= checks, found
+    assert any(c.startswith("request-beyond-export") for c in checks), found
+    assert found["tls"] == found["plain"]
+
+
+def test_wrong_missing_and_cut_key_logs_say_so_in_one_line(tmp_path: Path) -> None:
+    port, psk, keylog, cap = free_port(), tmp_path / "keys.psk", tmp_path / "ssl.keylog", tmp_path / "psk.pcap"
+    run(["psktool", "-u", "alice", "-p", str(psk)])
+    with process(["nbdkit", "-f", "-p", str(port), "-i", "127.0.0.1", "--tls=require", f"--tls-psk={psk}", "memory",
+                  "1M"], port=port), tcpdump(cap, port):
+        _client(["nbdinfo", f"nbds://alice@127.0.0.1:{port}/?tls-psk-file={psk}"], keylog)
+        _client(["nbdinfo", f"nbds://alice@127.0.0.1:{port}/?tls-psk-file={psk}"], tmp_path / "other.keylog")
+    text = keylog.read_text()
+    other = tmp_path / "other.keylog"
+    cut = tmp_path / "cut.keylog"
+    cut.write_text(text[:len(text) // 2])
+    for given, reason in ((other, "has no line for this session's client random"), (cut, "lacks"),
+                          (psk, "has no line")):
+        proc = analyze("--format", "json", str(cap), "--tls-keylog", str(given))
+        assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+        statuses = [s["tls_decryption"] for s in json.loads(proc.stdout)["sessions"]]
+        assert statuses and all(s["status"] == "no-key" for s in statuses[:1]) and reason in statuses[0]["detail"]
+    proc = analyze(str(cap), "--tls-keylog", str(tmp_path / "absent.keylog"))
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "no such file" in proc.stderr
+
+
+def test_proxy_with_a_key_log_stays_byte_exact_and_decodes(tmp_path: Path) -> None:
+    port, listen, psk, keylog = free_port(), free_port(), tmp_path / "keys.psk", tmp_path / "ssl.keylog"
+    run(["psktool", "-u", "alice", "-p", str(psk)])
+    src, back = tmp_path / "src.bin", tmp_path / "back.bin"
+    src.write_bytes(os.urandom(1 << 20))
+    server = ["nbdkit", "-f", "-p", str(port), "-i", "127.0.0.1", "--tls=require", f"--tls-psk={psk}", "memory", "4M"]
+    uri = f"nbds://alice@127.0.0.1:{listen}/?tls-psk-file={psk}"
+    with process(server, port=port), proxy(tmp_path, f"127.0.0.1:{listen}", f"127.0.0.1:{port}",
+                                           "--tls-keylog", str(keylog)):
+        _client(["nbdcopy", str(src), uri], keylog)  # the key log is written while the proxy runs
+        _client(["nbdcopy", uri, str(back)], keylog)
+    assert hashlib.sha256(back.read_bytes()[:1 << 20]).digest() == hashlib.sha256(src.read_bytes()).digest()
+    lines = [json.loads(line) for line in (tmp_path / "live.jsonl").read_text().splitlines()]
+    writes = sum(r["length"] for r in lines if r.get("type") == "NBD_CMD_WRITE" and r["dir"] == "c2s")
+    reads = sum(r["length"] for r in lines if r.get("type") == "NBD_CMD_READ" and r["dir"] == "c2s")
+    assert writes == 1 << 20 and reads >= 1 << 20, (writes, reads)
+    marks = [r["decryption"] for r in lines if r.get("type") == "TLS_DATA" and "decryption" in r]
+    assert marks and set(marks) == {"decrypted"}
+    assert not [r for r in lines if r.get("type") == "ANOMALY" and r["severity"] != "info"]
+    assert sys.executable  # (the proxy ran under this interpreter: tests/live.proxy)
