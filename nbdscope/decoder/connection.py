@@ -78,6 +78,7 @@ class Connection:
         self.tls_head: dict[str, bytes] = {}  # a direction's first encrypted bytes, until TLS_HEAD of them
         self.tls_keys = tls_keys  # the peers' key log: decrypt after STARTTLS (decrypted.py)
         self.tls_layer: TlsLayer | None = None  # while decryption works
+        self.tls_wire: TlsLayer | None = None  # the same, kept after it stops: maps payload ranges to the wire
         self.next_seq = itertools.count().__next__
         self.out: list[ev.Event] = []  # the events of the current call
         handshake, transmission, hunter = Handshake(self), Transmission(self), Hunter(self)
@@ -149,7 +150,13 @@ class Connection:
     def take_payload_ranges(self, direction: Direction) -> list[tuple[int, int]]:
         """Stream ranges of read and write data fed since the last call (track_payload). The
         same ranges, whole, are on the events: ``data_start`` to ``end``."""
-        return (self._c if direction == "c2s" else self._s).take_payload()
+        ranges = (self._c if direction == "c2s" else self._s).take_payload()
+        return ranges if self.tls_wire is None else self.tls_wire.to_wire(direction, ranges)
+
+    def settled(self, direction: Direction) -> int | None:
+        """While TLS is decrypted: the stream offset up to which payload ranges are known (bytes of a TLS record
+        still incomplete may turn out to be data); None: all bytes fed."""
+        return self.tls_layer.settled(direction) if self.tls_layer is not None else None
 
     def gap(self, direction: Direction, nbytes: int, *, frame: int, time: float,
             snapped: bool = False) -> list[ev.Event]:
@@ -272,7 +279,7 @@ class Connection:
         if self.tls_keys is not None:
             from nbdscope.decoder.decrypted import TlsLayer
 
-            self.tls_layer = TlsLayer(self, self.tls_keys)
+            self.tls_layer = self.tls_wire = TlsLayer(self, self.tls_keys)
         for s in (self._c, self._s):
             start, rest = s.offset, s.avail()
             s.pos = len(s.buf)

@@ -36,13 +36,22 @@ class TlsLayer:
         self.fed: dict[Direction, int] = {"c2s": 0, "s2c": 0}  # ciphertext offsets
         self.backlog: list[tuple[Direction, bytes, int, float]] = []  # bytes that came with the acknowledgement
         self.reported = "pending"
+        # redaction (the decoder tracks payload ranges): where each record's plaintext lies on the wire, so that
+        # the ranges of read and write data it reports are ciphertext ranges (AEAD encrypts byte for byte)
+        self.plain_base: dict[Direction, int] = {"c2s": 0, "s2c": 0}
+        self.cipher_base: dict[Direction, int] = {"c2s": 0, "s2c": 0}
+        self.spans: dict[Direction, list[tuple[int, int, int]]] | None = None
+        if conn._c.payload is not None:
+            self.decryptor.track_spans()
+            self.spans = {"c2s": [], "s2c": []}
         # what was negotiated in plaintext does not survive the upgrade (opt-starttls.4): it is negotiated again
         conn.structured, conn.extended, conn.contexts = False, False, {}
         conn.pending.clear()
 
     def begin(self, side: ReceiveBuffer, rest: bytes) -> None:
         """The bytes of a direction that were buffered behind the acknowledgement (already counted)."""
-        self.fed[side.dir] = side.fed
+        self.fed[side.dir] = self.plain_base[side.dir] = side.fed
+        self.cipher_base[side.dir] = side.fed - len(rest)
         if rest:
             self.backlog.append((side.dir, rest, side.frame, side.time))
 
@@ -71,6 +80,31 @@ class TlsLayer:
                 return
             side = self.conn._c if direction == "c2s" else self.conn._s
             self._after(side, self.decryptor.feed(direction, data, frame, time))
+
+    def settled(self, direction: Direction) -> int:
+        """The stream offset up to which the ciphertext's records are complete: its data ranges are known."""
+        return self.cipher_base[direction] + self.decryptor.settled(direction)
+
+    def to_wire(self, direction: Direction, ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        """Payload ranges in the decrypted stream -> the ciphertext bytes that carried them."""
+        if self.spans is None:
+            return ranges
+        spans = self.spans[direction]
+        plain, cipher = self.plain_base[direction], self.cipher_base[direction]
+        spans += [(plain + p, plain + p + n, cipher + c) for p, n, c in self.decryptor.take_plain_spans(direction)]
+        out: list[tuple[int, int]] = []
+        for lo, hi in ranges:
+            if hi <= plain:  # before STARTTLS: plaintext on the wire
+                out.append((lo, hi))
+                continue
+            for p0, p1, c in spans:
+                a, b = max(lo, p0), min(hi, p1)
+                if a < b:
+                    out.append((c + a - p0, c + b - p0))
+        if ranges:  # ranges come in stream order: records wholly before the last one are done with
+            last = ranges[-1][1]
+            spans[:] = [s for s in spans if s[1] > last] or spans[-1:]
+        return out
 
     def close(self) -> None:
         """The connection ends: decrypt what is left, and report a session that never got its key."""

@@ -49,7 +49,8 @@ class _Side:
     epoch: Literal["plain", "handshake", "application"] = "plain"
     protection: Protection | None = None
     secret: bytes = b""  # TLS 1.3: the current application secret, for KeyUpdate
-    spans: list[tuple[int, int]] = field(default_factory=list)  # (plaintext offset, ciphertext offset) per record
+    # per record of application data, when asked for (redaction): (plaintext offset, length, ciphertext offset)
+    spans: list[tuple[int, int, int]] | None = None
     plain: int = 0  # plaintext bytes handed out
 
 
@@ -114,11 +115,24 @@ class Decryptor:
             why = f"the key log gave no {label} for client random {self._random()} ({self.keys.summary()})"
         self._fail(_Failed("no-key", why), 0)
 
-    def take_plain_spans(self, direction: Direction) -> list[tuple[int, int]]:
-        """(plaintext offset, ciphertext offset) where each record's plaintext began, since the last call."""
+    def track_spans(self) -> None:
+        for side in self.sides.values():
+            side.spans = []
+
+    def take_plain_spans(self, direction: Direction) -> list[tuple[int, int, int]]:
+        """(plaintext offset, length, ciphertext offset) of each record's application data since the last
+        call (the offsets count from the first byte of each kind fed, or handed out), with track_spans."""
         side = self.sides[direction]
-        spans, side.spans = side.spans, []
+        spans = side.spans or []
+        if side.spans is not None:
+            side.spans = []
         return spans
+
+    def settled(self, direction: Direction) -> int:
+        """Ciphertext bytes (from the first fed) whose records are complete and opened (or never will be)."""
+        framer = self.sides[direction].framer
+        held = [r.at for d, r, _, _ in self.held if d == direction]
+        return min(held[0] - W.RECORD_HEADER if held else framer.base, framer.base)
 
     def _fail(self, exc: _Failed, frame: int) -> None:
         self.status, self.reason, self.auth_failed, self.failed_frame = exc.status, exc.reason, exc.auth, frame
@@ -185,7 +199,8 @@ class Decryptor:
             self.status = "decrypted"
         if kind == W.ContentType.APPLICATION_DATA and plain:
             explicit = 8 if not protection.tls13 and protection.suite.aead == "aes-gcm" else 0
-            side.spans.append((side.plain, record.at + explicit))
+            if side.spans is not None:
+                side.spans.append((side.plain, len(plain), record.at + explicit))
             side.plain += len(plain)
             out.append((d, plain, frame, time))
         elif kind == W.ContentType.HANDSHAKE:

@@ -4,6 +4,7 @@ damaged records, lost bytes, missing and wrong keys end in a status, never an ex
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -186,3 +187,27 @@ def test_without_a_key_log_nothing_changes() -> None:
     forge = Forge(0x1301)
     events = decode(STARTTLS + wrap(forge, INSIDE), None)
     assert not status(events) and not of(events, ev.Request)
+
+
+def test_data_ranges_are_the_ciphertext_bytes_that_carried_the_data(tmp_path: Path) -> None:
+    """Redaction: two sessions alike but for their read and write data (same keys and nonces) differ exactly in
+    the ciphertext of that data and in the records' tags; the ranges the decoder reports are the former."""
+    forge = Forge(0x1302)
+    twin = copy.deepcopy(forge)
+    data = [("c2s", w.request(1, 1, 0, 4096, data=b"\xff" * 4096)), ("s2c", w.simple_reply(1)),
+            ("c2s", w.request(0, 2, 0, 20000)), ("s2c", w.simple_reply(2, 0, b"\xee" * 20000))]
+    zeros = [("c2s", w.request(1, 1, 0, 4096, data=bytes(4096))), ("s2c", w.simple_reply(1)),
+             ("c2s", w.request(0, 2, 0, 20000)), ("s2c", w.simple_reply(2, 0, bytes(20000)))]
+    one, other = STARTTLS + wrap(forge, INSIDE[:9] + data), STARTTLS + wrap(twin, INSIDE[:9] + zeros)
+    conn = Connection(tls_keys=keylog(tmp_path, forge.keylog()), track_payload=True)
+    ranges: dict[str, list[tuple[int, int]]] = {"c2s": [], "s2c": []}
+    streams = {"c2s": b"", "s2c": b""}
+    for frame, ((d, a), (_, b)) in enumerate(zip(one, other, strict=True)):
+        conn.feed(d, a, frame=frame, time=0.0)  # type: ignore[arg-type]
+        ranges[d] += conn.take_payload_ranges(d)  # type: ignore[arg-type]
+        streams[d] += bytes(x ^ y for x, y in zip(a, b, strict=True))
+    for d, want in (("c2s", 4096), ("s2c", 20000)):
+        marked = {i for lo, hi in ranges[d] for i in range(lo, hi)}
+        assert len(marked) == want
+        differ = {i for i, x in enumerate(streams[d]) if x}
+        assert marked <= differ and len(differ - marked) <= 16 * (1 + want // (1 << 14))  # the rest: the tags
