@@ -209,6 +209,7 @@ S.RULES = {  -- the ids, severities and blame of `nbdscope rules`
   ["write-zeroes-error"] = { severity = "warning", blame = "server", spec = "Request types (NBD_CMD_WRITE_ZEROES)", summary = "a write-zeroes reply whose error value the fast-zero rules forbid" },
   ["handshake-outcome"] = { severity = "info", blame = "client", spec = "Option haggling; Termination of the session", summary = "a connection that ended before transmission, and why: an option refused, TLS required, exports listed, information only, the client aborting" },
   ["proxy-action"] = { severity = "info", blame = "proxy", spec = "none: the nbdscope proxy's own doing", summary = "something the nbdscope proxy did to a session on purpose: rewrote transmission flags, delayed requests, closed the session at shutdown or because its upstream failed" },
+  ["tls-decryption"] = { severity = "warning", blame = "capture", spec = "(capture completeness)", summary = "decryption with the key log stopped part-way through a session" },
 }
 S.CHECKS = {  -- every check of `nbdscope rules`, with the severity and blame its findings carry
   ["cache-flag-mismatch.cache-unadvertised"] = { rule = "cache-flag-mismatch", severity = "warning", blame = "client", requirements = "", summary = "client sent NBD_CMD_CACHE although bit 10 (SEND_CACHE) was not set" },
@@ -474,6 +475,7 @@ S.CHECKS = {  -- every check of `nbdscope rules`, with the severity and blame it
   ["proxy-action.delayed"] = { rule = "proxy-action", severity = "info", blame = "proxy", requirements = "", summary = "the proxy held requests back before forwarding them" },
   ["proxy-action.closed-at-shutdown"] = { rule = "proxy-action", severity = "info", blame = "proxy", requirements = "", summary = "the proxy closed a session still open when it shut down" },
   ["proxy-action.upstream-failed"] = { rule = "proxy-action", severity = "info", blame = "proxy", requirements = "", summary = "the proxy could not connect to the upstream server and closed the client's connection" },
+  ["tls-decryption.undecryptable"] = { rule = "tls-decryption", severity = "warning", blame = "capture", requirements = "", summary = "a TLS record failed authentication after others had opened, or the capture lost bytes of TLS records" },
 }
 -- END GENERATED
 
