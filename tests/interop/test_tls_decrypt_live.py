@@ -10,11 +10,13 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import socket
 import ssl
 import struct
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -263,3 +265,73 @@ def test_proxy_with_a_key_log_stays_byte_exact_and_decodes(tmp_path: Path) -> No
     assert marks and set(marks) == {"decrypted"}
     assert not [r for r in lines if r.get("type") == "ANOMALY" and r["severity"] != "info"]
     assert sys.executable  # (the proxy ran under this interpreter: tests/live.proxy)
+
+
+def _secrets(keylog: Path) -> list[bytes]:
+    """Every secret of a key log, as hex text and as bytes: no output may hold one."""
+    out = []
+    for line in keylog.read_text().splitlines():
+        parts = line.split()
+        if len(parts) == 3 and not line.startswith("#"):
+            out += [parts[2].encode(), parts[2].upper().encode(), bytes.fromhex(parts[2])]
+    return out
+
+
+def test_live_capture_decrypts_with_a_key_log_written_meanwhile(tmp_path: Path) -> None:
+    port, psk, keylog = free_port(), tmp_path / "keys.psk", tmp_path / "later.keylog"  # not there yet
+    run(["psktool", "-u", "alice", "-p", str(psk)])
+    log, out, err, saved = tmp_path / "nbdkit.log", tmp_path / "live.jsonl", tmp_path / "live.err", tmp_path / "s.pcapng"
+    with open(err, "w") as errf:
+        live = subprocess.Popen([sys.executable, "-m", "nbdscope", "live", "-i", "lo", "--filter", f"tcp port {port}",
+                                 "--format", "jsonl", "-o", str(out), "-w", str(saved), "--tls-keylog", str(keylog)],
+                                stderr=errf)
+    try:
+        deadline = time.monotonic() + 15
+        while "capturing on lo" not in err.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        server = ["nbdkit", "-f", "-p", str(port), "-i", "127.0.0.1", "--tls=require", f"--tls-psk={psk}",
+                  "--filter=log", "memory", "4M", f"logfile={log}"]
+        with process(server, port=port):
+            _client(nbdsh(f"nbds://alice@127.0.0.1:{port}/?tls-psk-file={psk}", NBDSH_SCRIPT, base_allocation=True),
+                    keylog)
+            time.sleep(0.5)
+        live.send_signal(signal.SIGINT)
+        assert live.wait(20) == 0
+    finally:
+        if live.poll() is None:
+            live.kill()
+            live.wait(5)
+    requests, _ = nbdkit_log(log)
+    logged = Counter((r.command, r.offset, r.length) for conn in requests for r in requests[conn])
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    decoded = Counter((r["type"], r["offset"], r["length"]) for r in records
+                      if r["type"] in {c for c, _, _ in logged} and r["dir"] == "c2s")
+    assert sum(logged.values()) >= 10 and decoded == logged
+    assert [r["decryption"] for r in records if r["type"] == "TLS_DATA" and "decryption" in r] == ["decrypted"]
+    again = jsonl(saved, "--tls-keylog", str(keylog))
+    assert [r for r in again if r["type"] != "ANOMALY"] == [r for r in records if r["type"] != "ANOMALY"]
+    assert not any(s in out.read_bytes() for s in _secrets(keylog))
+
+
+def test_redaction_hides_decrypted_data_and_no_output_holds_the_key_log(tmp_path: Path) -> None:
+    port, psk, keylog, cap = free_port(), tmp_path / "keys.psk", tmp_path / "ssl.keylog", tmp_path / "psk.pcap"
+    run(["psktool", "-u", "alice", "-p", str(psk)])
+    with process(["nbdkit", "-f", "-p", str(port), "-i", "127.0.0.1", "--tls=require", f"--tls-psk={psk}", "memory",
+                  "4M"], port=port), tcpdump(cap, port):
+        _client(nbdsh(f"nbds://alice@127.0.0.1:{port}/?tls-psk-file={psk}", NBDSH_SCRIPT, base_allocation=True),
+                keylog)
+    redacted = tmp_path / "redacted.pcapng"
+    proc = analyze(str(cap), "--tls-keylog", str(keylog), "--redact", "-o", str(redacted))
+    assert proc.returncode == 0, proc.stderr
+    outputs = [redacted.read_bytes(), proc.stdout.encode(), analyze("--format", "jsonl", str(cap), "--tls-keylog",
+                                                                    str(keylog)).stdout.encode(),
+               analyze("--format", "json", str(cap), "--tls-keylog", str(keylog)).stdout.encode()]
+    assert not any(s in o for s in _secrets(keylog) for o in outputs)
+    assert b"a" * 4096 not in cap.read_bytes()  # (the data is encrypted on the wire to begin with)
+    # the handshake and the requests before the first write still open; the write's zeroed ciphertext does not
+    rep = report(redacted, "--tls-keylog", str(keylog))
+    [session] = rep["sessions"]
+    assert session["tls_decryption"]["status"] == "undecryptable"
+    assert "failed authentication" in session["tls_decryption"]["detail"]
+    assert [a["check"] for a in rep["anomalies"] if a["rule"] == "tls-decryption"] == ["tls-decryption.undecryptable"]
+    assert report(cap, "--tls-keylog", str(keylog))["sessions"][0]["commands"]["NBD_CMD_WRITE"]["count"] == 2
