@@ -122,7 +122,7 @@ class Session:
         elif isinstance(e, ev.TlsData):
             self.tls_bytes += e.nbytes
             if e.decryption is not None:
-                self.tls_decryption, self.tls_detail = e.decryption, e.detail
+                self._decryption(e)
         elif isinstance(e, ev.ConnectionEnd):
             self._ended(e)
 
@@ -243,6 +243,11 @@ class Session:
         """Whether the client was told this transmission flag (see ``server_has_flag`` for the server)."""
         # int() first: '&' with an IntFlag on the right goes through the slow enum machinery
         return bool(self.transmission_flags is not None and self.transmission_flags & int(mask))
+
+    def _decryption(self, e: ev.TlsData) -> None:
+        if e.decryption == "decrypted":  # the haggling starts over inside TLS: what was asked before is forgotten
+            self.handshake_log.asked.clear()
+        self.tls_decryption, self.tls_detail = e.decryption, e.detail
 
     @property
     def hidden(self) -> bool:

@@ -76,3 +76,44 @@ def test_option_state_from_before_starttls_is_forgotten(tmp_path: Path) -> None:
     chunk_checks = {c for c, _ in _findings(plain)}
     assert chunk_checks and chunk_checks <= {c for c, _ in _findings(result)}
     assert result.sessions[0].structured_replies is False
+
+
+def _inside(tmp_path: Path, inside: Script) -> object:
+    forge = Forge(0x1301)
+    (tmp_path / "keys.log").write_text(forge.keylog())
+    return analyze(OPENING + STARTTLS + wrap(forge, inside), closed_by="c2s",
+                   tls_keys=KeyLog(str(tmp_path / "keys.log")))
+
+
+def test_starttls_inside_tls(tmp_path: Path) -> None:
+    """tls-client.3, forcedtls.2, selectivetls.2: seen only with the key log."""
+    acked = _inside(tmp_path, [("c2s", w.option(5)), ("s2c", w.opt_reply(5, 1))])
+    [client] = fired(acked, "tls-protocol.starttls-twice", blame="client")
+    assert "inside TLS" in client.message
+    [server] = fired(acked, "tls-protocol.starttls-inside-tls-reply", blame="server")
+    assert "NBD_REP_ACK" in server.message
+    refused = _inside(tmp_path, [("c2s", w.option(5)), ("s2c", w.opt_reply(5, (1 << 31) | 3))])
+    assert [a.check for a in refused.anomalies if a.blame == "server"] == []  # NBD_REP_ERR_INVALID: as asked
+    assert fired(refused, "tls-protocol.starttls-twice", blame="client")
+
+
+def test_tls_required_inside_tls(tmp_path: Path) -> None:
+    """forcedtls.9, selectivetls.5."""
+    result = _inside(tmp_path, [("c2s", w.option(7, w.opt_go_data(""))), ("s2c", w.opt_reply(7, (1 << 31) | 5))])
+    [finding] = fired(result, "tls-protocol.tls-reqd-inside-tls", blame="server")
+    assert "NBD_OPT_GO" in finding.message
+    plain = analyze(OPENING + [("c2s", w.option(7, w.opt_go_data(""))), ("s2c", w.opt_reply(7, (1 << 31) | 5))],
+                    closed_by="c2s")
+    assert not [a for a in plain.anomalies if a.check == "tls-protocol.tls-reqd-inside-tls"]
+
+
+def test_extended_headers_from_before_starttls_do_not_carry_into_tls(tmp_path: Path) -> None:
+    """ext.opt-extended-headers.11: agreed in plaintext, then used inside TLS without a new agreement."""
+    forge = Forge(0x1301)
+    before: Script = [("c2s", w.option(11)), ("s2c", w.opt_reply(11, 1))]
+    inside = handshake(0x14D, SIZE, structured=False)[2:] + [("c2s", w.ext_request(3, 1, 0, 0))]
+    (tmp_path / "keys.log").write_text(forge.keylog())
+    result = analyze(OPENING + before + STARTTLS + wrap(forge, inside), closed_by="c2s",
+                     tls_keys=KeyLog(str(tmp_path / "keys.log")))
+    assert fired(result, "structured-reply-not-negotiated.request-header-style", blame="client")
+    assert result.sessions[0].extended_headers is False
