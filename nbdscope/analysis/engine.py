@@ -204,11 +204,7 @@ class Engine:
     def _control(self, item: it.StreamItem) -> list[ev.Event]:
         """Every item but data: notes, problems, and the opening, gaps and closing of connections."""
         if isinstance(item, it.StreamNote):
-            if item.action:  # the proxy's own doing, which the session records before any addon hears of it
-                entry = self._open.get(item.conn)
-                if entry is not None:
-                    entry[0].proxy_action(item.action, item.frame, item.text, dict(item.values))
-            self._stream(item)
+            self._note(item)
             return []
         if isinstance(item, it.CaptureProblem | it.InputStart):
             self._about_input(item)
@@ -237,6 +233,15 @@ class Engine:
             self._dispatch(session, event)
         self._stream(item)
         return events
+
+    def _note(self, item: it.StreamNote) -> None:
+        if item.action:  # the proxy's own doing, which the session records before any addon hears of it
+            entry = self._open.get(item.conn)
+            if entry is not None:
+                entry[0].proxy_action(item.action, item.frame, item.text, dict(item.values))
+                if item.action == "tls-plaintext":  # it terminates TLS: plaintext follows STARTTLS
+                    entry[1].terminate_tls()
+        self._stream(item)
 
     def _input(self, item: it.InputStart) -> None:
         """The next file of a run over several begins (a file whose start is unknown, a pipe, begins where

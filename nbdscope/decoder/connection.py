@@ -79,6 +79,7 @@ class Connection:
         self.tls_keys = tls_keys  # the peers' key log: decrypt after STARTTLS (decrypted.py)
         self.tls_layer: TlsLayer | None = None  # while decryption works
         self.tls_wire: TlsLayer | None = None  # the same, kept after it stops: maps payload ranges to the wire
+        self.tls_plaintext = False  # the source terminates TLS and hands over plaintext (terminate_tls)
         self.next_seq = itertools.count().__next__
         self.out: list[ev.Event] = []  # the events of the current call
         handshake, transmission, hunter = Handshake(self), Transmission(self), Hunter(self)
@@ -276,16 +277,23 @@ class Connection:
     def tls_begin(self) -> None:
         """STARTTLS was acknowledged: what either side sent after the acknowledgement is encrypted (and,
         with a key log, decrypted from here on)."""
-        if self.tls_keys is not None:
-            from nbdscope.decoder.decrypted import TlsLayer
+        if self.tls_keys is not None or self.tls_plaintext:
+            from nbdscope.decoder.decrypted import Terminated, TlsLayer
+            from nbdscope.tls.session import Decryptor
 
-            self.tls_layer = self.tls_wire = TlsLayer(self, self.tls_keys)
+            decryptor = Terminated() if self.tls_plaintext else Decryptor(self.tls_keys)  # type: ignore[arg-type]
+            self.tls_layer = self.tls_wire = TlsLayer(self, decryptor)
         for s in (self._c, self._s):
             start, rest = s.offset, s.avail()
             s.pos = len(s.buf)
             self.tls_data(s, start, rest, bytes(s.buf[s.pos - rest:s.pos - rest + TLS_HEAD]))
             if self.tls_layer is not None:
                 self.tls_layer.begin(s, bytes(s.buf[s.pos - rest:]))
+
+    def terminate_tls(self) -> None:
+        """The source says the bytes after STARTTLS's acknowledgement will come decrypted (a proxy terminating
+        TLS on both sides): they are decoded as the plaintext a key log gives. Given before the acknowledgement."""
+        self.tls_plaintext = True
 
     def tls_data(self, side: ReceiveBuffer, start: int, n: int, head: bytes) -> None:
         """Count encrypted bytes; ``head`` (their first bytes) is judged on a direction's first ones."""

@@ -10,7 +10,11 @@ direction have offsets in its plaintext (which begins where the acknowledgement 
 
 Where decryption stands is reported as a ``TlsData`` point (``nbytes`` 0) with ``decryption`` set
 whenever it changes. When it gives up (no key, a record that fails authentication, lost bytes) both
-directions go back to ``TLS`` and are counted, never decoded, from there on."""
+directions go back to ``TLS`` and are counted, never decoded, from there on.
+
+``Terminated`` stands in for the decryptor when a source hands over plaintext after STARTTLS itself
+(a proxy that terminates TLS on both sides says so with a ``StreamNote`` of action "tls-plaintext"):
+the same path, with nothing to decrypt."""
 
 from __future__ import annotations
 
@@ -18,21 +22,57 @@ from typing import TYPE_CHECKING
 
 from nbdscope.decoder import events as ev
 from nbdscope.decoder.state import Input, State
-from nbdscope.tls.session import Decryptor, Plain
+from nbdscope.tls.session import Decryptor, Plain, Status
 from nbdscope.vocab import Direction
 
 if TYPE_CHECKING:
     from nbdscope.decoder.buffer import ReceiveBuffer
     from nbdscope.decoder.connection import Connection
-    from nbdscope.tls.keylog import KeyLog
 
 _HEAD = 11  # as connection.TLS_HEAD: the bytes that show a record's type and version
 
 
+class Terminated:
+    """The decryptor's part when the source already has the plaintext (it terminated TLS itself)."""
+
+    status: Status = "decrypted"
+    detail = "TLS terminated by the source (the proxy): plaintext handed over"
+    failed = False
+
+    def __init__(self) -> None:
+        self.fed: dict[Direction, int] = {"c2s": 0, "s2c": 0}
+        self.spans: dict[Direction, list[tuple[int, int, int]]] | None = None
+
+    def feed(self, direction: Direction, data: bytes | memoryview, frame: int, time: float) -> list[Plain]:
+        at = self.fed[direction]
+        self.fed[direction] += len(data)
+        if self.spans is not None:
+            self.spans[direction].append((at, len(data), at))
+        return [(direction, bytes(data), frame, time)] if data else []
+
+    def gap(self, direction: Direction, nbytes: int, frame: int) -> None:
+        self.fed[direction] += nbytes
+
+    def finish(self) -> None:
+        pass
+
+    def track_spans(self) -> None:
+        self.spans = {"c2s": [], "s2c": []}
+
+    def take_plain_spans(self, direction: Direction) -> list[tuple[int, int, int]]:
+        spans = self.spans[direction] if self.spans is not None else []
+        if self.spans is not None:
+            self.spans[direction] = []
+        return spans
+
+    def settled(self, direction: Direction) -> int:
+        return self.fed[direction]
+
+
 class TlsLayer:
-    def __init__(self, conn: Connection, keys: KeyLog) -> None:
+    def __init__(self, conn: Connection, decryptor: Decryptor | Terminated) -> None:
         self.conn = conn
-        self.decryptor = Decryptor(keys)
+        self.decryptor = decryptor
         self.fed: dict[Direction, int] = {"c2s": 0, "s2c": 0}  # ciphertext offsets
         self.backlog: list[tuple[Direction, bytes, int, float]] = []  # bytes that came with the acknowledgement
         self.reported = "pending"

@@ -211,3 +211,24 @@ def test_data_ranges_are_the_ciphertext_bytes_that_carried_the_data(tmp_path: Pa
         assert len(marked) == want
         differ = {i for i, x in enumerate(streams[d]) if x}
         assert marked <= differ and len(differ - marked) <= 16 * (1 + want // (1 << 14))  # the rest: the tags
+
+
+def test_a_source_that_terminates_tls_hands_over_plaintext() -> None:
+    """The hook for a proxy terminating TLS (StreamNote action "tls-plaintext"): after the acknowledgement the
+    bytes are the plaintext itself, decoded like what a key log gives."""
+    from nbdscope import vocab as it
+    from nbdscope.analysis.engine import Engine
+
+    script = STARTTLS + INSIDE
+    items: list[it.StreamItem] = [it.StreamOpen(1, it.Endpoint("127.0.0.1", 40000), it.Endpoint("127.0.0.1", 10809),
+                                                1, 0.0, True, "proxy"),
+                                  it.StreamNote(1, "c2s", "TLS terminated by the proxy", 1, 0.0, action="tls-plaintext")]
+    items += [it.StreamData(1, d, data, n, n / 1000) for n, (d, data) in enumerate(script, 2)]  # type: ignore[arg-type]
+    items.append(it.StreamClose(1, "fin", 99, 1.0, "c2s"))
+    engine = Engine()
+    seen: list[ev.Event] = []
+    for item in items:
+        seen += engine.feed(item)
+    result = engine.finish()
+    assert nbd(seen)[4:] == nbd(decode(STARTTLS[:2] + INSIDE, None))[2:]
+    assert result.sessions[0].tls_summary().startswith("TLS, decrypted (TLS terminated by the source")
