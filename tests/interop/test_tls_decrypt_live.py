@@ -25,6 +25,7 @@ import pytest
 from tests import nbdwire as w
 from tests.live import ENV, SYSTEM_PYTHON, free_port, process, proxy, run, tcpdump
 from tests.oracles import analyze, jsonl, nbdkit_log, report
+from tests.tlspeers import make_pki
 
 pytestmark = [pytest.mark.interop,
               pytest.mark.skipif(not all(shutil.which(t) for t in ("nbdkit", "nbdinfo", "nbdcopy", "qemu-img", "psktool",
@@ -58,23 +59,6 @@ def _client(cmd: list[str], keylog: Path, **extra: str) -> None:
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60,
                           env={**ENV, "SSLKEYLOGFILE": str(keylog), **extra})
     assert proc.returncode == 0, f"{cmd[0]}: {proc.stderr.strip()}"
-
-
-def make_pki(d: Path) -> Path:
-    """A CA and a server certificate for 127.0.0.1 / localhost, in the layout nbdkit, libnbd and qemu read."""
-    d.mkdir()
-    (d / "ca.info").write_text("cn = nbdscope test CA\nca\ncert_signing_key\nexpiration_days = 2\n")
-    (d / "server.info").write_text("organization = nbdscope test\ncn = localhost\ndns_name = localhost\n"
-                                   "ip_address = 127.0.0.1\ntls_www_server\nencryption_key\nsigning_key\n"
-                                   "expiration_days = 2\n")
-    for cmd in (["--generate-privkey", "--outfile", "ca-key.pem"],
-                ["--generate-self-signed", "--load-privkey", "ca-key.pem", "--template", "ca.info",
-                 "--outfile", "ca-cert.pem"],
-                ["--generate-privkey", "--outfile", "server-key.pem"],
-                ["--generate-certificate", "--load-ca-certificate", "ca-cert.pem", "--load-ca-privkey", "ca-key.pem",
-                 "--load-privkey", "server-key.pem", "--template", "server.info", "--outfile", "server-cert.pem"]):
-        subprocess.run(["certtool", *cmd], cwd=d, capture_output=True, check=True, timeout=30)
-    return d
 
 
 def _decoded_like_the_log(cap: Path, log: Path, keylog: Path) -> dict:

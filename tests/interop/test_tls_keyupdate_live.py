@@ -19,8 +19,8 @@ from nbdscope.capture import read_captures
 from nbdscope.capture.processes import stop_process
 from nbdscope.tls.keylog import KeyLog
 from nbdscope.tls.session import Decryptor
-from tests.interop.test_tls_decrypt_live import make_pki
 from tests.live import free_port, tcpdump
+from tests.tlspeers import make_pki
 
 pytestmark = [pytest.mark.interop,
               pytest.mark.skipif(not all(shutil.which(t) for t in ("openssl", "certtool", "tcpdump"))
