@@ -117,3 +117,23 @@ def test_extended_headers_from_before_starttls_do_not_carry_into_tls(tmp_path: P
                      tls_keys=KeyLog(str(tmp_path / "keys.log")))
     assert fired(result, "structured-reply-not-negotiated.request-header-style", blame="client")
     assert result.sessions[0].extended_headers is False
+
+
+def test_the_reports_and_the_tui_say_how_tls_went(tmp_path: Path) -> None:
+    from nbdscope.report.sessionpanel import session_panel
+
+    forge = Forge(0x1302)
+    (tmp_path / "keys.log").write_text(forge.keylog())
+    script = OPENING + STARTTLS + wrap(forge, handshake(0x14D, SIZE)[2:])
+    decrypted = analyze(script, closed_by="c2s", tls_keys=KeyLog(str(tmp_path / "keys.log"))).sessions[0]
+    (tmp_path / "other.log").write_text(Forge(0x1302).keylog())
+    keyless = analyze(script, closed_by="c2s", tls_keys=KeyLog(str(tmp_path / "other.log"))).sessions[0]
+    plain = analyze(script, closed_by="c2s").sessions[0]
+    want = "TLS, decrypted (TLS 1.3, TLS_AES_256_GCM_SHA384)"
+    assert dict(session_panel(decrypted, "report").rows)["TLS"].startswith(want + "; ")
+    assert dict(session_panel(decrypted, "screen").rows)["handshake"] == f"fixed-newstyle   {want}"
+    assert decrypted.as_json()["tls_decryption"] == {"status": "decrypted", "detail": want.split("(")[1][:-1]}
+    assert dict(session_panel(keyless, "report").rows)["TLS"].startswith("TLS, no key: the key log has no line")
+    assert keyless.as_json()["tls_decryption"]["status"] == "no-key"  # type: ignore[index]
+    assert dict(session_panel(plain, "report").rows)["TLS"].endswith("encrypted bytes not decoded")
+    assert "tls_decryption" not in plain.as_json()
