@@ -14,7 +14,7 @@ It reads the client random from the ClientHello and the version and suite from t
 secrets for this session, or its secrets open nothing) or "undecryptable" (a record failed
 authentication after others opened, the capture lost bytes, a suite that is not AEAD, ...). Once
 failed it stays failed: the caller goes back to counting bytes. A growing key log (live, proxy) may
-lack the key when the first protected records arrive: up to ``HOLD`` records per direction wait for
+lack the key when the first protected records arrive: up to ``HOLD`` records (both directions, in order) wait for
 it. ``take_plain_spans`` maps plaintext back to the ciphertext bytes that carried it (redaction)."""
 
 from __future__ import annotations
