@@ -186,6 +186,8 @@ class Decryptor:
             self._arm(d, wait=False)  # (records wait in _arrived while a growing log lacks the key)
         protection = side.protection
         assert protection is not None
+        if protection.tls13 and record.type != W.ContentType.APPLICATION_DATA:
+            return  # TLS 1.3 protects every record as application data: anything else is a plaintext alert
         try:
             kind, plain = protection.open(record)
         except AuthError as exc:
