@@ -20,8 +20,9 @@ it. ``take_plain_spans`` maps plaintext back to the ciphertext bytes that carrie
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, TypeVar
 
 from nbdscope.spec import tlswire as W
 from nbdscope.tls import hello, schedule
@@ -29,6 +30,7 @@ from nbdscope.tls.keylog import KeyLog
 from nbdscope.tls.records import AuthError, Framer, Protection, Record, RecordError
 from nbdscope.vocab import Direction
 
+_T = TypeVar("_T")
 HOLD = 128  # protected records held (both directions) while a growing key log lacks their key
 Status = Literal["pending", "decrypted", "no-key", "undecryptable"]
 Plain = tuple[Direction, bytes, int, float]  # direction, application data, frame and time of its record's end
@@ -288,8 +290,8 @@ class Decryptor:
         return f"{r[:4].hex()}…{r[-2:].hex()}" if r else "(unknown)"
 
 
-def _read(parse: object, body: bytes) -> object:
+def _read(parse: Callable[[bytes], _T], body: bytes) -> _T:
     try:
-        return parse(body)  # type: ignore[operator]
+        return parse(body)
     except hello.HelloError as exc:
         raise _Failed("undecryptable", str(exc)) from None
