@@ -34,6 +34,13 @@ def add_proxy_options(p: argparse.ArgumentParser, *, required: bool) -> None:
                    help="hold requests of these commands for MS milliseconds before forwarding (e.g. READ=5)")
     g.add_argument("--grace", type=float, default=5.0, metavar="S", help="seconds open sessions get at shutdown")
     add_tls_keylog_option(g)
+    g.add_argument("--tls-terminate", nargs=2, metavar=("CERT", "KEY"),
+                   help="be the TLS server to the client (X.509, these PEM files) and a TLS client to the upstream "
+                        "after STARTTLS, decoding the plaintext between; not byte-exact (docs/TLS.md)")
+    g.add_argument("--upstream-tls-ca", metavar="FILE", help="with --tls-terminate: the CA the upstream's "
+                   "certificate must chain to (default: the system's)")
+    g.add_argument("--upstream-tls-insecure", action="store_true",
+                   help="with --tls-terminate: do not verify the upstream's certificate")
 
 
 def add_tls_keylog_option(p: Any) -> None:
@@ -64,9 +71,10 @@ class ProxyPlan:
         from nbdscope.proxy.rewrite import parse_bits, parse_delays
         from nbdscope.proxy.run import RelayOptions
 
+        upstream = parse_address(args.upstream)
         options = RelayOptions(parse_bits(args.set_flags), parse_bits(args.clear_flags), args.grace,
-                               parse_delays(args.delay))
-        return cls(parse_address(args.listen), parse_address(args.upstream), options, args.jsonl, args.pcapng,
+                               parse_delays(args.delay), _termination(args, upstream))
+        return cls(parse_address(args.listen), upstream, options, args.jsonl, args.pcapng,
                    args.redact, args.quiet)
 
     def outputs(self, stack: ExitStack, console: IO[str] | None) -> tuple[list[Addon], list[IO[Any]]]:
@@ -94,6 +102,22 @@ class ProxyPlan:
         from nbdscope.proxy.source import ProxySource
 
         return ProxySource(self.listen, self.upstream, self.options, **({"log": log} if log else {}))
+
+
+def _termination(args: argparse.Namespace, upstream: Address) -> Any:
+    """--tls-terminate's TLS contexts (proxy/terminate.py), or None; ValueError in one line for bad files."""
+    if not getattr(args, "tls_terminate", None):
+        if getattr(args, "upstream_tls_ca", None) or getattr(args, "upstream_tls_insecure", False):
+            raise ValueError("--upstream-tls-ca and --upstream-tls-insecure go with --tls-terminate")
+        return None
+    from nbdscope.proxy.terminate import contexts
+
+    cert, key = args.tls_terminate
+    try:
+        return contexts(cert, key, args.upstream_tls_ca, args.upstream_tls_insecure, upstream.host)
+    except (OSError, ValueError) as exc:
+        why = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or exc
+        raise ValueError(f"--tls-terminate: cannot load {cert}, {key} or the upstream CA: {why}") from None
 
 
 def _flusher(files: list[IO[Any]]) -> Any:

@@ -108,7 +108,8 @@ class TlsLayer:
             return out
         start = self.fed[direction]
         self.fed[direction] += len(data)
-        conn.tls_data(side, start, len(data), bytes(data[:_HEAD]))
+        if not isinstance(self.decryptor, Terminated):  # (terminated: no ciphertext here to count or judge)
+            conn.tls_data(side, start, len(data), bytes(data[:_HEAD]))
         self._after(side, self.decryptor.feed(direction, data, frame, time))
         return out
 

@@ -38,6 +38,7 @@ class RelayOptions:
     clear_mask: int = 0
     grace: float = 5.0
     delays: dict[int, float] | None = None
+    termination: Any = None  # proxy.terminate.Termination: --tls-terminate
 
 
 class RelayProcess:
@@ -121,7 +122,7 @@ def _relay_main(listen: Address, upstream: Address, options: RelayOptions, write
             relay.tap.log(line, time.time())
 
     relay = Relay(listen, upstream, write_fd, ring, rewriter=rewriter, grace=options.grace, delays=options.delays,
-                  log=log)
+                  termination=options.termination, log=log)
 
     async def main() -> None:
         stop = asyncio.Event()

@@ -319,3 +319,41 @@ def test_redaction_hides_decrypted_data_and_no_output_holds_the_key_log(tmp_path
     assert "failed authentication" in session["tls_decryption"]["detail"]
     assert [a["check"] for a in rep["anomalies"] if a["rule"] == "tls-decryption"] == ["tls-decryption.undecryptable"]
     assert report(cap, "--tls-keylog", str(keylog))["sessions"][0]["commands"]["NBD_CMD_WRITE"]["count"] == 2
+
+
+@pytest.mark.parametrize("verify", ["ca", "insecure"])
+def test_proxy_terminating_tls_relays_and_decodes(tmp_path: Path, verify: str) -> None:
+    """--tls-terminate: nbdcopy (X.509) talks TLS to the proxy, the proxy its own TLS to nbdkit; the data survives
+    the round trip and the plaintext between is decoded (no key log anywhere)."""
+    pki = make_pki(tmp_path / "pki")
+    port, listen = free_port(), free_port()
+    src, back = tmp_path / "src.bin", tmp_path / "back.bin"
+    src.write_bytes(os.urandom(1 << 20))
+    server = ["nbdkit", "-f", "-p", str(port), "-i", "127.0.0.1", "--tls=require", f"--tls-certificates={pki}",
+              "memory", "4M"]
+    upstream = ["--upstream-tls-ca", str(pki / "ca-cert.pem")] if verify == "ca" else ["--upstream-tls-insecure"]
+    uri = f"nbds://127.0.0.1:{listen}/?tls-certificates={pki}"
+    with process(server, port=port), proxy(tmp_path, f"127.0.0.1:{listen}", f"127.0.0.1:{port}", "--tls-terminate",
+                                           str(pki / "server-cert.pem"), str(pki / "server-key.pem"), *upstream):
+        _client(["nbdcopy", str(src), uri], tmp_path / "unused.keylog")
+        _client(["nbdcopy", uri, str(back)], tmp_path / "unused.keylog")
+    assert back.read_bytes()[:1 << 20] == src.read_bytes()
+    lines = [json.loads(line) for line in (tmp_path / "live.jsonl").read_text().splitlines()]
+    assert sum(r["length"] for r in lines if r.get("type") == "NBD_CMD_WRITE") == 1 << 20
+    assert sum(r["length"] for r in lines if r.get("type") == "NBD_CMD_READ" and r["dir"] == "c2s") == 1 << 20
+    assert not [r for r in lines if r.get("type") == "ANOMALY" and r["severity"] != "info"]
+    marks = [r["detail"] for r in lines if r.get("type") == "TLS_DATA" and r.get("decryption")]
+    assert marks and all(m.startswith("TLS terminated by the source") for m in marks)
+
+
+def test_proxy_terminating_tls_refuses_a_server_it_cannot_verify(tmp_path: Path) -> None:
+    pki, other = make_pki(tmp_path / "pki"), make_pki(tmp_path / "other")
+    port, listen = free_port(), free_port()
+    server = ["nbdkit", "-f", "-p", str(port), "-i", "127.0.0.1", "--tls=require", f"--tls-certificates={pki}",
+              "memory", "4M"]
+    uri = f"nbds://127.0.0.1:{listen}/?tls-certificates={pki}"
+    with process(server, port=port), proxy(tmp_path, f"127.0.0.1:{listen}", f"127.0.0.1:{port}", "--tls-terminate",
+                                           str(pki / "server-cert.pem"), str(pki / "server-key.pem"),
+                                           "--upstream-tls-ca", str(other / "ca-cert.pem")):
+        proc = subprocess.run(["nbdinfo", uri], capture_output=True, text=True, timeout=60, env=ENV)
+    assert proc.returncode != 0  # the proxy would not talk to an upstream whose certificate it cannot verify

@@ -76,3 +76,13 @@ def test_the_tui_file_producer_decrypts(tmp_path: Path) -> None:
     [session] = store.sessions
     assert dict(session_panel(session, "screen").rows)["handshake"].endswith(
         "TLS, decrypted (TLS 1.3, TLS_CHACHA20_POLY1305_SHA256)")
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["--tls-terminate", "/nonexistent.pem", "/nonexistent.key"], "cannot load /nonexistent.pem"),
+    (["--upstream-tls-insecure"], "go with --tls-terminate"),
+])
+def test_proxy_tls_options_fail_in_one_line(capsys: pytest.CaptureFixture[str], args: list[str], says: str) -> None:
+    assert main(["proxy", "--listen", "127.0.0.1:1", "--upstream", "127.0.0.1:2", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and says in err
