@@ -73,6 +73,7 @@ class Protection:
         self.cipher = aead(suite, keys.key)
         self.seq = 0
         self.opened = 0  # records this key opened: a first failure means the key is wrong
+        self.last = b""  # the body of the last record opened (a record sent twice is recognised by it)
 
     def _nonce(self) -> bytes:
         iv = self.keys.iv
@@ -107,4 +108,5 @@ class Protection:
             raise RecordError(f"a TLS record of {len(plain)} plaintext bytes, more than TLS allows")
         self.seq += 1
         self.opened += 1
+        self.last = record.body
         return kind, plain

@@ -200,6 +200,7 @@ def test_a_misbehaving_client_inside_tls_draws_the_plaintext_findings(tmp_path: 
         with process(["nbdkit", "-f", "-p", str(port), "-i", "127.0.0.1", *tls, "memory", "1M"], port=port), \
                 tcpdump(cap, port):
             _session(port, pki / "ca-cert.pem" if mode == "tls" else None, keylog)
+            time.sleep(0.5)  # the closing segments are in the capture before tcpdump stops
         rep = report(cap, *(["--tls-keylog", str(keylog)] if mode == "tls" else []))
         found[mode] = sorted((a["check"], a["blame"]) for a in rep["anomalies"])
     checks = {check for check, _ in found["plain"]}

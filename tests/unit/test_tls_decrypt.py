@@ -232,3 +232,14 @@ def test_a_source_that_terminates_tls_hands_over_plaintext() -> None:
     result = engine.finish()
     assert nbd(seen)[4:] == nbd(decode(STARTTLS[:2] + INSIDE, None))[2:]
     assert result.sessions[0].tls_summary().startswith("TLS, decrypted (TLS terminated by the source")
+
+
+def test_a_record_sent_twice_is_passed_over(tmp_path: Path) -> None:
+    """nbdkit's GnuTLS was seen resending its last record, byte for byte, as the client closed: that copy opens
+    under no sequence number that comes next, and is not damage."""
+    forge = Forge(0x1302)
+    script = STARTTLS + wrap(forge, INSIDE)
+    script.append(script[-1])  # the record of NBD_CMD_DISC again
+    events = decode(script, keylog(tmp_path, forge.keylog()))
+    assert status(events) == [("decrypted", "TLS 1.3, TLS_AES_256_GCM_SHA384")]
+    assert nbd(events)[4:] == nbd(decode(STARTTLS[:2] + INSIDE, None))[2:]
