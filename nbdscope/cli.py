@@ -13,7 +13,9 @@ from nbdscope import __version__
 from nbdscope.analysis.addons import Addon
 from nbdscope.analysis.anomaly import INTERNAL_ERROR, SEVERITY_RANK
 from nbdscope.analysis.engine import Result
+from nbdscope.cli_help import finish
 from nbdscope.cli_rules import RulesUsageError, add_rules_parser, add_selection_options, selection_of
+from nbdscope.report.clock import TimeMode, add_time_option
 
 if TYPE_CHECKING:
     from nbdscope.capture.pcapio.redact import FrameRedaction
@@ -28,27 +30,34 @@ class UsageError(Exception):
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="nbdscope", description="Decode NBD traffic and judge it against the spec.")
     p.add_argument("--version", action="version", version=f"nbdscope {__version__}")
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                         help="what to do; `nbdscope COMMAND --help` describes each")
 
     a = sub.add_parser("analyze", help="decode pcap/pcapng files and print a report")
     a.add_argument("files", nargs="+", metavar="FILE",
                    help="capture file, or a directory of them; several are read as one capture (a rotating set), "
                         "in the order of their first timestamps")
-    a.add_argument("--format", choices=("text", "json", "jsonl"), default="text")
+    a.add_argument("--format", choices=("text", "json", "jsonl"), default="text",
+                   help="text: a panel per session, then the findings; json: one report object; jsonl: one line per "
+                        "message and finding, written as they are decoded (keys: docs/CONTRACT.md)")
     a.add_argument("--messages", action="store_true", help="text: print the decoded timeline too")
     a.add_argument("-Y", "--filter", metavar="EXPR", dest="display_filter",
                    help="show only the messages matching EXPR in the timeline (--messages, jsonl); findings are "
                         "still computed on every message (the language: docs/FILTER.md)")
     a.add_argument("--port", type=int, action="append", default=[], metavar="N",
                    help="extra TCP port to treat as NBD (repeatable)")
-    a.add_argument("--fail-on", choices=("error", "warning", "never"), default="never")
+    a.add_argument("--fail-on", choices=("error", "warning", "never"), default="never",
+                   help="exit 1 if a finding of at least this severity is reported (for CI)")
     a.add_argument("-o", "--output", metavar="FILE",
-                   help="write the report here instead of stdout; a name ending in .pcapng instead gets the input "
-                        "capture back with every anomaly as a packet comment (the report then goes to stdout)")
+                   help="write the report here instead of stdout; a name ending in .html/.htm gets the HTML report "
+                        "(sessions, findings explained, plots; docs/REPORTS.md); a name ending in .pcapng instead "
+                        "gets the input capture back with every anomaly as a packet comment (the report then goes "
+                        "to stdout)")
     a.add_argument("--redact", action="store_true",
                    help="with -o FILE.pcapng: zero read and write data in the written packets (headers kept)")
     a.add_argument("--verify-data", action="store_true",
                    help="also compare read data with earlier writes (stale-read); slower")
+    add_time_option(a)
     add_selection_options(a)
 
     from nbdscope.cli_proxy import add_proxy_options, add_tls_keylog_option
@@ -58,36 +67,45 @@ def _parser() -> argparse.ArgumentParser:
     x = sub.add_parser("proxy", help="transparent relay between an NBD client and server, decoding live")
     add_proxy_options(x, required=True)
     x.add_argument("--tui", action="store_true", help="show the relayed traffic in the terminal UI")
+    add_time_option(x)
     add_selection_options(x)
 
     t = sub.add_parser("tui", help="terminal UI over capture files, a live interface or the proxy")
-    t.add_argument("files", nargs="*", metavar="FILE")
+    t.add_argument("files", nargs="*", metavar="FILE",
+                   help="capture file or directory to browse (as for analyze); or give -i, or --listen and --upstream")
     t.add_argument("--port", type=int, action="append", default=[], metavar="N",
                    help="extra TCP port to treat as NBD (repeatable)")
     t.add_argument("-i", "--interface", metavar="IFACE", help="capture live from this interface (tcpdump)")
-    t.add_argument("--filter", default="tcp", metavar="BPF", help="live: capture filter (default: tcp)")
+    t.add_argument("--filter", default="tcp", metavar="BPF", help="with -i: tcpdump capture filter")
     add_proxy_options(t, required=False)
+    add_time_option(t)
     add_selection_options(t)
 
     lv = sub.add_parser("live", help="capture from a network interface and decode live")
-    lv.add_argument("-i", "--interface", required=True, metavar="IFACE")
+    lv.add_argument("-i", "--interface", required=True, metavar="IFACE",
+                    help="network interface to capture from (runs tcpdump: needs root or CAP_NET_RAW)")
     lv.add_argument("--port", type=int, action="append", default=[], metavar="N",
                     help="extra TCP port to treat as NBD (repeatable)")
-    lv.add_argument("--filter", default="tcp", metavar="BPF", help="capture filter (default: tcp)")
+    lv.add_argument("--filter", default="tcp", metavar="BPF", help="tcpdump capture filter")
     lv.add_argument("--buffer", type=int, default=65536, metavar="KIB", help="kernel capture buffer (tcpdump -B)")
-    lv.add_argument("--format", choices=("text", "jsonl"), default="text")
+    lv.add_argument("--format", choices=("text", "jsonl"), default="text",
+                    help="text: one line per message and finding; jsonl: the JSONL timeline of docs/CONTRACT.md")
     lv.add_argument("-Y", "--display-filter", metavar="EXPR", dest="display_filter",
                     help="show only the messages matching EXPR (findings are still computed on every message)")
-    lv.add_argument("-o", "--output", metavar="FILE", help="write the timeline here instead of stdout")
+    lv.add_argument("-o", "--output", metavar="FILE",
+                    help="write the timeline here instead of stdout; a name ending in .html/.htm instead gets the "
+                         "HTML report (docs/REPORTS.md) when the capture stops")
     lv.add_argument("-w", "--write", metavar="FILE.pcapng",
                     help="also save every captured packet to this pcapng file (like tshark -w), to analyze later")
-    lv.add_argument("--fail-on", choices=("error", "warning", "never"), default="never")
+    lv.add_argument("--fail-on", choices=("error", "warning", "never"), default="never",
+                    help="exit 1 at the end if a finding of at least this severity was reported")
     lv.add_argument("--tui", action="store_true", help="show the traffic in the terminal UI")
     add_tls_keylog_option(lv)
+    add_time_option(lv)
     add_selection_options(lv)
 
     add_rules_parser(sub)
-    return p
+    return finish(p)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -257,11 +275,24 @@ def _analyze_addons(args: argparse.Namespace, stack: ExitStack, out: IO[str],
             raise UsageError(f"{args.output}: cannot write: {exc.strerror}") from None
         redaction = AnnotatedCapture.new_redaction() if args.redact else None
         addons.append(AnnotatedCapture(args.files[0], annotated, redaction))
-    if args.format == "json":
+    if _html_output(args):
+        from nbdscope.report.html import HtmlReport
+
+        addons.append(HtmlReport(out, args.files, selection))
+    elif args.format == "json":
         addons.append(outputs.JsonReport(out, args.files, selection))
     elif args.format == "text":
         addons.append(outputs.TextReport(out, args.files, selection))
     return addons, redaction
+
+
+def _html_output(args: argparse.Namespace) -> bool:
+    """Whether -o names an HTML report (FILE.html, FILE.htm), which takes the text report's place."""
+    if args.output is None or not args.output.lower().endswith((".html", ".htm")):
+        return False
+    if args.format != "text" or args.messages:
+        raise UsageError(f"{args.output}: the HTML report replaces the text report; drop --format/--messages")
+    return True
 
 
 def _filtered(writer: Any, expr: str | None) -> Addon:
@@ -305,7 +336,7 @@ def proxy(args: argparse.Namespace) -> int:
     plan.selection = selection_of(args)
     plan.tls_keys = _key_log(args, growing=True)
     if args.tui:
-        return _run_tui(lambda store, stack: _proxy_producer(plan, store, stack))
+        return _run_tui(lambda store, stack: _proxy_producer(plan, store, stack), time_mode=args.time)
     try:
         return run_proxy(plan)
     except OSError as exc:
@@ -321,7 +352,7 @@ def _proxy_producer(plan: Any, store: Any, stack: ExitStack) -> Any:
         raise UsageError(f"cannot listen on {exc.filename or plan.listen}: {exc.strerror or exc}") from None
 
 
-def _run_tui(make: Callable[[Any, ExitStack], Any]) -> int:
+def _run_tui(make: Callable[[Any, ExitStack], Any], time_mode: TimeMode = "rel") -> int:
     """Make the producer (so a bad address or interface fails here, in one line), then run the UI over it."""
     from nbdscope.tui.app import NbdscopeApp
     from nbdscope.tui.store import Store
@@ -333,11 +364,14 @@ def _run_tui(make: Callable[[Any, ExitStack], Any]) -> int:
         producer = make(store, stack)
         producer.start()
         try:
-            NbdscopeApp(store, producer).run()
+            NbdscopeApp(store, producer, time_mode=time_mode).run()
         finally:
             producer.stop()
     for text in store.notices:
         print(f"nbdscope: {text}", file=sys.stderr)
+    summary = producer.summary()  # the proxy's exit line, as the plain proxy prints it
+    if summary:
+        print(summary, file=sys.stderr)
     return EXIT_OK
 
 
@@ -352,11 +386,11 @@ def tui(args: argparse.Namespace) -> int:
         args.files = _check_inputs(args.files)
         keys = _key_log(args)
         return _run_tui(lambda store, stack: file_producer(store, args.files, args.port, selection=selection,
-                                                           tls_keys=keys))
+                                                           tls_keys=keys), time_mode=args.time)
     keys = _key_log(args, growing=True)
     if args.interface:
         return _run_tui(lambda store, stack: _live_producer(store, args.interface, args.port, args.filter, 65536,
-                                                            selection, keys))
+                                                            selection, keys), time_mode=args.time)
     from nbdscope.cli_proxy import ProxyPlan
 
     if not (args.listen and args.upstream):
@@ -367,7 +401,7 @@ def tui(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     plan.selection = selection
     plan.tls_keys = keys
-    return _run_tui(lambda store, stack: _proxy_producer(plan, store, stack))
+    return _run_tui(lambda store, stack: _proxy_producer(plan, store, stack), time_mode=args.time)
 
 
 def _live_producer(store: Any, interface: str, ports: list[int], bpf: str, buffer_kib: int,
@@ -393,7 +427,7 @@ def live(args: argparse.Namespace) -> int:
     keys = _key_log(args, growing=True)
     if args.tui:
         return _run_tui(lambda store, stack: _live_producer(store, args.interface, args.port, args.filter,
-                                                            args.buffer, selection, keys))
+                                                            args.buffer, selection, keys), time_mode=args.time)
     with ExitStack() as stack:
         save = _open_binary(stack, args.write) if args.write else None
         source = pipeline.LiveSource(args.interface, args.port, bpf=args.filter, buffer_kib=args.buffer,
@@ -407,10 +441,16 @@ def live(args: argparse.Namespace) -> int:
             signal.signal(sig, lambda *_: source.stop())
         print(f"nbdscope live: capturing on {args.interface} ({args.filter}); Ctrl-C stops", file=sys.stderr,
               flush=True)
-        out = _open_output(stack, args.output)
+        page = args.output if args.output and args.output.lower().endswith((".html", ".htm")) else None
+        out = _open_output(stack, None if page else args.output)
         addon: Addon = (outputs.JsonlLines(out, flush=True) if args.format == "jsonl"
                         else outputs.TimelineLines(out, findings=True, flush=True))
-        result = pipeline.run(source, [_filtered(addon, args.display_filter)], selection=selection, tls_keys=keys)
+        addons = [_filtered(addon, args.display_filter)]
+        if page is not None:  # the HTML report, written when the capture stops; the timeline stays on stdout
+            from nbdscope.report.html import HtmlReport
+
+            addons.append(HtmlReport(_open_output(stack, page), [source.label], selection))
+        result = pipeline.run(source, addons, selection=selection, tls_keys=keys)
     silenced = f" ({sum(result.silenced.values())} silenced)" if result.silenced else ""
     print(f"nbdscope live: {len(result.sessions)} sessions, {len(result.anomalies)} anomalies{silenced}, "
           f"{source.dropped} packets dropped by the kernel", file=sys.stderr, flush=True)

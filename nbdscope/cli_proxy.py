@@ -146,7 +146,7 @@ def run_proxy(plan: ProxyPlan) -> int:
         source.on_idle = _flusher(files)
         result = pipeline.run(source, addons, selection=plan.selection, tls_keys=plan.tls_keys)
         source.on_idle()
-    print(source.summary(len(result.sessions), len(result.anomalies)), file=sys.stderr, flush=True)
+    print(source.summary(result), file=sys.stderr, flush=True)
     for a in result.internal_errors():
         print(f"nbdscope: internal error: {a.message}", file=sys.stderr)
     return 0 if source.relay.status == 0 else 2

@@ -106,6 +106,19 @@ class InputStart:
 
 
 @dataclass(frozen=True, slots=True)
+class TimeOrigin:
+    """The moment every relative time of the run counts from: the input's first packet, whatever it
+    carries (tshark's ``frame.time_relative`` counts from the same one). A source yields it first when it
+    knows that moment before the connections' items; otherwise the first item's time serves.
+    ``utc_offset`` is the capture's own offset from UTC in seconds when the file records one (classic
+    pcap's ``thiszone``, almost always 0 and then not a claim), else None."""
+
+    source: str
+    time: float
+    utc_offset: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class CaptureProblem:
     """The input itself is damaged (truncated file, corrupt block): reading stopped
     or skipped here; everything before it is kept."""
@@ -115,4 +128,5 @@ class CaptureProblem:
     message: str
 
 
-StreamItem = StreamOpen | StreamData | StreamGap | StreamClose | StreamNote | InputStart | CaptureProblem
+StreamItem = (StreamOpen | StreamData | StreamGap | StreamClose | StreamNote | InputStart | TimeOrigin
+              | CaptureProblem)

@@ -79,6 +79,7 @@ class Engine:
         self._starts: list[float] = []
         self._open: dict[it.ConnKey, tuple[Session, Connection]] = {}
         self._t0: float | None = None
+        self.utc_offset: int | None = None  # the capture's own zone, when its header records one
         # (event type, command of a request or reply) -> the message hooks wanting it
         self._listeners: dict[tuple[type, int | None], list[MessageHook]] = {}
         self._hooks: dict[str, list[Any]] = {}
@@ -206,7 +207,7 @@ class Engine:
         if isinstance(item, it.StreamNote):
             self._note(item)
             return []
-        if isinstance(item, it.CaptureProblem | it.InputStart):
+        if isinstance(item, it.CaptureProblem | it.InputStart | it.TimeOrigin):
             self._about_input(item)
             return []
         if self._t0 is None:
@@ -254,8 +255,11 @@ class Engine:
                 session.earlier_last_frame, session.last_frame = session.last_frame, 0
         self._each("input", item)
 
-    def _about_input(self, item: it.CaptureProblem | it.InputStart) -> None:
-        if isinstance(item, it.InputStart):
+    def _about_input(self, item: it.CaptureProblem | it.InputStart | it.TimeOrigin) -> None:
+        if isinstance(item, it.TimeOrigin):
+            if self._t0 is None:  # relative times count from the input's first packet
+                self._t0, self.utc_offset = item.time, item.utc_offset
+        elif isinstance(item, it.InputStart):
             self._input(item)
         else:
             self.problems.append(item)

@@ -22,7 +22,7 @@ from nbdscope.capture.linklayer import FAST_LAYOUTS, tcp_segment
 from nbdscope.capture.pcapio.read import Window, open_capture, pcap_format, pcapng_frames, record_header
 from nbdscope.capture.rotation import first_time
 from nbdscope.capture.tcp import Origin, TcpStreams
-from nbdscope.vocab import CaptureProblem, InputStart, StreamData, StreamItem
+from nbdscope.vocab import CaptureProblem, InputStart, StreamData, StreamItem, TimeOrigin
 
 Progress = Callable[[str, int, int], None]  # path, frame number, bytes of the file read so far
 PROGRESS_EVERY = 4096  # frames between progress callbacks
@@ -69,6 +69,7 @@ def read_captures(paths: Sequence[str], extra_ports: Collection[int] = (),  # no
     # (C901: the whole per-packet path in one generator frame on purpose, see the module's docstring)
     stream = PacketStream(paths[0] if paths else "", extra_ports, 0, trace)
     announce = len(paths) > 1
+    pending = True  # the first packet of the first file, whatever it carries, is the run's time origin
     for path in paths:
         problems: list[str] = []
         stream.tcp.source = path  # connections opening from here on are in this file
@@ -81,6 +82,9 @@ def read_captures(paths: Sequence[str], extra_ports: Collection[int] = (),  # no
             if kind != "pcap":
                 feed_packet = stream.feed_packet  # which keeps the last frame and time itself
                 for frame, when, linktype, data in pcapng_frames(path, f, problems):
+                    if pending:
+                        pending = False
+                        yield TimeOrigin(path, when)
                     items = feed_packet(when, linktype, data, frame)
                     if items:
                         yield from items
@@ -148,6 +152,10 @@ def read_captures(paths: Sequence[str], extra_ports: Collection[int] = (),  # no
                             problems.append(problem)
                         break
                     buf, view, pos, end = window.buf, window.view, window.start, window.end
+                    if pending and end - pos >= 16:  # (here, once per read, not in the per-packet path)
+                        pending = False
+                        sec, frac, caplen = rec(buf, pos)
+                        yield TimeOrigin(path, sec + frac / divisor, fmt.utc_offset)
         except (OSError, EOFError, zlib.error) as exc:
             problems.append(f"read error: {exc}")
         finally:

@@ -25,7 +25,7 @@ def run(tmp_path: Path, packets: list[bytes], linktype: int = 1, ports: tuple[in
     path = tmp_path / "t.pcap"
     frames = [pb.frame(linktype, p) for p in packets] if wrap else packets
     pb.write_pcap(str(path), [(1000.0 + i / 100, f) for i, f in enumerate(frames)], linktype=linktype)
-    return list(read_captures([str(path)], extra_ports=ports))
+    return [i for i in read_captures([str(path)], extra_ports=ports) if not isinstance(i, it.TimeOrigin)]
 
 
 def basic(flow: pb.Flow) -> list[bytes]:

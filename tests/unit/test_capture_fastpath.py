@@ -121,6 +121,8 @@ def general_path(path: str, trace: list[Origin]) -> list[it.StreamItem]:
     problems: list[str] = []
     out: list[it.StreamItem] = []
     for number, time, linktype, data in frames(path, problems):
+        if number == 1:  # the first packet, whatever it holds, is where relative times count from
+            out.append(it.TimeOrigin(path, time))
         out += [_owned(i) for i in stream.feed_packet(time, linktype, data, number)]
     out += [it.CaptureProblem(path, stream.last_frame, m) for m in problems]
     return out + [_owned(i) for i in stream.finish()]

@@ -143,6 +143,7 @@ class PcapFormat(NamedTuple):
     snaplen: int
     little: bool  # records are little-endian
     nano: bool  # timestamps in nanoseconds rather than microseconds
+    utc_offset: int | None = None  # the header's thiszone, when nonzero (libpcap always writes 0)
 
 
 def pcap_format(path: str, f: ByteSource) -> PcapFormat:
@@ -157,7 +158,8 @@ def pcap_format(path: str, f: ByteSource) -> PcapFormat:
     if little:
         fh = dpkt.pcap.LEFileHdr(head)
     nano = magic in (dpkt.pcap.TCPDUMP_MAGIC_NANO, dpkt.pcap.PMUDPCT_MAGIC_NANO)
-    return PcapFormat(fh.linktype & 0x0FFFFFFF, fh.snaplen, little, nano)
+    zone = fh.thiszone - (1 << 32) if fh.thiszone >= 1 << 31 else fh.thiszone  # dpkt reads it unsigned
+    return PcapFormat(fh.linktype & 0x0FFFFFFF, fh.snaplen, little, nano, zone or None)
 
 
 def record_header(fmt: PcapFormat) -> struct.Struct:
