@@ -114,7 +114,7 @@ class TlsTerminator:
                 loop.start_tls(client.transport, client, t.server, server_side=True),
                 loop.start_tls(upstream.transport, upstream, t.client, server_hostname=t.hostname))
         except (OSError, ssl.SSLError, ConnectionError, RuntimeError) as exc:
-            session.relay.log(f"proxy: session {session.conn}: TLS termination failed: {exc}")
+            session.relay.log(f"TLS termination failed: {exc}", session.conn)
             session.relay.tap.note(session.conn, "s2c", time.time(), f"nbdscope proxy: TLS termination failed "
                                    f"({exc}); the session was closed")
             session.abort()
