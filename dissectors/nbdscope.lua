@@ -209,6 +209,7 @@ S.RULES = {  -- the ids, severities and blame of `nbdscope rules`
   ["write-zeroes-error"] = { severity = "warning", blame = "server", spec = "Request types (NBD_CMD_WRITE_ZEROES)", summary = "a write-zeroes reply whose error value the fast-zero rules forbid" },
   ["handshake-outcome"] = { severity = "info", blame = "client", spec = "Option haggling; Termination of the session", summary = "a connection that ended before transmission, and why: an option refused, TLS required, exports listed, information only, the client aborting" },
   ["proxy-action"] = { severity = "info", blame = "proxy", spec = "none: the nbdscope proxy's own doing", summary = "something the nbdscope proxy did to a session on purpose: rewrote transmission flags, delayed requests, closed the session at shutdown or because its upstream failed" },
+  ["tls-decryption"] = { severity = "warning", blame = "capture", spec = "(capture completeness)", summary = "decryption with the key log stopped part-way through a session" },
 }
 S.CHECKS = {  -- every check of `nbdscope rules`, with the severity and blame its findings carry
   ["cache-flag-mismatch.cache-unadvertised"] = { rule = "cache-flag-mismatch", severity = "warning", blame = "client", requirements = "", summary = "client sent NBD_CMD_CACHE although bit 10 (SEND_CACHE) was not set" },
@@ -361,6 +362,8 @@ S.CHECKS = {  -- every check of `nbdscope rules`, with the severity and blame it
   ["tls-protocol.tls-only-export-name-served"] = { rule = "tls-protocol", severity = "error", blame = "either", requirements = "selectivetls.4, tls-server.2", summary = "server served an export in plaintext through NBD_OPT_EXPORT_NAME after answering TLS_REQD for that same export" },
   ["tls-protocol.stateful-before-starttls"] = { rule = "tls-protocol", severity = "warning", blame = "either", requirements = "opt-starttls.4", summary = "client sent stateful options before STARTTLS" },
   ["tls-protocol.export-name-with-tls-client"] = { rule = "tls-protocol", severity = "warning", blame = "either", requirements = "tls-client.9", summary = "a TLS-capable client entered transmission with NBD_OPT_EXPORT_NAME without trying NBD_OPT_GO" },
+  ["tls-protocol.starttls-inside-tls-reply"] = { rule = "tls-protocol", severity = "error", blame = "server", requirements = "forcedtls.2, selectivetls.2", summary = "server answered a STARTTLS sent inside TLS with something other than NBD_REP_ERR_INVALID (seen with a key log)" },
+  ["tls-protocol.tls-reqd-inside-tls"] = { rule = "tls-protocol", severity = "error", blame = "server", requirements = "forcedtls.9, selectivetls.5", summary = "server answered NBD_REP_ERR_TLS_REQD inside TLS (seen with a key log)" },
   ["tls-protocol.old-tls-version"] = { rule = "tls-protocol", severity = "warning", blame = "either", requirements = "tls-versions.5", summary = "the server chose a TLS version older than 1.2" },
   ["hard-disconnect.client-no-disc"] = { rule = "hard-disconnect", severity = "error", blame = "client", requirements = "transmission-end.7", summary = "the client closed TCP in transmission without NBD_CMD_DISC and without a violation by the server to justify it" },
   ["hard-disconnect.eshutdown-ignored"] = { rule = "hard-disconnect", severity = "error", blame = "client", requirements = "transmission-end.5", summary = "the client closed TCP without NBD_CMD_DISC after the server replied NBD_ESHUTDOWN" },
@@ -474,6 +477,7 @@ S.CHECKS = {  -- every check of `nbdscope rules`, with the severity and blame it
   ["proxy-action.delayed"] = { rule = "proxy-action", severity = "info", blame = "proxy", requirements = "", summary = "the proxy held requests back before forwarding them" },
   ["proxy-action.closed-at-shutdown"] = { rule = "proxy-action", severity = "info", blame = "proxy", requirements = "", summary = "the proxy closed a session still open when it shut down" },
   ["proxy-action.upstream-failed"] = { rule = "proxy-action", severity = "info", blame = "proxy", requirements = "", summary = "the proxy could not connect to the upstream server and closed the client's connection" },
+  ["tls-decryption.undecryptable"] = { rule = "tls-decryption", severity = "warning", blame = "capture", requirements = "", summary = "a TLS record failed authentication after others had opened, or the capture lost bytes of TLS records" },
 }
 -- END GENERATED
 

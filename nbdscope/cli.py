@@ -69,7 +69,9 @@ def _parser() -> argparse.ArgumentParser:
     add_time_option(a)
     add_selection_options(a)
 
-    from nbdscope.cli_proxy import add_proxy_options
+    from nbdscope.cli_proxy import add_proxy_options, add_tls_keylog_option
+
+    add_tls_keylog_option(a)
 
     x = sub.add_parser("proxy", help="transparent relay between an NBD client and server, decoding live")
     add_proxy_options(x, required=True)
@@ -107,6 +109,7 @@ def _parser() -> argparse.ArgumentParser:
     lv.add_argument("--fail-on", choices=("error", "warning", "never"), default="never",
                     help="exit 1 at the end if a finding of at least this severity was reported")
     lv.add_argument("--tui", action="store_true", help="show the traffic in the terminal UI")
+    add_tls_keylog_option(lv)
     add_time_option(lv)
     add_selection_options(lv)
 
@@ -222,11 +225,25 @@ def analyze(args: argparse.Namespace) -> int:
         try:
             source = pipeline.FileSource(args.files, args.port, progress=True,
                                          trace=redaction.trace if redaction is not None else None)
-            result = pipeline.run(source, addons, verify_data=args.verify_data, selection=selection)
+            result = pipeline.run(source, addons, verify_data=args.verify_data, selection=selection,
+                                  tls_keys=_key_log(args))
         except CaptureError as exc:
             raise UsageError(str(exc)) from None
         _report_failures(result)
     return _exit_code(args.fail_on, result)
+
+
+def _key_log(args: argparse.Namespace, *, growing: bool = False) -> Any:
+    """The key log --tls-keylog names (None: not given); growing: live and the proxy, where the client
+    is still writing it."""
+    from nbdscope.tls.keylog import KeyLog, KeyLogError
+
+    if getattr(args, "tls_keylog", None) is None:
+        return None
+    try:
+        return KeyLog(args.tls_keylog, growing=growing)
+    except KeyLogError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _annotating(args: argparse.Namespace) -> bool:
@@ -334,6 +351,7 @@ def proxy(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     plan.selection = selection_of(args)
+    plan.tls_keys = _key_log(args, growing=True)
     if args.tui:
         return _run_tui(lambda store, stack: _proxy_producer(plan, store, stack), time_mode=args.time)
     try:
@@ -383,11 +401,13 @@ def tui(args: argparse.Namespace) -> int:
     selection = selection_of(args)
     if args.files:
         args.files = _check_inputs(args.files)
-        return _run_tui(lambda store, stack: file_producer(store, args.files, args.port, selection=selection),
-                        time_mode=args.time)
+        keys = _key_log(args)
+        return _run_tui(lambda store, stack: file_producer(store, args.files, args.port, selection=selection,
+                                                           tls_keys=keys), time_mode=args.time)
+    keys = _key_log(args, growing=True)
     if args.interface:
         return _run_tui(lambda store, stack: _live_producer(store, args.interface, args.port, args.filter, 65536,
-                                                            selection), time_mode=args.time)
+                                                            selection, keys), time_mode=args.time)
     from nbdscope.cli_proxy import ProxyPlan
 
     if not (args.listen and args.upstream):
@@ -397,16 +417,17 @@ def tui(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     plan.selection = selection
+    plan.tls_keys = keys
     return _run_tui(lambda store, stack: _proxy_producer(plan, store, stack), time_mode=args.time)
 
 
 def _live_producer(store: Any, interface: str, ports: list[int], bpf: str, buffer_kib: int,
-                   selection: Any = None) -> Any:
+                   selection: Any = None, tls_keys: Any = None) -> Any:
     from nbdscope.capture.live import LiveError
     from nbdscope.tui.sources import live_producer
 
     try:
-        return live_producer(store, interface, ports, bpf, buffer_kib, selection=selection)
+        return live_producer(store, interface, ports, bpf, buffer_kib, selection=selection, tls_keys=tls_keys)
     except LiveError as exc:
         raise UsageError(str(exc)) from None
 
@@ -420,9 +441,10 @@ def live(args: argparse.Namespace) -> int:
     from nbdscope.report import outputs
 
     selection = selection_of(args)
+    keys = _key_log(args, growing=True)
     if args.tui:
         return _run_tui(lambda store, stack: _live_producer(store, args.interface, args.port, args.filter,
-                                                            args.buffer, selection), time_mode=args.time)
+                                                            args.buffer, selection, keys), time_mode=args.time)
     with ExitStack() as stack:
         save = _open_binary(stack, args.write) if args.write else None
         source = pipeline.LiveSource(args.interface, args.port, bpf=args.filter, buffer_kib=args.buffer,
@@ -445,7 +467,7 @@ def live(args: argparse.Namespace) -> int:
             from nbdscope.report.html import HtmlReport
 
             addons.append(HtmlReport(_open_output(stack, page), [source.label], selection))
-        result = pipeline.run(source, addons, selection=selection)
+        result = pipeline.run(source, addons, selection=selection, tls_keys=keys)
     silenced = f" ({sum(result.silenced.values())} silenced)" if result.silenced else ""
     print(f"nbdscope live: {plural(len(result.sessions), 'session')}, {plural(len(result.anomalies), 'anomaly')}"
           f"{silenced}, {plural(source.dropped, 'packet')} dropped by the kernel", file=sys.stderr, flush=True)

@@ -33,6 +33,21 @@ def add_proxy_options(p: argparse.ArgumentParser, *, required: bool) -> None:
     g.add_argument("--delay", default="", metavar="CMD=MS,...",
                    help="hold requests of these commands for MS milliseconds before forwarding (e.g. READ=5)")
     g.add_argument("--grace", type=float, default=5.0, metavar="S", help="seconds open sessions get at shutdown")
+    add_tls_keylog_option(g)
+    g.add_argument("--tls-terminate", nargs=2, metavar=("CERT", "KEY"),
+                   help="be the TLS server to the client (X.509, these PEM files) and a TLS client to the upstream "
+                        "after STARTTLS, decoding the plaintext between; not byte-exact (docs/TLS.md)")
+    g.add_argument("--upstream-tls-ca", metavar="FILE", help="with --tls-terminate: the CA the upstream's "
+                   "certificate must chain to (default: the system's)")
+    g.add_argument("--upstream-tls-insecure", action="store_true",
+                   help="with --tls-terminate: do not verify the upstream's certificate")
+
+
+def add_tls_keylog_option(p: Any) -> None:
+    """--tls-keylog, for every command that decodes (analyze, live, tui, proxy)."""
+    p.add_argument("--tls-keylog", metavar="FILE",
+                   help="the peers' TLS key log (SSLKEYLOGFILE): decrypt and decode sessions after STARTTLS "
+                        "(live and proxy read it as it grows); see docs/TLS.md")
 
 
 @dataclass
@@ -48,6 +63,7 @@ class ProxyPlan:
     quiet: bool
     selection: Any = None  # nbdscope.selection.Selection: which findings are reported (--select/--ignore)
     time: str = "rel"  # --time: the base of the console's times
+    tls_keys: Any = None  # nbdscope.tls.keylog.KeyLog (--tls-keylog), read as it grows
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> ProxyPlan:
@@ -56,9 +72,10 @@ class ProxyPlan:
         from nbdscope.proxy.rewrite import parse_bits, parse_delays
         from nbdscope.proxy.run import RelayOptions
 
+        upstream = parse_address(args.upstream)
         options = RelayOptions(parse_bits(args.set_flags), parse_bits(args.clear_flags), args.grace,
-                               parse_delays(args.delay))
-        return cls(parse_address(args.listen), parse_address(args.upstream), options, args.jsonl, args.pcapng,
+                               parse_delays(args.delay), _termination(args, upstream))
+        return cls(parse_address(args.listen), upstream, options, args.jsonl, args.pcapng,
                    args.redact, args.quiet, time=getattr(args, "time", "rel"))
 
     def outputs(self, stack: ExitStack, console: IO[str] | None) -> tuple[list[Addon], list[IO[Any]]]:
@@ -88,6 +105,22 @@ class ProxyPlan:
         return ProxySource(self.listen, self.upstream, self.options, **({"log": log} if log else {}))
 
 
+def _termination(args: argparse.Namespace, upstream: Address) -> Any:
+    """--tls-terminate's TLS contexts (proxy/terminate.py), or None; ValueError in one line for bad files."""
+    if not getattr(args, "tls_terminate", None):
+        if getattr(args, "upstream_tls_ca", None) or getattr(args, "upstream_tls_insecure", False):
+            raise ValueError("--upstream-tls-ca and --upstream-tls-insecure go with --tls-terminate")
+        return None
+    from nbdscope.proxy.terminate import contexts
+
+    cert, key = args.tls_terminate
+    try:
+        return contexts(cert, key, args.upstream_tls_ca, args.upstream_tls_insecure, upstream.host)
+    except (OSError, ValueError) as exc:
+        why = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or exc
+        raise ValueError(f"--tls-terminate: cannot load {cert}, {key} or the upstream CA: {why}") from None
+
+
 def _flusher(files: list[IO[Any]]) -> Any:
     def flush() -> None:
         for f in files:
@@ -112,7 +145,7 @@ def run_proxy(plan: ProxyPlan) -> int:
         gc.freeze()
         gc.set_threshold(50_000, 20, 20)
         source.on_idle = _flusher(files)
-        result = pipeline.run(source, addons, selection=plan.selection)
+        result = pipeline.run(source, addons, selection=plan.selection, tls_keys=plan.tls_keys)
         source.on_idle()
     print(source.summary(result), file=sys.stderr, flush=True)
     for a in result.internal_errors():
@@ -130,4 +163,4 @@ def tui_producer(plan: ProxyPlan, store: Any, stack: ExitStack) -> Any:
     if problem is not None:
         raise OSError(problem)
     source.on_idle = _flusher(files)
-    return Producer(store, source, addons, selection=plan.selection)
+    return Producer(store, source, addons, selection=plan.selection, tls_keys=plan.tls_keys)

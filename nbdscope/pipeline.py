@@ -15,6 +15,7 @@ from typing import Any, BinaryIO, Protocol
 
 from nbdscope.analysis.addons import Addon
 from nbdscope.analysis.engine import Engine, FindingFilter, Result
+from nbdscope.tls.keylog import KeyLog
 from nbdscope.vocab import StreamItem
 
 
@@ -31,10 +32,11 @@ class Source(Protocol):
 
 
 def run(source: Source, addons: Sequence[Addon] = (), *, verify_data: bool = False,
-        selection: FindingFilter | None = None) -> Result:
+        selection: FindingFilter | None = None, tls_keys: KeyLog | None = None) -> Result:
     """Feed everything the source yields through a new engine into the addons; the run's result.
-    ``selection`` (--select/--ignore) decides which findings are reported; the rest are only counted."""
-    return Engine(addons, verify_data=verify_data, selection=selection).run(source.items())
+    ``selection`` (--select/--ignore) decides which findings are reported; the rest are only counted.
+    ``tls_keys`` (--tls-keylog): the peers' key log, to decode inside TLS."""
+    return Engine(addons, verify_data=verify_data, selection=selection, tls_keys=tls_keys).run(source.items())
 
 
 class FileSource:

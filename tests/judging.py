@@ -15,11 +15,11 @@ from nbdscope.analysis.rules import ALL_RULES
 Script = list[tuple[str, bytes]]
 
 
-def analyze(*sessions: Script, client_ports: tuple[int, ...] = (), keep_data: bool = False,
+def analyze(*sessions: Script, client_ports: tuple[int, ...] = (), keep_data: bool = False, tls_keys: object = None,
             closed_by: str | None = None, how: str = "fin", server_port: int = 10809) -> Result:
     """Each script as one connection to 127.0.0.1:``server_port``, one frame per message, all rules on. The
     capture ends with the connections open, unless ``closed_by`` ("c2s" or "s2c") closes each of them (``how``)."""
-    engine = Engine(verify_data=keep_data)
+    engine = Engine(verify_data=keep_data, tls_keys=tls_keys)  # type: ignore[arg-type]
     frame = 0
     for n in range(len(sessions)):
         port = client_ports[n] if client_ports else 40000 + n

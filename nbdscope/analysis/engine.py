@@ -25,6 +25,7 @@ from nbdscope.analysis.session import Session
 from nbdscope.analysis.stats import Statistics
 from nbdscope.decoder import Connection
 from nbdscope.decoder import events as ev
+from nbdscope.tls.keylog import KeyLog
 
 _BY_COMMAND = frozenset((ev.Request, ev.SimpleReply, ev.ReplyChunk))  # rules subscribe to these per command
 _REPLIES = frozenset((ev.SimpleReply, ev.ReplyChunk))
@@ -59,8 +60,10 @@ class Engine:
     the decoder hand payloads over; other needs of the decoder come from the addons' NEEDS."""
 
     def __init__(self, addons: Sequence[Addon] = (), *, rules: Iterable[type[Rule]] = ALL_RULES,
-                 verify_data: bool = False, selection: FindingFilter | None = None) -> None:
+                 verify_data: bool = False, selection: FindingFilter | None = None,
+                 tls_keys: KeyLog | None = None) -> None:
         self.selection = selection
+        self.tls_keys = tls_keys  # the peers' key log: sessions are decrypted after STARTTLS
         self.silenced: dict[str, int] = {}
         chosen = [cls() for cls in rules if verify_data or not cls.NEEDS_DATA]
         self.addons: list[Addon] = [Statistics(), *addons, *chosen]
@@ -202,11 +205,7 @@ class Engine:
     def _control(self, item: it.StreamItem) -> list[ev.Event]:
         """Every item but data: notes, problems, and the opening, gaps and closing of connections."""
         if isinstance(item, it.StreamNote):
-            if item.action:  # the proxy's own doing, which the session records before any addon hears of it
-                entry = self._open.get(item.conn)
-                if entry is not None:
-                    entry[0].proxy_action(item.action, item.frame, item.text, dict(item.values))
-            self._stream(item)
+            self._note(item)
             return []
         if isinstance(item, it.CaptureProblem | it.InputStart | it.TimeOrigin):
             self._about_input(item)
@@ -235,6 +234,15 @@ class Engine:
             self._dispatch(session, event)
         self._stream(item)
         return events
+
+    def _note(self, item: it.StreamNote) -> None:
+        if item.action:  # the proxy's own doing, which the session records before any addon hears of it
+            entry = self._open.get(item.conn)
+            if entry is not None:
+                entry[0].proxy_action(item.action, item.frame, item.text, dict(item.values))
+                if item.action == "tls-plaintext":  # it terminates TLS: plaintext follows STARTTLS
+                    entry[1].terminate_tls()
+        self._stream(item)
 
     def _input(self, item: it.InputStart) -> None:
         """The next file of a run over several begins (a file whose start is unknown, a pipe, begins where
@@ -265,7 +273,8 @@ class Engine:
         self._open[item.conn] = (session, Connection(saw_start=item.saw_start, keep_data=self.keep_data,
                                                      track_payload=self.track_payload,
                                                      keep_headers=self.keep_headers,
-                                                     want_read=self._want_read(session)))
+                                                     want_read=self._want_read(session),
+                                                     tls_keys=self.tls_keys))
         self._stream(item)
 
     def _decoder_failed(self, item: it.StreamData | it.StreamGap | it.StreamClose, exc: Exception) -> None:

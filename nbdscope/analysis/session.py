@@ -46,6 +46,9 @@ class Session:
     handshake: str = "unknown"
     tls: bool = False
     tls_bytes: int = 0
+    # with a key log (--tls-keylog): "decrypted", "no-key" or "undecryptable", and what was decrypted or why not
+    tls_decryption: str | None = None
+    tls_detail: str | None = None
     export_name: str | None = None
     description: str | None = None  # NBD_INFO_DESCRIPTION
     size: int | None = None
@@ -118,6 +121,8 @@ class Session:
             self.tls = True
         elif isinstance(e, ev.TlsData):
             self.tls_bytes += e.nbytes
+            if e.decryption is not None:
+                self._decryption(e)
         elif isinstance(e, ev.ConnectionEnd):
             self._ended(e)
 
@@ -160,7 +165,8 @@ class Session:
         elif e.how != "end-of-capture":
             self.disconnect = "hard"
         if not self.transmission:
-            self.outcome = self.handshake_log.outcome(e, self.tls, lost=bool(self.lost_sync), proxy=self.proxy_closed)
+            self.outcome = self.handshake_log.outcome(e, self.hidden, lost=bool(self.lost_sync),
+                                                      proxy=self.proxy_closed)
 
     def noted(self, blame: str, severity: str, frame: int, check: str) -> None:
         """A finding was reported about this session (the rule base calls this)."""
@@ -239,6 +245,27 @@ class Session:
         # int() first: '&' with an IntFlag on the right goes through the slow enum machinery
         return bool(self.transmission_flags is not None and self.transmission_flags & int(mask))
 
+    def _decryption(self, e: ev.TlsData) -> None:
+        if e.decryption == "decrypted":  # the haggling starts over inside TLS: what was asked before is forgotten
+            self.handshake_log.asked.clear()
+        self.tls_decryption, self.tls_detail = e.decryption, e.detail
+
+    @property
+    def hidden(self) -> bool:
+        """Whether the session went on encrypted and undecoded: TLS without a key log, or one that failed
+        (the rules that need the whole session, or the handshake's end, skip it then)."""
+        return self.tls and self.tls_decryption != "decrypted"
+
+    def tls_summary(self) -> str:
+        """How the session's TLS was seen: "TLS, decrypted (...)", "TLS, no key: ...", "TLS, undecryptable: ...".
+        A session with TLS but no key log given has no such mark (the reports say "encrypted")."""
+        status = self.tls_decryption
+        if status is None:
+            return ""
+        if status == "decrypted":
+            return f"TLS, decrypted ({self.tls_detail})"
+        return f"TLS, {status.replace('-', ' ')}: {self.tls_detail}"
+
     def as_json(self) -> dict[str, object]:
         tflags = self.transmission_flags
         return {
@@ -251,6 +278,8 @@ class Session:
             **({"last_input": self.last_source} if self.last_source else {}),
             "handshake": self.handshake,
             "tls": self.tls,
+            **({"tls_decryption": {"status": self.tls_decryption, "detail": self.tls_detail}}
+               if self.tls_decryption is not None else {}),
             "export": {
                 "name": self.export_name,
                 "size": self.size,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import itertools
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nbdscope.decoder import events as ev
 from nbdscope.decoder.buffer import ReceiveBuffer
@@ -29,6 +29,10 @@ from nbdscope.decoder.transmission import Transmission
 from nbdscope.spec import magics as M
 from nbdscope.vocab import Direction
 
+if TYPE_CHECKING:
+    from nbdscope.decoder.decrypted import TlsLayer
+    from nbdscope.tls.keylog import KeyLog
+
 TLS_HEAD = 11  # bytes that show a record's type and version, and a ServerHello's version
 FEED_PIECE = 16 << 10  # bytes put into a side's buffer at a time in transmission
 HEADER_KEEP = 64  # keep_headers: wire bytes kept per message (the header and the start of a bounded payload)
@@ -38,7 +42,8 @@ class Connection:
     """Decoder for one NBD connection (both directions)."""
 
     def __init__(self, *, saw_start: bool = True, keep_data: bool = False, track_payload: bool = False,
-                 keep_headers: bool = False, want_read: Callable[[int, int], bool] | None = None) -> None:
+                 keep_headers: bool = False, want_read: Callable[[int, int], bool] | None = None,
+                 tls_keys: KeyLog | None = None) -> None:
         self.saw_start = saw_start
         self.keep_data = keep_data
         # keep_data: whether the read data of (disk offset, length) is worth gathering (None: always); the
@@ -71,6 +76,10 @@ class Connection:
         self.tls_bytes = {"c2s": 0, "s2c": 0}
         self.tls_seen: set[str] = set()  # directions whose first bytes after STARTTLS were judged
         self.tls_head: dict[str, bytes] = {}  # a direction's first encrypted bytes, until TLS_HEAD of them
+        self.tls_keys = tls_keys  # the peers' key log: decrypt after STARTTLS (decrypted.py)
+        self.tls_layer: TlsLayer | None = None  # while decryption works
+        self.tls_wire: TlsLayer | None = None  # the same, kept after it stops: maps payload ranges to the wire
+        self.tls_plaintext = False  # the source terminates TLS and hands over plaintext (terminate_tls)
         self.next_seq = itertools.count().__next__
         self.out: list[ev.Event] = []  # the events of the current call
         handshake, transmission, hunter = Handshake(self), Transmission(self), Hunter(self)
@@ -91,6 +100,8 @@ class Connection:
     # ------------------------------------------------------------------ input
 
     def feed(self, direction: Direction, data: bytes | memoryview, *, frame: int, time: float) -> list[ev.Event]:
+        if self.tls_layer is not None:
+            return self.tls_layer.feed(direction, data, frame, time)
         side = self._c if direction == "c2s" else self._s
         side.frame, side.time = frame, time
         n = len(data)
@@ -133,12 +144,20 @@ class Connection:
         """How many of the next bytes in this direction are read or write data that will
         decode to nothing: a caller may hand them over in one piece, whatever their framing."""
         side = self._c if direction == "c2s" else self._s
+        if self.tls_layer is not None:
+            return 0  # ciphertext: every byte goes to the decryptor
         return side.skip if side.pos == len(side.buf) and side.sink is None and side.state is not State.TLS else 0
 
     def take_payload_ranges(self, direction: Direction) -> list[tuple[int, int]]:
         """Stream ranges of read and write data fed since the last call (track_payload). The
         same ranges, whole, are on the events: ``data_start`` to ``end``."""
-        return (self._c if direction == "c2s" else self._s).take_payload()
+        ranges = (self._c if direction == "c2s" else self._s).take_payload()
+        return ranges if self.tls_wire is None else self.tls_wire.to_wire(direction, ranges)
+
+    def settled(self, direction: Direction) -> int | None:
+        """While TLS is decrypted: the stream offset up to which payload ranges are known (bytes of a TLS record
+        still incomplete may turn out to be data); None: all bytes fed."""
+        return self.tls_layer.settled(direction) if self.tls_layer is not None else None
 
     def gap(self, direction: Direction, nbytes: int, *, frame: int, time: float,
             snapped: bool = False) -> list[ev.Event]:
@@ -149,6 +168,8 @@ class Connection:
         side.frame, side.time = frame, time
         out: list[ev.Event] = []
         self.out = out
+        if self.tls_layer is not None:  # records cannot be framed or numbered past lost bytes
+            self.tls_layer.gap(side, nbytes)
         taken = False
         if side.avail() and not side.skip and side.sink is None and side.state not in (State.HUNT, State.TLS):
             # the handler waits for the rest of a message: it may take the lost bytes as part of it,
@@ -193,6 +214,8 @@ class Connection:
         out: list[ev.Event] = []
         self.out = out
         self.closing = True
+        if self.tls_layer is not None:
+            self.tls_layer.close()
         self._pump()
         unparsed = tuple((s.dir, s.avail() + s.skip) for s in (self._c, self._s) if s.avail() + s.skip)
         flights = tuple((cookie, r.command, r.frame) for cookie, r in self.in_flight.items())
@@ -250,6 +273,27 @@ class Connection:
         if sink is not None and not sink.lost:
             self.emit(ev.PayloadData, side, sink.start, sink.end, cookie=sink.cookie, offset=sink.offset,
                       kind=sink.kind, data=b"".join(sink.parts))
+
+    def tls_begin(self) -> None:
+        """STARTTLS was acknowledged: what either side sent after the acknowledgement is encrypted (and,
+        with a key log, decrypted from here on)."""
+        if self.tls_keys is not None or self.tls_plaintext:
+            from nbdscope.decoder.decrypted import Terminated, TlsLayer
+            from nbdscope.tls.session import Decryptor
+
+            decryptor = Terminated() if self.tls_plaintext else Decryptor(self.tls_keys)  # type: ignore[arg-type]
+            self.tls_layer = self.tls_wire = TlsLayer(self, decryptor)
+        for s in (self._c, self._s):
+            start, rest = s.offset, s.avail()
+            s.pos = len(s.buf)
+            self.tls_data(s, start, rest, bytes(s.buf[s.pos - rest:s.pos - rest + TLS_HEAD]))
+            if self.tls_layer is not None:
+                self.tls_layer.begin(s, bytes(s.buf[s.pos - rest:]))
+
+    def terminate_tls(self) -> None:
+        """The source says the bytes after STARTTLS's acknowledgement will come decrypted (a proxy terminating
+        TLS on both sides): they are decoded as the plaintext a key log gives. Given before the acknowledgement."""
+        self.tls_plaintext = True
 
     def tls_data(self, side: ReceiveBuffer, start: int, n: int, head: bytes) -> None:
         """Count encrypted bytes; ``head`` (their first bytes) is judged on a direction's first ones."""

@@ -130,6 +130,10 @@ class TlsData(Event):
     # TLS record (a peer that kept talking plaintext NBD after STARTTLS was acknowledged); None otherwise
     plaintext: str | None = None
     hello_version: int | None = None  # first server bytes only: the version a plaintext ServerHello selects
+    # with a key log, a point (nbytes 0) where decryption's status changed: "decrypted", "no-key" or
+    # "undecryptable"; ``detail`` says what was decrypted (version, suite) or why not
+    decryption: str | None = None
+    detail: str | None = None
 
 
 @event

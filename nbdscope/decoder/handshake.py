@@ -162,10 +162,7 @@ class Handshake:
         elif option == Opt.STARTTLS:
             conn.machine.fire(Input.STARTTLS, side)
             conn.emit(ev.TlsStart, side, side.framed_to, side.framed_to)
-            for s in (conn._c, conn._s):  # what either side sent after the acknowledgement is encrypted
-                start, rest = s.offset, s.avail()
-                s.pos = len(s.buf)
-                conn.tls_data(s, start, rest, bytes(s.buf[s.pos - rest:s.pos - rest + 11]))
+            conn.tls_begin()
         elif option == Opt.GO:
             conn.export_name = request.export_name
             self._start_transmission(side, "go")

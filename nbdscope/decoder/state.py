@@ -63,6 +63,8 @@ class Input(Enum):
     FOUND_GREETING = "found a greeting"  # s2c, hunting
     FOUND_OPTION_REPLY = "found an option reply"  # s2c, hunting
     FOUND_REPLY = "found a reply"  # s2c, hunting
+    DECRYPTED = "decrypted"  # either: the first plaintext of a direction came out of TLS (a key log)
+    UNDECRYPTABLE = "undecryptable"  # either: decryption gave up; both sides go back to counting bytes
 
 
 S = State
@@ -96,6 +98,12 @@ TRANSITIONS: dict[tuple[Direction, Input, Direction, State], State] = {
     (_S, Input.FOUND_GREETING, _S, S.HUNT): S.GREETING,
     (_S, Input.FOUND_OPTION_REPLY, _S, S.HUNT): S.OPTION_REPLIES,
     (_S, Input.FOUND_REPLY, _S, S.HUNT): S.REPLIES,
+    # decrypted with a key log: the option haggling starts over inside TLS
+    (_C, Input.DECRYPTED, _C, S.TLS): S.OPTIONS,
+    (_S, Input.DECRYPTED, _S, S.TLS): S.OPTION_REPLIES,
+    **{(side, Input.UNDECRYPTABLE, moved, s): S.TLS for side in (_C, _S)
+       for moved, states in ((_C, (*_DECODING_C, S.HUNT, S.TLS)), (_S, (*_DECODING_S, S.HUNT, S.TLS)))
+       for s in states},
 }
 
 # inputs after which both sides are in the transmission phase

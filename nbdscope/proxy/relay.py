@@ -26,6 +26,7 @@ from nbdscope.decoder import events as ev
 from nbdscope.proxy.addresses import Address
 from nbdscope.proxy.rewrite import FlagRewriter
 from nbdscope.proxy.tap import Ring, Tap
+from nbdscope.proxy.terminate import Termination, TlsTerminator
 from nbdscope.spec import COMMANDS
 
 MADE_UP_CLIENT, MADE_UP_SERVER = "192.0.2.1", "192.0.2.2"  # documentation range: not a real host
@@ -145,7 +146,9 @@ class _Session:
         self.started = False
         self.held: deque[tuple[float, bytes]] = deque()  # --delay: client bytes waiting, in order
         self.decoder = Connection() if relay.delays else None  # --delay must know which requests pass
-        self.direct = self.rewriter is None and self.decoder is None  # bytes forwarded as received
+        # --tls-terminate: follows the handshake to upgrade both sides after STARTTLS (proxy/terminate.py)
+        self.terminator = TlsTerminator(self, relay.termination) if relay.termination is not None else None
+        self.direct = self.rewriter is None and self.decoder is None and self.terminator is None  # bytes as received
         self.done = asyncio.get_running_loop().create_future()
         self.early: list[bytes] = []  # client bytes that arrived before the upstream connection
 
@@ -224,6 +227,10 @@ class _Session:
         if target is None:
             return
         relay = self.relay
+        if self.terminator is not None:
+            if self.terminator.holding(direction, data):
+                return
+            self.terminator.before(direction, data)
         if direction == "s2c" and self.rewriter is not None:
             before = len(self.rewriter.changes)
             data = self.rewriter.feed(data)
@@ -236,10 +243,12 @@ class _Session:
             return
         if self.decoder is not None:
             self._forward_later(direction, data)
-            return
-        target.write(data)  # forward first: everything after this only watches
-        relay.stats.bytes[direction] += len(data)
-        relay.tap.data(self.conn, direction, time.time(), data)  # type: ignore[arg-type]
+        else:
+            target.write(data)  # forward first: everything after this only watches
+            relay.stats.bytes[direction] += len(data)
+            relay.tap.data(self.conn, direction, time.time(), data)  # type: ignore[arg-type]
+        if self.terminator is not None:
+            self.terminator.after()
 
     def forward_ring(self, direction: str, at: int, n: int) -> None:
         """Bytes received into the ring at ``at``: sent from there, then recorded."""
@@ -342,9 +351,10 @@ class _Session:
 class Relay:
     def __init__(self, listen: Address, upstream: Address, tap_fd: int, ring: Ring, *,
                  rewriter: Callable[[], FlagRewriter] | None = None, grace: float = 5.0,
-                 delays: dict[int, float] | None = None,
+                 delays: dict[int, float] | None = None, termination: Termination | None = None,
                  log: Callable[..., None] = print_log) -> None:
         self.listen, self.upstream = listen, upstream
+        self.termination = termination  # --tls-terminate
         self.delays = delays or {}  # command -> seconds to hold such requests before forwarding
         self.tap_fd, self.ring = tap_fd, ring
         self.tap: Tap  # made in start(): it needs the running loop

@@ -39,6 +39,7 @@ class RelayOptions:
     clear_mask: int = 0
     grace: float = 5.0
     delays: dict[int, float] | None = None
+    termination: Any = None  # proxy.terminate.Termination: --tls-terminate
 
 
 class RelayProcess:
@@ -126,7 +127,7 @@ def _relay_main(listen: Address, upstream: Address, options: RelayOptions, write
             relay.tap.log(line, time.time(), conn)
 
     relay = Relay(listen, upstream, write_fd, ring, rewriter=rewriter, grace=options.grace, delays=options.delays,
-                  log=log)
+                  termination=options.termination, log=log)
 
     async def main() -> None:
         stop, now = asyncio.Event(), asyncio.Event()

@@ -97,4 +97,10 @@ class RelayedCapture(Addon):
         out = bytearray(item.data)
         self.mask.zero(out, 0, key, start, len(out))
         self.mask.forget_before(key, start + len(out))
+        settled = decoder.settled(item.dir)
+        if settled is not None and settled < start + len(out):
+            # part of a TLS record the key log decrypts, not yet whole: it may be data, and this packet cannot
+            # wait, so its ciphertext is zeroed (docs/TLS.md)
+            cut = max(0, settled - start)
+            out[cut:] = bytes(len(out) - cut)
         return bytes(out)

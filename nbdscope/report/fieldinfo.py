@@ -173,7 +173,11 @@ _OWN: dict[type, dict[str, FieldInfo]] = {
         *_BLOCKS,
     ]),
     ev.TlsStart: {},
-    ev.TlsData: dict([_NBYTES]),
+    ev.TlsData: dict([
+        _NBYTES,
+        _f("decryption", "with a key log: decryption's new status (decrypted, no-key, undecryptable)", "choice"),
+        _f("detail", "with a key log: the TLS version and suite decrypted, or why not", "text"),
+    ]),
     ev.Request: dict([
         _COOKIE,
         _COMMAND,

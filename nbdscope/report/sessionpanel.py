@@ -65,6 +65,20 @@ def _proxy(s: Session, _: int) -> str | None:
                      for a, n in counts.items())
 
 
+def _tls(s: Session, _: int) -> str | None:
+    if not s.tls:
+        return None  # the row is shown only for sessions that used TLS
+    if s.tls_decryption is None:
+        return f"yes, {s.tls_bytes} encrypted bytes not decoded"
+    return f"{s.tls_summary()}; {s.tls_bytes} encrypted bytes"
+
+
+def _tls_screen(s: Session) -> str:
+    if not s.tls:
+        return ""
+    return f"   {s.tls_summary()}" if s.tls_decryption else "   TLS (encrypted after STARTTLS)"
+
+
 @dataclass(frozen=True, slots=True)
 class _Fact:
     report: tuple[str, Spell] | None = None
@@ -78,8 +92,8 @@ _FACTS: tuple[_Fact, ...] = (
                   if s.last_source in ("", s.source)
                   else f"{s.source} frame {s.first_frame} to {s.last_source} frame {s.last_frame}")),
     _Fact(report=("handshake", _handshake),
-          screen=("handshake", lambda s, _: s.handshake + ("   TLS (encrypted after STARTTLS)" if s.tls else ""))),
-    _Fact(report=("TLS", lambda s, _: f"yes, {s.tls_bytes} encrypted bytes not decoded" if s.tls else None)),
+          screen=("handshake", lambda s, _: s.handshake + _tls_screen(s))),
+    _Fact(report=("TLS", _tls)),
     _Fact(report=("export", lambda s, _: "name " + ("unknown" if s.export_name is None else repr(s.export_name))
                   + f", size {_size(s.size)}"),
           screen=("export", lambda s, _: "unknown" if s.export_name is None else repr(s.export_name))),

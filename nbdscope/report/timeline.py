@@ -162,7 +162,7 @@ _DESCRIBERS: dict[type, Callable[[Any], list[str]]] = {
     ev.ClientFlags: lambda e: ["flags=" + _flags(e, "flags")],
     ev.ExportNameReply: _export,
     ev.TransmissionStart: _transmission_start,
-    ev.TlsData: lambda e: [f"bytes={e.nbytes}"],
+    ev.TlsData: lambda e: [f"bytes={e.nbytes}"] if e.decryption is None else [e.decryption, repr(e.detail)],
     ev.Gap: lambda e: [f"bytes={e.nbytes}"],
     ev.Resync: lambda e: [f"skipped={e.skipped}"],
     ev.Malformed: lambda e: [e.message],

@@ -17,8 +17,9 @@ class Producer:
     """A pipeline run in the background. ``label`` says what it reads; ``live`` whether more can come."""
 
     def __init__(self, store: Store, source: pipeline.Source, extra: Sequence[Addon] = (), *,
-                 selection: Any = None) -> None:
+                 selection: Any = None, tls_keys: Any = None) -> None:
         self.store, self.source, self.extra = store, source, list(extra)
+        self.tls_keys = tls_keys  # nbdscope.tls.keylog.KeyLog or None (--tls-keylog)
         self.selection = selection  # nbdscope.selection.Selection or None
         self.label, self.live = source.label, source.live
         self.thread = threading.Thread(target=self._guarded, name=f"nbdscope-{type(source).__name__}", daemon=True)
@@ -46,7 +47,8 @@ class Producer:
 
     def _guarded(self) -> None:
         try:
-            result = self.result = pipeline.run(self.source, [self.store, *self.extra], selection=self.selection)
+            result = self.result = pipeline.run(self.source, [self.store, *self.extra], selection=self.selection,
+                                                tls_keys=self.tls_keys)
             for a in result.internal_errors():
                 self.store.add_notice(a.message)
             self.settle()
@@ -66,13 +68,13 @@ class Producer:
 
 
 def file_producer(store: Store, paths: Sequence[str], ports: Collection[int] = (), *,
-                  selection: Any = None) -> Producer:
-    return Producer(store, pipeline.FileSource(paths, ports), selection=selection)
+                  selection: Any = None, tls_keys: Any = None) -> Producer:
+    return Producer(store, pipeline.FileSource(paths, ports), selection=selection, tls_keys=tls_keys)
 
 
 def live_producer(store: Store, interface: str, ports: Collection[int] = (), bpf: str = "tcp",
-                  buffer_kib: int = 65536, *, selection: Any = None) -> Producer:
+                  buffer_kib: int = 65536, *, selection: Any = None, tls_keys: Any = None) -> Producer:
     """A live capture; tcpdump is started here, so a bad interface fails before the screen comes up."""
     source = pipeline.LiveSource(interface, ports, bpf=bpf, buffer_kib=buffer_kib, on_notice=store.add_notice)
     source.start()
-    return Producer(store, source, selection=selection)
+    return Producer(store, source, selection=selection, tls_keys=tls_keys)

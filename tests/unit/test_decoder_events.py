@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+from pathlib import Path
 
 import pytest
 
 from nbdscope.decoder import Connection
 from nbdscope.decoder import events as ev
 from nbdscope.decoder import state as st
+from nbdscope.tls.keylog import KeyLog
 from tests import nbdwire as w
 from tests.decoding import decode, items_of, script_items
 from tests.oracles import CAPTURES
+from tests.tlsforge import Forge, wrap
 from tests.wirescripts import go_handshake
 
 NAMES = sorted(p.name for p in CAPTURES.glob("*.pcap*"))
@@ -112,7 +115,18 @@ GARBLED = [w.greeting_newstyle() + b"\x00" * 3, w.request(0, 1, 0, 8)[:20] + w.r
            w.opt_reply(7, 1), w.chunk(4, 1, bytes(20), 1), w.greeting_oldstyle(1 << 20, 3)]
 
 
-def test_every_transition_the_handlers_reach_is_in_the_table(monkeypatch: pytest.MonkeyPatch) -> None:
+def _decrypt_and_give_up(tmp_path: Path) -> None:
+    """A forged TLS session decrypted with its key log (tests/tlsforge.py), then a damaged record."""
+    forge = Forge(0x1301)
+    (tmp_path / "keys.log").write_text(forge.keylog())
+    script = [("s2c", w.greeting_newstyle()), ("c2s", w.client_flags() + w.option(5)), ("s2c", w.opt_reply(5, 1))]
+    script += wrap(forge, go_handshake()[2:] + [("c2s", w.request(0, 1, 0, 8))]) + [("s2c", b"\x17\x03\x03\x00\x20" + bytes(32))]
+    conn = Connection(tls_keys=KeyLog(str(tmp_path / "keys.log")))
+    for frame, (d, data) in enumerate(script):
+        conn.feed(d, data, frame=frame, time=0.0)  # type: ignore[arg-type]
+
+
+def test_every_transition_the_handlers_reach_is_in_the_table(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     rec = Recorder(monkeypatch)
     for name in NAMES:
         decode(items_of(name))
@@ -135,6 +149,7 @@ def test_every_transition_the_handlers_reach_is_in_the_table(monkeypatch: pytest
                     conn.gap(d, 5, frame=frame, time=0.0)  # type: ignore[arg-type]
                     conn.feed(d, data, frame=frame, time=0.0)  # type: ignore[arg-type]
             conn.close("fin", frame=0, time=0.0)
+    _decrypt_and_give_up(tmp_path)
     assert rec.asked and not rec.missing()
     reached = {(d, what) for d, what, _ in rec.asked}
     assert {what for _, what in reached} == set(st.Input)  # the scripts exercise every input

@@ -40,6 +40,7 @@ from nbdscope.analysis.rules.replies import (
 from nbdscope.analysis.rules.request_fields import RequestFields  # commands
 from nbdscope.analysis.rules.requests import DisconnectProtocol, ReadRequest
 from nbdscope.analysis.rules.tls import TlsProtocol
+from nbdscope.analysis.rules.tls_decryption import TlsDecryption
 
 ALL_RULES: tuple[type[Rule], ...] = (
     CacheFlagMismatch, UnalignedExtent, SizeNotBlockMultiple, UnalignedRequest, RequestBeyondExport,
@@ -53,6 +54,7 @@ ALL_RULES: tuple[type[Rule], ...] = (
     RequestFields, AdvertisedRefused, WriteZeroesError,  # commands
     HandshakeOutcome,  # blame: why a handshake ended before transmission
     ProxyAction,  # blame: the proxy's own doing
+    TlsDecryption,  # tls: decryption with a key log that stopped part-way
 )
 
 CATALOGUE: tuple[RuleInfo, ...] = (*(cls.INFO for cls in ALL_RULES), INTERNAL_ERROR)

@@ -227,7 +227,7 @@ class PayloadTooLarge(Rule):
 
     def _hangup(self, session: Session, event: ev.ConnectionEnd) -> None:
         """The server closed first with requests in flight: was one the spec asks it to survive?"""
-        if event.soft or event.by != "s2c" or not session.reliable or session.tls:
+        if event.soft or event.by != "s2c" or not session.reliable or session.hidden:
             return
         for cookie, command, _frame in event.in_flight:
             flight = session.in_flight.get(cookie)

@@ -69,7 +69,7 @@ class ExtendedHeaders(Rule):
         if isinstance(event, ev.OptionReply):
             self._haggling(st, event)
             return
-        if session.handshake == "unknown" or session.tls or session.extended_headers is None:
+        if session.handshake == "unknown" or session.hidden or session.extended_headers is None:
             return
         if isinstance(event, ev.TransmissionStart):
             self._flags(session, event)

@@ -282,7 +282,7 @@ class HardDisconnect(Rule):
         return OTHER[side] in session.faults or side in self.excused.get(session.id, {})
 
     def _ended(self, session: Session, event: ev.ConnectionEnd) -> None:
-        if event.how == "end-of-capture" or session.proxy_closed or session.tls or session.lost_sync:
+        if event.how == "end-of-capture" or session.proxy_closed or session.hidden or session.lost_sync:
             return  # the capture or the proxy ended it; inside TLS or after lost bytes the close is not readable
         if not session.transmission:
             self._handshake_end(session, event)

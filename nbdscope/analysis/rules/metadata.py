@@ -111,7 +111,7 @@ class BlockStatus(Rule):
         if isinstance(event, ev.OptionRequest) and event.option == Opt.SET_META_CONTEXT:
             # a request the capture cut: its queries are not all known, so none are judged against
             m.set_export, m.queries = event.export_name, event.queries if event.lost is None else ()
-        elif isinstance(event, ev.OptionReply) and event.option in _META_OPTIONS and not session.tls:
+        elif isinstance(event, ev.OptionReply) and event.option in _META_OPTIONS and not session.hidden:
             self._option_reply(session, m, event)
         elif isinstance(event, ev.Request) and event.command == _STATUS:
             self._request(session, m, event)
@@ -219,7 +219,7 @@ class BlockStatus(Rule):
 
     def _ended(self, session: Session, event: ev.ConnectionEnd) -> None:
         self.meta.pop(session.id, None)
-        if event.soft or event.by != "s2c" or not session.reliable or session.tls:
+        if event.soft or event.by != "s2c" or not session.reliable or session.hidden:
             return
         for cookie, command, _frame in event.in_flight:
             flight = session.in_flight.get(cookie)

@@ -100,7 +100,7 @@ class ReplyKind(Rule):
     EVENTS = (ev.Request, ev.ReplyChunk)
 
     def message(self, session: Session, event: ev.Event) -> None:
-        if session.handshake == "unknown" or session.tls:
+        if session.handshake == "unknown" or session.hidden:
             return
         extended, structured = session.extended_headers, session.structured_replies
         # the header style under extended headers is extended-headers' to judge (compact requests, simple

@@ -131,6 +131,15 @@ class TlsProtocol(Rule):
                "the server cannot tell the client why it refuses (TLS required), and NO_ZEROES can be tampered with",
                "client: use NBD_OPT_GO when it offers STARTTLS",
                "NBD_OPT_EXPORT_NAME used by a client that sent NBD_OPT_STARTTLS in frame 8"),
+        _check("starttls-inside-tls-reply", ("forcedtls.2", "selectivetls.2"), "server answered a STARTTLS "
+               "sent inside TLS with something other than NBD_REP_ERR_INVALID (seen with a key log)",
+               "a client may try to start TLS inside TLS, or read the answer as a mode it is not",
+               "server: once TLS is up, answer NBD_OPT_STARTTLS with NBD_REP_ERR_INVALID",
+               "NBD_OPT_STARTTLS inside TLS answered with NBD_REP_ACK, not NBD_REP_ERR_INVALID", blame="server"),
+        _check("tls-reqd-inside-tls", ("forcedtls.9", "selectivetls.5"), "server answered NBD_REP_ERR_TLS_REQD "
+               "inside TLS (seen with a key log)", "the client can never satisfy the server: TLS is already up",
+               "server: once TLS is up, never answer NBD_REP_ERR_TLS_REQD",
+               "NBD_REP_ERR_TLS_REQD to NBD_OPT_GO although TLS is up since frame 10", blame="server"),
         _check("old-tls-version", ("tls-versions.5",), "the server chose a TLS version older than 1.2",
                "older TLS versions have known attacks", "server: offer TLS 1.2 or later only (GnuTLS/OpenSSL "
                "priority strings)", "ServerHello selects TLS version 0x0301, older than TLS 1.2"),
@@ -172,6 +181,12 @@ class TlsProtocol(Rule):
 
     def _request(self, session: Session, st: _State, event: ev.OptionRequest) -> None:
         st.pending.append(event)
+        if session.tls:  # decrypted with a key log: the haggling inside TLS
+            if event.option == Opt.STARTTLS:
+                acked = f" in frame {st.acked.frame}" if st.acked is not None else ""
+                self.flag(session, event, f"NBD_OPT_STARTTLS sent inside TLS (TLS began{acked})",
+                          check="starttls-twice")
+            return
         if st.starttls is not None:
             st.after_starttls.append(event)
         option = event.option
@@ -204,12 +219,26 @@ class TlsProtocol(Rule):
             st.pending.remove(request)
         if not event.solicited:
             return  # answered before the option arrived, or to nothing: the handshake rules say so
-        if event.option == Opt.STARTTLS:
+        if session.tls:
+            self._inside(session, st, event)
+        elif event.option == Opt.STARTTLS:
             self._starttls_reply(session, st, event, request)
         elif event.reply == Rep.ERR_TLS_REQD:
             self._tls_required(session, st, event, request)
         elif event.option not in _EXEMPT and event.reply != Rep.ERR_SHUTDOWN and not session.tls:
             self._answered(session, st, event)
+
+    def _inside(self, session: Session, st: _State, event: ev.OptionReply) -> None:
+        """An option reply inside TLS (decrypted with a key log)."""
+        since = f" since frame {st.acked.frame}" if st.acked is not None else ""
+        if event.reply == Rep.ERR_TLS_REQD:
+            self.flag(session, event, f"NBD_REP_ERR_TLS_REQD to {OPTIONS.name(event.option)} although TLS is up"
+                      f"{since}", check="tls-reqd-inside-tls", blame="server")
+        elif event.option == Opt.STARTTLS and event.reply != Rep.ERR_INVALID and (event.reply == Rep.ACK
+                                                                                 or is_rep_error(event.reply)):
+            self.flag(session, event, f"NBD_OPT_STARTTLS inside TLS answered with {REPLIES.name(event.reply)}, "
+                      "not NBD_REP_ERR_INVALID", check="starttls-inside-tls-reply", blame="server",
+                      reply=REPLIES.name(event.reply))
 
     def _starttls_reply(self, session: Session, st: _State, event: ev.OptionReply,
                         request: ev.OptionRequest | None) -> None:

@@ -27,6 +27,10 @@ Spans = dict[int, list[tuple[int, int]]]  # frame number -> [start, end) positio
 class PayloadSource(Protocol):
     def take_payload_ranges(self, direction: Direction) -> list[tuple[int, int]]: ...
 
+    def settled(self, direction: Direction) -> int | None:
+        """Where the ranges are known up to (None: every byte fed); short of it inside a TLS record that a key
+        log decrypts, which is known to hold data only once it is whole (decoder/decrypted.py)."""
+
 
 class DataMask:
     """Stream ranges to hide, per connection and direction, kept merged and sorted."""
@@ -107,6 +111,7 @@ class FrameRedaction:
         self.trace: list[Origin] = []
         self.mask = DataMask()
         self.fed: dict[StreamKey, int] = {}  # stream bytes the decoders have been given
+        self.known: dict[StreamKey, int] = {}  # short of ``fed`` while a decrypted TLS record is incomplete
         self.spans: Spans = {}
         self._done = 0  # trace entries resolved
 
@@ -120,6 +125,8 @@ class FrameRedaction:
             decoder = self.connection(item.conn)
             if decoder is not None:
                 self.mask.add(key, decoder.take_payload_ranges(item.dir))
+                settled = decoder.settled(item.dir)
+                self.known[key] = self.fed[key] if settled is None else min(settled, self.fed[key])
             if isinstance(item, StreamGap):
                 self.mask.add(key, [(before, before + n)])
             self._resolve(final=False)
@@ -145,7 +152,7 @@ class FrameRedaction:
         while i < len(trace):
             o = trace[i]
             key = (o.conn, o.dir)
-            if not final and o.offset >= 0 and o.offset + o.length > fed.get(key, 0):
+            if not final and o.offset >= 0 and o.offset + o.length > self.known.get(key, fed.get(key, 0)):
                 break  # its data ranges may not be known yet
             for a, b in self.mask.pieces(key, o.offset, o.length):
                 self.spans.setdefault(o.frame, []).append((o.pos + a, o.pos + b))
