@@ -503,6 +503,30 @@ cap_tls_psk() {
   capture_stop
 }
 
+# TLS 1.3 with a pre-shared key, and the key log the client wrote (SSLKEYLOGFILE, GnuTLS) shipped
+# beside it as an oracle, so the decrypted session can be decoded and compared with nbdkit's log.
+# The key and the secrets are made for this capture only.
+cap_tls13_keylog() {
+  local port=20014 keys=$TMP/keys.psk log=$ORACLES/tls13-keylog.nbdkit.log
+  run psktool -u alice -p "$keys"
+  nbdkit_cmd $port "$log" --tls=require --tls-psk="$keys" memory 1M
+  # (nbdsh -u refuses a URI naming a local file, so the script connects itself)
+  NBDSH_CMD=("$PY" -m nbd -c "h.set_uri_allow_local_file(True)"
+             -c "h.connect_uri('nbds://alice@127.0.0.1:$port/?tls-psk-file=$keys')" -c "$(cat <<'EOF'
+h.pwrite(b'T' * 8192, 4096)
+print('read', len(h.pread(4096, 8192)))
+h.zero(4096, 0)
+h.flush()
+h.shutdown()
+EOF
+)")
+  capture_start "$OUT" $port
+  server $port "${NBDKIT[@]}"
+  SSLKEYLOGFILE=$ORACLES/tls13-keylog.keys record "$ORACLES/tls13-keylog.nbdsh.txt" "${NBDSH_CMD[@]}"
+  stop "$SERVER"
+  capture_stop
+}
+
 # IPv6 (::1), written as pcapng by dumpcap.
 cap_ipv6() {
   local port=20010 log=$ORACLES/ipv6.nbdkit.log
@@ -558,6 +582,7 @@ CAPTURES=(
   "oldstyle-nbdkit pcap cap_oldstyle_nbdkit"
   "tls-psk pcap cap_tls_psk"
   "ipv6 pcapng cap_ipv6"
+  "tls13-keylog pcap cap_tls13_keylog"
   "linux-cooked-any pcap cap_linux_cooked_any"
 )
 

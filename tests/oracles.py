@@ -80,14 +80,20 @@ def analyze(*args: str) -> subprocess.CompletedProcess[str]:
                           timeout=120, cwd=ROOT)
 
 
+def keylog(capture: Path) -> tuple[str, ...]:
+    """``--tls-keylog`` with the key log its client wrote, for a TLS capture that ships one."""
+    keys = ORACLES / f"{capture.stem}.keys"
+    return ("--tls-keylog", str(keys)) if keys.exists() else ()
+
+
 def jsonl(capture: Path, *extra: str) -> list[dict]:
-    proc = analyze("--format", "jsonl", str(capture), *extra)
+    proc = analyze("--format", "jsonl", str(capture), *keylog(capture), *extra)
     assert proc.returncode == 0, proc.stderr
     return [json.loads(line) for line in proc.stdout.splitlines()]
 
 
 def report(capture: Path, *extra: str) -> dict:
-    proc = analyze("--format", "json", str(capture), *extra)
+    proc = analyze("--format", "json", str(capture), *keylog(capture), *extra)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
 

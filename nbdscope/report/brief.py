@@ -43,9 +43,13 @@ def _counts(findings: list[Anomaly]) -> str:
 def _outcome(s: Session) -> str:
     """How the session went, in a few words: the handshake's outcome when it never reached transmission,
     else how it ended."""
+    tls = ""
+    if s.tls:  # whether what follows STARTTLS was seen at all decides how far to trust the rest
+        tls = (s.tls_summary() or "TLS, encrypted (no --tls-keylog)") + "; "
     if s.outcome is not None:
-        return s.outcome.summary
-    return f"transmission, disconnect {s.disconnect}" if s.transmission else f"handshake, disconnect {s.disconnect}"
+        return tls + s.outcome.summary
+    return tls + (f"transmission, disconnect {s.disconnect}" if s.transmission
+                  else f"handshake, disconnect {s.disconnect}")
 
 
 def finding_lines(result: Result, findings: list[Anomaly], width: int, clock: Clock) -> list[str]:

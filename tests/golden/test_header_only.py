@@ -24,7 +24,9 @@ from nbdscope.decoder import events as ev
 from tests.cuts import covers
 from tests.oracles import CAPTURES
 
-ALL = sorted(p for p in CAPTURES.iterdir() if p.suffix in (".pcap", ".pcapng") and p.stem != "tls-psk")
+# (not the TLS captures: a record the snapshot length cut cannot be authenticated, so nothing after
+# STARTTLS has headers to keep)
+ALL = sorted(p for p in CAPTURES.iterdir() if p.suffix in (".pcap", ".pcapng") and not p.stem.startswith("tls"))
 SNAPS = (96, 128, 200)
 
 pytestmark = pytest.mark.skipif(shutil.which("editcap") is None, reason="needs editcap (wireshark-common)")
