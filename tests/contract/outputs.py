@@ -37,6 +37,15 @@ def lines(text: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines()]
 
 
+# the JSONL lines that are not a decoded message (docs/CONTRACT.md, "Recognising a line")
+NOT_MESSAGES = frozenset(("ANOMALY", "INPUT", "SESSION", "SESSION_UPDATE", "SESSION_END", "SUMMARY"))
+
+
+def messages(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The lines of decoded messages among JSONL lines."""
+    return [r for r in records if r["type"] not in NOT_MESSAGES]
+
+
 def proxy_jsonl(capture: Path) -> bytes:
     """The --jsonl file of a proxy that relayed this capture's connections: the proxy's tap reader gets
     the records the relay's tap would send (open, data, close), in capture order, and the pipeline
