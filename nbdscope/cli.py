@@ -13,6 +13,7 @@ from nbdscope import __version__
 from nbdscope.analysis.addons import Addon
 from nbdscope.analysis.anomaly import INTERNAL_ERROR, SEVERITY_RANK
 from nbdscope.analysis.engine import Result
+from nbdscope.cli_help import finish
 from nbdscope.cli_rules import RulesUsageError, add_rules_parser, add_selection_options, selection_of
 from nbdscope.report.clock import add_time_option
 
@@ -29,20 +30,24 @@ class UsageError(Exception):
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="nbdscope", description="Decode NBD traffic and judge it against the spec.")
     p.add_argument("--version", action="version", version=f"nbdscope {__version__}")
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                         help="what to do; `nbdscope COMMAND --help` describes each")
 
     a = sub.add_parser("analyze", help="decode pcap/pcapng files and print a report")
     a.add_argument("files", nargs="+", metavar="FILE",
                    help="capture file, or a directory of them; several are read as one capture (a rotating set), "
                         "in the order of their first timestamps")
-    a.add_argument("--format", choices=("text", "json", "jsonl"), default="text")
+    a.add_argument("--format", choices=("text", "json", "jsonl"), default="text",
+                   help="text: a panel per session, then the findings; json: one report object; jsonl: one line per "
+                        "message and finding, written as they are decoded (keys: docs/CONTRACT.md)")
     a.add_argument("--messages", action="store_true", help="text: print the decoded timeline too")
     a.add_argument("-Y", "--filter", metavar="EXPR", dest="display_filter",
                    help="show only the messages matching EXPR in the timeline (--messages, jsonl); findings are "
                         "still computed on every message (the language: docs/FILTER.md)")
     a.add_argument("--port", type=int, action="append", default=[], metavar="N",
                    help="extra TCP port to treat as NBD (repeatable)")
-    a.add_argument("--fail-on", choices=("error", "warning", "never"), default="never")
+    a.add_argument("--fail-on", choices=("error", "warning", "never"), default="never",
+                   help="exit 1 if a finding of at least this severity is reported (for CI)")
     a.add_argument("-o", "--output", metavar="FILE",
                    help="write the report here instead of stdout; a name ending in .pcapng instead gets the input "
                         "capture back with every anomaly as a packet comment (the report then goes to stdout)")
@@ -62,34 +67,38 @@ def _parser() -> argparse.ArgumentParser:
     add_selection_options(x)
 
     t = sub.add_parser("tui", help="terminal UI over capture files, a live interface or the proxy")
-    t.add_argument("files", nargs="*", metavar="FILE")
+    t.add_argument("files", nargs="*", metavar="FILE",
+                   help="capture file or directory to browse (as for analyze); or give -i, or --listen and --upstream")
     t.add_argument("--port", type=int, action="append", default=[], metavar="N",
                    help="extra TCP port to treat as NBD (repeatable)")
     t.add_argument("-i", "--interface", metavar="IFACE", help="capture live from this interface (tcpdump)")
-    t.add_argument("--filter", default="tcp", metavar="BPF", help="live: capture filter (default: tcp)")
+    t.add_argument("--filter", default="tcp", metavar="BPF", help="with -i: tcpdump capture filter")
     add_proxy_options(t, required=False)
     add_time_option(t)
     add_selection_options(t)
 
     lv = sub.add_parser("live", help="capture from a network interface and decode live")
-    lv.add_argument("-i", "--interface", required=True, metavar="IFACE")
+    lv.add_argument("-i", "--interface", required=True, metavar="IFACE",
+                    help="network interface to capture from (runs tcpdump: needs root or CAP_NET_RAW)")
     lv.add_argument("--port", type=int, action="append", default=[], metavar="N",
                     help="extra TCP port to treat as NBD (repeatable)")
-    lv.add_argument("--filter", default="tcp", metavar="BPF", help="capture filter (default: tcp)")
+    lv.add_argument("--filter", default="tcp", metavar="BPF", help="tcpdump capture filter")
     lv.add_argument("--buffer", type=int, default=65536, metavar="KIB", help="kernel capture buffer (tcpdump -B)")
-    lv.add_argument("--format", choices=("text", "jsonl"), default="text")
+    lv.add_argument("--format", choices=("text", "jsonl"), default="text",
+                    help="text: one line per message and finding; jsonl: the JSONL timeline of docs/CONTRACT.md")
     lv.add_argument("-Y", "--display-filter", metavar="EXPR", dest="display_filter",
                     help="show only the messages matching EXPR (findings are still computed on every message)")
     lv.add_argument("-o", "--output", metavar="FILE", help="write the timeline here instead of stdout")
     lv.add_argument("-w", "--write", metavar="FILE.pcapng",
                     help="also save every captured packet to this pcapng file (like tshark -w), to analyze later")
-    lv.add_argument("--fail-on", choices=("error", "warning", "never"), default="never")
+    lv.add_argument("--fail-on", choices=("error", "warning", "never"), default="never",
+                    help="exit 1 at the end if a finding of at least this severity was reported")
     lv.add_argument("--tui", action="store_true", help="show the traffic in the terminal UI")
     add_time_option(lv)
     add_selection_options(lv)
 
     add_rules_parser(sub)
-    return p
+    return finish(p)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,7 +18,9 @@ class RulesUsageError(Exception):
 def add_rules_parser(sub: Any) -> None:
     r = sub.add_parser("rules", help="list every rule and check, explain one, or show the requirement coverage")
     r.add_argument("id", nargs="?", metavar="ID[.CHECK]", help="explain this rule or check (like `ruff rule`)")
-    r.add_argument("--format", choices=("text", "json"), default="text")
+    r.add_argument("--format", choices=("text", "json"), default="text",
+                   help="text: a table, or markdown for one rule; json: one object "
+                        "(docs/schemas/: rules, rule-explain, coverage)")
     r.add_argument("--coverage", action="store_true",
                    help="the requirement table: totals per part and section, then every row")
 

@@ -112,7 +112,7 @@ def test_seed_capture_verbose_shows_handshake_flag_bits_and_expert(name: str) ->
 
 def test_plugin_takes_precedence_over_the_builtin_nbd_dissector() -> None:
     """No configuration needed in tshark 4.0: with the plugin loaded the built-in `nbd` dissector
-    decodes nothing, and --disable-protocol nbdscope gives it back (what the README says)."""
+    decodes nothing, and --disable-protocol nbdscope gives it back (what docs/PLUGIN.md says)."""
     for capture in PCAPS:
         assert tshark("-r", str(capture), "-Y", "nbd") == "", capture.name
     back = tshark("-r", str(CAPTURES / "oldstyle-nbdkit.pcap"), "--disable-protocol", "nbdscope", "-Y", "nbd")
@@ -120,7 +120,7 @@ def test_plugin_takes_precedence_over_the_builtin_nbd_dissector() -> None:
 
 
 def test_installed_by_one_copy_into_the_personal_plugins_folder(tmp_path: Path) -> None:
-    """The README's install line: copy the one file, nothing else (no -X option)."""
+    """docs/PLUGIN.md's install line: copy the one file, nothing else (no -X option)."""
     import os
     import shutil
     import subprocess

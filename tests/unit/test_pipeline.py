@@ -114,7 +114,7 @@ def test_every_command_runs_through_the_one_pipeline() -> None:
 
 
 def test_the_documented_example_output_works() -> None:
-    """docs/examples/slow_replies.py, the README's example of a new output, against the JSONL's latencies."""
+    """docs/examples/slow_replies.py, docs/ARCHITECTURE.md's example of a new output, against the JSONL's latencies."""
     import pathlib
 
     script = pathlib.Path(__file__).resolve().parents[2] / "docs" / "examples" / "slow_replies.py"

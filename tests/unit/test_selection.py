@@ -139,7 +139,7 @@ def test_ignore_and_select_on_a_shipped_capture_against_the_unfiltered_run() -> 
 
 
 def test_fio_keeps_fail_on_warning_useful_with_ignore(tmp_path: Path) -> None:
-    """The README's CI case: fio closes without NBD_CMD_DISC, which alone must not fail the job."""
+    """The CI case of docs/USAGE.md: fio closes without NBD_CMD_DISC, which alone must not fail the job."""
     assert nbdscope("analyze", "--no-config", str(FIO), "--fail-on", "warning").returncode == 1
     done = nbdscope("analyze", "--no-config", str(FIO), "--fail-on", "warning", "--ignore", "hard-disconnect")
     assert done.returncode == 0, done.stdout
