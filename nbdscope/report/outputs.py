@@ -86,7 +86,7 @@ class JsonlLines(_Timed):
             build = self.builders[cls] = json_builder(cls, self.several)
         engine: Engine = self.engine  # type: ignore[assignment]
         if self.several:
-            rec = build(session.id, event, engine.t0(), engine.input_of(session.source, event.frame, event.time))
+            rec = build(session.id, event, engine.t0(), self._source(session, event))
         else:
             rec = build(session.id, event, engine.t0())
         self.write(orjson.dumps(rec, option=orjson.OPT_APPEND_NEWLINE))
@@ -104,7 +104,14 @@ class JsonlLines(_Timed):
                 self._flush()
 
     def _source(self, session: Session, event: ev.Event) -> str | None:
-        return self.engine.input_of(session.source, event.frame, event.time) if self.several else None  # type: ignore[union-attr]
+        """The file holding the event's frame, in runs over several: the one being read, but for the closes
+        the end of the run makes, whose frame is the last the session had (engine.input_of finds its file)."""
+        if not self.several:
+            return None
+        engine: Engine = self.engine  # type: ignore[assignment]
+        if type(event) is ev.ConnectionEnd and event.how == "end-of-capture":
+            return engine.input_of(session.source, event.frame, event.time)
+        return engine.inputs[-1]
 
     def _turn(self, session: Session, event: ev.Event) -> None:
         """The session lines a message brings: the negotiated facts once the handshake is over (transmission
