@@ -17,7 +17,9 @@ from nbdscope.cli import main
 from nbdscope.proxy import tap
 from nbdscope.proxy.source import TapReader
 from nbdscope.report.outputs import JsonlLines
-from tests.oracles import CAPTURES
+from tests.oracles import CAPTURES, NOT_MESSAGES, messages
+
+__all__ = ["NOT_MESSAGES", "SHIPPED", "analyze", "lines", "messages", "proxy_jsonl"]
 
 SHIPPED = sorted(p for p in CAPTURES.iterdir() if p.suffix in (".pcap", ".pcapng"))
 
@@ -35,15 +37,6 @@ def analyze(capture: Path, *options: str) -> str:
 def lines(text: str) -> list[dict[str, Any]]:
     assert text.endswith("\n")
     return [json.loads(line) for line in text.splitlines()]
-
-
-# the JSONL lines that are not a decoded message (docs/CONTRACT.md, "Recognising a line")
-NOT_MESSAGES = frozenset(("ANOMALY", "INPUT", "SESSION", "SESSION_UPDATE", "SESSION_END", "SUMMARY"))
-
-
-def messages(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The lines of decoded messages among JSONL lines."""
-    return [r for r in records if r["type"] not in NOT_MESSAGES]
 
 
 def proxy_jsonl(capture: Path) -> bytes:

@@ -16,8 +16,7 @@ from nbdscope.capture import read_captures
 from nbdscope.cli import _exit_code
 from nbdscope.decoder import events as ev
 from nbdscope.report.outputs import JsonlLines
-from tests.contract.outputs import NOT_MESSAGES, messages
-from tests.oracles import CAPTURES
+from tests.oracles import CAPTURES, NOT_MESSAGES, messages
 
 FIO = CAPTURES / "fio-iodepth8.pcap"
 SEED = CAPTURES / "seed-unaligned-extent.pcap"
