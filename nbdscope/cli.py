@@ -240,7 +240,7 @@ def _analyze_addons(args: argparse.Namespace, stack: ExitStack, out: IO[str],
     timeline: outputs.JsonlLines | outputs.TimelineLines | None = None
     redaction = None
     if args.format == "jsonl":
-        timeline = outputs.JsonlLines(out)
+        timeline = outputs.JsonlLines(out, inputs=args.files)
     elif args.format == "text" and args.messages:
         timeline = outputs.TimelineLines(out)
     elif args.display_filter is not None:
