@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import time
+from typing import Any
 
 import pytest
 
@@ -62,16 +63,26 @@ def test_live_capture_decodes_what_nbdkit_saw(tmp_path) -> None:  # type: ignore
     again = subprocess.run([NBDSCOPE, "analyze", "--format", "jsonl", str(saved)], capture_output=True, text=True,
                            timeout=60)
     assert again.returncode == 0, again.stderr
-    # the same lines, but for the name of the input: "live" there, the saved file here
+    # the same lines at the same moments (epoch), but for the name of the input ("live" there, the saved file
+    # here) and the origin of relative times: the live source yields no TimeOrigin, so its times count from
+    # its first connection, the saved file's from its first packet (one constant apart)
     def unnamed(text: str) -> list[dict[str, object]]:
-        return [{k: v for k, v in json.loads(line).items() if k not in ("input", "inputs")} for line in text.splitlines()]
+        drop = ("input", "inputs", "time", "t0", "last")
+        return [{k: v for k, v in json.loads(line).items() if k not in drop} for line in text.splitlines()]
     assert unnamed(again.stdout) == unnamed(out.read_text())
+    shifts = {round(a["time"] - b["time"], 6) for a, b in zip(lines(again.stdout), lines(out.read_text()), strict=True)
+              if "time" in a}
+    assert max(shifts) - min(shifts) <= 1.5e-6
     if shutil.which("tshark"):
         frames = subprocess.run(["tshark", "-r", str(saved), "-T", "fields", "-e", "frame.number"],
                                 capture_output=True, text=True, timeout=60)
         assert frames.returncode == 0 and len(frames.stdout.split()) >= max(r.get("frame", 0) for r in records)
     summary = err.read_text().strip().splitlines()[-1]
     assert "1 sessions, 0 anomalies" in summary and "packets dropped by the kernel" in summary
+
+
+def lines(text: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in text.splitlines()]
 
 
 def test_live_tui_shows_a_session_as_it_happens(tmp_path) -> None:  # type: ignore[no-untyped-def]
