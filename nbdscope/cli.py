@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 from collections.abc import Callable
 from contextlib import ExitStack
 from typing import IO, TYPE_CHECKING, Any, BinaryIO
@@ -15,12 +16,14 @@ from nbdscope.analysis.anomaly import INTERNAL_ERROR, SEVERITY_RANK
 from nbdscope.analysis.engine import Result
 from nbdscope.cli_help import finish
 from nbdscope.cli_rules import RulesUsageError, add_rules_parser, add_selection_options, selection_of
-from nbdscope.report.clock import add_time_option
+from nbdscope.report.clock import TimeMode, add_time_option
+from nbdscope.report.wording import plural
 
 if TYPE_CHECKING:
     from nbdscope.capture.pcapio.redact import FrameRedaction
 
 EXIT_OK, EXIT_ANOMALY, EXIT_USAGE = 0, 1, 2
+SPOOL_IN_MEMORY = 8 << 20  # the --messages timeline is kept in memory up to this, then in a temporary file
 
 
 class UsageError(Exception):
@@ -40,7 +43,13 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--format", choices=("text", "json", "jsonl"), default="text",
                    help="text: a panel per session, then the findings; json: one report object; jsonl: one line per "
                         "message and finding, written as they are decoded (keys: docs/CONTRACT.md)")
-    a.add_argument("--messages", action="store_true", help="text: print the decoded timeline too")
+    a.add_argument("--messages", action="store_true",
+                   help="text: print the decoded timeline too, each finding marked on its message")
+    a.add_argument("--brief", action="store_true",
+                   help="text: one line per finding (frame, time, severity, rule.check, blame, session, message) "
+                        "and per session, then the totals")
+    a.add_argument("--bits", action="store_true",
+                   help="text: show flags bit by bit, set or not (default: only the set bits)")
     a.add_argument("-Y", "--filter", metavar="EXPR", dest="display_filter",
                    help="show only the messages matching EXPR in the timeline (--messages, jsonl); findings are "
                         "still computed on every message (the language: docs/FILTER.md)")
@@ -49,8 +58,10 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--fail-on", choices=("error", "warning", "never"), default="never",
                    help="exit 1 if a finding of at least this severity is reported (for CI)")
     a.add_argument("-o", "--output", metavar="FILE",
-                   help="write the report here instead of stdout; a name ending in .pcapng instead gets the input "
-                        "capture back with every anomaly as a packet comment (the report then goes to stdout)")
+                   help="write the report here instead of stdout; a name ending in .html/.htm gets the HTML report "
+                        "(sessions, findings explained, plots; docs/REPORTS.md); a name ending in .pcapng instead "
+                        "gets the input capture back with every anomaly as a packet comment (the report then goes "
+                        "to stdout)")
     a.add_argument("--redact", action="store_true",
                    help="with -o FILE.pcapng: zero read and write data in the written packets (headers kept)")
     a.add_argument("--verify-data", action="store_true",
@@ -88,7 +99,9 @@ def _parser() -> argparse.ArgumentParser:
                     help="text: one line per message and finding; jsonl: the JSONL timeline of docs/CONTRACT.md")
     lv.add_argument("-Y", "--display-filter", metavar="EXPR", dest="display_filter",
                     help="show only the messages matching EXPR (findings are still computed on every message)")
-    lv.add_argument("-o", "--output", metavar="FILE", help="write the timeline here instead of stdout")
+    lv.add_argument("-o", "--output", metavar="FILE",
+                    help="write the timeline here instead of stdout; a name ending in .html/.htm instead gets the "
+                         "HTML report (docs/REPORTS.md) when the capture stops")
     lv.add_argument("-w", "--write", metavar="FILE.pcapng",
                     help="also save every captured packet to this pcapng file (like tshark -w), to analyze later")
     lv.add_argument("--fail-on", choices=("error", "warning", "never"), default="never",
@@ -238,15 +251,22 @@ def _analyze_addons(args: argparse.Namespace, stack: ExitStack, out: IO[str],
 
     addons: list[Addon] = []
     timeline: outputs.JsonlLines | outputs.TimelineLines | None = None
+    spool: IO[str] | None = None
     redaction = None
     if args.format == "jsonl":
         timeline = outputs.JsonlLines(out, inputs=args.files)
     elif args.format == "text" and args.messages:
-        timeline = outputs.TimelineLines(out)
-    elif args.display_filter is not None:
-        raise UsageError("-Y filters the timeline: add --messages, or use --format jsonl")
+        # kept aside until the run ends, so that the report's heading and legend come first
+        spool = stack.enter_context(tempfile.SpooledTemporaryFile(SPOOL_IN_MEMORY, mode="w+", encoding="utf-8"))
+        timeline = outputs.TimelineLines(spool, findings=True, time=args.time, legend=False)
+    elif args.display_filter is not None and not (args.format == "text" and args.brief):
+        raise UsageError("-Y filters the timeline: add --messages or --brief, or use --format jsonl")
     if timeline is not None:
         addons.append(_filtered(timeline, args.display_filter))
+    shown = None
+    if args.format == "text" and args.brief and args.display_filter is not None:
+        shown = outputs.FindingsShown()  # --brief lists the findings of the messages -Y keeps
+        addons.append(_filtered(shown, args.display_filter))
     if annotate:
         try:
             annotated = stack.enter_context(open(args.output, "wb"))
@@ -254,11 +274,25 @@ def _analyze_addons(args: argparse.Namespace, stack: ExitStack, out: IO[str],
             raise UsageError(f"{args.output}: cannot write: {exc.strerror}") from None
         redaction = AnnotatedCapture.new_redaction() if args.redact else None
         addons.append(AnnotatedCapture(args.files[0], annotated, redaction))
-    if args.format == "json":
+    if _html_output(args):
+        from nbdscope.report.html import HtmlReport
+
+        addons.append(HtmlReport(out, args.files, selection))
+    elif args.format == "json":
         addons.append(outputs.JsonReport(out, args.files, selection))
     elif args.format == "text":
-        addons.append(outputs.TextReport(out, args.files, selection))
+        addons.append(outputs.TextReport(out, args.files, selection, timeline=spool, brief=args.brief,
+                                         bits=args.bits, time=args.time, shown=shown))
     return addons, redaction
+
+
+def _html_output(args: argparse.Namespace) -> bool:
+    """Whether -o names an HTML report (FILE.html, FILE.htm), which takes the text report's place."""
+    if args.output is None or not args.output.lower().endswith((".html", ".htm")):
+        return False
+    if args.format != "text" or args.messages:
+        raise UsageError(f"{args.output}: the HTML report replaces the text report; drop --format/--messages")
+    return True
 
 
 def _filtered(writer: Any, expr: str | None) -> Addon:
@@ -301,7 +335,7 @@ def proxy(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     plan.selection = selection_of(args)
     if args.tui:
-        return _run_tui(lambda store, stack: _proxy_producer(plan, store, stack))
+        return _run_tui(lambda store, stack: _proxy_producer(plan, store, stack), time_mode=args.time)
     try:
         return run_proxy(plan)
     except OSError as exc:
@@ -317,7 +351,7 @@ def _proxy_producer(plan: Any, store: Any, stack: ExitStack) -> Any:
         raise UsageError(f"cannot listen on {exc.filename or plan.listen}: {exc.strerror or exc}") from None
 
 
-def _run_tui(make: Callable[[Any, ExitStack], Any]) -> int:
+def _run_tui(make: Callable[[Any, ExitStack], Any], time_mode: TimeMode = "rel") -> int:
     """Make the producer (so a bad address or interface fails here, in one line), then run the UI over it."""
     from nbdscope.tui.app import NbdscopeApp
     from nbdscope.tui.store import Store
@@ -329,11 +363,14 @@ def _run_tui(make: Callable[[Any, ExitStack], Any]) -> int:
         producer = make(store, stack)
         producer.start()
         try:
-            NbdscopeApp(store, producer).run()
+            NbdscopeApp(store, producer, time_mode=time_mode).run()
         finally:
             producer.stop()
     for text in store.notices:
         print(f"nbdscope: {text}", file=sys.stderr)
+    summary = producer.summary()  # the proxy's exit line, as the plain proxy prints it
+    if summary:
+        print(summary, file=sys.stderr)
     return EXIT_OK
 
 
@@ -346,10 +383,11 @@ def tui(args: argparse.Namespace) -> int:
     selection = selection_of(args)
     if args.files:
         args.files = _check_inputs(args.files)
-        return _run_tui(lambda store, stack: file_producer(store, args.files, args.port, selection=selection))
+        return _run_tui(lambda store, stack: file_producer(store, args.files, args.port, selection=selection),
+                        time_mode=args.time)
     if args.interface:
         return _run_tui(lambda store, stack: _live_producer(store, args.interface, args.port, args.filter, 65536,
-                                                            selection))
+                                                            selection), time_mode=args.time)
     from nbdscope.cli_proxy import ProxyPlan
 
     if not (args.listen and args.upstream):
@@ -359,7 +397,7 @@ def tui(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     plan.selection = selection
-    return _run_tui(lambda store, stack: _proxy_producer(plan, store, stack))
+    return _run_tui(lambda store, stack: _proxy_producer(plan, store, stack), time_mode=args.time)
 
 
 def _live_producer(store: Any, interface: str, ports: list[int], bpf: str, buffer_kib: int,
@@ -384,7 +422,7 @@ def live(args: argparse.Namespace) -> int:
     selection = selection_of(args)
     if args.tui:
         return _run_tui(lambda store, stack: _live_producer(store, args.interface, args.port, args.filter,
-                                                            args.buffer, selection))
+                                                            args.buffer, selection), time_mode=args.time)
     with ExitStack() as stack:
         save = _open_binary(stack, args.write) if args.write else None
         source = pipeline.LiveSource(args.interface, args.port, bpf=args.filter, buffer_kib=args.buffer,
@@ -398,13 +436,19 @@ def live(args: argparse.Namespace) -> int:
             signal.signal(sig, lambda *_: source.stop())
         print(f"nbdscope live: capturing on {args.interface} ({args.filter}); Ctrl-C stops", file=sys.stderr,
               flush=True)
-        out = _open_output(stack, args.output)
+        page = args.output if args.output and args.output.lower().endswith((".html", ".htm")) else None
+        out = _open_output(stack, None if page else args.output)
         addon: Addon = (outputs.JsonlLines(out, flush=True) if args.format == "jsonl"
-                        else outputs.TimelineLines(out, findings=True, flush=True))
-        result = pipeline.run(source, [_filtered(addon, args.display_filter)], selection=selection)
+                        else outputs.TimelineLines(out, findings=True, flush=True, time=args.time))
+        addons = [_filtered(addon, args.display_filter)]
+        if page is not None:  # the HTML report, written when the capture stops; the timeline stays on stdout
+            from nbdscope.report.html import HtmlReport
+
+            addons.append(HtmlReport(_open_output(stack, page), [source.label], selection))
+        result = pipeline.run(source, addons, selection=selection)
     silenced = f" ({sum(result.silenced.values())} silenced)" if result.silenced else ""
-    print(f"nbdscope live: {len(result.sessions)} sessions, {len(result.anomalies)} anomalies{silenced}, "
-          f"{source.dropped} packets dropped by the kernel", file=sys.stderr, flush=True)
+    print(f"nbdscope live: {plural(len(result.sessions), 'session')}, {plural(len(result.anomalies), 'anomaly')}"
+          f"{silenced}, {plural(source.dropped, 'packet')} dropped by the kernel", file=sys.stderr, flush=True)
     _report_failures(result)
     return _exit_code(args.fail_on, result)
 

@@ -47,6 +47,7 @@ class ProxyPlan:
     redact: bool
     quiet: bool
     selection: Any = None  # nbdscope.selection.Selection: which findings are reported (--select/--ignore)
+    time: str = "rel"  # --time: the base of the console's times
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> ProxyPlan:
@@ -58,7 +59,7 @@ class ProxyPlan:
         options = RelayOptions(parse_bits(args.set_flags), parse_bits(args.clear_flags), args.grace,
                                parse_delays(args.delay))
         return cls(parse_address(args.listen), parse_address(args.upstream), options, args.jsonl, args.pcapng,
-                   args.redact, args.quiet)
+                   args.redact, args.quiet, time=getattr(args, "time", "rel"))
 
     def outputs(self, stack: ExitStack, console: IO[str] | None) -> tuple[list[Addon], list[IO[Any]]]:
         """The output addons and the files to flush on the proxy's timer (opened here: OSError if one cannot be)."""
@@ -68,7 +69,7 @@ class ProxyPlan:
         addons: list[Addon] = []
         files: list[IO[Any]] = []
         if console is not None:
-            addons.append(outputs.TimelineLines(console, findings=True, messages=not self.quiet))
+            addons.append(outputs.TimelineLines(console, findings=True, messages=not self.quiet, time=self.time))
             files.append(console)
         if self.jsonl:
             f = stack.enter_context(open(self.jsonl, "wb", buffering=JSONL_BUFFER))
@@ -113,7 +114,7 @@ def run_proxy(plan: ProxyPlan) -> int:
         source.on_idle = _flusher(files)
         result = pipeline.run(source, addons, selection=plan.selection)
         source.on_idle()
-    print(source.summary(len(result.sessions), len(result.anomalies)), file=sys.stderr, flush=True)
+    print(source.summary(result), file=sys.stderr, flush=True)
     for a in result.internal_errors():
         print(f"nbdscope: internal error: {a.message}", file=sys.stderr)
     return 0 if source.relay.status == 0 else 2

@@ -6,6 +6,7 @@ set -euo pipefail
 PACKAGES=(
   tshark tcpdump nbdkit qemu-utils libnbd-bin python3-libnbd nbd-server fio
   gnutls-bin iproute2 tmux python3-venv ethtool
+  chromium  # renders the HTML report in its tests (tests/unit/test_html_render.py)
 )
 
 missing=()

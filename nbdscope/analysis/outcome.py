@@ -83,9 +83,9 @@ class HandshakeLog:
             elif e.reply == Rep.SERVER and e.option == Opt.LIST:
                 self.listed.append(e.name or "")
 
-    def outcome(self, end: ev.ConnectionEnd, tls: bool, lost: bool = False) -> Outcome:
+    def outcome(self, end: ev.ConnectionEnd, tls: bool, lost: bool = False, proxy: bool = False) -> Outcome:
         """The outcome once the connection ended in the handshake (``tls``: it went on encrypted; ``lost``:
-        the capture lost framing, so what was said is not all known)."""
+        the capture lost framing, so what was said is not all known; ``proxy``: the nbdscope proxy closed it)."""
         tail = ""
         if self.aborted:
             tail = "; the client then aborted (NBD_OPT_ABORT" + (", acknowledged)" if self.abort_acked else ")")
@@ -126,7 +126,8 @@ class HandshakeLog:
                            (", acknowledged)" if self.abort_acked else ")"), **flags)
         if end.how == "end-of-capture":
             return Outcome("capture-ended", "the capture ended during the handshake", **flags)
-        who = {"c2s": "the client", "s2c": "the server"}.get(end.by or "", "one side")
+        sides = {"c2s": "the client", "s2c": "the server"}
+        who = "the nbdscope proxy" if proxy else sides.get(end.by or "", "one side")
         pending = f" while {OPTIONS.name(self.last_option)} was its last option" if self.last_option else ""
         return Outcome("closed", f"{who} closed the connection during the handshake{pending}", **flags)
 

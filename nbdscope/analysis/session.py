@@ -160,7 +160,7 @@ class Session:
         elif e.how != "end-of-capture":
             self.disconnect = "hard"
         if not self.transmission:
-            self.outcome = self.handshake_log.outcome(e, self.tls, lost=bool(self.lost_sync))
+            self.outcome = self.handshake_log.outcome(e, self.tls, lost=bool(self.lost_sync), proxy=self.proxy_closed)
 
     def noted(self, blame: str, severity: str, frame: int, check: str) -> None:
         """A finding was reported about this session (the rule base calls this)."""

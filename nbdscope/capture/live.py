@@ -23,7 +23,7 @@ from nbdscope.capture.pcapio.read import CaptureError, Packet, PcapHeader, pcap_
 from nbdscope.capture.pcapio.write import PcapngWriter
 from nbdscope.capture.pipes import grow_pipe
 from nbdscope.capture.processes import stop_process
-from nbdscope.vocab import CaptureProblem, StreamItem
+from nbdscope.vocab import CaptureProblem, StreamItem, TimeOrigin
 
 STATS_EVERY = 2.0  # seconds between drop-counter queries
 START_TIMEOUT = 10.0
@@ -173,6 +173,8 @@ class LiveCapture:
                 yield from self._saving(stream, pipe, problems, self.save)
             else:
                 for number, ts, linktype, data in pcap_frames("live", pipe, problems, False):
+                    if number == 1:  # relative times count from the first packet captured, as in the saved file
+                        yield TimeOrigin("live", ts)
                     items = stream.feed_packet(ts, linktype, data, number)
                     if items:
                         yield from items
@@ -197,6 +199,8 @@ class LiveCapture:
             elif isinstance(rec, Packet):
                 writer.packet(0, rec.ticks, rec.data, rec.wirelen)
                 writer.flush()
+                if rec.number == 1:
+                    yield TimeOrigin("live", rec.time)
                 items = stream.feed_packet(rec.time, rec.linktype, rec.data, rec.number)  # type: ignore[arg-type]  # a view
                 if items:
                     yield from items

@@ -164,7 +164,7 @@ def compile(expr: str, t0: Callable[[], float] | None = None) -> Predicate:
     """The predicate `pred(session, event, findings) -> bool` for a filter expression.
 
     `findings` are the anomalies attached to that message (possibly none); `t0` gives the
-    time `time=` counts seconds from (the view's first message; default 0, i.e. capture
+    time `time=` counts seconds from (the input's first packet; default 0, i.e. capture
     timestamps). An empty expression matches everything. Raises FilterError."""
     if not expr.strip():
         return _everything

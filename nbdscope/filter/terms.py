@@ -157,7 +157,7 @@ FIELDS: tuple[Field, ...] = (
                 "else its request's; of options, TLS data and gaps, their bytes", "length>65536", lambda c: length),
     MatchField("range", (), "the bytes the message covers overlap the range", "range=1M..2M", V.RANGE, _overlaps),
     NumberField("frame", (), "the capture frame the message ends in", "frame=120..180", lambda c: lambda e: e.frame),
-    NumberField("time", (), "seconds since the first message", "time>2.5", lambda c: lambda e: e.time - c.t0()),
+    NumberField("time", (), "seconds since the first packet", "time>2.5", lambda c: lambda e: e.time - c.t0()),
     NumberField("latency", (), "reply latency in microseconds, on the message that completes a reply",
                 "latency>1000", lambda c: latency),
     MatchField("error", (), "replies with that error; error=any is the word errors", "error=EINVAL",

@@ -41,6 +41,11 @@ def _ipv4(host: object) -> str | None:
         return None
 
 
+def print_log(line: str, conn: int | None = None) -> None:
+    """Where the relay's log goes when nothing else was given: stderr (the watcher names sessions better)."""
+    print(f"proxy: connection {conn}: {line}" if conn is not None else f"proxy: {line}", file=sys.stderr, flush=True)
+
+
 @dataclass
 class RelayStats:
     sessions: int = 0
@@ -168,7 +173,7 @@ class _Session:
         except OSError as exc:
             relay.stats.upstream_failures += 1
             why = exc.strerror or str(exc)
-            relay.log(f"proxy: upstream {relay.upstream} refused session {self.conn}: {why}")
+            relay.log(f"upstream {relay.upstream} refused the connection: {why}", self.conn)
             if not self.finished:
                 relay.tap.action(self.conn, "s2c", time.time(), "upstream-failed",
                                  f"nbdscope proxy could not connect to the upstream {relay.upstream} ({why}) and "
@@ -222,10 +227,9 @@ class _Session:
         if direction == "s2c" and self.rewriter is not None:
             before = len(self.rewriter.changes)
             data = self.rewriter.feed(data)
-            for old, new in self.rewriter.changes[before:]:
-                if old != new:
-                    note = f"nbdscope proxy rewrote transmission flags {old:#06x} -> {new:#06x}"
-                    relay.log(f"proxy: session {self.conn}: {note}")
+            for old, new, where in self.rewriter.changes[before:]:
+                if old != new:  # one finding (proxy-action) says it; a log line too would say it twice
+                    note = f"nbdscope proxy rewrote transmission flags {old:#06x} -> {new:#06x} in {where}"
                     relay.tap.action(self.conn, "s2c", time.time(), "rewrite-flags", note,
                                      {"sent": old, "forwarded": new})
         if not data:
@@ -339,7 +343,7 @@ class Relay:
     def __init__(self, listen: Address, upstream: Address, tap_fd: int, ring: Ring, *,
                  rewriter: Callable[[], FlagRewriter] | None = None, grace: float = 5.0,
                  delays: dict[int, float] | None = None,
-                 log: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True)) -> None:
+                 log: Callable[..., None] = print_log) -> None:
         self.listen, self.upstream = listen, upstream
         self.delays = delays or {}  # command -> seconds to hold such requests before forwarding
         self.tap_fd, self.ring = tap_fd, ring
@@ -347,7 +351,7 @@ class Relay:
         self.throttled = False
         self.make_rewriter = rewriter
         self.grace = grace
-        self.log = log
+        self.log = log  # (line) or (line, connection) for a line about one connection
         self.stats = RelayStats()
         self.sessions: set[_Session] = set()
         self.tasks: set[asyncio.Future[Any]] = set()
@@ -382,22 +386,26 @@ class Relay:
         self.tasks.add(future)
         future.add_done_callback(self.tasks.discard)
 
-    async def stop(self) -> None:
-        """Stop accepting, let open sessions finish for the grace period, then close them."""
+    async def stop(self, now: asyncio.Event | None = None) -> None:
+        """Stop accepting, let open sessions finish for the grace period, then close them; once
+        ``now`` is set (a second Ctrl-C, or the terminal UI quitting), close them without waiting more."""
         if self.server is not None:
             self.server.close()
             await self.server.wait_closed()
-        pending = [s.done for s in self.sessions]
-        if pending:
-            _, late = await asyncio.wait(pending, timeout=self.grace)
+        now = now or asyncio.Event()
+        if not now.is_set():
+            self._say_open()
+        forced = await self._wait_sessions(now)
+        if self.sessions:
+            why = (f"without waiting out the {self.grace:g} s grace period: asked to stop at once (a second Ctrl-C, "
+                   "or the terminal UI quitting)" if forced else f"after the {self.grace:g} s grace period (--grace)")
+            late = [s.done for s in self.sessions]
             for session in list(self.sessions):
                 if session.started and not session.finished:
                     self.tap.action(session.conn, "c2s", time.time(), "closed-at-shutdown",
-                                    f"nbdscope proxy closed this session at shutdown, after the {self.grace:g} s "
-                                    "grace period (--grace)")
+                                    f"nbdscope proxy closed this session at shutdown, {why}")
                 session.abort()
-            if late:
-                await asyncio.wait(late, timeout=self.grace)
+            await asyncio.wait(late, timeout=self.grace)
         if self.tasks:
             await asyncio.wait(self.tasks, timeout=self.grace)
         if self.listen.is_unix and self.listen.path:
@@ -408,6 +416,35 @@ class Relay:
         self.tap.end({"sessions": s.sessions, "bytes": s.bytes, "upstream_failures": s.upstream_failures,
                       "left_open": len(self.sessions), "left_tasks": len(others)}, time.time())
         await self.tap.drain(self.grace)
+
+    def _open_sessions(self) -> int:
+        return sum(1 for s in self.sessions if s.started and not s.finished)
+
+    def _say_open(self) -> None:
+        """At the first stop request: why the proxy does not end at once, and how to make it."""
+        n = self._open_sessions()
+        if n and self.grace > 0:
+            them = "it" if n == 1 else "them"
+            self.log(f"stopping: {n} session{'' if n == 1 else 's'} open; {them} get{'s' if n == 1 else ''} "
+                     f"{self.grace:g} s to finish (--grace); Ctrl-C again closes {them} now")
+
+    async def _wait_sessions(self, now: asyncio.Event) -> bool:
+        """Wait until every session has ended, the grace period is over or ``now`` is set; True for the last."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.grace
+        forced = asyncio.ensure_future(now.wait())
+        try:
+            while not now.is_set():
+                pending = [s.done for s in self.sessions if not s.done.done()]
+                left = deadline - loop.time()
+                if not pending or left <= 0:
+                    break
+                await asyncio.wait([*pending, forced], timeout=left, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            forced.cancel()  # and gone before the leftover tasks are counted
+            with contextlib.suppress(asyncio.CancelledError):
+                await forced
+        return now.is_set()
 
     def endpoints(self, conn: int, transport: asyncio.Transport) -> tuple[tuple[it.Endpoint, it.Endpoint],
                                                                            str | None]:

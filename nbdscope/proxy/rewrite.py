@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import struct
 
-from nbdscope.spec import COMMANDS, TRANSMISSION_FLAGS, Info, Opt, Rep
+from nbdscope.spec import COMMANDS, OPTIONS, TRANSMISSION_FLAGS, Info, Opt, Rep
 from nbdscope.spec import magics as M
 from nbdscope.spec.codes import OPTION_REPLY_HEADER
 
@@ -53,7 +53,9 @@ class FlagRewriter:
         self.set_mask, self.clear_mask = set_mask, clear_mask
         self.buf = bytearray()
         self.state = "greeting"
-        self.changes: list[tuple[int, int]] = []  # (advertised, forwarded)
+        # (advertised, forwarded, where): a client may see the flags twice (NBD_OPT_INFO, then NBD_OPT_GO),
+        # and two identical lines about one session would read as one rewrite logged twice
+        self.changes: list[tuple[int, int, str]] = []
 
     def feed(self, data: bytes) -> bytes:
         if self.state == "pass":
@@ -69,18 +71,18 @@ class FlagRewriter:
             self.buf.clear()
         return bytes(out)
 
-    def _patch(self, message: bytearray, at: int) -> None:
+    def _patch(self, message: bytearray, at: int, where: str) -> None:
         (old,) = struct.unpack_from(">H", message, at)
         new = (old | self.set_mask) & ~self.clear_mask & 0xFFFF
         if new != old:
             struct.pack_into(">H", message, at, new)
-        self.changes.append((old, new))
+        self.changes.append((old, new, where))
 
-    def _take(self, n: int, out: bytearray, patch_at: int | None = None) -> bool:
+    def _take(self, n: int, out: bytearray, patch_at: int | None = None, where: str = "") -> bool:
         message = self.buf[:n]
         del self.buf[:n]
         if patch_at is not None:
-            self._patch(message, patch_at)
+            self._patch(message, patch_at, where)
         out += message
         return True
 
@@ -96,7 +98,7 @@ class FlagRewriter:
             if len(buf) < 10:
                 return False
             self.state = "pass"
-            return self._take(10, out, patch_at=8)
+            return self._take(10, out, patch_at=8, where="the reply to NBD_OPT_EXPORT_NAME")
         return self._option_reply(out)
 
     def _greeting(self, out: bytearray) -> bool:
@@ -111,7 +113,8 @@ class FlagRewriter:
             if len(buf) < 28 + M.OLDSTYLE_ZEROES:
                 return False
             self.state = "pass"
-            return self._take(28 + M.OLDSTYLE_ZEROES, out, patch_at=26)  # low half of the 32-bit flags
+            # the low half of the 32-bit flags
+            return self._take(28 + M.OLDSTYLE_ZEROES, out, patch_at=26, where="the oldstyle greeting")
         if len(buf) < 18:
             return False
         self.state = "options"
@@ -132,4 +135,5 @@ class FlagRewriter:
             struct.unpack_from(">H", buf, OPTION_REPLY_HEADER)[0] == Info.EXPORT
         if reply == Rep.ACK and option in (Opt.GO, Opt.STARTTLS):
             self.state = "pass"
-        return self._take(OPTION_REPLY_HEADER + length, out, OPTION_REPLY_HEADER + 10 if is_export else None)
+        return self._take(OPTION_REPLY_HEADER + length, out, OPTION_REPLY_HEADER + 10 if is_export else None,
+                          f"NBD_INFO_EXPORT in the reply to {OPTIONS.name(option)}")

@@ -3,10 +3,11 @@
 ring and a pipe, so the two run on different cores and a slow output never delays a
 relayed byte.
 
-The child is forked before this process starts any thread or event loop. It stops
-on SIGTERM or SIGINT (after the grace period), and closing its end of the pipe
-tells the watcher that every record has arrived; so a SIGINT to this process (or
-Ctrl-C to both) ends with complete outputs. The TUI runs the same pipeline in a
+The child is forked before this process starts any thread or event loop. It ignores
+SIGINT (Ctrl-C reaches both processes; the watcher passes it on), stops on SIGTERM
+after the grace period, at once on a second SIGTERM or on SIGUSR1; closing its end
+of the pipe tells the watcher that every record has arrived, so a stop always ends
+with complete outputs. The TUI runs the same pipeline in a
 thread of its own."""
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nbdscope.proxy.addresses import Address
-from nbdscope.proxy.relay import Relay
+from nbdscope.proxy.relay import Relay, print_log
 from nbdscope.proxy.rewrite import FlagRewriter
 from nbdscope.proxy.tap import Ring
 
@@ -55,6 +56,9 @@ class RelayProcess:
             os.close(read_fd)
             os.close(ready_r)
             status = 2
+            # Ctrl-C reaches the whole process group: only the watcher's word counts (it sends SIGTERM),
+            # or one Ctrl-C would arrive twice and count as the second that closes sessions at once
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
             try:
                 _end_with(parent)
                 status = _relay_main(listen, upstream, options, write_fd, self.ring, ready_w)
@@ -75,10 +79,11 @@ class RelayProcess:
         os.close(self._ready)
         return None if line == "ok" else line or "the relay exited"
 
-    def stop(self) -> None:
+    def stop(self, now: bool = False) -> None:
+        """SIGTERM: stop after the grace period (a second one: at once); SIGUSR1: close every session now."""
         if self.status is None:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, signal.SIGTERM)
+                os.kill(self.pid, signal.SIGUSR1 if now else signal.SIGTERM)
 
     def wait(self) -> int:
         if self.status is None:
@@ -114,20 +119,28 @@ def _relay_main(listen: Address, upstream: Address, options: RelayOptions, write
     if options.set_mask or options.clear_mask:
         set_mask, clear_mask = options.set_mask, options.clear_mask
         rewriter = lambda: FlagRewriter(set_mask, clear_mask)  # noqa: E731
-    def log(line: str) -> None:  # through the watcher, which may be a terminal UI rather than stderr
+    def log(line: str, conn: int | None = None) -> None:  # through the watcher, which may be a terminal UI
         if relay.tap.broken:
-            print(line, file=sys.stderr, flush=True)
+            print_log(line, conn)
         else:
-            relay.tap.log(line, time.time())
+            relay.tap.log(line, time.time(), conn)
 
     relay = Relay(listen, upstream, write_fd, ring, rewriter=rewriter, grace=options.grace, delays=options.delays,
                   log=log)
 
     async def main() -> None:
-        stop = asyncio.Event()
+        stop, now = asyncio.Event(), asyncio.Event()
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+
+        def terminate() -> None:  # the first asks for a stop after the grace period, the next for one now
+            (now if stop.is_set() else stop).set()
+
+        def at_once() -> None:
+            stop.set()
+            now.set()
+
+        loop.add_signal_handler(signal.SIGTERM, terminate)
+        loop.add_signal_handler(signal.SIGUSR1, at_once)
         try:
             await relay.start()
         except OSError as exc:
@@ -136,7 +149,7 @@ def _relay_main(listen: Address, upstream: Address, options: RelayOptions, write
         os.write(ready_w, b"ok\n")
         os.close(ready_w)
         await stop.wait()
-        await relay.stop()
+        await relay.stop(now)
 
     runner: Callable[[Coroutine[Any, Any, None]], None]
     try:

@@ -13,8 +13,9 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nbdscope import vocab as it
 from nbdscope.capture.pcapio.synth import CLOSE_FRAMES, MAX_SEGMENT, OPEN_FRAMES
@@ -22,6 +23,9 @@ from nbdscope.proxy import tap
 from nbdscope.proxy.addresses import Address
 from nbdscope.proxy.run import FLUSH_EVERY, RelayOptions, RelayProcess
 from nbdscope.proxy.tap import DIRECTIONS
+
+if TYPE_CHECKING:
+    from nbdscope.analysis.engine import Result
 
 
 def _stderr(line: str) -> None:
@@ -38,6 +42,7 @@ class TapReader:
         self.frames = 0
         self._notes: dict[tuple[int, str], str] = {}
         self._open: set[int] = set()
+        self.names: dict[int, str] = {}  # connection -> session id, given as the engine gives them
 
     def items(self, records: Iterable[tap.Record]) -> Iterator[it.StreamItem]:
         for kind, direction, conn, time, payload in records:
@@ -47,6 +52,9 @@ class TapReader:
                 info = json.loads(bytes(payload))
                 client, server = it.Endpoint(*info["client"]), it.Endpoint(*info["server"])
                 self._open.add(conn)
+                # the engine names sessions s1, s2, ... in the order of their StreamOpen, and every
+                # connection here is one StreamOpen: so the relay's log can say what the console says
+                self.names[conn] = f"s{len(self.names) + 1}"
                 if info.get("comment"):  # before the open: a capture writer puts it on the SYN
                     yield it.StreamNote(conn, "c2s", info["comment"], self.frames + 1, time)
                 yield it.StreamOpen(conn, client, server, self.frames + 1, time, True, "proxy")
@@ -69,8 +77,16 @@ class TapReader:
                 self._notes[key] = f"{self._notes[key]}; {text}" if key in self._notes else text
             elif kind == tap.END:
                 self.totals = json.loads(bytes(payload))
-            elif kind == tap.LOG:
-                self.log(bytes(payload).decode("utf-8", "replace"))
+            elif kind in (tap.LOG, tap.SESSION_LOG):
+                self._log(conn if kind == tap.SESSION_LOG else None, payload)
+
+    def open_count(self) -> int:
+        return len(self._open)
+
+    def _log(self, conn: int | None, payload: memoryview) -> None:
+        """A line of the relay's log; one about a connection names it by its session id."""
+        text = bytes(payload).decode("utf-8", "replace")
+        self.log(f"proxy: {text}" if conn is None else f"proxy: {self.names.get(conn, f'connection {conn}')}: {text}")
 
     def _action(self, conn: int, direction: it.Direction, time: float, payload: memoryview) -> it.StreamNote:
         """Something the proxy did on purpose, as a note with its action (on the next frame)."""
@@ -100,6 +116,7 @@ class ProxySource:
         self.label = f"proxy {listen} → {upstream}"
         self.reader = TapReader(log)
         self.on_idle: Callable[[], None] = lambda: None  # called at least every FLUSH_EVERY seconds
+        self._stops = 0
 
     def wait_ready(self) -> str | None:
         """None once the relay listens; otherwise why it cannot (and the relay is gone)."""
@@ -111,8 +128,19 @@ class ProxySource:
         return problem
 
     def stop(self) -> None:
-        """The relay ends its sessions (grace period) and closes the pipe; ``items`` then drains it."""
-        self.relay.stop()
+        """The relay ends its sessions (grace period) and closes the pipe; ``items`` then drains it.
+        Asked again (a second Ctrl-C), it closes the sessions at once."""
+        self._stops += 1
+        self.relay.stop(now=self._stops > 1)
+
+    def open_sessions(self) -> int:
+        """Connections open as far as the records read so far tell."""
+        return self.reader.open_count()
+
+    def close_now(self) -> None:
+        """Stop, closing open sessions at once (the terminal UI quitting after the user said so)."""
+        self._stops += 1
+        self.relay.stop(now=True)
 
     def items(self) -> Iterator[it.StreamItem]:
         try:
@@ -123,10 +151,20 @@ class ProxySource:
             self.relay.wait()
             os.close(self.relay.fd)
 
-    def summary(self, sessions: int, anomalies: int) -> str:
+    def summary(self, result: Result) -> str:
+        """The line the proxy prints on exit, as a command or under the terminal UI."""
         t = self.reader.totals
         moved = t.get("bytes", {})
-        return (f"nbdscope proxy: {t.get('sessions', sessions)} sessions, {moved.get('c2s', 0)} bytes "
-                f"to the server, {moved.get('s2c', 0)} to clients, {anomalies} anomalies, "
-                f"{t.get('upstream_failures', 0)} upstream failures; at exit {t.get('left_open', 0)} sessions and "
-                f"{t.get('left_tasks', 0)} tasks were still open")
+        severities = Counter(a.severity for a in result.anomalies)
+        findings = ", ".join(f"{severities[s]:,} info" if s == "info" else _plural(severities[s], s)
+                             for s in ("error", "warning", "info"))
+        return (f"nbdscope proxy: {_plural(t.get('sessions', len(result.sessions)), 'session')}, "
+                f"{_plural(sum(s.messages for s in result.sessions), 'message')}, findings: {findings}; "
+                f"{moved.get('c2s', 0)} bytes to the server, {moved.get('s2c', 0)} to clients, "
+                f"{_plural(t.get('upstream_failures', 0), 'upstream failure')}; at exit "
+                f"{_plural(t.get('left_open', 0), 'session')} and {_plural(t.get('left_tasks', 0), 'task')} "
+                "were still open")
+
+
+def _plural(n: int, what: str) -> str:
+    return f"{n:,} {what}{'' if n == 1 else 's'}"

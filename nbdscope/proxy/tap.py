@@ -34,7 +34,7 @@ from nbdscope.capture.pipes import grow_pipe
 from nbdscope.vocab import Direction
 
 RECORD = struct.Struct("<BBIdIQ")
-OPEN, DATA, NOTE, CLOSE, END, LOG, ACTION = range(7)
+OPEN, DATA, NOTE, CLOSE, END, LOG, ACTION, SESSION_LOG = range(8)  # SESSION_LOG: a log line about one connection
 DIRECTIONS: tuple[Direction, Direction] = ("c2s", "s2c")
 DIR_CODE = {"c2s": 0, "s2c": 1}
 RING_SIZE = 64 << 20
@@ -152,9 +152,10 @@ class Tap:
         """``by`` closed first; ``reset``: with a reset rather than a FIN."""
         self._put(CLOSE, by, conn, time, b"rst" if reset else b"")
 
-    def log(self, line: str, time: float) -> None:
-        """A line of the relay's own log, shown where the watcher shows its own (console or UI)."""
-        self._put(LOG, "c2s", 0, time, line.encode())
+    def log(self, line: str, time: float, conn: int | None = None) -> None:
+        """A line of the relay's own log, shown where the watcher shows its own (console or UI); with
+        ``conn``, about that connection, which the watcher names by the session id the engine gives it."""
+        self._put(LOG if conn is None else SESSION_LOG, "c2s", conn or 0, time, line.encode())
 
     def end(self, totals: dict[str, Any], time: float) -> None:
         self._put(END, "c2s", 0, time, json.dumps(totals).encode())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, Any
 
@@ -17,16 +18,24 @@ import orjson
 from nbdscope import __version__
 from nbdscope.analysis.addons import Addon
 from nbdscope.decoder import events as ev
+from nbdscope.report.clock import Clock
 from nbdscope.report.facts import lean, session_line, session_object, summary_object
 from nbdscope.report.records import anomaly_json, input_json, json_builder, json_line
-from nbdscope.report.timeline import anomaly_line, message_line
+from nbdscope.report.timeline import (
+    anomaly_line,
+    finding_note,
+    legend_line,
+    mark,
+    message_line,
+    timeline_heading,
+)
 
 if TYPE_CHECKING:
     from nbdscope.analysis.anomaly import Anomaly
     from nbdscope.analysis.engine import Engine, Result
     from nbdscope.analysis.session import Session
     from nbdscope.selection import Selection
-    from nbdscope.vocab import InputStart
+    from nbdscope.vocab import InputStart, StreamItem
 
 def _writer(out: IO[str] | IO[bytes]) -> Callable[[bytes], Any]:
     """A function writing bytes to ``out``, whether it is a text or a binary file. A text file over a
@@ -164,31 +173,130 @@ class JsonlLines(_Timed):
 
 
 class TimelineLines(_Timed):
-    """The text timeline (``--messages``, the proxy's and live console): one line per message, and,
-    with ``findings``, one line per finding as it is found."""
+    """The text timeline (``--messages``, the live and proxy console): a column heading, one line per
+    message, and, with ``findings``, each finding as it is found: a mark in the margin of the message it
+    is about and an indented line under it, or a line of its own when it is about no message shown.
 
-    def __init__(self, out: IO[str], *, findings: bool = False, messages: bool = True, flush: bool = False) -> None:
+    A message line is held until its findings are in (the engine reports them while it dispatches the
+    message, so the line goes out when the stream item is done, or at the next message). With
+    ``legend`` a session's endpoints are written when it first appears (a streaming view cannot know
+    them sooner; the text report writes them once at the top instead). Times are on ``time``'s base
+    (report/clock.py), one Clock for the whole view."""
+
+    def __init__(self, out: IO[str], *, findings: bool = False, messages: bool = True, flush: bool = False,
+                 time: str = "rel", legend: bool = True) -> None:
         super().__init__()
         self.out, self.flush = out, flush
-        self.messages, self.findings = messages, findings
+        self.messages, self.findings, self.legend = messages, findings, legend
+        self.clock = Clock(time)
+        self.held: tuple[Session, ev.Event] | None = None
+        self.about: list[Anomaly] = []  # the held message's findings
+        self.after: list[Anomaly] = []  # findings about something else, reported meanwhile
+        self.headed = False
+        self.known: set[str] = set()  # sessions whose legend line is written
+
+    def _when(self, t: float) -> str:
+        if self.clock.origin is None and self.engine is not None:
+            self.clock.origin, self.clock.utc_offset = self.engine.t0(), self.engine.utc_offset
+        return self.clock.text(t)
 
     def message(self, session: Session, event: ev.Event) -> None:
         if self.messages:
-            self.out.write(message_line(session.id, event, self.engine.t0()) + "\n")  # type: ignore[union-attr]
-            if self.flush:
-                self.out.flush()
+            self.release()
+            self.held = (session, event)
 
     def wants(self, event_type: type[ev.Event], command: int | None) -> bool:
         return self.messages
 
+    def stream(self, item: StreamItem) -> None:
+        if self.held is not None:
+            self.release()
+
     def input(self, start: InputStart) -> None:
+        self.release()  # the held message's frame is in the file before
         if self.messages:
             self.out.write(f"-- {start.source} (frames from here on are this file's)\n")
 
     def finding(self, anomaly: Anomaly) -> None:
-        if self.findings:
-            self.out.write(anomaly_line(anomaly) + "\n")
+        if not self.findings:
+            return
+        held = self.held
+        if held is not None and anomaly.session == held[0].id and anomaly.frame == held[1].frame:
+            self.about.append(anomaly)
+        elif held is not None:
+            self.after.append(anomaly)
+        else:
+            self._write([self._alone(anomaly)], urgent=True)
+
+    def _alone(self, anomaly: Anomaly) -> str:
+        t0 = self.engine.t0() if self.engine is not None else 0.0
+        return anomaly_line(anomaly, self._when(anomaly.time + t0))
+
+    def release(self) -> None:
+        """Write the held message with its findings, and what was reported meanwhile."""
+        held, self.held = self.held, None
+        if held is None:
+            return
+        session, event = held
+        clock = self.clock
+        if clock.mode == "rel" and clock.origin is not None:  # the common case, a few microseconds less a line
+            when = f"{event.time - clock.origin:.6f}"
+        else:
+            when = self._when(event.time)
+        line = message_line(session.id, event, when, clock.width, mark(self.about) if self.about else " ")
+        if self.headed and not self.about and not self.after and (not self.legend or session.id in self.known):
+            self.out.write(line + "\n")
+            if self.flush:
+                self.out.flush()
+            return
+        lines: list[str] = []
+        if not self.headed:
+            self.headed = True
+            lines.append(timeline_heading(clock.heading, clock.width))
+        if self.legend and session.id not in self.known:
+            self.known.add(session.id)
+            lines.append(legend_line(session))
+        lines.append(line)
+        lines += [finding_note(a) for a in self.about]
+        lines += [self._alone(a) for a in self.after]
+        urgent = bool(self.about or self.after)
+        self.about, self.after = [], []
+        self._write(lines, urgent)
+
+    def _write(self, lines: list[str], urgent: bool = False) -> None:
+        """Findings go out at once (a console watcher waits for them); messages when asked to (``flush``)."""
+        self.out.write("\n".join(lines) + "\n")
+        if self.flush or urgent:
             self.out.flush()
+
+    def ending(self, sessions: list[Session]) -> None:
+        self.release()
+
+    def finished(self, result: Result) -> None:
+        self.release()
+
+
+class FindingsShown(_Timed):
+    """Behind ``-Y`` with ``--brief``: notes the findings about the messages the filter keeps (Filtered hands
+    a kept message over, then the findings reported meanwhile, then calls ``release``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last: tuple[str, int] | None = None  # the kept message whose findings are coming
+        self.kept: set[int] = set()  # id() of each finding kept (the run's result holds them all)
+
+    def message(self, session: Session, event: ev.Event) -> None:
+        self.last = (session.id, event.frame)
+
+    def finding(self, anomaly: Anomaly) -> None:
+        if self.last == (anomaly.session, anomaly.frame):
+            self.kept.add(id(anomaly))
+
+    def release(self) -> None:
+        self.last = None
+
+    def of(self, findings: list[Anomaly]) -> list[Anomaly]:
+        return [a for a in findings if id(a) in self.kept]
 
 
 def json_report(inputs: list[str], result: Result, selection: Selection | None = None,
@@ -228,18 +336,51 @@ class JsonReport(Addon):
 
 
 class TextReport(Addon):
-    """Writes the text report (sessions, findings, what was silenced) when the run ends."""
+    """Writes the text report (sessions, findings, what was silenced) when the run ends, at the width of
+    the terminal (``COLUMNS``; 80 for a pipe). ``timeline`` holds the ``--messages`` lines written
+    meanwhile, which go out after the report's heading; ``brief`` writes one line per finding and per
+    session instead (report/brief.py); ``bits`` shows flags bit by bit; ``time`` is the base of its times."""
 
-    def __init__(self, out: IO[str], inputs: list[str], selection: Selection | None = None) -> None:
+    def __init__(self, out: IO[str], inputs: list[str], selection: Selection | None = None, *,
+                 timeline: IO[str] | None = None, brief: bool = False, bits: bool = False,
+                 time: str = "rel", shown: FindingsShown | None = None) -> None:
         self.out, self.inputs, self.selection = out, inputs, selection
+        self.timeline, self.brief, self.bits, self.shown = timeline, brief, bits, shown
+        self.clock = Clock(time)
+        self.engine: Engine | None = None
+
+    def started(self, engine: Engine) -> None:
+        self.engine = engine
 
     def finished(self, result: Result) -> None:
         from rich.console import Console
 
-        from nbdscope.report.text import render
+        from nbdscope.report import brief, text
+        from nbdscope.report.wording import text_width
 
-        console = Console(file=self.out, width=None if self.out.isatty() else 140, highlight=False)
-        render(result, self.inputs, console, self.selection)
+        self.clock.origin = result.t0
+        self.clock.utc_offset = self.engine.utc_offset if self.engine is not None else None
+        width = text_width()
+        if self.brief:
+            if self.timeline is not None:
+                self.out.write(text.heading(result, self.inputs) + "\n")
+                self._timeline(result)
+            findings = self.shown.of(result.anomalies) if self.shown is not None else None
+            brief.render(result, self.out, width, self.clock, self.selection, findings)
+            return
+        console = Console(file=self.out, width=width, highlight=False)
+        text.render(result, self.inputs, console, self.selection, clock=self.clock, bits=self.bits,
+                    after_heading=(lambda: self._timeline(result)) if self.timeline is not None else None)
+
+    def _timeline(self, result: Result) -> None:
+        """The legend (every session once, all known by now), then the timeline lines kept meanwhile."""
+        assert self.timeline is not None
+        for session in result.sessions:
+            self.out.write(legend_line(session) + "\n")
+        self.timeline.seek(0)
+        shutil.copyfileobj(self.timeline, self.out)
+        self.out.write("\n")
+        self.out.flush()
 
 
 class Filtered(Addon):
@@ -303,3 +444,6 @@ class Filtered(Addon):
         for anomaly in self.queued:
             self.inner.finding(anomaly)
         self.about, self.queued = [], []
+        release = getattr(self.inner, "release", None)
+        if release is not None:  # the inner writer has every finding about the message: it may write it
+            release()

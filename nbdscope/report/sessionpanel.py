@@ -41,6 +41,14 @@ def _replies(s: Session, _: int) -> str:
     return {True: "structured", False: "simple only", None: "unknown"}[s.structured_replies]
 
 
+def _handshake(s: Session, _: int) -> str:
+    """The report's handshake row: its style and the replies it settled on (a row of its own each took
+    two lines a session, and the TLS row is shown only when TLS was used)."""
+    replies = {"extended headers": "extended headers", "structured": "structured replies",
+               "simple only": "simple replies only", "unknown": "replies unknown"}[_replies(s, _)]
+    return f"{s.handshake}, {replies}" + ("" if s.saw_start else "  (capture began mid-connection)")
+
+
 def _contexts(s: Session, between: str) -> str:
     return ", ".join(f"{k}{between}{v}" for k, v in sorted(s.meta_contexts.items()))
 
@@ -66,11 +74,12 @@ class _Fact:
 _FACTS: tuple[_Fact, ...] = (
     _Fact(report=("endpoints", lambda s, _: f"client {s.client}  ->  server {s.server}"),
           screen=("session", lambda s, _: f"{s.id}  {s.client} → {s.server}  ({s.source})")),
-    _Fact(report=("input", lambda s, _: f"{s.source} frames {s.first_frame}-{s.last_frame}" if not s.last_source
+    _Fact(report=("input", lambda s, _: f"{s.source} frames {s.first_frame}-{s.last_frame}"
+                  if s.last_source in ("", s.source)
                   else f"{s.source} frame {s.first_frame} to {s.last_source} frame {s.last_frame}")),
-    _Fact(report=("handshake", lambda s, _: s.handshake + ("" if s.saw_start else "  (capture began mid-connection)")),
+    _Fact(report=("handshake", _handshake),
           screen=("handshake", lambda s, _: s.handshake + ("   TLS (encrypted after STARTTLS)" if s.tls else ""))),
-    _Fact(report=("TLS", lambda s, _: f"yes, {s.tls_bytes} encrypted bytes not decoded" if s.tls else "no")),
+    _Fact(report=("TLS", lambda s, _: f"yes, {s.tls_bytes} encrypted bytes not decoded" if s.tls else None)),
     _Fact(report=("export", lambda s, _: "name " + ("unknown" if s.export_name is None else repr(s.export_name))
                   + f", size {_size(s.size)}"),
           screen=("export", lambda s, _: "unknown" if s.export_name is None else repr(s.export_name))),
@@ -80,7 +89,6 @@ _FACTS: tuple[_Fact, ...] = (
                   else "not advertised (spec defaults: minimum 1, maximum payload 32 MiB)"),
           screen=("block sizes", lambda s, _: f"min {s.min_block}  preferred {s.preferred_block}  "
                   f"max payload {s.max_payload}" if s.min_block is not None else "not announced")),
-    _Fact(report=("replies", _replies)),
     _Fact(screen=("structured replies", lambda s, _: _yes_no(s.structured_replies))),
     _Fact(screen=("extended headers", lambda s, _: _yes_no(s.extended_headers))),
     _Fact(report=("meta contexts", lambda s, _: _contexts(s, " = ") or None),

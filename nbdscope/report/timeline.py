@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from nbdscope.analysis.anomaly import Anomaly
+from nbdscope.analysis.session import Session
 from nbdscope.decoder import events as ev
 from nbdscope.report.fieldinfo import code_name, flag_table, type_name
 from nbdscope.spec.metacontexts import describe_status
@@ -185,13 +186,51 @@ def _details(e: ev.Event) -> list[str]:
     return out
 
 
-def anomaly_line(a: Anomaly) -> str:
-    """A finding as the console shows it beside the timeline: the check (or the rule, for a finding
-    made outside a check) and, at the end, the requirement rows it says were broken."""
+MARKS = {"error": "!", "warning": "?", "info": "*"}
+"""The margin mark of a message that carries findings: its worst finding's severity."""
+_RANK = {"info": 0, "warning": 1, "error": 2}
+NOTE_INDENT = " " * 8  # where the line under a marked message begins
+
+
+def anomaly_line(a: Anomaly, when: str | None = None) -> str:
+    """A finding on a line of its own (one about no message shown): the check (or the rule, for a finding
+    made outside a check), who is to blame, where, ``when`` (its time as the view writes it) and, at the
+    end, the requirement rows it says were broken."""
     reqs = f" [{', '.join(a.requirements)}]" if a.requirements else ""
-    return f"ANOMALY {a.severity} {a.check or a.rule} blame={a.blame} {a.session} frame {a.frame}: {a.message}{reqs}"
+    at = f" at {when}" if when is not None else ""
+    return (f"ANOMALY {a.severity} {a.check or a.rule} blame={a.blame} {a.session} frame {a.frame}{at}: "
+            f"{a.message}{reqs}")
 
 
-def message_line(session: str, e: ev.Event, t0: float) -> str:
+def finding_note(a: Anomaly) -> str:
+    """A finding as the indented line under the message it is about (session, frame and time are on that
+    message's line already)."""
+    reqs = f" [{', '.join(a.requirements)}]" if a.requirements else ""
+    return f"{NOTE_INDENT}{a.severity} {a.check or a.rule} blame={a.blame}: {a.message}{reqs}"
+
+
+def mark(findings: list[Anomaly]) -> str:
+    """The margin mark for a message carrying these findings (a space for none)."""
+    if not findings:
+        return " "
+    return MARKS[max((a.severity for a in findings), key=_RANK.__getitem__)]
+
+
+def legend_line(s: Session) -> str:
+    """Which connection a session id stands for: endpoints and, once negotiated, the export."""
+    export = f"  export {s.export_name!r}" if s.export_name is not None else ""
+    return f"{s.id:>4}  {s.client} -> {s.server}{export}"
+
+
+def timeline_heading(time_heading: str, time_width: int) -> str:
+    """The column titles of the timeline, laid out as message_line lays out its columns."""
+    return f"  {'sess':>4} {'frame':>7} {time_heading:>{time_width}} dir {'type':<30} details"
+
+
+def message_line(session: str, e: ev.Event, when: str, time_width: int = 11, marked: str = " ") -> str:
+    """One message: ``marked`` in the margin, then session, frame, ``when`` (its time as the view's clock
+    writes it), direction, type and details."""
     arrow = "->" if e.dir == "c2s" else "<-"
-    return f"{session:>4} {e.frame:>7} {e.time - t0:>11.6f} {arrow} {type_name(e):<30} {' '.join(_details(e))}"
+    details = " ".join(_details(e))
+    line = f"{marked} {session:>4} {e.frame:>7} {when.rjust(time_width)} {arrow}  {type_name(e):<30} {details}"
+    return line if details else line.rstrip()

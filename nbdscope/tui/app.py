@@ -8,10 +8,12 @@ from typing import ClassVar
 from textual.app import App
 from textual.binding import Binding, BindingType
 
+from nbdscope.report.clock import TimeMode
 from nbdscope.tui.detail import Palette
 from nbdscope.tui.screens import HelpScreen, MessagesScreen, OverviewScreen, _Base
 from nbdscope.tui.sources import Producer
 from nbdscope.tui.store import NO_ROW, Store
+from nbdscope.tui.times import describe, next_mode
 
 TICK = 0.25  # seconds between screen refreshes from the store
 GC_THRESHOLD = 50_000  # allocations between young-generation collections (Python's default: 700)
@@ -23,11 +25,15 @@ class NbdscopeApp(App[None]):
         Binding("q", "quit", "Quit"),
         Binding("question_mark", "help", "Help"),
         Binding("t", "toggle_theme", "Theme"),
+        Binding("v", "plots", "Plots"),
+        Binding("c", "cycle_time", "Time"),
     ]
 
-    def __init__(self, store: Store, source: Producer | None = None, *, title: str = "") -> None:
+    def __init__(self, store: Store, source: Producer | None = None, *, title: str = "",
+                 time_mode: TimeMode = "rel") -> None:
         super().__init__()
         self.store = store
+        self.time_mode: TimeMode = time_mode  # how every screen writes times (--time; c cycles it)
         self.source = source
         self.sub_title = title or (source.label if source else "")
         self.theme = "textual-dark"
@@ -63,9 +69,19 @@ class NbdscopeApp(App[None]):
         for text in new:
             self.notify(text, severity="warning", timeout=8)
 
+    async def action_quit(self) -> None:
+        """Quit; with clients connected through the proxy, only once the user says to close their sessions."""
+        from nbdscope.tui.confirm import ConfirmQuit
+
+        open_sessions = self.source.open_sessions() if self.source is not None else 0
+        if not open_sessions:
+            self.exit()
+        elif not isinstance(self.screen, ConfirmQuit):
+            self.push_screen(ConfirmQuit(open_sessions), lambda yes: self.exit() if yes else None)
+
     async def on_unmount(self) -> None:
         if self.source is not None:
-            self.source.stop()
+            self.source.stop(now=True)  # quitting was confirmed: open sessions close at once, not after --grace
 
     # ------------------------------------------------------------- helpers
 
@@ -108,6 +124,20 @@ class NbdscopeApp(App[None]):
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen())
+
+    def action_plots(self) -> None:
+        from nbdscope.tui.plots import PlotsScreen
+
+        if not isinstance(self.screen, PlotsScreen):
+            self.push_screen(PlotsScreen())
+
+    def action_cycle_time(self) -> None:
+        """rel → abs → delta → rel: every screen on the stack redraws its times."""
+        self.time_mode = next_mode(self.time_mode)
+        for screen in self.screen_stack:
+            if isinstance(screen, _Base) and screen.is_mounted:
+                screen.time_changed()
+        self.notify(f"times: {self.time_mode} ({describe(self.time_mode)})", timeout=3)
 
     def action_toggle_theme(self) -> None:
         self.theme = "textual-light" if self.theme == "textual-dark" else "textual-dark"

@@ -16,9 +16,11 @@ from nbdscope.filter.message import (
     offset,
     type_name,
 )
+from nbdscope.spec import ERRORS
+from nbdscope.vocab import Direction
 
-__all__ = ["command", "command_name", "cookie", "error", "fmt_latency", "is_error", "latency", "length", "offset",
-           "short_type", "type_name"]
+__all__ = ["command", "command_name", "cookie", "error", "error_name", "fmt_latency", "is_error", "latency", "length",
+           "offset", "short_type", "shown_direction", "type_name"]
 
 
 def short_type(e: ev.Event) -> str:
@@ -41,3 +43,17 @@ def fmt_latency(us: float | None) -> str:
     if us < 10_000_000:
         return f"{us / 1000:.1f}ms"
     return f"{us / 1e6:.1f}s"
+
+
+def shown_direction(e: ev.Event) -> Direction | None:
+    """The direction the views show: a message's own, but for CONNECTION_END the side that closed first
+    (the decoder files that event on the server's side whoever closed; None when the capture cannot tell)."""
+    if isinstance(e, ev.ConnectionEnd):
+        return e.by
+    return e.dir
+
+
+def error_name(e: ev.Event) -> str:
+    """A reply's NBD error without the family prefix (EINVAL), empty for success and other messages."""
+    code = error(e)
+    return ERRORS.name(code).removeprefix("NBD_") if code is not None else ""

@@ -15,11 +15,11 @@ __all__ = ["FilterError", "Predicate", "compile_filter"]
 
 def compile_filter(text: str) -> Predicate | None:
     """A predicate over (store, row), or None for an empty expression (everything).
-    `time=` counts from the first message of the store the row is in."""
+    `time=` counts from the first packet of the input the store's rows come from (the origin of every view)."""
     if not text.strip():
         return None
     current: list[Store] = []  # the store of the row being tested, for time=
-    pred = compile(text, t0=lambda: current[0].t0 or 0.0)
+    pred = compile(text, t0=lambda: current[0].t0)
     no_findings = ()
 
     def on_row(store: Store, row: int) -> bool:

@@ -27,6 +27,7 @@ from nbdscope.tui import fields as F
 from nbdscope.tui.filter import FilterError, Predicate, compile_filter
 from nbdscope.tui.store import NO_ROW, Store
 from nbdscope.tui.table import MessageTable
+from nbdscope.tui.times import moment
 from nbdscope.tui.widgets import FindingsTable, SessionsTable
 
 if TYPE_CHECKING:
@@ -49,6 +50,13 @@ class _Base(Screen[None]):
 
     def tick(self) -> None:
         """Called by the app a few times a second: pick up what the producer added."""
+
+    def time_changed(self) -> None:
+        """The time mode changed (the c key): write every time shown again."""
+
+    def moment(self, t: float, previous: float | None = None, short: bool = False) -> str:
+        """An absolute capture time in the app's time mode, from the run's origin (the first packet)."""
+        return moment(t, self.napp.time_mode, self.store.t0, self.store.utc_offset, previous=previous, short=short)
 
 
 class OverviewScreen(_Base):
@@ -78,6 +86,7 @@ class OverviewScreen(_Base):
         yield Footer()
 
     def on_mount(self) -> None:
+        self._shown_finding: int | None = None  # the finding shown in full below the lists
         self.tick()
         self.query_one(FindingsTable if self.store.findings else SessionsTable).focus()
 
@@ -109,11 +118,20 @@ class OverviewScreen(_Base):
     @on(DataTable.RowHighlighted, "#findings")
     def _finding_highlighted(self, event: DataTable.RowHighlighted) -> None:
         """The whole finding, wrapped, with any flags field it names bit by bit."""
-        index = self.query_one(FindingsTable).finding_index(event.row_key)
+        self._show_finding(self.query_one(FindingsTable).finding_index(event.row_key))
+
+    def _show_finding(self, index: int) -> None:
         with self.store.lock:
             finding = self.store.findings[index]
-        self.query_one("#finding-detail", Static).update(
-            D.finding_renderable(finding.anomaly, self.napp.palette()))
+        self._shown_finding = index
+        when = self.moment(self.store.t0 + finding.anomaly.time)
+        detail = D.finding_renderable(finding.anomaly, self.napp.palette(), when)
+        self.query_one("#finding-detail", Static).update(detail)
+
+    def time_changed(self) -> None:
+        self.query_one(FindingsTable).rebuild()
+        if self._shown_finding is not None:
+            self._show_finding(self._shown_finding)
 
     @on(DataTable.RowSelected, "#sessions")
     def _session(self, event: DataTable.RowSelected) -> None:
@@ -155,8 +173,10 @@ class MessagesScreen(_Base):
     DEFAULT_CSS = """
     MessagesScreen #bar { height: 1; }
     MessagesScreen #bar Label { padding: 0 1; color: $accent; text-style: bold; }
-    MessagesScreen Input { border: none; height: 1; padding: 0 1; }
-    MessagesScreen Input.-invalid { color: $error; }
+    MessagesScreen Input { padding: 0 1; }
+    MessagesScreen Input.-invalid { color: $text-error; }
+    MessagesScreen #filter-error { display: none; height: auto; max-height: 2; color: $text-error; }
+    MessagesScreen #filter-error.-shown { display: block; }
     MessagesScreen #status { height: 1; padding: 0 1; background: $boost; }
     MessagesScreen MessageTable { height: 1fr; min-height: 5; }
     MessagesScreen #lower { height: 50%; }
@@ -183,14 +203,16 @@ class MessagesScreen(_Base):
         self._detail_row = NO_ROW
         self._status_text = ""
         self._filtering = False  # a background pass over the stored rows is running
+        self.filter_error: FilterError | None = None  # what is wrong with the text in the bar, while it is
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="bar"):
             yield Label("filter")
             yield Input(value=self.filter_text, placeholder="e.g. cmd=read latency>1000, errors, anomalies, s2",
-                        id="filter")
-        yield Input(placeholder="search (same language; enter: next match, n/N later)", id="search")
-        yield MessageTable(self.store, id="table")
+                        id="filter", compact=True)  # one line, focused or not: the typed text stays in view
+        yield Static(id="filter-error")
+        yield Input(placeholder="search (same language; enter: next match, n/N later)", id="search", compact=True)
+        yield MessageTable(self.store, time_mode=self.napp.time_mode, id="table")
         with Horizontal(id="lower"):
             yield RichLog(id="detail-scroll", wrap=True, auto_scroll=False, min_width=20)
             yield RichLog(id="hex-scroll", wrap=False, auto_scroll=False, min_width=20)
@@ -215,10 +237,10 @@ class MessagesScreen(_Base):
         try:
             predicate = compile_filter(text)
         except FilterError as exc:
-            self.query_one("#filter", Input).add_class("-invalid")
+            self._show_filter_error(exc)
             self.notify(f"filter: {exc}", severity="error", timeout=4)
             return
-        self.query_one("#filter", Input).remove_class("-invalid")
+        self._show_filter_error(None)
         self.filter_text, self.predicate = text, predicate
         keep = self.pending_row if self.pending_row is not None else self.table.current_row
         if predicate is None:
@@ -291,11 +313,30 @@ class MessagesScreen(_Base):
                 self.table.grow(len(view))
         self._status()
 
+    def _show_filter_error(self, exc: FilterError | None) -> None:
+        """Say at once what is wrong with the bar's text, pointing at the column (a caret under it while the
+        whole text is in view), or take the message away once the text is valid."""
+        self.filter_error = exc
+        box, line = self.query_one("#filter", Input), self.query_one("#filter-error", Static)
+        box.set_class(exc is not None, "-invalid")
+        line.set_class(exc is not None, "-shown")
+        if exc is not None:
+            start = box.region.x - self.region.x + box.styles.padding.left
+            caret = " " * (start + exc.position) + "^ " if len(exc.expr) < box.content_region.width else ""
+            line.update(Text(f"{caret}{exc} (not applied)"))
+        self._status()
+
     def _status(self) -> None:
         shown = self.table.count
         total = len(self.store)
-        bits = [f"{shown:,} of {total:,} messages"]
-        if self.filter_text:
+        if self.filter_error is not None:  # the count below belongs to the filter still applied, not to the text
+            what = f"{shown:,} message{'' if shown == 1 else 's'}"
+            bits = [f"filter not applied (column {self.filter_error.position + 1})",
+                    f'the table still shows "{self.filter_text}": {what}' if self.filter_text
+                    else f"the table shows all {what}"]
+        else:
+            bits = [f"{shown:,} of {total:,} messages"]
+        if self.filter_text and self.filter_error is None:
             bits.append(f"filter: {self.filter_text}")
         if self.table.follow:
             bits.append("FOLLOWING")
@@ -315,10 +356,10 @@ class MessagesScreen(_Base):
             self._debounce = None
         try:
             compile_filter(event.value)
-        except FilterError:
-            self.query_one("#filter", Input).add_class("-invalid")
+        except FilterError as exc:
+            self._show_filter_error(exc)
             return
-        self.query_one("#filter", Input).remove_class("-invalid")
+        self._show_filter_error(None)
         if event.value != self.filter_text:
             self._debounce = self.set_timer(LIVE_FILTER_DELAY, lambda: self._apply(event.value))
 
@@ -378,13 +419,22 @@ class MessagesScreen(_Base):
 
     def _show_detail(self) -> None:
         self._detail_timer = None
-        pal = self.napp.palette()
-        for pane_id, render in (("#detail-scroll", D.message_renderable), ("#hex-scroll", D.hex_renderable)):
+        pal, row, table = self.napp.palette(), self._detail_row, self.table
+        index = table.index_of(row) if row != NO_ROW else 0
+        previous = self.store.events[table.row_at(index - 1)].time if index > 0 and table.count else None
+        panes = (("#detail-scroll", D.message_renderable(self.store, row, pal, self.napp.time_mode, previous)),
+                 ("#hex-scroll", D.hex_renderable(self.store, row, pal)))
+        for pane_id, renderable in panes:
             pane = self.query_one(pane_id, RichLog)
             pane.clear()
             if pane.display:
-                pane.write(render(self.store, self._detail_row, pal), scroll_end=False)
+                pane.write(renderable, scroll_end=False)
             pane.scroll_home(animate=False)
+
+    def time_changed(self) -> None:
+        self.table.set_time_mode(self.napp.time_mode)
+        self.query_one(FindingsTable).rebuild()
+        self.call_after_refresh(self._show_detail)
 
     def on_resize(self) -> None:
         self.call_after_refresh(self._show_detail)  # re-wrap the panes for the new width
@@ -529,6 +579,9 @@ class SummaryScreen(_Base):
         self._last = time.monotonic()
         self.refresh_summary()
 
+    def time_changed(self) -> None:
+        self.refresh_summary()
+
     def tick(self) -> None:
         """Live sources: redraw with what arrived, at most every SUMMARY_EVERY seconds."""
         if len(self.store) != self._seen and time.monotonic() - self._last >= SUMMARY_EVERY:
@@ -547,6 +600,9 @@ class SummaryScreen(_Base):
         info.add_column(overflow="fold")
         for k, v in panel.rows:
             info.add_row(k, v)
+        first, last = s.start_time, max(s.last_time, s.start_time)
+        info.add_row("started", self.moment(first))  # (delta: after the first packet)
+        info.add_row("last message", self.moment(last, previous=first))  # (delta: after the start)
         self.query_one("#negotiated", Static).update(
             Group(Text(f"Session {s.id}", style=f"bold {pal['accent']}"), info))
         if panel.flags_value is not None:
@@ -584,7 +640,8 @@ class SummaryScreen(_Base):
 HELP = """\
 # nbdscope — keys
 
-**Everywhere**: `?` this help · `q` quit · `t` dark/light theme · `escape` back · `tab` next pane
+**Everywhere**: `?` this help · `q` quit · `t` dark/light theme · `c` times: seconds since the first
+packet (rel), wall clock (abs, ISO 8601) or since the row above (delta) · `escape` back · `tab` next pane
 
 **Overview** (first screen): sessions on top, anomalies below.
 `enter` on an anomaly opens the message it is about; on a session, that session's messages.
@@ -596,6 +653,9 @@ and its reply · `]` / `[` next / previous anomalous row (marked `!` error or wa
 `x` hex pane · `s` session summary · `F` follow the newest message · `p` pause / resume the live view.
 
 **Summary**: negotiated features, flags bit by bit, command mix, throughput and latency sparklines.
+
+**Plots** (`v` on any screen): I/O map (offset against time, per export: `e` next export), latency over time
+and per command, request sizes, offset alignment, throughput; updated as a live source goes on.
 
 """ + help_markdown("## Filter language (filter bar and search)")
 

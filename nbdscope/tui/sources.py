@@ -22,19 +22,31 @@ class Producer:
         self.selection = selection  # nbdscope.selection.Selection or None
         self.label, self.live = source.label, source.live
         self.thread = threading.Thread(target=self._guarded, name=f"nbdscope-{type(source).__name__}", daemon=True)
+        self.result: pipeline.Result | None = None  # once the run has ended
 
     def start(self) -> None:
         self.thread.start()
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Ask the source to end and wait (bounded) for the run."""
-        self.source.stop()
+    def stop(self, timeout: float = 10.0, *, now: bool = False) -> None:
+        """Ask the source to end and wait (bounded) for the run; ``now``: a proxy closes its sessions at once."""
+        close_now = getattr(self.source, "close_now", None) if now else None
+        close_now() if close_now is not None else self.source.stop()
         if self.thread.is_alive():
             self.thread.join(timeout)
 
+    def open_sessions(self) -> int:
+        """Clients connected through a proxy source (0 for the others): quitting would close them."""
+        count = getattr(self.source, "open_sessions", None)
+        return int(count()) if count is not None and not self.store.done else 0
+
+    def summary(self) -> str | None:
+        """The line a proxy source prints on exit (the plain proxy's own), once the run has ended."""
+        line = getattr(self.source, "summary", None)
+        return line(self.result) if line is not None and self.result is not None else None
+
     def _guarded(self) -> None:
         try:
-            result = pipeline.run(self.source, [self.store, *self.extra], selection=self.selection)
+            result = self.result = pipeline.run(self.source, [self.store, *self.extra], selection=self.selection)
             for a in result.internal_errors():
                 self.store.add_notice(a.message)
             self.settle()

@@ -49,7 +49,6 @@ class Store(Addon):
     findings: list[Finding] = field(default_factory=list)
     problems: list[CaptureProblem] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)  # source status lines (capture drops, errors)
-    t0: float | None = None
     done: bool = False  # the source has ended (file read, proxy stopped)
     lock: threading.Lock = field(default_factory=threading.Lock)  # guards findings/notices lists for readers
     _session_index: dict[str, int] = field(default_factory=dict)
@@ -58,6 +57,8 @@ class Store(Addon):
     # session), so the row a finding or a reply names by frame is a bisection away
     _rows: list[array[int]] = field(default_factory=list)
     _frames: list[array[int]] = field(default_factory=list)
+    _engine: Engine | None = None
+    _first: float | None = None  # the first message's time: the origin of a store no engine started
 
     def __len__(self) -> int:
         return len(self.link)  # the array written last for a row: a row counted here is complete
@@ -65,14 +66,26 @@ class Store(Addon):
     # ------------------------------------------------------------ producer side
 
     def started(self, engine: Engine) -> None:
-        self.t0 = None  # times count from the run's first message
+        self._engine = engine  # its origin (the input's first packet) is the one every view counts from
+
+    @property
+    def t0(self) -> float:
+        """The moment relative times count from: the input's first packet, as in every other view."""
+        if self._engine is not None:
+            return self._engine.t0()
+        return self._first or 0.0
+
+    @property
+    def utc_offset(self) -> int | None:
+        """The capture's own zone (seconds east of UTC), when its header records one."""
+        return self._engine.utc_offset if self._engine is not None else None
 
     def message(self, session: Session, e: ev.Event) -> None:
         """Append one message, linked to its request (replies) by the request frame the decoder matched."""
         if isinstance(e, ev.PayloadData):
             return
-        if self.t0 is None:
-            self.t0 = e.time
+        if self._first is None:
+            self._first = e.time
         s = self._session_index.get(session.id)
         if s is None:
             s = self._session_index[session.id] = len(self.sessions)
@@ -139,11 +152,11 @@ class Store(Addon):
         return self._session_index.get(session_id)
 
     def rel_time(self, row: int) -> float:
-        return self.events[row].time - (self.t0 or 0.0)
+        return self.events[row].time - self.t0
 
     def findings_for(self, row: int) -> list[Finding]:
-        with self.lock:
-            return [f for f in self.findings if f.row == row]
+        """The findings on one row, in arrival order (from the per-row index: no scan of every finding)."""
+        return [Finding(a, row) for a in self.anomalies_at(row)]
 
     def anomalies_at(self, row: int) -> Sequence[Anomaly]:
         """The anomalies attached to a row, in arrival order (cheap: what a filter asks for every row)."""

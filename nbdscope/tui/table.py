@@ -13,28 +13,27 @@ from typing import ClassVar
 from rich.segment import Segment
 from rich.style import Style
 from textual.binding import Binding, BindingType
-from textual.geometry import Size
+from textual.geometry import Region, Size
 from textual.message import Message
 from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from nbdscope.decoder import events as ev
+from nbdscope.report.clock import TimeMode
 from nbdscope.tui import fields as F
+from nbdscope.tui import times as T
+from nbdscope.tui.columns import COLUMNS, Column, cell, fit
 from nbdscope.tui.store import NO_ROW, Store
 
 MARKS = ("", "i", "!", "!")  # by store mark: none, info, warning, error
 MARK_CLASSES = ("", "mtable--info", "mtable--warning", "mtable--error")
-
-
-def _fit(text: str, width: int, right: bool = False) -> str:
-    if len(text) > width:
-        return ("…" + text[-(width - 1):]) if right else (text[:width - 1] + "…")
-    return text.rjust(width) if right else text.ljust(width)
+WIDE_ABS = 140  # columns from which absolute times are written in full ISO 8601, date and offset included
 
 
 class MessageTable(ScrollView, can_focus=True):
-    """Time, direction, type, cookie, offset, length, latency and an anomaly mark per message."""
+    """An anomaly mark, frame, time, session, direction, type, error, offset, length, latency and cookie per
+    message, as many as the width holds (nbdscope.tui.columns)."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("up,k", "move(-1)", "Up", show=False),
@@ -71,9 +70,16 @@ class MessageTable(ScrollView, can_focus=True):
             self.table = table
             self.row = row  # store row, NO_ROW when the view is empty
 
-    def __init__(self, store: Store, **kwargs: object) -> None:
+    def __init__(self, store: Store, time_mode: TimeMode = "rel", **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.store = store
+        self.time_mode: TimeMode = time_mode
+        self._natural: dict[str, int] = {c.key: len(c.title) for c in COLUMNS}  # widest text seen per column
+        self._natural["time"] = len(T.heading(time_mode))
+        self._natural.update(mark=1, dir=1, latency=len("9999.9ms"))
+        self._layout: list[tuple[Column, int]] = []
+        self._frame_cells: dict[int, dict[str, str]] = {}  # the cells of the rows being drawn, by view index
+        self._short = False  # whether the last screen wrote absolute times as the time of day only
         self.view: array[int] | None = None  # None: every row of the store
         self.count = 0
         self.follow = False
@@ -214,22 +220,75 @@ class MessageTable(ScrollView, can_focus=True):
 
     # ---------------------------------------------------------------- drawing
 
-    def _widths(self, width: int) -> tuple[int, int, int]:
-        """Session, type and cookie column widths: the type column takes what is left, then the cookie."""
-        sess = max(3, max((len(s.id) for s in self.store.sessions), default=3))
-        fixed = 1 + 10 + sess + 1 + 12 + 9 + 8 + 8  # the other columns and the separating spaces
-        type_w = max(10, min(26, width - fixed - 8))
-        cookie_w = max(8, min(16, width - fixed - type_w))
-        return sess, type_w, cookie_w
+    def set_time_mode(self, mode: TimeMode) -> None:
+        self.time_mode = mode
+        self._natural["time"] = len(T.heading(mode, self._short))  # the new mode's texts are measured afresh
+        self.refresh()
+
+    def _time_text(self, index: int, row: int, short: bool) -> str:
+        store = self.store
+        previous = None
+        if self.time_mode == "delta" and index > 0:
+            previous = store.events[self.row_at(index - 1)].time
+        return T.moment(store.events[row].time, self.time_mode, store.t0, store.utc_offset, previous=previous,
+                        short=short)
+
+    def _cells(self, index: int, row: int, short: bool) -> dict[str, str]:
+        """Every column's text for one row (the layout decides which are shown)."""
+        store = self.store
+        e = store.events[row]
+        cookie, offset, length = F.cookie(e), F.offset(e), F.length(e)
+        direction = F.shown_direction(e)
+        return {
+            "mark": MARKS[store.marks[row]] or " ",
+            "frame": str(e.frame),
+            "time": self._time_text(index, row, short),
+            "ses": store.session_id(row),
+            "dir": {"c2s": "→", "s2c": "←"}.get(direction or "", "?"),
+            "type": F.short_type(e),
+            "error": F.error_name(e),
+            "offset": str(offset) if offset is not None else "",
+            "length": str(length) if length is not None else "",
+            "latency": F.fmt_latency(F.latency(e)),
+            "cookie": f"{cookie:x}" if cookie is not None else "",
+        }
+
+    def _short_abs(self, width: int) -> bool:
+        return width < WIDE_ABS
+
+    def render_lines(self, crop: Region) -> list[Strip]:
+        """Measure the rows about to be drawn first, so that one screen shares one set of widths
+        (they only grow: scrolling never makes the columns jump back)."""
+        width = self.scrollable_content_region.width
+        short = self._short_abs(width)
+        if short != self._short:  # the width crossed WIDE_ABS: absolute times change length
+            self._short = short
+            self._natural["time"] = len(T.heading(self.time_mode, short))
+        top = self.scroll_offset.y
+        self._frame_cells = {}
+        for y in range(crop.y, crop.y + crop.height):
+            index = top + y - 1
+            row = self.row_at(index) if y >= 1 else NO_ROW
+            if row == NO_ROW:
+                continue
+            cells = self._frame_cells[index] = self._cells(index, row, short)
+            for key, text in cells.items():
+                if key != "type" and len(text) > self._natural.get(key, 0):
+                    self._natural[key] = len(text)
+        layout = fit(self._natural, width)
+        if layout != self._layout:
+            self._layout = layout
+            self._styles_cache.clear()  # lines kept from before were laid out with the old widths
+        return super().render_lines(crop)
 
     def render_line(self, y: int) -> Strip:
         width = self.scrollable_content_region.width
-        sess_w, type_w, cookie_w = self._widths(width)
+        layout = self._layout or fit(self._natural, width)
         if y == 0:
-            header = (f"{'':1} {'time':>10} {'ses':<{sess_w}} {'':1} {'type':<{type_w}} {'cookie':>{cookie_w}} "
-                      f"{'offset':>12} {'length':>9} {'latency':>8}")
+            titles = {"time": T.heading(self.time_mode, self._short_abs(width))}
+            header = " ".join(cell(titles.get(c.key, c.title), w, c.right) for c, w in layout)
             style = self._style("mtable--header")
-            return Strip([Segment(_fit(header, width), style)]).adjust_cell_length(width, style)
+            return Strip([Segment(cell(header, width), style)]).adjust_cell_length(width, style)
         index = self.scroll_offset.y + y - 1
         row = self.row_at(index)
         base = self._styles.get("") or self._styles.setdefault("", self.rich_style)
@@ -238,6 +297,7 @@ class MessageTable(ScrollView, can_focus=True):
         store = self.store
         e = store.events[row]
         mark = store.marks[row]
+        cells = self._frame_cells.get(index) or self._cells(index, row, self._short_abs(width))
         style = base
         if index == self.cursor:
             style = base + self._style("mtable--cursor")
@@ -245,19 +305,12 @@ class MessageTable(ScrollView, can_focus=True):
             cur = self.current_row
             if cur != NO_ROW and (store.link[cur] == row or store.link[row] == cur):
                 style = base + self._style("mtable--linked")
-        body_style = style + self._style("mtable--s2c") if e.dir == "s2c" and index != self.cursor \
+        body_style = style + self._style("mtable--s2c") if F.shown_direction(e) == "s2c" and index != self.cursor \
             else style
-        cookie = F.cookie(e)
-        offset, length, lat = F.offset(e), F.length(e), F.latency(e)
-        text = (f" {store.rel_time(row):>10.6f} {_fit(store.session_id(row), sess_w)} "
-                f"{'→' if e.dir == 'c2s' else '←'} {_fit(F.short_type(e), type_w)} "
-                f"{_fit(f'{cookie:x}' if cookie is not None else '', cookie_w, True)} "
-                f"{_fit(str(offset) if offset is not None else '', 12, True)} "
-                f"{_fit(str(length) if length is not None else '', 9, True)} "
-                f"{_fit(F.fmt_latency(lat), 8, True)}")
-        segments = [Segment(MARKS[mark] or " ", style + self._style(MARK_CLASSES[mark])
-                            if mark else style)]
-        if mark or isinstance(e, ev.Malformed):
+        text = " ".join(cell(cells[c.key], w, c.right) for c, w in layout[1:])
+        segments = [Segment(cells["mark"], style + self._style(MARK_CLASSES[mark]) if mark else style),
+                    Segment(" ")]
+        if mark or isinstance(e, ev.Malformed) or cells["error"]:
             cls = MARK_CLASSES[mark] if mark else "mtable--error"
             body_style = body_style + Style(bold=True) + self._style(cls) \
                 if index != self.cursor else body_style

@@ -9,8 +9,10 @@ from textual.binding import Binding, BindingType
 from textual.widgets import DataTable
 
 from nbdscope.analysis.session import Session
+from nbdscope.report.clock import TimeMode
 from nbdscope.report.sessionpanel import SESSION_FLAGS
 from nbdscope.tui.store import Store
+from nbdscope.tui.times import moment
 
 SEVERITY_STYLE = {"error": "bold red", "warning": "bold dark_orange3", "info": "dodger_blue2"}
 
@@ -24,7 +26,7 @@ def flags_summary(s: Session) -> str:
 
 
 class FindingsTable(DataTable[object]):
-    """Anomalies: severity, check (the rule for a finding naming none), blame, session, frame, message.
+    """Anomalies: severity, check (the rule for a finding naming none), blame, session, frame, time, message.
     Enter jumps to the message."""
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("enter", "select_cursor", "Go to message", show=True)]
@@ -34,9 +36,10 @@ class FindingsTable(DataTable[object]):
         self.store = store
         self.session = session  # only this session's findings, when set
         self.shown = 0  # store.findings consumed so far
+        self._last: float | None = None  # the time of the row above the next one (for delta times)
 
     def on_mount(self) -> None:
-        self.add_columns("sev", "check", "blame", "ses", "frame", "message")
+        self.add_columns("sev", "check", "blame", "ses", "frame", "time", "message")
         self.sync()
 
     def sync(self) -> None:
@@ -44,12 +47,25 @@ class FindingsTable(DataTable[object]):
         with self.store.lock:
             new = self.store.findings[self.shown:]
             self.shown = len(self.store.findings)
+        mode: TimeMode = getattr(self.app, "time_mode", "rel")  # the NbdscopeApp's (--time, the c key)
         for i, f in enumerate(new, start=self.shown - len(new)):
             a = f.anomaly
             if self.session is not None and a.session != self.session:
                 continue
+            when = self.store.t0 + a.time  # a finding's time counts from the run's origin
+            shown = moment(when, mode, self.store.t0, self.store.utc_offset, previous=self._last, short=True)
+            self._last = when
             self.add_row(Text(a.severity, style=SEVERITY_STYLE.get(a.severity, "")), a.check or a.rule, a.blame,
-                         a.session, str(a.frame), a.message, key=str(i))
+                         a.session, str(a.frame), shown, a.message, key=str(i))
+
+    def rebuild(self) -> None:
+        """Write every row again (the time mode changed), keeping the cursor where it was."""
+        where = self.cursor_row
+        self.clear()
+        self.shown, self._last = 0, None
+        self.sync()
+        if self.row_count:
+            self.move_cursor(row=min(where, self.row_count - 1))
 
     def finding_index(self, row_key: object) -> int:
         return int(str(getattr(row_key, "value", row_key)))

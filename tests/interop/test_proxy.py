@@ -147,7 +147,8 @@ def test_upstream_refusing_is_logged_and_survived(tmp_path: Path) -> None:
         assert out.returncode != 0
     assert px.stderr is not None
     err = px.stderr.read()
-    assert "refused" in err and "1 upstream failures" in err
+    assert "proxy: s1: upstream" in err and "refused" in err and "1 upstream failure;" in err
+    assert "session 0" not in err
 
 
 def test_tls_session_is_relayed_untouched_and_marked(tmp_path: Path) -> None:

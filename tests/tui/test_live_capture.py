@@ -78,7 +78,7 @@ def test_live_capture_decodes_what_nbdkit_saw(tmp_path) -> None:  # type: ignore
                                 capture_output=True, text=True, timeout=60)
         assert frames.returncode == 0 and len(frames.stdout.split()) >= max(r.get("frame", 0) for r in records)
     summary = err.read_text().strip().splitlines()[-1]
-    assert "1 sessions, 0 anomalies" in summary and "packets dropped by the kernel" in summary
+    assert "1 session, 0 anomalies" in summary and "packets dropped by the kernel" in summary
 
 
 def lines(text: str) -> list[dict[str, Any]]:

@@ -27,7 +27,9 @@ def compare(name: str, text: str) -> None:
     assert text + "\n" == path.read_text(), f"screen differs from {path} (NBDSCOPE_UPDATE_SNAPSHOTS=1 rewrites)"
 
 
-def shoot(capture: str, size: tuple[int, int], keys: list[str]) -> str:
+def shoot(capture: str, size: tuple[int, int], keys: list[str], typed: str = "") -> str:
+    """The screen after ``keys`` (each given time to act), then ``typed`` at typing speed."""
+
     async def go() -> str:
         os.chdir(CAPTURES.parent)  # relative path: the status line shows it as a user would type it
         store = Store()
@@ -37,6 +39,7 @@ def shoot(capture: str, size: tuple[int, int], keys: list[str]) -> str:
             for key in keys:
                 await pilot.press(key)
                 await pilot.pause(0.2)
+            await pilot.press(*typed)  # no pause: the live filter waits for typing to stop
             await pilot.pause(0.3)
             return screen_text(app)
 
@@ -81,3 +84,13 @@ def test_summary_of_the_unaligned_extent_seed() -> None:
     assert "size                1,024 bytes" in text  # the 1024-byte export of captures/README.md
     assert "min 512  preferred 4096  max payload 33554432" in text
     assert "NBD_CMD_BLOCK_STATUS" in text and "NBD_CMD_READ" in text
+
+
+def test_invalid_filter_while_typed_at_80x24() -> None:
+    text = shoot("client-misbehaves-nbdsh.pcap", (80, 24), ["m", "f"], typed="errors and bogus<3")
+    compare("filter-error-client-misbehaves-80x24", text)
+    lines = text.splitlines()
+    assert lines[0].split() == ["filter", "errors", "and", "bogus<3"]  # the typed text, in the focused bar
+    assert lines[1].index("^") == lines[0].index("bogus") and "column 12: unknown field 'bogus'" in lines[1]
+    assert " of 36 messages" not in text and "filter not applied" in text
+    assert "the table shows all 36 messages" in text  # the view is the last filter applied: none

@@ -373,3 +373,14 @@ def test_an_upstream_that_refused_the_proxy_is_the_proxys_record_not_a_peers_fau
     result = proxied([("c2s", b"")], {0: note}, close="s2c")
     fired(result, "proxy-action.upstream-failed", blame="proxy")
     assert {a.blame for a in result.anomalies} == {"proxy"}
+
+
+def test_a_handshake_the_proxy_closed_at_shutdown_is_the_proxys_outcome() -> None:
+    """A client still haggling when the proxy shut down (a second Ctrl-C): the connection ends by the
+    client's socket, but the proxy closed it, and neither the outcome nor its blame may say the client did."""
+    script = start()  # the greeting and the client flags: options come next
+    close = it.StreamNote(1, "c2s", "nbdscope proxy closed this session at shutdown", 5, 4, "closed-at-shutdown")
+    result = proxied(script, {-1: [close]}, close="c2s")  # type: ignore[dict-item]
+    hit = fired(result, "handshake-outcome.closed", blame="proxy")
+    assert hit[0].message.startswith("the nbdscope proxy closed the connection during the handshake")
+    assert {a.blame for a in result.anomalies} == {"proxy"}

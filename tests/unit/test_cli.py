@@ -57,7 +57,9 @@ def test_output_file_and_messages(tmp_path: Path) -> None:
     assert proc.returncode == 0 and proc.stdout == ""
     text = out.read_text()
     assert "NBD_REPLY_TYPE_BLOCK_STATUS" in text and "unaligned-extent" in text
-    assert "NBD_FLAG_CAN_MULTI_CONN" in text  # flags shown bit by bit
+    assert "HAS_FLAGS(0) READ_ONLY(1) SEND_DF(7)" in text and "NBD_FLAG_CAN_MULTI_CONN" not in text  # set bits
+    bits = nbdscope("analyze", "--bits", str(SEED)).stdout
+    assert "NBD_FLAG_CAN_MULTI_CONN" in bits  # --bits: every bit, set or not
 
 
 def test_errors_are_one_line_with_exit_2(tmp_path: Path) -> None:

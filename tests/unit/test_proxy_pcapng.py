@@ -128,3 +128,19 @@ def test_sessions_that_carried_nothing_are_recorded_and_reread_alike(tmp_path: P
     reread = [json.loads(x) for x in again.getvalue().splitlines()]
     assert {x["session"]: (x["frame"], x["how"], x["by"]) for x in reread if x["type"] == "CONNECTION_END"} == ends
     assert b"5 bytes from the client were not forwarded" in pcapng.getvalue()  # a comment on the reset
+
+
+def test_relay_log_lines_name_sessions_by_the_engines_ids() -> None:
+    """The relay numbers connections from 0 in accept order; a log line about one must say the id the
+    engine gives its session (the one the console, the JSONL and the findings use), not that number."""
+    def opened(conn: int) -> tap.Record:
+        return (tap.OPEN, "c2s", conn, 1000.0, memoryview(json.dumps(
+            {"client": ["10.0.0.1", 40000 + conn], "server": ["10.0.0.2", 10809]}).encode()))
+    said: list[str] = []
+    records = [opened(7), opened(3), (tap.SESSION_LOG, "c2s", 3, 1000.1, memoryview(b"upstream refused")),
+               (tap.LOG, "c2s", 0, 1000.2, memoryview(b"stopping")),
+               (tap.CLOSE, "c2s", 7, 1000.3, memoryview(b"")), (tap.CLOSE, "c2s", 3, 1000.3, memoryview(b""))]
+    result = Engine().run(TapReader(log=said.append).items(records))
+    engine_id = next(s.id for s in result.sessions if s.client.port == 40003)  # the oracle: the engine itself
+    assert said == [f"proxy: {engine_id}: upstream refused", "proxy: stopping"]
+    assert engine_id == "s2"

@@ -32,7 +32,7 @@ def test_rewriter_patches_go_info_and_passes_the_rest() -> None:
               w.opt_reply(7, 1) + w.simple_reply(1))
     out = b"".join(rw.feed(stream[i:i + 7]) for i in range(0, len(stream), 7))
     expected = stream.replace(w.info_export(4096, 0x405), w.info_export(4096, 0x105))
-    assert out == expected and rw.changes == [(0x405, 0x105)]
+    assert out == expected and rw.changes == [(0x405, 0x105, "NBD_INFO_EXPORT in the reply to NBD_OPT_GO")]
 
 
 def test_rewriter_export_name_and_oldstyle() -> None:

@@ -75,7 +75,7 @@ RECIPES: dict[str, tuple[str, ...]] = {
     "nbdscope rules unaligned-extent.length": ("unaligned-extent.length", "minimum block size"),
     "nbdscope analyze captures/tls-psk.pcap": ("the server requires TLS", "encrypted bytes not decoded"),
     "nbdscope analyze --messages -Y 's2 and handshake' captures/tls-psk.pcap": (
-        "-> NBD_OPT_GO", "<- NBD_REP_ERR_TLS_REQD           option=NBD_OPT_GO"),
+        "->  NBD_OPT_GO", "<-  NBD_REP_ERR_TLS_REQD           option=NBD_OPT_GO"),
     "nbdscope analyze --verify-data captures/stale-read-multi-conn.pcap": ("stale-read.multi-conn", "server"),
     "nbdscope analyze captures/fio-iodepth8.pcap": ("NBD_CMD_READ", "2924", "hard-disconnect"),
     "nbdscope analyze --messages -Y 'latency>1000' captures/fio-iodepth8.pcap": (
@@ -86,6 +86,8 @@ RECIPES: dict[str, tuple[str, ...]] = {
         "session s8", "set/part"),
     "zstd captures/fio-iodepth8.pcap -o fio.pcap.zst && nbdscope analyze --format jsonl -Y anomalies fio.pcap.zst": (
         '"rule":"hard-disconnect"',),
+    # (what a command writes to report.html counts as its output)
+    "nbdscope analyze captures/fio-iodepth8.pcap -o report.html": ("I/O map", "NBD_CMD_READ", "hard-disconnect"),
 }
 LONG_RUNNING = ("nbdscope proxy ", "nbdscope tui ", "nbdscope live ")  # driven by their own tests
 
@@ -114,5 +116,7 @@ def test_readme_command_shows_what_it_says(command: str, tmp_path: Path) -> None
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}", "COLUMNS": "200"}
     proc = subprocess.run(command, shell=True, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
+    page = tmp_path / "report.html"
+    shown = proc.stdout + (page.read_text(encoding="utf-8") if page.exists() else "")
     for expected in RECIPES[command]:
-        assert expected in proc.stdout, f"{command}: {expected!r} not in the output"
+        assert expected in shown, f"{command}: {expected!r} not in the output"

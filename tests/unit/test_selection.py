@@ -136,7 +136,7 @@ def test_ignore_and_select_on_a_shipped_capture_against_the_unfiltered_run() -> 
     assert Counter(x["rule"] for x in lines if x["type"] == "ANOMALY") == Counter({selected: rules[selected]})
     assert lines[-1]["type"] == "SUMMARY" and lines[-1]["silenced"] == only["silenced"] == only["summary"]["silenced"]
     text = nbdscope("analyze", "--no-config", str(MIXED), "--select", selected).stdout
-    assert f"{sum(only['silenced'].values())} finding(s) silenced by select {selected}" in " ".join(text.split())
+    assert f"{sum(only['silenced'].values())} findings silenced by select {selected}" in " ".join(text.split())
 
 
 def test_fio_keeps_fail_on_warning_useful_with_ignore(tmp_path: Path) -> None:

@@ -71,7 +71,8 @@ def _compare_everywhere() -> int:
         assert _text(finding_renderable(a, PAL)).startswith(f"{severity.upper()} {ident}")
         report = io.StringIO()
         render(Result([fakerules.session()], [a]), ["x.pcap"], Console(file=report, width=400, color_system=None))
-        assert re.search(rf"│ {severity} +│ {re.escape(ident)} +│", report.getvalue()), report.getvalue()
+        assert re.search(rf"^frame \d+  {severity}  {re.escape(ident)}  blame ", report.getvalue(), re.M), \
+            report.getvalue()
     return len(declared)
 
 

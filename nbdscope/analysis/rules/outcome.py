@@ -58,6 +58,7 @@ class HandshakeOutcome(Rule):
             return
         blame: Blame | None = None
         if outcome.kind == "closed":
-            blame = "server" if getattr(event, "by", None) == "s2c" else "client"
+            # a session the proxy closed (at shutdown, or when its upstream failed) is the proxy's doing
+            blame = "proxy" if session.proxy_closed else "server" if getattr(event, "by", None) == "s2c" else "client"
         self.flag(session, event, outcome.summary, check=outcome.kind, blame=blame, kind=outcome.kind,
                   option=outcome.option, error=outcome.error)

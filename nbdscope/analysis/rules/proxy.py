@@ -31,7 +31,7 @@ class ProxyAction(Rule):
               consequence="the client saw other flags than the server sent: the server is judged on what it "
                           "sent, the client on what it received",
               fix="nothing: --set-flags/--clear-flags asked for it", example="nbdscope proxy rewrote transmission "
-              "flags 0x0ded -> 0x09ed"),
+              "flags 0x0ded -> 0x09ed in NBD_INFO_EXPORT in the reply to NBD_OPT_GO"),
         Check("delayed", severity="info", summary="the proxy held requests back before forwarding them",
               consequence="latencies on this session include the delay",
               fix="nothing: --delay asked for it", example="NBD_CMD_READ (5 ms) delayed by nbdscope proxy (--delay)"),
