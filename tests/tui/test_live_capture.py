@@ -63,16 +63,10 @@ def test_live_capture_decodes_what_nbdkit_saw(tmp_path) -> None:  # type: ignore
     again = subprocess.run([NBDSCOPE, "analyze", "--format", "jsonl", str(saved)], capture_output=True, text=True,
                            timeout=60)
     assert again.returncode == 0, again.stderr
-    # the same lines at the same moments (epoch), but for the name of the input ("live" there, the saved file
-    # here) and the origin of relative times: the live source yields no TimeOrigin, so its times count from
-    # its first connection, the saved file's from its first packet (one constant apart)
-    def unnamed(text: str) -> list[dict[str, object]]:
-        drop = ("input", "inputs", "time", "t0", "last")
-        return [{k: v for k, v in json.loads(line).items() if k not in drop} for line in text.splitlines()]
+    # the same lines, but for the name of the input: "live" there, the saved file here
+    def unnamed(text: str) -> list[dict[str, Any]]:
+        return [{k: v for k, v in line.items() if k not in ("input", "inputs")} for line in lines(text)]
     assert unnamed(again.stdout) == unnamed(out.read_text())
-    shifts = {round(a["time"] - b["time"], 6) for a, b in zip(lines(again.stdout), lines(out.read_text()), strict=True)
-              if "time" in a}
-    assert max(shifts) - min(shifts) <= 1.5e-6
     if shutil.which("tshark"):
         frames = subprocess.run(["tshark", "-r", str(saved), "-T", "fields", "-e", "frame.number"],
                                 capture_output=True, text=True, timeout=60)
