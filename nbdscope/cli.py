@@ -271,7 +271,7 @@ def _analyze_addons(args: argparse.Namespace, stack: ExitStack, out: IO[str],
     spool: IO[str] | None = None
     redaction = None
     if args.format == "jsonl":
-        timeline = outputs.JsonlLines(out)
+        timeline = outputs.JsonlLines(out, inputs=args.files)
     elif args.format == "text" and args.messages:
         # kept aside until the run ends, so that the report's heading and legend come first
         spool = stack.enter_context(tempfile.SpooledTemporaryFile(SPOOL_IN_MEMORY, mode="w+", encoding="utf-8"))

@@ -86,6 +86,15 @@ def keylog(capture: Path) -> tuple[str, ...]:
     return ("--tls-keylog", str(keys)) if keys.exists() else ()
 
 
+# the JSONL lines that are not a decoded message (docs/CONTRACT.md, "Recognising a line")
+NOT_MESSAGES = frozenset(("ANOMALY", "INPUT", "SESSION", "SESSION_UPDATE", "SESSION_END", "SUMMARY"))
+
+
+def messages(records: list[dict]) -> list[dict]:
+    """The lines of decoded messages among JSONL lines."""
+    return [r for r in records if r["type"] not in NOT_MESSAGES]
+
+
 def jsonl(capture: Path, *extra: str) -> list[dict]:
     proc = analyze("--format", "jsonl", str(capture), *keylog(capture), *extra)
     assert proc.returncode == 0, proc.stderr

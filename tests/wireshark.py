@@ -17,7 +17,8 @@ PLUGIN = ROOT / "dissectors" / "nbdscope.lua"
 TSHARK = shutil.which("tshark")
 
 # analyze events that are bookkeeping, not messages on the wire
-NOT_ON_WIRE = {"TRANSMISSION_START", "CONNECTION_END", "TLS_START", "TLS_DATA", "CAPTURE_GAP", "RESYNC", "ANOMALY"}
+NOT_ON_WIRE = {"TRANSMISSION_START", "CONNECTION_END", "TLS_START", "TLS_DATA", "CAPTURE_GAP", "RESYNC", "ANOMALY",
+               "INPUT", "SESSION", "SESSION_UPDATE", "SESSION_END", "SUMMARY"}
 
 
 def tshark(*args: str, plugin: Path = PLUGIN, timeout: float = 300) -> str:

@@ -21,9 +21,10 @@ if TYPE_CHECKING:
     from nbdscope.decoder import events as ev
     from nbdscope.vocab import CaptureProblem, InputStart, StreamItem
 
-HOOKS = ("started", "input", "stream", "message", "finding", "problem", "ending", "finished")
+HOOKS = ("started", "input", "opened", "stream", "message", "finding", "problem", "ending", "finished")
 """Hook names, in the order a run calls them: ``started`` once, then per stream item ``stream`` (the raw item,
-after the decoder has seen it), ``message`` per decoded event and ``finding`` per anomaly as they happen,
+after the decoder has seen it), ``opened`` when a connection is first seen (before its items),
+``message`` per decoded event and ``finding`` per anomaly as they happen,
 ``problem`` per damaged-input report, ``input`` when the next file of a run over several
 begins; ``ending`` once when the input is exhausted (rules may still report
 then), and ``finished`` once with the whole result."""
@@ -46,6 +47,9 @@ class Addon:
 
     def started(self, engine: Engine) -> None:
         """Before the first item: the addon may keep the engine (for ``engine.t0()``, say)."""
+
+    def opened(self, session: Session) -> None:
+        """A new session (connection) was seen: its endpoints, input and first frame are known, nothing else."""
 
     def stream(self, item: StreamItem) -> None:
         """A stream item, after the decoder has turned it into events (for writers of raw packets)."""

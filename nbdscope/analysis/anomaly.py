@@ -55,13 +55,16 @@ class Anomaly:
     check: str = ""  # "<rule>.<check>"; empty only for findings made outside a rule
     requirements: tuple[str, ...] = ()  # the requirement rows this finding says were broken
 
-    def as_json(self, with_input: bool = False) -> dict[str, object]:
+    def as_json(self, with_input: bool = False, t0: float | None = None) -> dict[str, object]:
         """The finding as the reports give it; ``with_input`` (runs over several files) adds the file
-        that holds its frame, since frame numbers restart with each file."""
+        that holds its frame, since frame numbers restart with each file; ``t0`` (the run's origin) adds
+        ``epoch``, the absolute moment beside the relative ``time``."""
         out: dict[str, object] = {
             "rule": self.rule, "severity": self.severity, "blame": self.blame, "session": self.session,
-            "frame": self.frame, "time": round(self.time, 6), "message": self.message, "spec": self.spec,
-        }
+            "frame": self.frame, "time": round(self.time, 6)}
+        if t0 is not None:
+            out["epoch"] = round(self.time + t0, 6)
+        out["message"], out["spec"] = self.message, self.spec
         if with_input:
             out["input"] = self.source
         if self.check:

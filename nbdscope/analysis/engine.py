@@ -100,7 +100,7 @@ class Engine:
     def _index_hooks(self) -> None:
         self._listeners.clear()
         self._hooks = {hook: [getattr(a, hook) for a in self.addons if defines(a, hook)]
-                       for hook in ("stream", "finding", "problem", "input")}
+                       for hook in ("stream", "finding", "problem", "input", "opened")}
 
     def t0(self) -> float:
         return self._t0 or 0.0
@@ -275,6 +275,8 @@ class Engine:
                                                      keep_headers=self.keep_headers,
                                                      want_read=self._want_read(session),
                                                      tls_keys=self.tls_keys))
+        if self._hooks["opened"]:
+            self._each("opened", session)
         self._stream(item)
 
     def _decoder_failed(self, item: it.StreamData | it.StreamGap | it.StreamClose, exc: Exception) -> None:

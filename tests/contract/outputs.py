@@ -17,7 +17,9 @@ from nbdscope.cli import main
 from nbdscope.proxy import tap
 from nbdscope.proxy.source import TapReader
 from nbdscope.report.outputs import JsonlLines
-from tests.oracles import CAPTURES
+from tests.oracles import CAPTURES, NOT_MESSAGES, messages
+
+__all__ = ["NOT_MESSAGES", "SHIPPED", "analyze", "lines", "messages", "proxy_jsonl"]
 
 SHIPPED = sorted(p for p in CAPTURES.iterdir() if p.suffix in (".pcap", ".pcapng"))
 

@@ -105,3 +105,19 @@ def test_unknown_types_and_missing_keys_are_refused() -> None:
     assert check_line({**good, "extra": 1})
     assert check_line({**good, "dir": "up"})
     assert check_line({**good, "cookie": -1})
+
+
+def test_session_line_schemas_say_what_the_report_says() -> None:
+    """The SESSION lines carry the report's session facts (report/facts.py): each key's schema is the report's,
+    without the nulls and empty values a JSONL line leaves out, so that the two cannot drift apart."""
+    from nbdscope.report import facts
+    from tests.contract.schemas import leaned
+
+    report = json.loads((SCHEMAS / "report.schema.json").read_text())["properties"]["sessions"]["items"]["properties"]
+    for name, keys in (("session-line", facts.OPENED), ("session-update-line", facts.NEGOTIATED),
+                       ("session-end-line", facts.CLOSED)):
+        line = json.loads((SCHEMAS / f"{name}.schema.json").read_text())["properties"]
+        assert {k: line[k] for k in keys} == {k: leaned(report[k]) for k in keys}, name
+    common = json.loads((SCHEMAS / "common.schema.json").read_text())["$defs"]
+    assert set(common["summary"]["properties"]) == set(
+        json.loads((SCHEMAS / "report.schema.json").read_text())["properties"]["summary"]["required"])

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.oracles import CAPTURES, ORACLES, jsonl, merge_runs, nbdinfo_map, nbdkit_log, report, tool_json
+from tests.oracles import CAPTURES, NOT_MESSAGES, ORACLES, jsonl, merge_runs, nbdinfo_map, nbdkit_log, report, tool_json
 
 ALL = sorted(p for p in CAPTURES.iterdir() if p.suffix in (".pcap", ".pcapng"))
 LOGGED = sorted(p for p in ALL if (ORACLES / f"{p.stem}.nbdkit.log").exists())
@@ -58,7 +58,7 @@ def test_requests_match_nbdkit_log(capture: Path) -> None:
     records = jsonl(capture)
     per_session: dict[str, list[dict]] = {}
     for r in records:
-        if r["type"] != "ANOMALY" and r["phase"] == "transmission" and r["dir"] == "c2s" and r["type"].startswith("NBD_CMD_"):
+        if r["type"] not in NOT_MESSAGES and r["phase"] == "transmission" and r["dir"] == "c2s" and r["type"].startswith("NBD_CMD_"):
             per_session.setdefault(r["session"], []).append(r)
     replies = {(r["session"], r["cookie"]): r for r in records if r["type"] == "NBD_SIMPLE_REPLY" or
                (r["type"].startswith("NBD_REPLY_TYPE") and r.get("completes"))}

@@ -122,3 +122,39 @@ def test_directory_takes_only_captures_and_refuses_none(tmp_path: Path, capsys: 
     (tmp_path / "empty" / "notes.txt").write_text("nothing here\n")
     assert main(["analyze", str(tmp_path / "empty")]) == 2
     assert "no pcap or pcapng file in this directory" in capsys.readouterr().err
+
+
+def _jsonl(paths: list[str]) -> list[dict[str, Any]]:
+    import io
+    import json
+
+    from nbdscope.report.outputs import JsonlLines
+
+    out = io.BytesIO()
+    pipeline.run(pipeline.FileSource(paths), [JsonlLines(out, inputs=paths)])
+    return [json.loads(line) for line in out.getvalue().splitlines()]
+
+
+@pytest.mark.parametrize("n", (7, 30))
+@pytest.mark.parametrize("name", ["nbdcopy-4conn-nbdkit-memory.pcap", "tls-psk.pcap", "client-misbehaves-nbdsh.pcap"])
+def test_every_jsonl_line_names_the_file_of_its_frame(tmp_path: Path, name: str, n: int) -> None:
+    """In a run over several files every line but the SUMMARY (which lists them) says which file holds its
+    frame, and that is the piece holding the same frame of the whole capture; a run over one file names it
+    only on its SESSION lines."""
+    whole = _jsonl([str(CAPTURES / name)])
+    assert all("input" not in r for r in whole if r["type"] != "SESSION")
+    assert all(r["input"] == str(CAPTURES / name) for r in whole if r["type"] == "SESSION")
+    pieces = _split(name, n, tmp_path / "set")
+    split = _jsonl(pieces)
+    assert [r for r in split if r["type"] == "INPUT"] == [{"type": "INPUT", "input": p} for p in pieces]
+    assert split[-1] == {**whole[-1], "inputs": pieces}  # the same summary, over the pieces
+    assert all("input" in r for r in split if r["type"] != "SUMMARY")
+    lines = [r for r in split if r["type"] != "INPUT"]
+    assert [(r["type"], r.get("session")) for r in lines] == [(r["type"], r.get("session")) for r in whole]
+    for got, want in zip(lines, whole, strict=True):
+        if "frame" in want:
+            assert (got["input"], got["frame"]) == _located(pieces, n, want["frame"]), want
+        if "first_frame" in want:
+            assert (got["input"], got["first_frame"]) == _located(pieces, n, want["first_frame"]), want
+        if "epoch" in want:
+            assert got["epoch"] == want["epoch"] and got["time"] == want["time"]

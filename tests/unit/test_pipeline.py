@@ -16,7 +16,7 @@ from nbdscope.capture import read_captures
 from nbdscope.cli import _exit_code
 from nbdscope.decoder import events as ev
 from nbdscope.report.outputs import JsonlLines
-from tests.oracles import CAPTURES
+from tests.oracles import CAPTURES, NOT_MESSAGES, messages
 
 FIO = CAPTURES / "fio-iodepth8.pcap"
 SEED = CAPTURES / "seed-unaligned-extent.pcap"
@@ -50,7 +50,9 @@ def test_a_failing_addon_is_reported_once_and_detached_while_the_others_go_on() 
     assert "_Boom failed in message on Request" in internal[0].message and "boom" in internal[0].message
     assert boom.seen == 3  # never called again after it raised
     # every other output is what a run without the failing addon gives, plus the one internal-error line
-    assert [x for x in lines if x.get("rule") != "internal-error"] == clean
+    assert [x for x in lines if x.get("rule") != "internal-error"][:-1] == clean[:-1]
+    summary, clean_summary = lines[-1], clean[-1]  # the SUMMARY counts the one more error
+    assert summary["findings"] == {**clean_summary["findings"], "error": clean_summary["findings"]["error"] + 1}  # type: ignore[index, dict-item, operator]
     assert [a for a in result.anomalies if a.rule != "internal-error"] == clean_result.anomalies  # type: ignore[attr-defined]
     # --fail-on means what it always meant: nbdscope's own failure does not count
     assert _exit_code("error", result) == _exit_code("error", clean_result)  # type: ignore[arg-type]
@@ -83,18 +85,23 @@ def test_filter_shows_matching_messages_and_every_finding() -> None:
     full = _cli("analyze", "--format", "jsonl", str(FIO))
     shown = _cli("analyze", "--format", "jsonl", "-Y", "cmd=WRITE", str(FIO))
     # the oracle: requests of that command and the replies the decoder matched to them
-    expected = [x for x in full if x["type"] != "ANOMALY" and x.get("command") == "NBD_CMD_WRITE"]
-    assert expected and [x for x in shown if x["type"] != "ANOMALY"] == expected
+    expected = [x for x in messages(full) if x.get("command") == "NBD_CMD_WRITE"]
+    assert expected and messages(shown) == expected
     assert [x for x in shown if x["type"] == "ANOMALY"] == [x for x in full if x["type"] == "ANOMALY"]
+    # the lines about sessions and the run are not messages: the filter keeps them all, where they were
+    others = [x for x in full if x["type"] in NOT_MESSAGES]
+    assert len(others) > 3 and [x for x in shown if x["type"] in NOT_MESSAGES] == others
 
 
 def test_filter_can_ask_about_findings() -> None:
     full = _cli("analyze", "--format", "jsonl", str(SEED))
     shown = _cli("analyze", "--format", "jsonl", "-Y", "rule=unaligned-extent", str(SEED))
     flagged = {(x["session"], x["frame"]) for x in full if x.get("rule") == "unaligned-extent"}
-    messages = [x for x in shown if x["type"] != "ANOMALY"]
-    assert flagged and {(x["session"], x["frame"]) for x in messages} == flagged
-    assert all(x["type"] == "NBD_REPLY_TYPE_BLOCK_STATUS" for x in messages)
+    kept = messages(shown)
+    assert flagged and {(x["session"], x["frame"]) for x in kept} == flagged
+    assert all(x["type"] == "NBD_REPLY_TYPE_BLOCK_STATUS" for x in kept)
+    assert [x["type"] for x in shown if x["type"] in NOT_MESSAGES] == \
+           [x["type"] for x in full if x["type"] in NOT_MESSAGES]
 
 
 def test_a_bad_filter_is_a_usage_error() -> None:

@@ -134,6 +134,7 @@ def test_ignore_and_select_on_a_shipped_capture_against_the_unfiltered_run() -> 
     lines = [json.loads(x) for x in nbdscope("analyze", "--format", "jsonl", "--no-config", str(MIXED), "--select",
                                              selected).stdout.splitlines()]
     assert Counter(x["rule"] for x in lines if x["type"] == "ANOMALY") == Counter({selected: rules[selected]})
+    assert lines[-1]["type"] == "SUMMARY" and lines[-1]["silenced"] == only["silenced"] == only["summary"]["silenced"]
     text = nbdscope("analyze", "--no-config", str(MIXED), "--select", selected).stdout
     assert f"{sum(only['silenced'].values())} findings silenced by select {selected}" in " ".join(text.split())
 
