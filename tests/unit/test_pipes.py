@@ -17,7 +17,7 @@ MANY_SESSIONS = str(CAPTURES / "nbdcopy-4conn-nbdkit-memory.pcap")  # the larges
 PIPE_SIZE = 4096  # the smallest pipe Linux makes: the writer blocks early and is still writing when we close
 
 COMMANDS = {
-    "analyze text": ["analyze", BIG],
+    "analyze text": ["analyze", BIG, MANY_SESSIONS],  # (the text report is compact: two inputs outgrow a pipe)
     "analyze --messages": ["analyze", "--messages", BIG],
     "analyze json": ["analyze", "--format", "json", BIG, MANY_SESSIONS],
     "analyze jsonl": ["analyze", "--format", "jsonl", BIG],

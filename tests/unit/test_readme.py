@@ -74,7 +74,7 @@ RECIPES: dict[str, tuple[str, ...]] = {
     "nbdscope analyze captures/seed-unaligned-extent.pcap": ("unaligned-extent",),
     "nbdscope rules unaligned-extent.length": ("unaligned-extent.length", "minimum block size"),
     "nbdscope analyze captures/tls-psk.pcap": ("the server requires TLS", "encrypted bytes not decoded"),
-    "nbdscope analyze captures/tls13-keylog.pcap": ("TLS yes, 13806 encrypted bytes not decoded",),
+    "nbdscope analyze captures/tls13-keylog.pcap": ("yes, 13806 encrypted bytes not decoded",),
     # the requests inside TLS are the ones nbdkit's log filter logged (captures/oracles/tls13-keylog.nbdkit.log)
     "nbdscope analyze captures/tls13-keylog.pcap --tls-keylog captures/oracles/tls13-keylog.keys --brief": (
         "TLS, decrypted", "soft"),
