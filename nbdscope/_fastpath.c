@@ -1,0 +1,583 @@
+/* The compiled per-message path of `analyze` over classic pcap (see nbdscope/fastpath.py).
+ *
+ * A Scanner walks the records of a pcap window and takes, in one C loop, the in-order TCP
+ * segments of the NBD connections Python has handed it ("adopted"): it passes over pure
+ * ACKs, decodes compact READ requests and their simple replies, keeps the requests in
+ * flight, the per-command counters and the session's message count, and passes over the
+ * read data by count. It does so only while every message is "quiet": one that no rule
+ * would say anything about, by limits Python computed from the session when it adopted
+ * the connection. Anything else (another command, an error, a flag, a reused or unknown
+ * cookie, a FIN, a retransmission, a record it cannot parse) makes it give the connection
+ * back to Python (the release callback) before that message, and hand the rest of the
+ * segment over as ordinary data. So Python stays the reference; this is a shortcut for
+ * the messages whose only effect is bookkeeping.
+ *
+ * Bounds: every header field is read only after the record's captured length was checked
+ * against the window, and every message field only from bytes of the current segment or
+ * the small pending-header buffer (HDR_MAX bytes). Nothing is allocated by a length read
+ * from the input: the flight table is capped (MAX_FLIGHTS, then the connection goes back).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#define MAX_CONNS 64
+#define MAX_FLIGHTS 1024
+#define RECENT 256
+#define REQ_SIZE 28
+#define REPLY_SIZE 16
+#define HDR_MAX 32
+#define LAT_FLUSH 65536 /* latencies held before the connection is given back to hand them over */
+
+static inline uint16_t be16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
+static inline uint32_t be32(const uint8_t *p) {
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+static inline uint64_t be64(const uint8_t *p) { return (uint64_t)be32(p) << 32 | be32(p + 4); }
+static inline uint32_t le32(const uint8_t *p) {
+    return (uint32_t)p[3] << 24 | (uint32_t)p[2] << 16 | (uint32_t)p[1] << 8 | p[0];
+}
+
+typedef struct {
+    uint64_t cookie, offset, start, end, frame;
+    long long seq;
+    double time;
+    uint32_t length;
+    int cmd, flags;
+    PyObject *request; /* the decoder's event for a request taken over at adoption; NULL if made here */
+} Flight;
+
+typedef struct {
+    uint8_t key[12]; /* source address, destination address, ports: as in an option-less IPv4 + TCP */
+    uint32_t tcp_next;
+    unsigned long long tcp_offset;
+    unsigned long long fed; /* stream offset past the bytes taken (a pending header's included) */
+    unsigned long long skip; /* payload bytes still to pass over */
+    uint8_t hdr[HDR_MAX];
+    int hlen;
+    unsigned long long frame;
+    double time;
+} Side;
+
+typedef struct {
+    int active;
+    long conn_id;
+    Side side[2]; /* 0: c2s (requests), 1: s2c (replies) */
+    Flight flights[MAX_FLIGHTS]; /* in the order they were sent, as Python's dicts keep them */
+    int nflights;
+    uint64_t recent[RECENT]; /* cookies completed here, distinct, oldest first */
+    int recent_cmd[RECENT];
+    int nrecent;
+    long long seq;
+    unsigned long long messages, last_frame;
+    double last_time;
+    unsigned long long count, bytes; /* READ requests and read bytes */
+    double *lat;
+    size_t nlat, latcap;
+    unsigned long long size, align, maxlen;
+    int has_size;
+} Conn;
+
+typedef struct {
+    PyObject_HEAD
+    int little;
+    double divisor;
+    Py_ssize_t ip; /* offset of the IP header in a frame */
+    Py_ssize_t etype_at; /* offset of the ethertype (or protocol) word */
+    uint32_t request_magic, simple_magic;
+    int read_cmd;
+    PyObject *on_release; /* called with a connection's slot before the scanner gives it back */
+    Conn *conns[MAX_CONNS];
+    int nconns; /* slots in use, active or not */
+} Scanner;
+
+/* ------------------------------------------------------------------ helpers */
+
+/* Python's round(x, 1), exactly: the exact decimal value of x*10 rounded half-even, then the
+ * double nearest k/10 (a correctly rounded division gives just that). Outside the range where
+ * the arithmetic below is exact, Python computes it. */
+static int round1(double x, double *out) {
+    double y = x * 10.0;
+    if (!(fabs(y) >= 1.0 && fabs(y) < 1e15)) {
+        PyObject *f = PyFloat_FromDouble(x);
+        if (f == NULL) return -1;
+        PyObject *r = PyObject_CallMethod(f, "__round__", "i", 1);
+        Py_DECREF(f);
+        if (r == NULL) return -1;
+        *out = PyFloat_AsDouble(r);
+        Py_DECREF(r);
+        return 0;
+    }
+    double err = fma(x, 10.0, -y); /* x*10 == y + err exactly */
+    double k = floor(y);
+    double s = ((y - k) - 0.5) + err; /* the sign of (exact fraction - 1/2) */
+    if (s > 0 || (s == 0 && fmod(k, 2.0) != 0)) k += 1.0;
+    double r = k / 10.0;
+    *out = r == 0 ? copysign(0.0, x) : r;
+    return 0;
+}
+
+static int find_flight(Conn *c, uint64_t cookie) {
+    for (int i = c->nflights - 1; i >= 0; i--)
+        if (c->flights[i].cookie == cookie) return i;
+    return -1;
+}
+
+static void remember(Conn *c, uint64_t cookie, int cmd) {
+    int i;
+    for (i = c->nrecent - 1; i >= 0; i--)
+        if (c->recent[i] == cookie) break;
+    if (i < 0 && c->nrecent == RECENT) i = 0; /* the oldest goes */
+    if (i >= 0) {
+        memmove(c->recent + i, c->recent + i + 1, (size_t)(c->nrecent - i - 1) * sizeof(uint64_t));
+        memmove(c->recent_cmd + i, c->recent_cmd + i + 1, (size_t)(c->nrecent - i - 1) * sizeof(int));
+        c->nrecent--;
+    }
+    c->recent[c->nrecent] = cookie;
+    c->recent_cmd[c->nrecent] = cmd;
+    c->nrecent++;
+}
+
+static int add_latency(Conn *c, double us) {
+    if (c->nlat == c->latcap) {
+        size_t cap = c->latcap ? c->latcap * 2 : 1024;
+        double *lat = PyMem_Realloc(c->lat, cap * sizeof(double));
+        if (lat == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        c->lat = lat;
+        c->latcap = cap;
+    }
+    c->lat[c->nlat++] = us;
+    return 0;
+}
+
+static void counted(Conn *c, unsigned long long frame, double time) {
+    c->messages++;
+    if (frame > c->last_frame) c->last_frame = frame;
+    c->last_time = time;
+}
+
+/* ------------------------------------------------------------------ messages */
+
+/* One request header (REQ_SIZE bytes at h): 1 taken, 0 not quiet (nothing changed). */
+static int take_request(Scanner *s, Conn *c, const uint8_t *h, unsigned long long start, unsigned long long frame,
+                        double time) {
+    if (be32(h) != s->request_magic) return 0;
+    int flags = be16(h + 4), cmd = be16(h + 6);
+    uint64_t cookie = be64(h + 8), offset = be64(h + 16);
+    uint32_t length = be32(h + 24);
+    if (flags || cmd != s->read_cmd || length == 0 || length > c->maxlen) return 0;
+    if (c->align && (offset % c->align || length % c->align)) return 0;
+    if (c->has_size && (offset > c->size || length > c->size - offset)) return 0;
+    if (c->nflights == MAX_FLIGHTS || find_flight(c, cookie) >= 0) return 0;
+    Flight *f = &c->flights[c->nflights++];
+    f->cookie = cookie;
+    f->offset = offset;
+    f->length = length;
+    f->cmd = cmd;
+    f->flags = flags;
+    f->seq = c->seq++;
+    f->start = start;
+    f->end = start + REQ_SIZE;
+    f->frame = frame;
+    f->time = time;
+    f->request = NULL;
+    c->count++;
+    counted(c, frame, time);
+    return 1;
+}
+
+/* One simple reply header: 1 taken (its data length in *data), 0 not quiet, -1 error. */
+static int take_reply(Scanner *s, Conn *c, const uint8_t *h, unsigned long long frame, double time,
+                      unsigned long long *data) {
+    if (be32(h) != s->simple_magic || be32(h + 4) != 0) return 0;
+    int i = find_flight(c, be64(h + 8));
+    if (i < 0 || c->flights[i].cmd != s->read_cmd) return 0;
+    Flight *f = &c->flights[i];
+    double latency;
+    if (round1((time - f->time) * 1e6, &latency) < 0 || add_latency(c, latency) < 0) return -1;
+    *data = f->length;
+    c->bytes += f->length;
+    c->seq++;
+    remember(c, f->cookie, f->cmd);
+    Py_CLEAR(f->request);
+    memmove(f, f + 1, (size_t)(c->nflights - i - 1) * sizeof(Flight));
+    c->nflights--;
+    counted(c, frame, time);
+    return 1;
+}
+
+/* Decode one segment's payload of a half. Returns the number of payload bytes taken: all of
+ * them, or fewer when a message was not quiet (it begins there, after any pending header bytes,
+ * which stay in hdr for Python's buffer); -1 on error. */
+static Py_ssize_t take_payload(Scanner *s, Conn *c, int dir, const uint8_t *p, Py_ssize_t n,
+                               unsigned long long frame, double time) {
+    Side *d = &c->side[dir];
+    Py_ssize_t i = 0;
+    d->frame = frame;
+    d->time = time;
+    int size = dir == 0 ? REQ_SIZE : REPLY_SIZE;
+    while (i < n) {
+        if (d->skip) {
+            unsigned long long k = (unsigned long long)(n - i) < d->skip ? (unsigned long long)(n - i) : d->skip;
+            d->skip -= k;
+            d->fed += k;
+            i += (Py_ssize_t)k;
+            continue;
+        }
+        const uint8_t *h;
+        uint8_t whole[HDR_MAX];
+        Py_ssize_t used; /* bytes of this segment the header takes */
+        if (d->hlen == 0 && n - i >= size) {
+            h = p + i;
+            used = size;
+        } else {
+            Py_ssize_t want = size - d->hlen, have = n - i < want ? n - i : want;
+            if (have < want) { /* still short: keep the start of the header */
+                if (d->hlen + have >= 4) { /* Python judges a magic as soon as it has one */
+                    uint8_t m[4];
+                    for (int j = 0; j < 4; j++) m[j] = j < d->hlen ? d->hdr[j] : p[i + j - d->hlen];
+                    if (be32(m) != (dir == 0 ? s->request_magic : s->simple_magic)) return i;
+                }
+                memcpy(d->hdr + d->hlen, p + i, (size_t)have);
+                d->hlen += (int)have;
+                d->fed += (unsigned long long)have;
+                return n;
+            }
+            memcpy(whole, d->hdr, (size_t)d->hlen);
+            memcpy(whole + d->hlen, p + i, (size_t)have);
+            h = whole;
+            used = have;
+        }
+        unsigned long long start = d->fed - (unsigned long long)d->hlen;
+        int took;
+        unsigned long long data = 0;
+        if (dir == 0)
+            took = take_request(s, c, h, start, frame, time);
+        else
+            took = take_reply(s, c, h, frame, time, &data);
+        if (took < 0) return -1;
+        if (took == 0) return i; /* the pending bytes stay in hdr */
+        d->hlen = 0;
+        d->fed += (unsigned long long)used;
+        d->skip = data;
+        i += used;
+    }
+    return n;
+}
+
+/* ------------------------------------------------------------------ the scanner */
+
+static int give_back(Scanner *s, int slot) {
+    PyObject *r = PyObject_CallFunction(s->on_release, "i", slot);
+    if (r == NULL) return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+static int find_conn(Scanner *s, const uint8_t *key, int *dir) {
+    for (int i = 0; i < s->nconns; i++) {
+        Conn *c = s->conns[i];
+        if (c == NULL || !c->active) continue;
+        for (int k = 0; k < 2; k++)
+            if (memcmp(c->side[k].key, key, 12) == 0) {
+                *dir = k;
+                return i;
+            }
+    }
+    return -1;
+}
+
+static void clear_conn(Conn *c) {
+    for (int i = 0; i < c->nflights; i++) Py_CLEAR(c->flights[i].request);
+    c->nflights = 0;
+    PyMem_Free(c->lat);
+    c->lat = NULL;
+    c->nlat = c->latcap = 0;
+    c->active = 0;
+}
+
+static int Scanner_init(Scanner *self, PyObject *args, PyObject *kw) {
+    static char *names[] = {"little", "nano", "ip", "etype_at", "request_magic", "simple_magic", "read_cmd",
+                            "on_release", NULL};
+    int little, nano, read_cmd;
+    Py_ssize_t ip, etype_at;
+    unsigned int rq, sr;
+    PyObject *cb;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "ppnnIIiO", names, &little, &nano, &ip, &etype_at, &rq, &sr,
+                                     &read_cmd, &cb))
+        return -1;
+    if (ip < 0 || ip > 64 || etype_at < 0 || etype_at + 2 > ip) {
+        PyErr_SetString(PyExc_ValueError, "bad frame layout");
+        return -1;
+    }
+    self->little = little;
+    self->divisor = nano ? 1e9 : 1e6;
+    self->ip = ip;
+    self->etype_at = etype_at;
+    self->request_magic = rq;
+    self->simple_magic = sr;
+    self->read_cmd = read_cmd;
+    Py_XSETREF(self->on_release, Py_NewRef(cb));
+    return 0;
+}
+
+static void Scanner_dealloc(Scanner *self) {
+    for (int i = 0; i < self->nconns; i++)
+        if (self->conns[i] != NULL) {
+            clear_conn(self->conns[i]);
+            PyMem_Free(self->conns[i]);
+        }
+    Py_XDECREF(self->on_release);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int side_from(Side *d, PyObject *t) {
+    const char *key;
+    Py_ssize_t klen;
+    if (!PyArg_ParseTuple(t, "y#IKKK", &key, &klen, &d->tcp_next, &d->tcp_offset, &d->fed, &d->skip)) return -1;
+    if (klen != 12) {
+        PyErr_SetString(PyExc_ValueError, "a key is 12 bytes");
+        return -1;
+    }
+    memcpy(d->key, key, 12);
+    d->hlen = 0;
+    d->frame = 0;
+    d->time = 0.0;
+    return 0;
+}
+
+/* adopt(conn_id, c2s, s2c, seq, size, align, maxlen, flights) -> slot
+ * c2s, s2c: (key, tcp next seq, tcp offset, decoder fed, decoder skip); size -1: unknown;
+ * flights: (cookie, command, flags, offset, length, frame, time, request) in the decoder's order */
+static PyObject *Scanner_adopt(Scanner *self, PyObject *args) {
+    long conn_id;
+    PyObject *c2s, *s2c, *flights;
+    long long seq, size;
+    unsigned long long align, maxlen;
+    if (!PyArg_ParseTuple(args, "lO!O!LLKKO!", &conn_id, &PyTuple_Type, &c2s, &PyTuple_Type, &s2c, &seq, &size,
+                          &align, &maxlen, &PyList_Type, &flights))
+        return NULL;
+    if (PyList_GET_SIZE(flights) >= MAX_FLIGHTS) {
+        PyErr_SetString(PyExc_ValueError, "too many requests in flight");
+        return NULL;
+    }
+    int slot = -1;
+    for (int i = 0; i < self->nconns; i++)
+        if (self->conns[i] != NULL && !self->conns[i]->active) {
+            slot = i;
+            break;
+        }
+    if (slot < 0) {
+        if (self->nconns == MAX_CONNS) {
+            PyErr_SetString(PyExc_OverflowError, "no free slot");
+            return NULL;
+        }
+        Conn *fresh = PyMem_Calloc(1, sizeof(Conn));
+        if (fresh == NULL) return PyErr_NoMemory();
+        slot = self->nconns++;
+        self->conns[slot] = fresh;
+    }
+    Conn *c = self->conns[slot];
+    memset(c, 0, sizeof(Conn));
+    if (side_from(&c->side[0], c2s) < 0 || side_from(&c->side[1], s2c) < 0) return NULL;
+    c->conn_id = conn_id;
+    c->seq = seq;
+    c->has_size = size >= 0;
+    c->size = size >= 0 ? (unsigned long long)size : 0;
+    c->align = align;
+    c->maxlen = maxlen;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(flights); i++) {
+        Flight *f = &c->flights[i];
+        PyObject *req;
+        unsigned long long cookie, offset, frame, length;
+        if (!PyArg_ParseTuple(PyList_GET_ITEM(flights, i), "KiiKKKdO", &cookie, &f->cmd, &f->flags, &offset,
+                              &length, &frame, &f->time, &req)) {
+            clear_conn(c);
+            return NULL;
+        }
+        f->cookie = cookie;
+        f->offset = offset;
+        f->length = (uint32_t)(length > 0xFFFFFFFFull ? 0xFFFFFFFFull : length);
+        if (length > 0xFFFFFFFFull) f->cmd = -1; /* never answered here */
+        f->frame = frame;
+        f->request = Py_NewRef(req);
+        c->nflights++;
+    }
+    c->active = 1;
+    return PyLong_FromLong(slot);
+}
+
+static PyObject *side_state(Side *d) {
+    return Py_BuildValue("IKKKy#Kd", d->tcp_next, d->tcp_offset, d->fed, d->skip, (const char *)d->hdr,
+                         (Py_ssize_t)d->hlen, d->frame, d->time);
+}
+
+/* release(slot) -> the connection's state, and the slot is free again:
+ * (conn_id, c2s, s2c, seq, messages, last_frame, last_time, count, bytes, latencies (bytes of doubles),
+ *  flights [(cookie, command, flags, offset, length, frame, time, seq, start, end, request or None)],
+ *  recent [(cookie, command)] oldest first)
+ * c2s, s2c: (tcp next seq, tcp offset, fed, skip, pending header bytes, frame, time) */
+static PyObject *Scanner_release(Scanner *self, PyObject *arg) {
+    long slot = PyLong_AsLong(arg);
+    if (slot == -1 && PyErr_Occurred()) return NULL;
+    if (slot < 0 || slot >= self->nconns || self->conns[slot] == NULL || !self->conns[slot]->active) {
+        PyErr_SetString(PyExc_KeyError, "no connection in that slot");
+        return NULL;
+    }
+    Conn *c = self->conns[slot];
+    PyObject *flights = PyList_New(c->nflights), *recent = PyList_New(c->nrecent);
+    PyObject *out = NULL;
+    if (flights == NULL || recent == NULL) goto done;
+    for (int i = 0; i < c->nflights; i++) {
+        Flight *f = &c->flights[i];
+        PyObject *t = Py_BuildValue("KiiKKKdLKKO", (unsigned long long)f->cookie, f->cmd, f->flags,
+                                    (unsigned long long)f->offset, (unsigned long long)f->length,
+                                    (unsigned long long)f->frame, f->time, f->seq, (unsigned long long)f->start,
+                                    (unsigned long long)f->end, f->request ? f->request : Py_None);
+        if (t == NULL) goto done;
+        PyList_SET_ITEM(flights, i, t);
+    }
+    for (int i = 0; i < c->nrecent; i++) {
+        PyObject *t = Py_BuildValue("Ki", (unsigned long long)c->recent[i], c->recent_cmd[i]);
+        if (t == NULL) goto done;
+        PyList_SET_ITEM(recent, i, t);
+    }
+    out = Py_BuildValue("lNNLKKdKKy#OO", c->conn_id, side_state(&c->side[0]), side_state(&c->side[1]), c->seq,
+                        c->messages, c->last_frame, c->last_time, c->count, c->bytes, (const char *)c->lat,
+                        (Py_ssize_t)(c->nlat * sizeof(double)), flights, recent);
+    if (out != NULL) clear_conn(c);
+done:
+    Py_XDECREF(flights);
+    Py_XDECREF(recent);
+    return out;
+}
+
+/* scan(buf, pos, end, number) -> (pos, number, time, rest)
+ * Takes whole records from buf[pos:end] while they belong to adopted connections and stay
+ * quiet. Stops before a record it does not take (rest None), or after one whose payload it
+ * took only in part: rest is then (conn_id, dir, start, stop), the untaken payload in buf,
+ * for Python to decode (the connection was released first). number counts the records taken. */
+static PyObject *Scanner_scan(Scanner *self, PyObject *args) {
+    Py_buffer view;
+    Py_ssize_t pos, end;
+    unsigned long long number;
+    double time = 0.0;
+    if (!PyArg_ParseTuple(args, "y*nnK", &view, &pos, &end, &number)) return NULL;
+    PyObject *rest = NULL;
+    const uint8_t *buf = view.buf;
+    if (pos < 0 || end > view.len || pos > end) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "bad window");
+        return NULL;
+    }
+    Py_ssize_t ip = self->ip, least = ip + 40;
+    while (end - pos >= 16) {
+        const uint8_t *r = buf + pos;
+        uint32_t sec = self->little ? le32(r) : be32(r), frac = self->little ? le32(r + 4) : be32(r + 4);
+        uint32_t caplen = self->little ? le32(r + 8) : be32(r + 8);
+        Py_ssize_t start = pos + 16, stop = start + (Py_ssize_t)caplen;
+        if (stop > end || caplen < (uint32_t)least) break;
+        const uint8_t *f = buf + start;
+        const uint8_t *iph = f + ip, *tcp = iph + 20;
+        if (be16(f + self->etype_at) != 0x0800 || iph[0] != 0x45 || iph[9] != 6) break;
+        int dir;
+        int slot = find_conn(self, iph + 12, &dir);
+        if (slot < 0) break;
+        Conn *c = self->conns[slot];
+        Side *d = &c->side[dir];
+        if (c->nlat >= LAT_FLUSH) { /* hand the latencies over now and then: memory stays flat */
+            if (give_back(self, slot) < 0) goto fail;
+            break;
+        }
+        uint16_t total = be16(iph + 2), frag = be16(iph + 6), dflags = be16(tcp + 12);
+        uint32_t seq = be32(tcp + 4);
+        if ((frag & 0x3FFF) || dflags < 0x5000 || (dflags & 7) || ip + total > (Py_ssize_t)caplen ||
+            seq != d->tcp_next) {
+            if (give_back(self, slot) < 0) goto fail;
+            break; /* Python takes this record */
+        }
+        Py_ssize_t pstart = start + ip + 20 + ((dflags >> 10) & 0x3C);
+        Py_ssize_t pend = total && ip + total < (Py_ssize_t)caplen ? start + ip + total : stop;
+        time = (double)sec + (double)frac / self->divisor;
+        number++;
+        pos = stop;
+        if (pstart >= pend) continue; /* a pure ACK: TCP has nothing to deliver while no hole waits */
+        Py_ssize_t n = pend - pstart;
+        d->tcp_next = (uint32_t)(seq + (uint32_t)n);
+        d->tcp_offset += (unsigned long long)n;
+        Py_ssize_t took = take_payload(self, c, dir, buf + pstart, n, number, time);
+        if (took < 0) goto fail;
+        if (took < n) {
+            long conn_id = c->conn_id;
+            if (give_back(self, slot) < 0) goto fail;
+            rest = Py_BuildValue("lsnn", conn_id, dir == 0 ? "c2s" : "s2c", pstart + took, pend);
+            if (rest == NULL) goto fail;
+            break;
+        }
+    }
+    PyBuffer_Release(&view);
+    return Py_BuildValue("nKdN", pos, number, time, rest ? rest : Py_NewRef(Py_None));
+fail:
+    PyBuffer_Release(&view);
+    return NULL;
+}
+
+static PyObject *Scanner_adopted(Scanner *self, PyObject *Py_UNUSED(ignored)) {
+    PyObject *out = PyList_New(0);
+    for (int i = 0; out != NULL && i < self->nconns; i++)
+        if (self->conns[i] != NULL && self->conns[i]->active) {
+            PyObject *n = PyLong_FromLong(i);
+            if (n == NULL || PyList_Append(out, n) < 0) Py_CLEAR(out);
+            Py_XDECREF(n);
+        }
+    return out;
+}
+
+static PyMethodDef Scanner_methods[] = {
+    {"adopt", (PyCFunction)Scanner_adopt, METH_VARARGS, "Take a connection over; its slot."},
+    {"release", (PyCFunction)Scanner_release, METH_O, "Give a connection back: its state."},
+    {"scan", (PyCFunction)Scanner_scan, METH_VARARGS, "Take the records of adopted connections."},
+    {"adopted", (PyCFunction)Scanner_adopted, METH_NOARGS, "The slots in use."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject ScannerType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "nbdscope._fastpath.Scanner",
+    .tp_basicsize = sizeof(Scanner),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "The compiled per-message path over classic pcap records.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Scanner_init,
+    .tp_dealloc = (destructor)Scanner_dealloc,
+    .tp_methods = Scanner_methods,
+};
+
+static PyObject *py_round1(PyObject *mod, PyObject *arg) {
+    double x = PyFloat_AsDouble(arg), r;
+    if (x == -1.0 && PyErr_Occurred()) return NULL;
+    if (round1(x, &r) < 0) return NULL;
+    return PyFloat_FromDouble(r);
+}
+
+static PyMethodDef module_methods[] = {
+    {"round1", py_round1, METH_O, "round(x, 1) as the scanner computes it (for tests)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "nbdscope._fastpath", NULL, -1, module_methods};
+
+PyMODINIT_FUNC PyInit__fastpath(void) {
+    if (PyType_Ready(&ScannerType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL) return NULL;
+    if (PyModule_AddObjectRef(m, "Scanner", (PyObject *)&ScannerType) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
