@@ -28,6 +28,7 @@
 #define RECENT 256
 #define REQ_SIZE 28
 #define REPLY_SIZE 16
+#define CHUNK_SIZE 28 /* a structured reply chunk's header and the offset of its data */
 #define HDR_MAX 32
 #define LAT_FLUSH 65536 /* latencies held before the connection is given back to hand them over */
 
@@ -61,6 +62,17 @@ typedef struct {
     double time;
 } Side;
 
+typedef struct { /* what the Statistics addon would have added to one command's counters */
+    unsigned long long count, bytes;
+    double *lat;
+    size_t nlat, latcap;
+} Tally;
+
+typedef struct { /* within these a message is quiet (computed by fastpath._limits from the session) */
+    unsigned long long size, align, maxlen, wmax, chunkmax, bl_align, bl_max;
+    int has_size, structured, writes;
+} Limits;
+
 typedef struct {
     int active;
     long conn_id;
@@ -73,11 +85,9 @@ typedef struct {
     long long seq;
     unsigned long long messages, last_frame;
     double last_time;
-    unsigned long long count, bytes; /* READ requests and read bytes */
-    double *lat;
-    size_t nlat, latcap;
-    unsigned long long size, align, maxlen;
-    int has_size;
+    Tally tally[2]; /* READ, WRITE */
+    unsigned long long blameless_writes; /* successful writes a correct server had no reason to refuse */
+    Limits lim;
 } Conn;
 
 typedef struct {
@@ -86,8 +96,8 @@ typedef struct {
     double divisor;
     Py_ssize_t ip; /* offset of the IP header in a frame */
     Py_ssize_t etype_at; /* offset of the ethertype (or protocol) word */
-    uint32_t request_magic, simple_magic;
-    int read_cmd;
+    uint32_t request_magic, simple_magic, chunk_magic;
+    int read_cmd, write_cmd, done_flag, offset_data;
     PyObject *on_release; /* called with a connection's slot before the scanner gives it back */
     Conn *conns[MAX_CONNS];
     int nconns; /* slots in use, active or not */
@@ -140,18 +150,18 @@ static void remember(Conn *c, uint64_t cookie, int cmd) {
     c->nrecent++;
 }
 
-static int add_latency(Conn *c, double us) {
-    if (c->nlat == c->latcap) {
-        size_t cap = c->latcap ? c->latcap * 2 : 1024;
-        double *lat = PyMem_Realloc(c->lat, cap * sizeof(double));
+static int add_latency(Tally *t, double us) {
+    if (t->nlat == t->latcap) {
+        size_t cap = t->latcap ? t->latcap * 2 : 1024;
+        double *lat = PyMem_Realloc(t->lat, cap * sizeof(double));
         if (lat == NULL) {
             PyErr_NoMemory();
             return -1;
         }
-        c->lat = lat;
-        c->latcap = cap;
+        t->lat = lat;
+        t->latcap = cap;
     }
-    c->lat[c->nlat++] = us;
+    t->lat[t->nlat++] = us;
     return 0;
 }
 
@@ -163,16 +173,18 @@ static void counted(Conn *c, unsigned long long frame, double time) {
 
 /* ------------------------------------------------------------------ messages */
 
-/* One request header (REQ_SIZE bytes at h): 1 taken, 0 not quiet (nothing changed). */
+/* One request header (REQ_SIZE bytes at h): 1 taken (its payload length in *data), 0 not quiet. */
 static int take_request(Scanner *s, Conn *c, const uint8_t *h, unsigned long long start, unsigned long long frame,
-                        double time) {
-    if (be32(h) != s->request_magic) return 0;
+                        double time, unsigned long long *data) {
+    Limits *l = &c->lim;
     int flags = be16(h + 4), cmd = be16(h + 6);
     uint64_t cookie = be64(h + 8), offset = be64(h + 16);
     uint32_t length = be32(h + 24);
-    if (flags || cmd != s->read_cmd || length == 0 || length > c->maxlen) return 0;
-    if (c->align && (offset % c->align || length % c->align)) return 0;
-    if (c->has_size && (offset > c->size || length > c->size - offset)) return 0;
+    int write = cmd == s->write_cmd;
+    if (flags || length == 0 || !(cmd == s->read_cmd || (write && l->writes))) return 0;
+    if (length > (write ? l->wmax : l->maxlen)) return 0;
+    if (l->align && (offset % l->align || length % l->align)) return 0;
+    if (l->has_size && (offset > l->size || length > l->size - offset)) return 0;
     if (c->nflights == MAX_FLIGHTS || find_flight(c, cookie) >= 0) return 0;
     Flight *f = &c->flights[c->nflights++];
     f->cookie = cookie;
@@ -182,26 +194,32 @@ static int take_request(Scanner *s, Conn *c, const uint8_t *h, unsigned long lon
     f->flags = flags;
     f->seq = c->seq++;
     f->start = start;
-    f->end = start + REQ_SIZE;
+    f->end = start + REQ_SIZE + (write ? length : 0);
     f->frame = frame;
     f->time = time;
     f->request = NULL;
-    c->count++;
+    Tally *t = &c->tally[write];
+    t->count++;
+    if (write) t->bytes += length;
+    *data = write ? length : 0;
     counted(c, frame, time);
     return 1;
 }
 
-/* One simple reply header: 1 taken (its data length in *data), 0 not quiet, -1 error. */
-static int take_reply(Scanner *s, Conn *c, const uint8_t *h, unsigned long long frame, double time,
-                      unsigned long long *data) {
-    if (be32(h) != s->simple_magic || be32(h + 4) != 0) return 0;
-    int i = find_flight(c, be64(h + 8));
-    if (i < 0 || c->flights[i].cmd != s->read_cmd) return 0;
+/* The successful reply that completes flight i; the read data that follows in *data. 1, or -1 on error. */
+static int take_reply(Scanner *s, Conn *c, int i, unsigned long long frame, double time, unsigned long long *data) {
     Flight *f = &c->flights[i];
+    int write = f->cmd == s->write_cmd;
+    Tally *t = &c->tally[write];
     double latency;
-    if (round1((time - f->time) * 1e6, &latency) < 0 || add_latency(c, latency) < 0) return -1;
-    *data = f->length;
-    c->bytes += f->length;
+    if (round1((time - f->time) * 1e6, &latency) < 0 || add_latency(t, latency) < 0) return -1;
+    *data = write ? 0 : f->length;
+    if (!write)
+        t->bytes += f->length;
+    else if (f->length && !(c->lim.has_size && (f->offset > c->lim.size || f->length > c->lim.size - f->offset)) &&
+             !(c->lim.bl_align && (f->offset % c->lim.bl_align || f->length % c->lim.bl_align)) &&
+             f->length <= c->lim.bl_max)
+        c->blameless_writes++;
     c->seq++;
     remember(c, f->cookie, f->cmd);
     Py_CLEAR(f->request);
@@ -209,6 +227,39 @@ static int take_reply(Scanner *s, Conn *c, const uint8_t *h, unsigned long long 
     c->nflights--;
     counted(c, frame, time);
     return 1;
+}
+
+/* A simple reply: quiet when it succeeds, answers a request without flags and, where structured replies
+ * were agreed, not a READ (those must be chunks). */
+static int take_simple(Scanner *s, Conn *c, const uint8_t *h, unsigned long long frame, double time,
+                       unsigned long long *data) {
+    if (be32(h + 4) != 0) return 0;
+    int i = find_flight(c, be64(h + 8));
+    if (i < 0 || c->flights[i].flags) return 0;
+    int cmd = c->flights[i].cmd;
+    if (!(cmd == s->write_cmd || (cmd == s->read_cmd && !c->lim.structured))) return 0;
+    return take_reply(s, c, i, frame, time, data);
+}
+
+/* A structured chunk (header and data offset): quiet when it is an OFFSET_DATA chunk marked DONE (and
+ * nothing else) that holds all the data its READ asked for, at the offset asked. */
+static int take_chunk(Scanner *s, Conn *c, const uint8_t *h, unsigned long long frame, double time,
+                      unsigned long long *data) {
+    if (be16(h + 4) != s->done_flag || be16(h + 6) != s->offset_data) return 0;
+    uint32_t length = be32(h + 16);
+    if (length < 9 || length - 8 > c->lim.chunkmax) return 0;
+    int i = find_flight(c, be64(h + 8));
+    if (i < 0 || c->flights[i].cmd != s->read_cmd || c->flights[i].flags) return 0;
+    Flight *f = &c->flights[i];
+    if (be64(h + 20) != f->offset || length - 8 != f->length) return 0;
+    return take_reply(s, c, i, frame, time, data);
+}
+
+/* The header size a message with this magic has here (0: none the Scanner takes). */
+static int header_size(Scanner *s, Conn *c, int dir, uint32_t magic) {
+    if (dir == 0) return magic == s->request_magic ? REQ_SIZE : 0;
+    if (magic == s->simple_magic) return REPLY_SIZE;
+    return magic == s->chunk_magic && c->lim.structured ? CHUNK_SIZE : 0;
 }
 
 /* Decode one segment's payload of a half. Returns the number of payload bytes taken: all of
@@ -220,7 +271,6 @@ static Py_ssize_t take_payload(Scanner *s, Conn *c, int dir, const uint8_t *p, P
     Py_ssize_t i = 0;
     d->frame = frame;
     d->time = time;
-    int size = dir == 0 ? REQ_SIZE : REPLY_SIZE;
     while (i < n) {
         if (d->skip) {
             unsigned long long k = (unsigned long long)(n - i) < d->skip ? (unsigned long long)(n - i) : d->skip;
@@ -229,37 +279,39 @@ static Py_ssize_t take_payload(Scanner *s, Conn *c, int dir, const uint8_t *p, P
             i += (Py_ssize_t)k;
             continue;
         }
-        const uint8_t *h;
-        uint8_t whole[HDR_MAX];
-        Py_ssize_t used; /* bytes of this segment the header takes */
-        if (d->hlen == 0 && n - i >= size) {
-            h = p + i;
-            used = size;
-        } else {
-            Py_ssize_t want = size - d->hlen, have = n - i < want ? n - i : want;
-            if (have < want) { /* still short: keep the start of the header */
-                if (d->hlen + have >= 4) { /* Python judges a magic as soon as it has one */
-                    uint8_t m[4];
-                    for (int j = 0; j < 4; j++) m[j] = j < d->hlen ? d->hdr[j] : p[i + j - d->hlen];
-                    if (be32(m) != (dir == 0 ? s->request_magic : s->simple_magic)) return i;
-                }
-                memcpy(d->hdr + d->hlen, p + i, (size_t)have);
-                d->hlen += (int)have;
-                d->fed += (unsigned long long)have;
-                return n;
-            }
-            memcpy(whole, d->hdr, (size_t)d->hlen);
-            memcpy(whole + d->hlen, p + i, (size_t)have);
-            h = whole;
-            used = have;
+        Py_ssize_t left = n - i, have = d->hlen + left; /* header bytes at hand: pending, then this segment */
+        if (have < 4) { /* not even a magic: keep them */
+            memcpy(d->hdr + d->hlen, p + i, (size_t)left);
+            d->hlen += (int)left;
+            d->fed += (unsigned long long)left;
+            return n;
         }
-        unsigned long long start = d->fed - (unsigned long long)d->hlen;
+        uint8_t m[4];
+        for (int j = 0; j < 4; j++) m[j] = j < d->hlen ? d->hdr[j] : p[i + j - d->hlen];
+        int size = header_size(s, c, dir, be32(m)); /* Python judges a magic as soon as it has one */
+        if (size == 0) return i;
+        if (have < size) {
+            memcpy(d->hdr + d->hlen, p + i, (size_t)left);
+            d->hlen += (int)left;
+            d->fed += (unsigned long long)left;
+            return n;
+        }
+        const uint8_t *h = p + i;
+        uint8_t whole[HDR_MAX];
+        Py_ssize_t used = size - d->hlen; /* bytes of this segment the header takes */
+        if (d->hlen) {
+            memcpy(whole, d->hdr, (size_t)d->hlen);
+            memcpy(whole + d->hlen, p + i, (size_t)used);
+            h = whole;
+        }
+        unsigned long long start = d->fed - (unsigned long long)d->hlen, data = 0;
         int took;
-        unsigned long long data = 0;
         if (dir == 0)
-            took = take_request(s, c, h, start, frame, time);
+            took = take_request(s, c, h, start, frame, time, &data);
+        else if (size == REPLY_SIZE)
+            took = take_simple(s, c, h, frame, time, &data);
         else
-            took = take_reply(s, c, h, frame, time, &data);
+            took = take_chunk(s, c, h, frame, time, &data);
         if (took < 0) return -1;
         if (took == 0) return i; /* the pending bytes stay in hdr */
         d->hlen = 0;
@@ -295,21 +347,23 @@ static int find_conn(Scanner *s, const uint8_t *key, int *dir) {
 static void clear_conn(Conn *c) {
     for (int i = 0; i < c->nflights; i++) Py_CLEAR(c->flights[i].request);
     c->nflights = 0;
-    PyMem_Free(c->lat);
-    c->lat = NULL;
-    c->nlat = c->latcap = 0;
+    for (int k = 0; k < 2; k++) {
+        PyMem_Free(c->tally[k].lat);
+        c->tally[k].lat = NULL;
+        c->tally[k].nlat = c->tally[k].latcap = 0;
+    }
     c->active = 0;
 }
 
 static int Scanner_init(Scanner *self, PyObject *args, PyObject *kw) {
-    static char *names[] = {"little", "nano", "ip", "etype_at", "request_magic", "simple_magic", "read_cmd",
-                            "on_release", NULL};
-    int little, nano, read_cmd;
+    static char *names[] = {"little", "nano", "ip", "etype_at", "request_magic", "simple_magic", "chunk_magic",
+                            "read_cmd", "write_cmd", "done_flag", "offset_data", "on_release", NULL};
+    int little, nano, read_cmd, write_cmd, done_flag, offset_data;
     Py_ssize_t ip, etype_at;
-    unsigned int rq, sr;
+    unsigned int rq, sr, cm;
     PyObject *cb;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "ppnnIIiO", names, &little, &nano, &ip, &etype_at, &rq, &sr,
-                                     &read_cmd, &cb))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "ppnnIIIiiiiO", names, &little, &nano, &ip, &etype_at, &rq, &sr, &cm,
+                                     &read_cmd, &write_cmd, &done_flag, &offset_data, &cb))
         return -1;
     if (ip < 0 || ip > 64 || etype_at < 0 || etype_at + 2 > ip) {
         PyErr_SetString(PyExc_ValueError, "bad frame layout");
@@ -321,7 +375,11 @@ static int Scanner_init(Scanner *self, PyObject *args, PyObject *kw) {
     self->etype_at = etype_at;
     self->request_magic = rq;
     self->simple_magic = sr;
+    self->chunk_magic = cm;
     self->read_cmd = read_cmd;
+    self->write_cmd = write_cmd;
+    self->done_flag = done_flag;
+    self->offset_data = offset_data;
     Py_XSETREF(self->on_release, Py_NewRef(cb));
     return 0;
 }
@@ -351,17 +409,21 @@ static int side_from(Side *d, PyObject *t) {
     return 0;
 }
 
-/* adopt(conn_id, c2s, s2c, seq, size, align, maxlen, flights) -> slot
- * c2s, s2c: (key, tcp next seq, tcp offset, decoder fed, decoder skip); size -1: unknown;
+/* adopt(conn_id, c2s, s2c, seq, limits, flights) -> slot
+ * c2s, s2c: (key, tcp next seq, tcp offset, decoder fed, decoder skip);
+ * limits: (size or -1, align, maxlen, wmax, chunkmax, bl_align, bl_max, structured, writes), see Limits;
  * flights: (cookie, command, flags, offset, length, frame, time, request) in the decoder's order */
 static PyObject *Scanner_adopt(Scanner *self, PyObject *args) {
     long conn_id;
     PyObject *c2s, *s2c, *flights;
     long long seq, size;
-    unsigned long long align, maxlen;
-    if (!PyArg_ParseTuple(args, "lO!O!LLKKO!", &conn_id, &PyTuple_Type, &c2s, &PyTuple_Type, &s2c, &seq, &size,
-                          &align, &maxlen, &PyList_Type, &flights))
+    Limits l;
+    if (!PyArg_ParseTuple(args, "lO!O!L(LKKKKKKpp)O!", &conn_id, &PyTuple_Type, &c2s, &PyTuple_Type, &s2c, &seq,
+                          &size, &l.align, &l.maxlen, &l.wmax, &l.chunkmax, &l.bl_align, &l.bl_max, &l.structured,
+                          &l.writes, &PyList_Type, &flights))
         return NULL;
+    l.has_size = size >= 0;
+    l.size = size >= 0 ? (unsigned long long)size : 0;
     if (PyList_GET_SIZE(flights) >= MAX_FLIGHTS) {
         PyErr_SetString(PyExc_ValueError, "too many requests in flight");
         return NULL;
@@ -387,10 +449,7 @@ static PyObject *Scanner_adopt(Scanner *self, PyObject *args) {
     if (side_from(&c->side[0], c2s) < 0 || side_from(&c->side[1], s2c) < 0) return NULL;
     c->conn_id = conn_id;
     c->seq = seq;
-    c->has_size = size >= 0;
-    c->size = size >= 0 ? (unsigned long long)size : 0;
-    c->align = align;
-    c->maxlen = maxlen;
+    c->lim = l;
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(flights); i++) {
         Flight *f = &c->flights[i];
         PyObject *req;
@@ -418,9 +477,9 @@ static PyObject *side_state(Side *d) {
 }
 
 /* release(slot) -> the connection's state, and the slot is free again:
- * (conn_id, c2s, s2c, seq, messages, last_frame, last_time, count, bytes, latencies (bytes of doubles),
- *  flights [(cookie, command, flags, offset, length, frame, time, seq, start, end, request or None)],
- *  recent [(cookie, command)] oldest first)
+ * (conn_id, c2s, s2c, seq, messages, last_frame, last_time, tallies [(command, count, bytes, latencies as
+ *  bytes of doubles)], blameless writes, flights [(cookie, command, flags, offset, length, frame, time, seq,
+ *  start, end, request or None)], recent [(cookie, command)] oldest first)
  * c2s, s2c: (tcp next seq, tcp offset, fed, skip, pending header bytes, frame, time) */
 static PyObject *Scanner_release(Scanner *self, PyObject *arg) {
     long slot = PyLong_AsLong(arg);
@@ -447,9 +506,12 @@ static PyObject *Scanner_release(Scanner *self, PyObject *arg) {
         if (t == NULL) goto done;
         PyList_SET_ITEM(recent, i, t);
     }
-    out = Py_BuildValue("lNNLKKdKKy#OO", c->conn_id, side_state(&c->side[0]), side_state(&c->side[1]), c->seq,
-                        c->messages, c->last_frame, c->last_time, c->count, c->bytes, (const char *)c->lat,
-                        (Py_ssize_t)(c->nlat * sizeof(double)), flights, recent);
+    Tally *r = &c->tally[0], *w = &c->tally[1];
+    out = Py_BuildValue("lNNLKKd[(iKKy#)(iKKy#)]KOO", c->conn_id, side_state(&c->side[0]), side_state(&c->side[1]),
+                        c->seq, c->messages, c->last_frame, c->last_time, self->read_cmd, r->count, r->bytes,
+                        (const char *)r->lat, (Py_ssize_t)(r->nlat * sizeof(double)), self->write_cmd, w->count,
+                        w->bytes, (const char *)w->lat, (Py_ssize_t)(w->nlat * sizeof(double)), c->blameless_writes,
+                        flights, recent);
     if (out != NULL) clear_conn(c);
 done:
     Py_XDECREF(flights);
@@ -490,7 +552,7 @@ static PyObject *Scanner_scan(Scanner *self, PyObject *args) {
         if (slot < 0) break;
         Conn *c = self->conns[slot];
         Side *d = &c->side[dir];
-        if (c->nlat >= LAT_FLUSH) { /* hand the latencies over now and then: memory stays flat */
+        if (c->tally[0].nlat + c->tally[1].nlat >= LAT_FLUSH) { /* hand the latencies over now and then: memory stays flat */
             if (give_back(self, slot) < 0) goto fail;
             break;
         }

@@ -27,23 +27,27 @@ from array import array
 from typing import TYPE_CHECKING, Any
 
 from nbdscope.analysis.addons import defines
-from nbdscope.analysis.rules.advertised import FlagNotAdvertised
+from nbdscope.analysis.rules.advertised import FlagNotAdvertised, WriteToReadOnly
 from nbdscope.analysis.rules.blocks import PayloadTooLarge, RequestBeyondExport, UnalignedRequest
+from nbdscope.analysis.rules.chunks import BadReplyChunk
 from nbdscope.analysis.rules.errors import ErrorValue
 from nbdscope.analysis.rules.extended import ExtendedHeaders
+from nbdscope.analysis.rules.extents import UnalignedExtent
 from nbdscope.analysis.rules.fields import ReservedBitsSet
 from nbdscope.analysis.rules.framing import HardDisconnect
 from nbdscope.analysis.rules.proxy import ProxyAction
+from nbdscope.analysis.rules.refusals import AdvertisedRefused
 from nbdscope.analysis.rules.replies import CookieReuse, ReplyKind, SimpleReplyToStructuredRead
+from nbdscope.analysis.rules.request_fields import RequestFields
 from nbdscope.analysis.rules.requests import DisconnectProtocol, ReadRequest
 from nbdscope.analysis.session import Flight
 from nbdscope.analysis.stats import Statistics, _stats
 from nbdscope.capture.tcp import fast_key
 from nbdscope.decoder import events as ev
 from nbdscope.decoder.state import State
-from nbdscope.spec import Cmd
+from nbdscope.spec import Cmd, ReplyFlag, ReplyType, TransmissionFlag
 from nbdscope.spec import magics as M
-from nbdscope.spec.codes import DEFAULT_MAX_PAYLOAD
+from nbdscope.spec.codes import DEFAULT_MAX_PAYLOAD, REQUEST_HEADER
 
 if TYPE_CHECKING:
     from nbdscope.analysis.engine import Engine
@@ -57,9 +61,11 @@ try:
 except ImportError:  # not built (no compiler where it was installed): the pure-Python path does it all
     _fastpath = None
 
-_READ = int(Cmd.READ)
-# The addons that hear READ requests or their simple replies and whose silence on a message the Scanner
-# can tell from the limits ``_limits`` computes (with a compact header, no command flags, no error, a
+_READ, _WRITE = int(Cmd.READ), int(Cmd.WRITE)
+_TAKEN = (_READ, _WRITE)  # the commands whose requests and replies the Scanner takes
+_DONE, _OFFSET_DATA = int(ReplyFlag.DONE), int(ReplyType.OFFSET_DATA)
+# The addons that hear READ or WRITE requests or their replies and whose silence on a message the Scanner
+# can tell from the limits ``limits`` computes (with a compact header, no command flags, no error, a
 # cookie not in flight for a request and in flight for a reply). Any other addon hearing them keeps
 # every connection in Python. Each entry's reason, by the rule's own early returns:
 QUIET: frozenset[type] = frozenset({
@@ -70,10 +76,14 @@ QUIET: frozenset[type] = frozenset({
     FlagNotAdvertised, ReservedBitsSet,  # no command flags
     CookieReuse,  # the cookie not in flight
     ReplyKind, ExtendedHeaders,  # compact requests and simple replies with neither extension agreed
-    SimpleReplyToStructuredRead,  # structured replies not agreed
+    SimpleReplyToStructuredRead,  # simple replies only where structured replies were not agreed
+    UnalignedExtent,  # not a block status chunk
+    BadReplyChunk,  # one OFFSET_DATA chunk marked DONE with all the data asked for, no reply open (``settled``)
     HardDisconnect, ErrorValue,  # no error, no payload over 32 MiB
     DisconnectProtocol,  # neither NBD_CMD_DISC nor NBD_ESHUTDOWN seen (its ``settled``)
-    ReadRequest,  # length not 0
+    ReadRequest, RequestFields,  # length not 0
+    WriteToReadOnly,  # writes only where the export is not read-only
+    AdvertisedRefused,  # counts the successful writes it would have counted (its ``quiet_replies``)
 })
 QUIET_STREAM: frozenset[type] = frozenset({ProxyAction})  # hear raw items, but only the proxy's notes
 WAIT = 16  # data items of a connection after a release before it is considered again
@@ -103,8 +113,8 @@ def engine_allows(engine: Engine) -> bool:
     if not any(type(a) is Statistics for a in engine.addons):
         return False
     for addon in engine.addons:
-        if defines(addon, "message") and (addon.wants(ev.Request, _READ) or addon.wants(ev.SimpleReply, _READ)) \
-                and type(addon) not in QUIET:
+        if defines(addon, "message") and type(addon) not in QUIET and any(
+                addon.wants(cls, cmd) for cls in (ev.Request, ev.SimpleReply, ev.ReplyChunk) for cmd in _TAKEN):
             return False
     return True
 
@@ -120,7 +130,8 @@ class Accelerator:
         self.keys: dict[bytes, int] = {}  # fast_key of an adopted half -> slot
         self.wait: dict[int, int] = {}  # conn id -> data items to let pass before trying again
         self.backoff: dict[int, int] = {}
-        self.settled = [a for a in engine.addons if defines_settled(a)]
+        self.settled = [a for a in engine.addons if callable(getattr(a, "settled", None))]
+        self.absorbing = [a for a in engine.addons if callable(getattr(a, "quiet_replies", None))]
         self.taken = 0  # messages the Scanner took, over the run (for benchmarks and tests)
 
     def begin(self, little: bool, nano: bool, layout: FastLayout, tcp: TcpStreams, etype_at: int) -> Any:
@@ -128,7 +139,7 @@ class Accelerator:
         self.release_all()
         self.tcp = tcp
         self.scanner = _fastpath.Scanner(little, nano, layout.ip, etype_at, M.REQUEST_MAGIC, M.SIMPLE_REPLY_MAGIC,
-                                         _READ, self.release)
+                                         M.STRUCTURED_REPLY_MAGIC, _READ, _WRITE, _DONE, _OFFSET_DATA, self.release)
         return self.scanner.scan
 
     # ------------------------------------------------------------ adoption
@@ -158,11 +169,10 @@ class Accelerator:
             return False
         table = conn.flights._table
         flights = [(cookie, e[1], e[5], e[3], e[4], e[2], e[6], e[0]) for cookie, e in table.items()]
-        size, align, maxlen = _limits(session)
         seq = conn.next_seq()  # the count goes on in the Scanner (release sets a new counter)
         c, s = conn._c, conn._s
         slot = self.scanner.adopt(cid, (kc, hc.next_seq, hc.offset, c.fed, c.skip),
-                                  (ks, hs.next_seq, hs.offset, s.fed, s.skip), seq, size, align, maxlen, flights)
+                                  (ks, hs.next_seq, hs.offset, s.fed, s.skip), seq, limits(session), flights)
         self.adopted[slot] = (cid, session, conn, hc, hs)
         self.keys[kc] = self.keys[ks] = slot
         return True
@@ -172,7 +182,7 @@ class Accelerator:
         flights = conn.flights
         return (conn.transmission and not conn.closing and not conn.disc and c.state is State.REQUESTS
                 and s.state is State.REPLIES and not c.buf and not s.buf and c.sink is None and s.sink is None
-                and not session.structured_replies and not session.extended_headers
+                and not session.extended_headers
                 and not session.followups and not session.shadowed
                 and not flights._chunks and not flights._errored and not flights._shadowed
                 and len(flights._table) < 1000 and list(flights._table) == list(session.in_flight)
@@ -184,7 +194,7 @@ class Accelerator:
     def release(self, slot: int) -> None:
         """Give a connection back: its state into the Python objects, as Python would have left them."""
         cid, session, conn, hc, hs = self.adopted.pop(slot)
-        (_, c2s, s2c, seq, messages, last_frame, last_time, count, nbytes, lat, flights,
+        (_, c2s, s2c, seq, messages, last_frame, last_time, tallies, blameless_writes, flights,
          recent) = self.scanner.release(slot)
         for key in [k for k, v in self.keys.items() if v == slot]:
             del self.keys[key]
@@ -200,8 +210,10 @@ class Accelerator:
         session.in_flight.clear()
         for cookie, cmd, flags, offset, length, frame, time, fseq, start, end, request in flights:
             if request is None:
+                payload = length if cmd == _WRITE else 0
                 request = ev.make_request("c2s", frame, time, conn.phase, None, fseq, start, end, cookie, cmd,
-                                          flags, offset, length, False, 0, None, (), None)
+                                          flags, offset, length, False, payload, None, (),
+                                          start + REQUEST_HEADER if payload else None)
             table[cookie] = (request, cmd, frame, offset, length, flags, time)
             session.in_flight[cookie] = Flight(request)
         _remember(session.recent, recent)
@@ -210,13 +222,17 @@ class Accelerator:
             session.last_frame = max(session.last_frame, last_frame)
             session.last_time = last_time
             self.taken += messages
-        if count or lat:
-            stats = _stats(session, _READ)
-            stats.count += count
-            stats.bytes += nbytes
-            values = array("d")
-            values.frombytes(lat)
-            stats.add_latencies(values)
+        for command, count, nbytes, lat in tallies:
+            if count or lat:
+                stats = _stats(session, command)
+                stats.count += count
+                stats.bytes += nbytes
+                values = array("d")
+                values.frombytes(lat)
+                stats.add_latencies(values)
+        if blameless_writes:
+            for addon in self.absorbing:
+                addon.quiet_replies(session, _WRITE, blameless_writes)
         short = messages < SHORT
         self.backoff[cid] = min(LONGEST_WAIT, self.backoff.get(cid, WAIT // 2) * 2) if short else WAIT
         self.wait[cid] = self.backoff[cid]
@@ -233,18 +249,24 @@ class Accelerator:
             self.release(slot)
 
 
-def defines_settled(addon: object) -> bool:
-    return callable(getattr(addon, "settled", None))
-
-
-def _limits(session: Session) -> tuple[int, int, int]:
-    """(size or -1, alignment or 0, largest length) within which a READ request is quiet: the rules'
-    own conditions (blocks.py: unaligned-request, request-beyond-export, payload-too-large)."""
+def limits(session: Session) -> tuple[int, int, int, int, int, int, int, bool, bool]:
+    """The Scanner's limits, by the rules' own early returns: (size or -1, the alignment requests need or 0,
+    the longest READ, the longest WRITE, the most data in a quiet chunk, the alignment and longest length of a
+    write a correct server may not refuse, whether replies are structured, whether writes may be taken)."""
     size = session.size if session.size is not None else -1
     block = session.min_block
+    # unaligned-request, request-beyond-export; payload-too-large (its limit), hard-disconnect (32 MiB)
     align = block if block and block != 1 and session.block_size_requested else 0
     limit = session.max_payload if session.block_size_requested else None
-    return size, align, limit if limit is not None else DEFAULT_MAX_PAYLOAD
+    maxlen = limit if limit is not None else DEFAULT_MAX_PAYLOAD
+    wmax = min(maxlen, DEFAULT_MAX_PAYLOAD)
+    # a chunk's length within 32 MiB (hard-disconnect), its data within the maximum payload (bad-reply-chunk)
+    chunkmax = min(DEFAULT_MAX_PAYLOAD - 8, session.max_payload or DEFAULT_MAX_PAYLOAD)
+    # refusals.blameless: what advertised-refused counts (quiet_replies)
+    bl_align, bl_max = session.min_block or 0, session.max_payload or DEFAULT_MAX_PAYLOAD
+    structured = session.structured_replies is True  # (None, a capture begun mid-stream: chunks stay in Python)
+    writes = not session.server_has_flag(TransmissionFlag.READ_ONLY)  # write-to-read-only
+    return size, align, maxlen, wmax, chunkmax, bl_align, bl_max, structured, writes
 
 
 def _remember(recent: dict[int, int], completed: list[tuple[int, int]]) -> None:
