@@ -237,7 +237,7 @@ static int take_simple(Scanner *s, Conn *c, const uint8_t *h, unsigned long long
     int i = find_flight(c, be64(h + 8));
     if (i < 0 || c->flights[i].flags) return 0;
     int cmd = c->flights[i].cmd;
-    if (!(cmd == s->write_cmd || (cmd == s->read_cmd && !c->lim.structured))) return 0;
+    if (!((cmd == s->write_cmd && c->lim.writes) || (cmd == s->read_cmd && !c->lim.structured))) return 0;
     return take_reply(s, c, i, frame, time, data);
 }
 
@@ -509,8 +509,9 @@ static PyObject *Scanner_release(Scanner *self, PyObject *arg) {
     Tally *r = &c->tally[0], *w = &c->tally[1];
     out = Py_BuildValue("lNNLKKd[(iKKy#)(iKKy#)]KOO", c->conn_id, side_state(&c->side[0]), side_state(&c->side[1]),
                         c->seq, c->messages, c->last_frame, c->last_time, self->read_cmd, r->count, r->bytes,
-                        (const char *)r->lat, (Py_ssize_t)(r->nlat * sizeof(double)), self->write_cmd, w->count,
-                        w->bytes, (const char *)w->lat, (Py_ssize_t)(w->nlat * sizeof(double)), c->blameless_writes,
+                        r->lat ? (const char *)r->lat : "", (Py_ssize_t)(r->nlat * sizeof(double)), self->write_cmd,
+                        w->count, w->bytes, w->lat ? (const char *)w->lat : "", (Py_ssize_t)(w->nlat * sizeof(double)),
+                        c->blameless_writes,
                         flights, recent);
     if (out != NULL) clear_conn(c);
 done:
