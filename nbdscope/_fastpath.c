@@ -68,6 +68,19 @@ typedef struct { /* what the Statistics addon would have added to one command's 
     size_t nlat, latcap;
 } Tally;
 
+/* A JSONL line of one kind of message (fastpath.jsonl_templates): literal text, each followed by a field. */
+enum { F_END, F_FRAME, F_TIME, F_COOKIE, F_OFFSET, F_LENGTH, F_PAYLOAD, F_RFRAME, F_ROFFSET, F_RLENGTH, F_LATENCY,
+       F_DATA, F_CHUNK_LENGTH, F_FIELDS };
+enum { T_READ, T_WRITE, T_READ_REPLY, T_WRITE_REPLY, T_CHUNK, T_KINDS };
+#define MAX_PIECES 24
+
+typedef struct {
+    int n;
+    const char *lit[MAX_PIECES];
+    Py_ssize_t len[MAX_PIECES];
+    int field[MAX_PIECES];
+} Template;
+
 typedef struct { /* within these a message is quiet (computed by fastpath._limits from the session) */
     unsigned long long size, align, maxlen, wmax, chunkmax, bl_align, bl_max;
     int has_size, structured, writes;
@@ -88,6 +101,8 @@ typedef struct {
     Tally tally[2]; /* READ, WRITE */
     unsigned long long blameless_writes; /* successful writes a correct server had no reason to refuse */
     Limits lim;
+    PyObject *templates; /* the tuple the Template pointers point into, or NULL: no JSONL */
+    Template tmpl[T_KINDS];
 } Conn;
 
 typedef struct {
@@ -99,6 +114,11 @@ typedef struct {
     uint32_t request_magic, simple_magic, chunk_magic;
     int read_cmd, write_cmd, done_flag, offset_data;
     PyObject *on_release; /* called with a connection's slot before the scanner gives it back */
+    PyObject *write; /* the JSONL writer's output (bytes), or NULL */
+    PyObject *fmt_float; /* a float as the JSONL writer prints it, for values outside the range done here */
+    double t0;
+    char *out; /* JSONL lines not yet written */
+    size_t nout, outcap;
     Conn *conns[MAX_CONNS];
     int nconns; /* slots in use, active or not */
 } Scanner;
@@ -171,6 +191,109 @@ static void counted(Conn *c, unsigned long long frame, double time) {
     c->last_time = time;
 }
 
+/* ------------------------------------------------------------------ JSONL lines */
+
+/* round(x, 6), exactly as Python does (see round1) */
+static int round6(double x, double *out) {
+    double y = x * 1e6;
+    if (!(fabs(y) >= 1.0 && fabs(y) < 1e15)) {
+        PyObject *f = PyFloat_FromDouble(x);
+        if (f == NULL) return -1;
+        PyObject *r = PyObject_CallMethod(f, "__round__", "i", 6);
+        Py_DECREF(f);
+        if (r == NULL) return -1;
+        *out = PyFloat_AsDouble(r);
+        Py_DECREF(r);
+        return 0;
+    }
+    double err = fma(x, 1e6, -y);
+    double k = floor(y);
+    double s = ((y - k) - 0.5) + err;
+    if (s > 0 || (s == 0 && fmod(k, 2.0) != 0)) k += 1.0;
+    double r = k / 1e6;
+    *out = r == 0 ? copysign(0.0, x) : r;
+    return 0;
+}
+
+static int put(Scanner *s, const char *p, size_t n) {
+    if (s->nout + n > s->outcap) {
+        size_t cap = s->outcap ? s->outcap : 1 << 16;
+        while (cap < s->nout + n) cap *= 2;
+        char *out = PyMem_Realloc(s->out, cap);
+        if (out == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        s->out = out;
+        s->outcap = cap;
+    }
+    memcpy(s->out + s->nout, p, n);
+    s->nout += n;
+    return 0;
+}
+
+static int put_u64(Scanner *s, unsigned long long v) {
+    char digits[24];
+    int i = 24;
+    do {
+        digits[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    return put(s, digits + i, (size_t)(24 - i));
+}
+
+/* A float as orjson prints it: the shortest repr, which is Python's repr from 1e-4 up to 1e15 (and 0);
+ * outside that range orjson's own spelling, asked of Python. */
+static int put_float(Scanner *s, double x) {
+    if (x == 0 || (fabs(x) >= 1e-4 && fabs(x) < 1e15)) {
+        char *text = PyOS_double_to_string(x, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
+        if (text == NULL) return -1;
+        int r = put(s, text, strlen(text));
+        PyMem_Free(text);
+        return r;
+    }
+    PyObject *f = PyFloat_FromDouble(x);
+    if (f == NULL) return -1;
+    PyObject *b = PyObject_CallOneArg(s->fmt_float, f);
+    Py_DECREF(f);
+    if (b == NULL) return -1;
+    int r = PyBytes_Check(b) ? put(s, PyBytes_AS_STRING(b), (size_t)PyBytes_GET_SIZE(b)) : -1;
+    if (r < 0 && !PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "fmt_float must give bytes");
+    Py_DECREF(b);
+    return r;
+}
+
+static int flush_out(Scanner *s) {
+    if (!s->nout) return 0;
+    PyObject *b = PyBytes_FromStringAndSize(s->out, (Py_ssize_t)s->nout);
+    if (b == NULL) return -1;
+    s->nout = 0;
+    PyObject *r = PyObject_CallOneArg(s->write, b);
+    Py_DECREF(b);
+    if (r == NULL) return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+/* One JSONL line of this kind; v holds the integer fields, times the two floats (time, latency). */
+static int emit(Scanner *s, Conn *c, int kind, const unsigned long long *v, double time, double latency) {
+    Template *t = &c->tmpl[kind];
+    for (int i = 0; i < t->n; i++) {
+        if (put(s, t->lit[i], (size_t)t->len[i]) < 0) return -1;
+        int f = t->field[i], r = 0;
+        if (f == F_END) continue;
+        if (f == F_TIME) {
+            double rel;
+            r = round6(time - s->t0, &rel) < 0 ? -1 : put_float(s, rel);
+        } else if (f == F_LATENCY)
+            r = put_float(s, latency);
+        else
+            r = put_u64(s, v[f]);
+        if (r < 0) return -1;
+    }
+    return s->nout > (1 << 20) ? flush_out(s) : 0;
+}
+
 /* ------------------------------------------------------------------ messages */
 
 /* One request header (REQ_SIZE bytes at h): 1 taken (its payload length in *data), 0 not quiet. */
@@ -203,16 +326,40 @@ static int take_request(Scanner *s, Conn *c, const uint8_t *h, unsigned long lon
     if (write) t->bytes += length;
     *data = write ? length : 0;
     counted(c, frame, time);
+    if (c->templates) {
+        unsigned long long v[F_FIELDS] = {0};
+        v[F_FRAME] = frame;
+        v[F_COOKIE] = cookie;
+        v[F_OFFSET] = offset;
+        v[F_LENGTH] = length;
+        v[F_PAYLOAD] = write ? length : 0;
+        if (emit(s, c, write ? T_WRITE : T_READ, v, time, 0.0) < 0) return -1;
+    }
     return 1;
 }
 
-/* The successful reply that completes flight i; the read data that follows in *data. 1, or -1 on error. */
-static int take_reply(Scanner *s, Conn *c, int i, unsigned long long frame, double time, unsigned long long *data) {
+/* The successful reply that completes flight i (a chunk: of chunk_length bytes); the read data that follows
+ * in *data. 1, or -1 on error. */
+static int take_reply(Scanner *s, Conn *c, int i, unsigned long long frame, double time, unsigned long long *data,
+                      unsigned long long chunk_length) {
     Flight *f = &c->flights[i];
     int write = f->cmd == s->write_cmd;
     Tally *t = &c->tally[write];
     double latency;
     if (round1((time - f->time) * 1e6, &latency) < 0 || add_latency(t, latency) < 0) return -1;
+    if (c->templates) {
+        unsigned long long v[F_FIELDS] = {0};
+        v[F_FRAME] = frame;
+        v[F_COOKIE] = f->cookie;
+        v[F_RFRAME] = f->frame;
+        v[F_ROFFSET] = f->offset;
+        v[F_RLENGTH] = f->length;
+        v[F_DATA] = write ? 0 : f->length;
+        v[F_OFFSET] = f->offset;
+        v[F_CHUNK_LENGTH] = chunk_length;
+        if (emit(s, c, chunk_length ? T_CHUNK : write ? T_WRITE_REPLY : T_READ_REPLY, v, time, latency) < 0)
+            return -1;
+    }
     *data = write ? 0 : f->length;
     if (!write)
         t->bytes += f->length;
@@ -238,7 +385,7 @@ static int take_simple(Scanner *s, Conn *c, const uint8_t *h, unsigned long long
     if (i < 0 || c->flights[i].flags) return 0;
     int cmd = c->flights[i].cmd;
     if (!((cmd == s->write_cmd && c->lim.writes) || (cmd == s->read_cmd && !c->lim.structured))) return 0;
-    return take_reply(s, c, i, frame, time, data);
+    return take_reply(s, c, i, frame, time, data, 0);
 }
 
 /* A structured chunk (header and data offset): quiet when it is an OFFSET_DATA chunk marked DONE (and
@@ -252,7 +399,7 @@ static int take_chunk(Scanner *s, Conn *c, const uint8_t *h, unsigned long long 
     if (i < 0 || c->flights[i].cmd != s->read_cmd || c->flights[i].flags) return 0;
     Flight *f = &c->flights[i];
     if (be64(h + 20) != f->offset || length - 8 != f->length) return 0;
-    return take_reply(s, c, i, frame, time, data);
+    return take_reply(s, c, i, frame, time, data, length);
 }
 
 /* The header size a message with this magic has here (0: none the Scanner takes). */
@@ -325,6 +472,7 @@ static Py_ssize_t take_payload(Scanner *s, Conn *c, int dir, const uint8_t *p, P
 /* ------------------------------------------------------------------ the scanner */
 
 static int give_back(Scanner *s, int slot) {
+    if (flush_out(s) < 0) return -1;
     PyObject *r = PyObject_CallFunction(s->on_release, "i", slot);
     if (r == NULL) return -1;
     Py_DECREF(r);
@@ -352,6 +500,7 @@ static void clear_conn(Conn *c) {
         c->tally[k].lat = NULL;
         c->tally[k].nlat = c->tally[k].latcap = 0;
     }
+    Py_CLEAR(c->templates);
     c->active = 0;
 }
 
@@ -391,6 +540,9 @@ static void Scanner_dealloc(Scanner *self) {
             PyMem_Free(self->conns[i]);
         }
     Py_XDECREF(self->on_release);
+    Py_XDECREF(self->write);
+    Py_XDECREF(self->fmt_float);
+    PyMem_Free(self->out);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -409,19 +561,61 @@ static int side_from(Side *d, PyObject *t) {
     return 0;
 }
 
-/* adopt(conn_id, c2s, s2c, seq, limits, flights) -> slot
+static int templates_from(Conn *c, PyObject *t) {
+    if (t == Py_None) return 0;
+    if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) != T_KINDS) goto bad;
+    for (int k = 0; k < T_KINDS; k++) {
+        PyObject *pieces = PyTuple_GET_ITEM(t, k);
+        if (!PyTuple_Check(pieces) || PyTuple_GET_SIZE(pieces) > MAX_PIECES) goto bad;
+        Template *m = &c->tmpl[k];
+        m->n = (int)PyTuple_GET_SIZE(pieces);
+        for (int i = 0; i < m->n; i++) {
+            PyObject *piece = PyTuple_GET_ITEM(pieces, i);
+            if (!PyTuple_Check(piece) || PyTuple_GET_SIZE(piece) != 2 || !PyBytes_Check(PyTuple_GET_ITEM(piece, 0)))
+                goto bad;
+            long f = PyLong_AsLong(PyTuple_GET_ITEM(piece, 1));
+            if (f < 0 || f >= F_FIELDS) goto bad;
+            m->lit[i] = PyBytes_AS_STRING(PyTuple_GET_ITEM(piece, 0));
+            m->len[i] = PyBytes_GET_SIZE(PyTuple_GET_ITEM(piece, 0));
+            m->field[i] = (int)f;
+        }
+    }
+    c->templates = Py_NewRef(t);
+    return 0;
+bad:
+    if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "bad JSONL templates");
+    return -1;
+}
+
+/* output(write, fmt_float, t0): where the JSONL lines of connections adopted with templates go */
+static PyObject *Scanner_output(Scanner *self, PyObject *args) {
+    PyObject *write, *fmt;
+    double t0;
+    if (!PyArg_ParseTuple(args, "OOd", &write, &fmt, &t0)) return NULL;
+    Py_XSETREF(self->write, Py_NewRef(write));
+    Py_XSETREF(self->fmt_float, Py_NewRef(fmt));
+    self->t0 = t0;
+    Py_RETURN_NONE;
+}
+
+/* adopt(conn_id, c2s, s2c, seq, limits, flights, templates) -> slot
  * c2s, s2c: (key, tcp next seq, tcp offset, decoder fed, decoder skip);
  * limits: (size or -1, align, maxlen, wmax, chunkmax, bl_align, bl_max, structured, writes), see Limits;
- * flights: (cookie, command, flags, offset, length, frame, time, request) in the decoder's order */
+ * flights: (cookie, command, flags, offset, length, frame, time, request) in the decoder's order;
+ * templates: None, or the JSONL lines to write for the messages taken (after ``output``) */
 static PyObject *Scanner_adopt(Scanner *self, PyObject *args) {
     long conn_id;
-    PyObject *c2s, *s2c, *flights;
+    PyObject *c2s, *s2c, *flights, *templates;
     long long seq, size;
     Limits l;
-    if (!PyArg_ParseTuple(args, "lO!O!L(LKKKKKKpp)O!", &conn_id, &PyTuple_Type, &c2s, &PyTuple_Type, &s2c, &seq,
+    if (!PyArg_ParseTuple(args, "lO!O!L(LKKKKKKpp)O!O", &conn_id, &PyTuple_Type, &c2s, &PyTuple_Type, &s2c, &seq,
                           &size, &l.align, &l.maxlen, &l.wmax, &l.chunkmax, &l.bl_align, &l.bl_max, &l.structured,
-                          &l.writes, &PyList_Type, &flights))
+                          &l.writes, &PyList_Type, &flights, &templates))
         return NULL;
+    if (templates != Py_None && self->write == NULL) {
+        PyErr_SetString(PyExc_ValueError, "templates without an output");
+        return NULL;
+    }
     l.has_size = size >= 0;
     l.size = size >= 0 ? (unsigned long long)size : 0;
     if (PyList_GET_SIZE(flights) >= MAX_FLIGHTS) {
@@ -450,6 +644,7 @@ static PyObject *Scanner_adopt(Scanner *self, PyObject *args) {
     c->conn_id = conn_id;
     c->seq = seq;
     c->lim = l;
+    if (templates_from(c, templates) < 0) return NULL;
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(flights); i++) {
         Flight *f = &c->flights[i];
         PyObject *req;
@@ -584,9 +779,14 @@ static PyObject *Scanner_scan(Scanner *self, PyObject *args) {
         }
     }
     PyBuffer_Release(&view);
+    if (flush_out(self) < 0) {
+        Py_XDECREF(rest);
+        return NULL;
+    }
     return Py_BuildValue("nKdN", pos, number, time, rest ? rest : Py_NewRef(Py_None));
 fail:
     PyBuffer_Release(&view);
+    self->nout = 0; /* lines of a failed scan are not written after later ones */
     return NULL;
 }
 
@@ -606,6 +806,7 @@ static PyMethodDef Scanner_methods[] = {
     {"release", (PyCFunction)Scanner_release, METH_O, "Give a connection back: its state."},
     {"scan", (PyCFunction)Scanner_scan, METH_VARARGS, "Take the records of adopted connections."},
     {"adopted", (PyCFunction)Scanner_adopted, METH_NOARGS, "The slots in use."},
+    {"output", (PyCFunction)Scanner_output, METH_VARARGS, "Where JSONL lines go."},
     {NULL, NULL, 0, NULL},
 };
 

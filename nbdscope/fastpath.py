@@ -26,6 +26,8 @@ import os
 from array import array
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from nbdscope.analysis.addons import defines
 from nbdscope.analysis.rules.advertised import FlagNotAdvertised, WriteToReadOnly
 from nbdscope.analysis.rules.blocks import PayloadTooLarge, RequestBeyondExport, UnalignedRequest
@@ -45,6 +47,8 @@ from nbdscope.analysis.stats import Statistics, _stats
 from nbdscope.capture.tcp import fast_key
 from nbdscope.decoder import events as ev
 from nbdscope.decoder.state import State
+from nbdscope.fastpath_lines import templates
+from nbdscope.report.outputs import JsonlLines
 from nbdscope.spec import Cmd, ReplyFlag, ReplyType, TransmissionFlag
 from nbdscope.spec import magics as M
 from nbdscope.spec.codes import DEFAULT_MAX_PAYLOAD, REQUEST_HEADER
@@ -113,6 +117,8 @@ def engine_allows(engine: Engine) -> bool:
     if not any(type(a) is Statistics for a in engine.addons):
         return False
     for addon in engine.addons:
+        if type(addon) is JsonlLines and not addon.flush:
+            continue  # the Scanner writes its lines (fastpath_lines.py)
         if defines(addon, "message") and type(addon) not in QUIET and any(
                 addon.wants(cls, cmd) for cls in (ev.Request, ev.SimpleReply, ev.ReplyChunk) for cmd in _TAKEN):
             return False
@@ -133,11 +139,15 @@ class Accelerator:
         self.settled = [a for a in engine.addons if callable(getattr(a, "settled", None))]
         self.absorbing = [a for a in engine.addons if callable(getattr(a, "quiet_replies", None))]
         self.taken = 0  # messages the Scanner took, over the run (for benchmarks and tests)
+        self.jsonl = next((a for a in engine.addons if type(a) is JsonlLines), None)
+        self.templates: dict[str, tuple[Any, ...] | None] = {}  # session id -> its JSONL templates
+        self.writing = False  # the Scanner knows where JSONL lines go
 
     def begin(self, little: bool, nano: bool, layout: FastLayout, tcp: TcpStreams, etype_at: int) -> Any:
         """A Scanner for the next classic pcap file of this link layout: its ``scan``."""
         self.release_all()
         self.tcp = tcp
+        self.writing = False
         self.scanner = _fastpath.Scanner(little, nano, layout.ip, etype_at, M.REQUEST_MAGIC, M.SIMPLE_REPLY_MAGIC,
                                          M.STRUCTURED_REPLY_MAGIC, _READ, _WRITE, _DONE, _OFFSET_DATA, self.release)
         return self.scanner.scan
@@ -161,6 +171,16 @@ class Accelerator:
         session, conn = entry
         if not self._adoptable(session, conn):
             return False
+        lines = None
+        if self.jsonl is not None:
+            if session.id not in self.templates:
+                self.templates[session.id] = templates(session.id, conn.phase, self.engine.t0())
+            lines = self.templates[session.id]
+            if lines is None:
+                return False
+            if not self.writing:
+                self.scanner.output(self.jsonl.write, orjson.dumps, self.engine.t0())
+                self.writing = True
         halves = [(key, h) for key, h in self.tcp.fast.items() if h.conn_id == cid]
         if len(halves) != 2 or any(h.heap or h.next_seq is None for _, h in halves):
             return False
@@ -172,7 +192,7 @@ class Accelerator:
         seq = conn.next_seq()  # the count goes on in the Scanner (release sets a new counter)
         c, s = conn._c, conn._s
         slot = self.scanner.adopt(cid, (kc, hc.next_seq, hc.offset, c.fed, c.skip),
-                                  (ks, hs.next_seq, hs.offset, s.fed, s.skip), seq, limits(session), flights)
+                                  (ks, hs.next_seq, hs.offset, s.fed, s.skip), seq, limits(session), flights, lines)
         self.adopted[slot] = (cid, session, conn, hc, hs)
         self.keys[kc] = self.keys[ks] = slot
         return True
