@@ -24,6 +24,7 @@ from __future__ import annotations
 import itertools
 import os
 from array import array
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -136,8 +137,9 @@ class Accelerator:
         self.keys: dict[bytes, int] = {}  # fast_key of an adopted half -> slot
         self.wait: dict[int, int] = {}  # conn id -> data items to let pass before trying again
         self.backoff: dict[int, int] = {}
-        self.settled = [a for a in engine.addons if callable(getattr(a, "settled", None))]
-        self.absorbing = [a for a in engine.addons if callable(getattr(a, "quiet_replies", None))]
+        # rules whose state may forbid taking a connection over, and rules that count what the Scanner took
+        self.settled: list[Callable[[Session], bool]] = _hooks(engine, "settled")
+        self.absorbing: list[Callable[[Session, int, int], None]] = _hooks(engine, "quiet_replies")
         self.taken = 0  # messages the Scanner took, over the run (for benchmarks and tests)
         self.jsonl = next((a for a in engine.addons if type(a) is JsonlLines), None)
         self.templates: dict[str, tuple[Any, ...] | None] = {}  # session id -> its JSONL templates
@@ -207,7 +209,7 @@ class Accelerator:
                 and not flights._chunks and not flights._errored and not flights._shadowed
                 and len(flights._table) < 1000 and list(flights._table) == list(session.in_flight)
                 and all(not f.ambiguous and not f.chunks for f in session.in_flight.values())
-                and all(a.settled(session) for a in self.settled))
+                and all(settled(session) for settled in self.settled))
 
     # ------------------------------------------------------------ release
 
@@ -251,8 +253,8 @@ class Accelerator:
                 values.frombytes(lat)
                 stats.add_latencies(values)
         if blameless_writes:
-            for addon in self.absorbing:
-                addon.quiet_replies(session, _WRITE, blameless_writes)
+            for absorb in self.absorbing:
+                absorb(session, _WRITE, blameless_writes)
         short = messages < SHORT
         self.backoff[cid] = min(LONGEST_WAIT, self.backoff.get(cid, WAIT // 2) * 2) if short else WAIT
         self.wait[cid] = self.backoff[cid]
@@ -267,6 +269,11 @@ class Accelerator:
     def release_all(self) -> None:
         for slot in list(self.adopted):
             self.release(slot)
+
+
+def _hooks(engine: Engine, name: str) -> list[Any]:
+    """The addons' methods of this name (the few rules that take part in adoption define them)."""
+    return [hook for hook in (getattr(a, name, None) for a in engine.addons) if callable(hook)]
 
 
 def limits(session: Session) -> tuple[int, int, int, int, int, int, int, bool, bool]:
