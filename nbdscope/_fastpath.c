@@ -125,29 +125,31 @@ typedef struct {
 
 /* ------------------------------------------------------------------ helpers */
 
-/* Python's round(x, 1), exactly: the exact decimal value of x*10 rounded half-even, then the
- * double nearest k/10 (a correctly rounded division gives just that). Outside the range where
- * the arithmetic below is exact, Python computes it. */
-static int round1(double x, double *out) {
-    double y = x * 10.0;
+/* Python's round(x, digits) for digits 1 and 6 (scale 10^digits), exactly: the exact decimal value of
+ * x*scale rounded half-even, then the double nearest k/scale (a correctly rounded division gives just
+ * that). Outside the range where the arithmetic below is exact, Python computes it. */
+static int round_to(double x, double scale, int digits, double *out) {
+    double y = x * scale;
     if (!(fabs(y) >= 1.0 && fabs(y) < 1e15)) {
         PyObject *f = PyFloat_FromDouble(x);
         if (f == NULL) return -1;
-        PyObject *r = PyObject_CallMethod(f, "__round__", "i", 1);
+        PyObject *r = PyObject_CallMethod(f, "__round__", "i", digits);
         Py_DECREF(f);
         if (r == NULL) return -1;
         *out = PyFloat_AsDouble(r);
         Py_DECREF(r);
         return 0;
     }
-    double err = fma(x, 10.0, -y); /* x*10 == y + err exactly */
+    double err = fma(x, scale, -y); /* x*scale == y + err exactly */
     double k = floor(y);
     double s = ((y - k) - 0.5) + err; /* the sign of (exact fraction - 1/2) */
     if (s > 0 || (s == 0 && fmod(k, 2.0) != 0)) k += 1.0;
-    double r = k / 10.0;
+    double r = k / scale;
     *out = r == 0 ? copysign(0.0, x) : r;
     return 0;
 }
+
+static int round1(double x, double *out) { return round_to(x, 10.0, 1, out); }
 
 static int find_flight(Conn *c, uint64_t cookie) {
     for (int i = c->nflights - 1; i >= 0; i--)
@@ -193,27 +195,7 @@ static void counted(Conn *c, unsigned long long frame, double time) {
 
 /* ------------------------------------------------------------------ JSONL lines */
 
-/* round(x, 6), exactly as Python does (see round1) */
-static int round6(double x, double *out) {
-    double y = x * 1e6;
-    if (!(fabs(y) >= 1.0 && fabs(y) < 1e15)) {
-        PyObject *f = PyFloat_FromDouble(x);
-        if (f == NULL) return -1;
-        PyObject *r = PyObject_CallMethod(f, "__round__", "i", 6);
-        Py_DECREF(f);
-        if (r == NULL) return -1;
-        *out = PyFloat_AsDouble(r);
-        Py_DECREF(r);
-        return 0;
-    }
-    double err = fma(x, 1e6, -y);
-    double k = floor(y);
-    double s = ((y - k) - 0.5) + err;
-    if (s > 0 || (s == 0 && fmod(k, 2.0) != 0)) k += 1.0;
-    double r = k / 1e6;
-    *out = r == 0 ? copysign(0.0, x) : r;
-    return 0;
-}
+static int round6(double x, double *out) { return round_to(x, 1e6, 6, out); }
 
 static int put(Scanner *s, const char *p, size_t n) {
     if (s->nout + n > s->outcap) {
@@ -821,15 +803,21 @@ static PyTypeObject ScannerType = {
     .tp_methods = Scanner_methods,
 };
 
-static PyObject *py_round1(PyObject *mod, PyObject *arg) {
-    double x = PyFloat_AsDouble(arg), r;
-    if (x == -1.0 && PyErr_Occurred()) return NULL;
-    if (round1(x, &r) < 0) return NULL;
+static PyObject *py_round(PyObject *mod, PyObject *args) {
+    double x, r;
+    int digits;
+    (void)mod;
+    if (!PyArg_ParseTuple(args, "di", &x, &digits)) return NULL;
+    if (digits != 1 && digits != 6) {
+        PyErr_SetString(PyExc_ValueError, "digits: 1 or 6");
+        return NULL;
+    }
+    if ((digits == 1 ? round1(x, &r) : round6(x, &r)) < 0) return NULL;
     return PyFloat_FromDouble(r);
 }
 
 static PyMethodDef module_methods[] = {
-    {"round1", py_round1, METH_O, "round(x, 1) as the scanner computes it (for tests)."},
+    {"round", py_round, METH_VARARGS, "round(x, digits) as the scanner computes it (for tests)."},
     {NULL, NULL, 0, NULL},
 };
 
