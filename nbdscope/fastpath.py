@@ -202,7 +202,9 @@ class Accelerator:
     def _adoptable(self, session: Session, conn: Connection) -> bool:
         c, s = conn._c, conn._s
         flights = conn.flights
-        return (conn.transmission and not conn.closing and not conn.disc and c.state is State.REQUESTS
+        # (never after STARTTLS: the segments then carry TLS records, whatever the decoder makes of them)
+        return (conn.transmission and not conn.tls and not session.tls and not conn.closing and not conn.disc
+                and c.state is State.REQUESTS
                 and s.state is State.REPLIES and not c.buf and not s.buf and c.sink is None and s.sink is None
                 and not session.extended_headers
                 and not session.followups and not session.shadowed
