@@ -4,7 +4,9 @@
 Runs the pipeline in-process on one capture, each time one stage longer: reading
 the file's records; + link layer (Ethernet/IP/TCP headers); + TCP reassembly and
 NBD detection; + the NBD decoder; + session summaries and stats; + the rules; +
-the report (json, or the jsonl timeline). Each is timed REPEAT times in CPU
+the report (json, or the jsonl timeline); these stages run the pure-Python path. Then
+the whole pipeline with the compiled per-message path (nbdscope/fastpath.py), for json
+and for jsonl. Each is timed REPEAT times in CPU
 seconds of this process (steadier than wall time on a shared machine) and the
 fastest kept; the differences between consecutive stages are what each stage
 adds, shown in microseconds per decoded NBD message. Stats come before the rules
@@ -32,11 +34,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from nbdscope import vocab as it
+from nbdscope.analysis.addons import Addon
 from nbdscope.analysis.engine import Engine
 from nbdscope.capture import read_captures
 from nbdscope.capture.linklayer import tcp_segment
 from nbdscope.capture.pcapio import frames
 from nbdscope.decoder import Connection
+from nbdscope.pipeline import FileSource
 from nbdscope.report.outputs import JsonlLines, json_report
 
 
@@ -96,6 +100,28 @@ def report_jsonl(path: str) -> int:
     return sum(s.messages for s in result.sessions)
 
 
+def _compiled(path: str, addons: list[Addon]) -> int:
+    """The whole pipeline as `analyze` runs it, the compiled per-message path included (nbdscope/fastpath.py)."""
+    source = FileSource([path])
+    engine = Engine(addons)
+    source.accelerate(engine)
+    result = engine.run(source.items())
+    TAKEN[path] = source.native.taken if source.native is not None else 0
+    return sum(s.messages for s in result.sessions)
+
+
+def compiled_json(path: str) -> int:
+    return _compiled(path, [])
+
+
+def compiled_jsonl(path: str) -> int:
+    with open(os.devnull, "w") as out:
+        return _compiled(path, [JsonlLines(out)])
+
+
+TAKEN: dict[str, int] = {}
+COMPILED: list[tuple[str, Callable[[str], int]]] = [("compiled path, json report", compiled_json),
+                                                    ("compiled path, jsonl timeline", compiled_jsonl)]
 STAGES: list[tuple[str, Callable[[str], int]]] = [
     ("read capture records", read_only), ("+ link layer headers", link_layer),
     ("+ TCP reassembly, detection", reassembly), ("+ NBD decoder", decode), ("+ sessions, stats", stats),
@@ -112,7 +138,7 @@ def main() -> int:
     best: dict[str, float] = {}
     counts: dict[str, int] = {}
     for _ in range(max(1, args.repeat)):  # rounds over all stages, so that load spikes spread out
-        for name, fn in [*STAGES, ("rules + jsonl timeline (instead of json)", report_jsonl)]:
+        for name, fn in [*STAGES, ("rules + jsonl timeline (instead of json)", report_jsonl), *COMPILED]:
             start = time.process_time()
             counts[name] = fn(args.capture)
             best[name] = min(best.get(name, float("inf")), time.process_time() - start)
@@ -120,11 +146,14 @@ def main() -> int:
     print(f"{args.capture}: {messages} NBD messages, CPU time, fastest of {args.repeat}\n")
     print(f"{'stage':<42}{'total s':>9}{'us/msg':>9}{'adds us/msg':>13}")
     previous = 0.0
-    for name in [*best]:
+    for name in [n for n in best if n not in dict(COMPILED)]:
         total = best[name]
         step = total - (best["+ rules"] if name.startswith("rules + jsonl") else previous)
         print(f"{name:<42}{total:>9.2f}{total / messages * 1e6:>9.2f}{step / messages * 1e6:>13.2f}")
         previous = total
+    print(f"\nwith the compiled per-message path ({TAKEN.get(args.capture, 0)} of {messages} messages taken there):")
+    for name, _ in COMPILED:
+        print(f"{name:<42}{best[name]:>9.2f}{best[name] / messages * 1e6:>9.2f}")
     if args.profile:
         prof = cProfile.Profile()
         prof.runcall(report_json, args.capture)

@@ -36,7 +36,11 @@ def run(source: Source, addons: Sequence[Addon] = (), *, verify_data: bool = Fal
     """Feed everything the source yields through a new engine into the addons; the run's result.
     ``selection`` (--select/--ignore) decides which findings are reported; the rest are only counted.
     ``tls_keys`` (--tls-keylog): the peers' key log, to decode inside TLS."""
-    return Engine(addons, verify_data=verify_data, selection=selection, tls_keys=tls_keys).run(source.items())
+    engine = Engine(addons, verify_data=verify_data, selection=selection, tls_keys=tls_keys)
+    accelerate = getattr(source, "accelerate", None)
+    if accelerate is not None:
+        accelerate(engine)  # the compiled per-message path, where the engine's addons allow it
+    return engine.run(source.items())
 
 
 class FileSource:
@@ -54,6 +58,13 @@ class FileSource:
         self.trace = trace  # where each delivered byte lay in which frame (capture/tcp.py), for redaction
         self.label = ", ".join(self.paths)
         self._stopped = False
+        self.native: Any = None  # nbdscope.fastpath.Accelerator, set by ``accelerate``
+
+    def accelerate(self, engine: Engine) -> None:
+        """Let the compiled path take the quiet messages of this engine's connections (nbdscope/fastpath.py)."""
+        from nbdscope.fastpath import for_engine
+
+        self.native = for_engine(engine, trace=self.trace)
 
     def items(self) -> Iterator[StreamItem]:
         from nbdscope.capture import read_captures
@@ -65,7 +76,7 @@ class FileSource:
             bar = self.progress and not any(is_stream(p) for p in self.paths)
             update = stack.enter_context(ProgressBar(self.paths)).update if bar else None
             for item in read_captures(self.paths, extra_ports=self.ports, progress=update, reuse_buffers=True,
-                                      trace=self.trace):
+                                      trace=self.trace, native=self.native):
                 if self._stopped:
                     return
                 yield item

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 from array import array
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -50,6 +51,17 @@ class CommandStats:
             j = self._rng.randrange(self.seen)
             if j < RESERVOIR:
                 self.samples[j] = us
+
+    def add_latencies(self, values: Sequence[float]) -> None:
+        """``add_latency`` for each value in order (the compiled path hands them over in batches)."""
+        room = RESERVOIR - len(self.samples)
+        head = values[:room] if room > 0 else values[:0]
+        if len(head):
+            self.samples.extend(head)
+            self.seen += len(head)
+            self.max_latency = max(self.max_latency, max(head))
+        for us in values[len(head):]:
+            self.add_latency(us)
 
     def as_json(self) -> dict[str, object]:
         out: dict[str, object] = {"count": self.count, "bytes": self.bytes, "errors": self.errors}

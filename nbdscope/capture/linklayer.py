@@ -83,6 +83,7 @@ def _layout(etype_at: int, ip: int) -> FastLayout:
 
 
 FAST_LAYOUTS = {DLT_EN10MB: _layout(12, 14), DLT_LINUX_SLL: _layout(14, 16), DLT_LINUX_SLL2: _layout(0, 20)}
+ETYPE_AT = {DLT_EN10MB: 12, DLT_LINUX_SLL: 14, DLT_LINUX_SLL2: 0}  # where FAST_LAYOUTS read the ethertype
 
 
 def tcp_segment(linktype: int, buf: bytes | memoryview) -> Segment | None:

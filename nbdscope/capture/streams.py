@@ -17,12 +17,16 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Callable, Collection, Iterator, Sequence
+from typing import TYPE_CHECKING
 
-from nbdscope.capture.linklayer import FAST_LAYOUTS, tcp_segment
+from nbdscope.capture.linklayer import ETYPE_AT, FAST_LAYOUTS, tcp_segment
 from nbdscope.capture.pcapio.read import Window, open_capture, pcap_format, pcapng_frames, record_header
 from nbdscope.capture.rotation import first_time
 from nbdscope.capture.tcp import Origin, TcpStreams
 from nbdscope.vocab import CaptureProblem, InputStart, StreamData, StreamItem, TimeOrigin
+
+if TYPE_CHECKING:
+    from nbdscope.fastpath import Accelerator
 
 Progress = Callable[[str, int, int], None]  # path, frame number, bytes of the file read so far
 PROGRESS_EVERY = 4096  # frames between progress callbacks
@@ -54,7 +58,7 @@ class PacketStream:
 
 def read_captures(paths: Sequence[str], extra_ports: Collection[int] = (),  # noqa: C901
                   progress: Progress | None = None, reuse_buffers: bool = False,
-                  trace: list[Origin] | None = None) -> Iterator[StreamItem]:
+                  trace: list[Origin] | None = None, native: Accelerator | None = None) -> Iterator[StreamItem]:
     """Stream items of every NBD connection in the given files, read in the order given as one capture.
 
     The files are the pieces of one capture (a rotating tcpdump set, see capture/rotation.py, which puts
@@ -65,7 +69,8 @@ def read_captures(paths: Sequence[str], extra_ports: Collection[int] = (),  # no
     file is not a capture at all; damage part-way yields a CaptureProblem and the rest of what was read.
     With ``reuse_buffers`` the data of a StreamData item is only valid until the next item is requested
     (faster; the engine copes). ``trace``, if given, receives where every delivered byte lies in its file
-    (see capture/tcp.py)."""
+    (see capture/tcp.py). ``native`` (nbdscope/fastpath.py, with ``reuse_buffers``) takes the records of
+    the connections it adopted in compiled code, between the records this loop takes."""
     # (C901: the whole per-packet path in one generator frame on purpose, see the module's docstring)
     stream = PacketStream(paths[0] if paths else "", extra_ports, 0, trace)
     announce = len(paths) > 1
@@ -102,7 +107,20 @@ def read_captures(paths: Sequence[str], extra_ports: Collection[int] = (),  # no
                 tcp_at = ip + 20
                 report = PROGRESS_EVERY if progress is not None else -1
                 buf, view, pos, end = window.buf, window.view, 0, 0
+                scan = native.begin(fmt.little, fmt.nano, layout, stream.tcp, ETYPE_AT[linktype]) \
+                    if native is not None and layout is not None else None
+                consider = native.consider if native is not None else None
                 while True:
+                    if scan is not None and native.adopted and end - pos >= 16:  # type: ignore[union-attr]
+                        pos, taken, when, rest = scan(buf, pos, end, number)
+                        if taken != number:
+                            number, time = taken, when
+                            if progress is not None and number >= report:
+                                report = number - number % PROGRESS_EVERY + PROGRESS_EVERY
+                                progress(path, number, tell())
+                        if rest is not None:  # a message the compiled path leaves to Python, and what follows
+                            yield _new(StreamData, (rest[0], rest[1], view[rest[2]:rest[3]], number, time))
+                            continue
                     if end - pos >= 16:
                         sec, frac, caplen = rec(buf, pos)
                         start = pos + 16
@@ -132,12 +150,16 @@ def read_captures(paths: Sequence[str], extra_ports: Collection[int] = (),  # no
                                                                 pstart - start))
                                         yield _new(StreamData, (half.conn_id, half.dir, view[pstart:pend], number,
                                                                 time))
+                                        if consider is not None:
+                                            consider(half)
                                         if number == report:
                                             report += PROGRESS_EVERY
                                             progress(path, number, tell())  # type: ignore[misc]
                                         continue
                             seg = tcp_segment(linktype, view[start:stop])
                             if seg is not None:
+                                if scan is not None and native.adopted:  # type: ignore[union-attr]
+                                    native.touch(seg.src, seg.sport, seg.dst, seg.dport)  # type: ignore[union-attr]
                                 items = feed(seg, number, time)
                                 if items:
                                     yield from items
@@ -159,6 +181,8 @@ def read_captures(paths: Sequence[str], extra_ports: Collection[int] = (),  # no
         except (OSError, EOFError, zlib.error) as exc:
             problems.append(f"read error: {exc}")
         finally:
+            if native is not None:
+                native.release_all()  # the Python objects hold everything again before anyone reads them
             f.close()
             if number:
                 stream.last_frame, stream.last_time = number, time

@@ -100,6 +100,15 @@ class AdvertisedRefused(Rule):
         if cmd == Cmd.WRITE_ZEROES and flags & _FAST_ZERO and error == _EINVAL:
             tally.wrong_fast_zero.append((event.frame, event.time, event.cookie, error))
 
+    def quiet_replies(self, session: Session, command: int, n: int) -> None:
+        """``message`` for ``n`` successful replies to requests of this command without flags that a correct
+        server had no reason to refuse (``blameless``): the compiled path counts them for it."""
+        if session.transmission_flags is None or session.lost_sync:
+            return
+        tally = self._tally.setdefault(session.id, _Tally())
+        if session.has_flag(TF.SEND_FUA):
+            tally.accepted[f"{COMMANDS.name(command)}-FUA"] += n
+
     def ending(self, sessions: list[Session]) -> None:
         for session in sessions:
             tally = self._tally.get(session.id)

@@ -49,6 +49,12 @@ class DisconnectProtocol(Rule):
         super().__init__()
         self.state: dict[str, _State] = {}
 
+    def settled(self, session: Session) -> bool:
+        """Whether a request without flags and a reply without error would pass unremarked here (no
+        NBD_CMD_DISC or NBD_ESHUTDOWN seen): the compiled path asks before it takes a connection over."""
+        st = self.state.get(session.id)
+        return st is None or (st.disc_frame is None and st.shutdown_frame is None)
+
     def message(self, session: Session, event: ev.Event) -> None:
         if isinstance(event, ev.ConnectionEnd):
             self.state.pop(session.id, None)

@@ -1,0 +1,309 @@
+"""The compiled per-message path: when a connection is in a steady state, its common messages
+are taken by nbdscope/_fastpath.c in one native loop instead of going through Python.
+
+``analyze`` over a classic pcap spends most of its time on messages whose only effect is
+bookkeeping: a READ request and its simple reply that no rule has anything to say about. For
+those, the Scanner in C passes over the record and TCP headers, decodes the request or
+reply, keeps the requests in flight, the per-command counters and the message count, and
+skips the read data. A connection is handed to it ("adopted") only when the decoder's, the
+session's and the rules' state allows it (``Accelerator._adoptable``) and only while every
+addon that would hear such messages is one whose silence can be told from a few limits
+(``QUIET``); the limits come from the session once, at adoption. The first message outside
+them makes the Scanner give the connection back: ``Accelerator.release`` writes everything
+into the Python objects as the pure-Python path would have left them (TCP halves, receive
+buffers, the in-flight tables, sequence numbers, recent cookies, statistics), and the
+message is decoded by Python from there. Python stays the reference and the fallback: with
+NBDSCOPE_PURE=1, where the extension did not build, for pcapng, with an output that hears
+every message (jsonl, the TUI, --messages) or raw items (pcapng), with --verify-data or
+--redact, nothing is adopted and nothing changes. tests/golden/test_fastpath.py runs the
+shipped captures both ways and requires identical outputs.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from array import array
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from nbdscope.analysis.addons import defines
+from nbdscope.analysis.rules.advertised import FlagNotAdvertised, WriteToReadOnly
+from nbdscope.analysis.rules.blocks import PayloadTooLarge, RequestBeyondExport, UnalignedRequest
+from nbdscope.analysis.rules.chunks import BadReplyChunk
+from nbdscope.analysis.rules.errors import ErrorValue
+from nbdscope.analysis.rules.extended import ExtendedHeaders
+from nbdscope.analysis.rules.extents import UnalignedExtent
+from nbdscope.analysis.rules.fields import ReservedBitsSet
+from nbdscope.analysis.rules.framing import HardDisconnect
+from nbdscope.analysis.rules.proxy import ProxyAction
+from nbdscope.analysis.rules.refusals import AdvertisedRefused
+from nbdscope.analysis.rules.replies import CookieReuse, ReplyKind, SimpleReplyToStructuredRead
+from nbdscope.analysis.rules.request_fields import RequestFields
+from nbdscope.analysis.rules.requests import DisconnectProtocol, ReadRequest
+from nbdscope.analysis.session import Flight
+from nbdscope.analysis.stats import Statistics, _stats
+from nbdscope.capture.tcp import fast_key
+from nbdscope.decoder import events as ev
+from nbdscope.decoder.state import State
+from nbdscope.fastpath_lines import templates
+from nbdscope.report.outputs import JsonlLines
+from nbdscope.spec import Cmd, ReplyFlag, ReplyType, TransmissionFlag
+from nbdscope.spec import magics as M
+from nbdscope.spec.codes import DEFAULT_MAX_PAYLOAD, REQUEST_HEADER
+
+if TYPE_CHECKING:
+    from nbdscope.analysis.engine import Engine
+    from nbdscope.analysis.session import Session
+    from nbdscope.capture.linklayer import FastLayout
+    from nbdscope.capture.tcp import TcpStreams, _Half
+    from nbdscope.decoder import Connection
+
+try:
+    from nbdscope import _fastpath  # type: ignore[attr-defined]
+except ImportError:  # not built (no compiler where it was installed): the pure-Python path does it all
+    _fastpath = None
+
+_READ, _WRITE = int(Cmd.READ), int(Cmd.WRITE)
+_TAKEN = (_READ, _WRITE)  # the commands whose requests and replies the Scanner takes
+_DONE, _OFFSET_DATA = int(ReplyFlag.DONE), int(ReplyType.OFFSET_DATA)
+# The addons that hear READ or WRITE requests or their replies and whose silence on a message the Scanner
+# can tell from the limits ``limits`` computes (with a compact header, no command flags, no error, a
+# cookie not in flight for a request and in flight for a reply). Any other addon hearing them keeps
+# every connection in Python. Each entry's reason, by the rule's own early returns:
+QUIET: frozenset[type] = frozenset({
+    Statistics,  # kept by the Scanner itself, handed over on release
+    UnalignedRequest,  # offset and length multiples of the minimum block the client asked for (align)
+    RequestBeyondExport,  # offset + length within the export's size
+    PayloadTooLarge,  # length within the agreed maximum payload, or 32 MiB (maxlen)
+    FlagNotAdvertised, ReservedBitsSet,  # no command flags
+    CookieReuse,  # the cookie not in flight
+    ReplyKind, ExtendedHeaders,  # compact requests and simple replies with neither extension agreed
+    SimpleReplyToStructuredRead,  # simple replies only where structured replies were not agreed
+    UnalignedExtent,  # not a block status chunk
+    BadReplyChunk,  # one OFFSET_DATA chunk marked DONE with all the data asked for, no reply open (``settled``)
+    HardDisconnect, ErrorValue,  # no error, no payload over 32 MiB
+    DisconnectProtocol,  # neither NBD_CMD_DISC nor NBD_ESHUTDOWN seen (its ``settled``)
+    ReadRequest, RequestFields,  # length not 0
+    WriteToReadOnly,  # writes only where the export is not read-only
+    AdvertisedRefused,  # counts the successful writes it would have counted (its ``quiet_replies``)
+})
+QUIET_STREAM: frozenset[type] = frozenset({ProxyAction})  # hear raw items, but only the proxy's notes
+WAIT = 16  # data items of a connection after a release before it is considered again
+LONGEST_WAIT = 4096  # the wait doubles while adoptions end soon (a connection whose messages are seldom quiet)
+SHORT = 64  # natively taken messages under which an adoption counts as a failure
+
+
+def available() -> bool:
+    """Whether the compiled path can run here (built, and not turned off with NBDSCOPE_PURE=1)."""
+    return _fastpath is not None and not os.environ.get("NBDSCOPE_PURE")
+
+
+def for_engine(engine: Engine, *, trace: object = None) -> Accelerator | None:
+    """An Accelerator for this engine, or None where the pure-Python path must do everything."""
+    if not available() or trace is not None or not engine_allows(engine):
+        return None
+    return Accelerator(engine)
+
+
+def engine_allows(engine: Engine) -> bool:
+    """No addon needs what the Scanner does not make: raw items, payloads, headers, payload ranges,
+    or the events of messages it takes (beyond the addons of QUIET)."""
+    if engine.keep_data or engine.keep_headers or engine.track_payload:
+        return False
+    if any(type(getattr(hook, "__self__", None)) not in QUIET_STREAM for hook in engine._hooks["stream"]):
+        return False
+    if not any(type(a) is Statistics for a in engine.addons):
+        return False
+    for addon in engine.addons:
+        if type(addon) is JsonlLines and not addon.flush:
+            continue  # the Scanner writes its lines (fastpath_lines.py)
+        if defines(addon, "message") and type(addon) not in QUIET and any(
+                addon.wants(cls, cmd) for cls in (ev.Request, ev.SimpleReply, ev.ReplyChunk) for cmd in _TAKEN):
+            return False
+    return True
+
+
+class Accelerator:
+    """Hands steady connections to the Scanner and takes them back (one per engine; one Scanner per file)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.scanner: Any = None
+        self.tcp: TcpStreams | None = None
+        self.adopted: dict[int, tuple[int, Session, Connection, _Half, _Half]] = {}  # slot -> connection
+        self.keys: dict[bytes, int] = {}  # fast_key of an adopted half -> slot
+        self.wait: dict[int, int] = {}  # conn id -> data items to let pass before trying again
+        self.backoff: dict[int, int] = {}
+        # rules whose state may forbid taking a connection over, and rules that count what the Scanner took
+        self.settled: list[Callable[[Session], bool]] = _hooks(engine, "settled")
+        self.absorbing: list[Callable[[Session, int, int], None]] = _hooks(engine, "quiet_replies")
+        self.taken = 0  # messages the Scanner took, over the run (for benchmarks and tests)
+        self.jsonl = next((a for a in engine.addons if type(a) is JsonlLines), None)
+        self.templates: dict[str, tuple[Any, ...] | None] = {}  # session id -> its JSONL templates
+        self.writing = False  # the Scanner knows where JSONL lines go
+
+    def begin(self, little: bool, nano: bool, layout: FastLayout, tcp: TcpStreams, etype_at: int) -> Any:
+        """A Scanner for the next classic pcap file of this link layout: its ``scan``."""
+        self.release_all()
+        self.tcp = tcp
+        self.writing = False
+        self.scanner = _fastpath.Scanner(little, nano, layout.ip, etype_at, M.REQUEST_MAGIC, M.SIMPLE_REPLY_MAGIC,
+                                         M.STRUCTURED_REPLY_MAGIC, _READ, _WRITE, _DONE, _OFFSET_DATA, self.release)
+        return self.scanner.scan
+
+    # ------------------------------------------------------------ adoption
+
+    def consider(self, half: _Half) -> None:
+        """After Python decoded data of this connection: adopt it if it is steady."""
+        cid = half.conn_id
+        wait = self.wait.get(cid, 0)
+        if wait > 0:
+            self.wait[cid] = wait - 1
+            return
+        if not self._adopt(cid):
+            self.wait[cid] = WAIT
+
+    def _adopt(self, cid: int) -> bool:
+        entry = self.engine._open.get(cid)
+        if entry is None or self.scanner is None or self.tcp is None or len(self.adopted) >= 64:
+            return False
+        session, conn = entry
+        if not self._adoptable(session, conn):
+            return False
+        lines = None
+        if self.jsonl is not None:
+            if session.id not in self.templates:
+                self.templates[session.id] = templates(session.id, conn.phase, self.engine.t0())
+            lines = self.templates[session.id]
+            if lines is None:
+                return False
+            if not self.writing:
+                self.scanner.output(self.jsonl.write, orjson.dumps, self.engine.t0())
+                self.writing = True
+        halves = [(key, h) for key, h in self.tcp.fast.items() if h.conn_id == cid]
+        if len(halves) != 2 or any(h.heap or h.next_seq is None for _, h in halves):
+            return False
+        (kc, hc), (ks, hs) = sorted(halves, key=lambda kh: kh[1].dir != "c2s")
+        if hc.dir != "c2s" or hs.dir != "s2c":
+            return False
+        table = conn.flights._table
+        flights = [(cookie, e[1], e[5], e[3], e[4], e[2], e[6], e[0]) for cookie, e in table.items()]
+        seq = conn.next_seq()  # the count goes on in the Scanner (release sets a new counter)
+        c, s = conn._c, conn._s
+        slot = self.scanner.adopt(cid, (kc, hc.next_seq, hc.offset, c.fed, c.skip),
+                                  (ks, hs.next_seq, hs.offset, s.fed, s.skip), seq, limits(session), flights, lines)
+        self.adopted[slot] = (cid, session, conn, hc, hs)
+        self.keys[kc] = self.keys[ks] = slot
+        return True
+
+    def _adoptable(self, session: Session, conn: Connection) -> bool:
+        c, s = conn._c, conn._s
+        flights = conn.flights
+        # (never after STARTTLS: the segments then carry TLS records, whatever the decoder makes of them)
+        return (conn.transmission and not conn.tls and not session.tls and not conn.closing and not conn.disc
+                and c.state is State.REQUESTS
+                and s.state is State.REPLIES and not c.buf and not s.buf and c.sink is None and s.sink is None
+                and not session.extended_headers
+                and not session.followups and not session.shadowed
+                and not flights._chunks and not flights._errored and not flights._shadowed
+                and len(flights._table) < 1000 and list(flights._table) == list(session.in_flight)
+                and all(not f.ambiguous and not f.chunks for f in session.in_flight.values())
+                and all(settled(session) for settled in self.settled))
+
+    # ------------------------------------------------------------ release
+
+    def release(self, slot: int) -> None:
+        """Give a connection back: its state into the Python objects, as Python would have left them."""
+        cid, session, conn, hc, hs = self.adopted.pop(slot)
+        (_, c2s, s2c, seq, messages, last_frame, last_time, tallies, blameless_writes, flights,
+         recent) = self.scanner.release(slot)
+        for key in [k for k, v in self.keys.items() if v == slot]:
+            del self.keys[key]
+        for half, side, st in ((hc, conn._c, c2s), (hs, conn._s, s2c)):
+            half.next_seq, half.offset, side.fed, side.skip, head, frame, time = st
+            if head:
+                side.buf += head
+            if frame:
+                side.frame, side.time = frame, time
+        conn.next_seq = itertools.count(seq).__next__
+        table = conn.flights._table
+        table.clear()
+        session.in_flight.clear()
+        for cookie, cmd, flags, offset, length, frame, time, fseq, start, end, request in flights:
+            if request is None:
+                payload = length if cmd == _WRITE else 0
+                request = ev.make_request("c2s", frame, time, conn.phase, None, fseq, start, end, cookie, cmd,
+                                          flags, offset, length, False, payload, None, (),
+                                          start + REQUEST_HEADER if payload else None)
+            table[cookie] = (request, cmd, frame, offset, length, flags, time)
+            session.in_flight[cookie] = Flight(request)
+        _remember(session.recent, recent)
+        if messages:
+            session.messages += messages
+            session.last_frame = max(session.last_frame, last_frame)
+            session.last_time = last_time
+            self.taken += messages
+        for command, count, nbytes, lat in tallies:
+            if count or lat:
+                stats = _stats(session, command)
+                stats.count += count
+                stats.bytes += nbytes
+                values = array("d")
+                values.frombytes(lat)
+                stats.add_latencies(values)
+        if blameless_writes:
+            for absorb in self.absorbing:
+                absorb(session, _WRITE, blameless_writes)
+        short = messages < SHORT
+        self.backoff[cid] = min(LONGEST_WAIT, self.backoff.get(cid, WAIT // 2) * 2) if short else WAIT
+        self.wait[cid] = self.backoff[cid]
+
+    def touch(self, src: bytes, sport: int, dst: bytes, dport: int) -> None:
+        """Python is about to take a segment of this address pair by the general path: if it belongs to an
+        adopted connection, that connection comes back first."""
+        slot = self.keys.get(fast_key(src, sport, dst, dport))
+        if slot is not None:
+            self.release(slot)
+
+    def release_all(self) -> None:
+        for slot in list(self.adopted):
+            self.release(slot)
+
+
+def _hooks(engine: Engine, name: str) -> list[Any]:
+    """The addons' methods of this name (the few rules that take part in adoption define them)."""
+    return [hook for hook in (getattr(a, name, None) for a in engine.addons) if callable(hook)]
+
+
+def limits(session: Session) -> tuple[int, int, int, int, int, int, int, bool, bool]:
+    """The Scanner's limits, by the rules' own early returns: (size or -1, the alignment requests need or 0,
+    the longest READ, the longest WRITE, the most data in a quiet chunk, the alignment and longest length of a
+    write a correct server may not refuse, whether replies are structured, whether writes may be taken)."""
+    size = session.size if session.size is not None else -1
+    block = session.min_block
+    # unaligned-request, request-beyond-export; payload-too-large (its limit), hard-disconnect (32 MiB)
+    align = block if block and block != 1 and session.block_size_requested else 0
+    limit = session.max_payload if session.block_size_requested else None
+    maxlen = limit if limit is not None else DEFAULT_MAX_PAYLOAD
+    wmax = min(maxlen, DEFAULT_MAX_PAYLOAD)
+    # a chunk's length within 32 MiB (hard-disconnect), its data within the maximum payload (bad-reply-chunk)
+    chunkmax = min(DEFAULT_MAX_PAYLOAD - 8, session.max_payload or DEFAULT_MAX_PAYLOAD)
+    # refusals.blameless: what advertised-refused counts (quiet_replies)
+    bl_align, bl_max = session.min_block or 0, session.max_payload or DEFAULT_MAX_PAYLOAD
+    structured = session.structured_replies is True  # (None, a capture begun mid-stream: chunks stay in Python)
+    writes = not session.server_has_flag(TransmissionFlag.READ_ONLY)  # write-to-read-only
+    return size, align, maxlen, wmax, chunkmax, bl_align, bl_max, structured, writes
+
+
+def _remember(recent: dict[int, int], completed: list[tuple[int, int]]) -> None:
+    """Replay the Scanner's completions (distinct cookies, oldest first) as Session.track would have."""
+    from nbdscope.analysis.session import RECENT
+
+    for cookie, command in completed:
+        recent.pop(cookie, None)
+        recent[cookie] = command
+        if len(recent) > RECENT:
+            del recent[next(iter(recent))]
