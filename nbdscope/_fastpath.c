@@ -70,7 +70,7 @@ typedef struct { /* what the Statistics addon would have added to one command's 
 
 /* A JSONL line of one kind of message (fastpath.jsonl_templates): literal text, each followed by a field. */
 enum { F_END, F_FRAME, F_TIME, F_COOKIE, F_OFFSET, F_LENGTH, F_PAYLOAD, F_RFRAME, F_ROFFSET, F_RLENGTH, F_LATENCY,
-       F_DATA, F_CHUNK_LENGTH, F_FIELDS };
+       F_DATA, F_CHUNK_LENGTH, F_EPOCH, F_FIELDS };
 enum { T_READ, T_WRITE, T_READ_REPLY, T_WRITE_REPLY, T_CHUNK, T_KINDS };
 #define MAX_PIECES 24
 
@@ -264,10 +264,11 @@ static int emit(Scanner *s, Conn *c, int kind, const unsigned long long *v, doub
         if (put(s, t->lit[i], (size_t)t->len[i]) < 0) return -1;
         int f = t->field[i], r = 0;
         if (f == F_END) continue;
-        if (f == F_TIME) {
-            double rel;
-            r = round6(time - s->t0, &rel) < 0 ? -1 : put_float(s, rel);
-        } else if (f == F_LATENCY)
+        if (f == F_TIME)  /* as report/records.py rounds: to microseconds through an integer */
+            r = put_float(s, nearbyint((time - s->t0) * 1e6) / 1e6);
+        else if (f == F_EPOCH)
+            r = put_float(s, nearbyint(time * 1e6) / 1e6);
+        else if (f == F_LATENCY)
             r = put_float(s, latency);
         else
             r = put_u64(s, v[f]);

@@ -261,6 +261,12 @@ class Accelerator:
         self.backoff[cid] = min(LONGEST_WAIT, self.backoff.get(cid, WAIT // 2) * 2) if short else WAIT
         self.wait[cid] = self.backoff[cid]
 
+    def settle(self) -> None:
+        """Before the Scanner writes lines: the JSONL writer's SESSION_END held back since a close that Python
+        decoded goes out first, where the pure-Python path puts it (before the next message line)."""
+        if self.jsonl is not None and self.jsonl.closing is not None:
+            self.jsonl.settle()
+
     def touch(self, src: bytes, sport: int, dst: bytes, dport: int) -> None:
         """Python is about to take a segment of this address pair by the general path: if it belongs to an
         adopted connection, that connection comes back first."""

@@ -9,6 +9,7 @@ connection then stays in Python)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 from nbdscope.decoder import events as ev
@@ -16,7 +17,8 @@ from nbdscope.report.records import message_json
 from nbdscope.spec import Cmd, ReplyFlag, ReplyType
 
 # the Scanner's field codes (enum F_* in _fastpath.c)
-END, FRAME, TIME, COOKIE, OFFSET, LENGTH, PAYLOAD, RFRAME, ROFFSET, RLENGTH, LATENCY, DATA, CHUNK_LENGTH = range(13)
+(END, FRAME, TIME, COOKIE, OFFSET, LENGTH, PAYLOAD, RFRAME, ROFFSET, RLENGTH, LATENCY, DATA, CHUNK_LENGTH,
+ EPOCH) = range(14)
 Template = tuple[tuple[bytes, int], ...]
 _READ, _WRITE = int(Cmd.READ), int(Cmd.WRITE)
 _DONE, _OFFSET_DATA = int(ReplyFlag.DONE), int(ReplyType.OFFSET_DATA)
@@ -49,26 +51,34 @@ def _chunk(phase: str, v: Values, t0: float) -> ev.Event:
 
 # in the Scanner's order of kinds (enum T_*): READ and WRITE requests, their simple replies, a READ's data chunk
 KINDS: tuple[tuple[Maker, tuple[int, ...]], ...] = (
-    (_request(_READ), (FRAME, TIME, COOKIE, OFFSET, LENGTH)),
-    (_request(_WRITE), (FRAME, TIME, COOKIE, OFFSET, LENGTH, PAYLOAD)),
-    (_simple(_READ), (FRAME, TIME, COOKIE, RFRAME, ROFFSET, RLENGTH, LATENCY, DATA)),
-    (_simple(_WRITE), (FRAME, TIME, COOKIE, RFRAME, ROFFSET, RLENGTH, LATENCY, DATA)),
-    (_chunk, (FRAME, TIME, COOKIE, RFRAME, ROFFSET, RLENGTH, LATENCY, DATA, OFFSET, CHUNK_LENGTH)),
+    (_request(_READ), (FRAME, TIME, EPOCH, COOKIE, OFFSET, LENGTH)),
+    (_request(_WRITE), (FRAME, TIME, EPOCH, COOKIE, OFFSET, LENGTH, PAYLOAD)),
+    (_simple(_READ), (FRAME, TIME, EPOCH, COOKIE, RFRAME, ROFFSET, RLENGTH, LATENCY, DATA)),
+    (_simple(_WRITE), (FRAME, TIME, EPOCH, COOKIE, RFRAME, ROFFSET, RLENGTH, LATENCY, DATA)),
+    (_chunk, (FRAME, TIME, EPOCH, COOKIE, RFRAME, ROFFSET, RLENGTH, LATENCY, DATA, OFFSET, CHUNK_LENGTH)),
 )
 
 
-def _sentinels(fields: tuple[int, ...]) -> Values:
-    return {f: (_TIME if f == TIME else _LATENCY if f == LATENCY else 9_100_000_000_000_000_000 + f) for f in fields}
+def _epoch(t0: float, time: float) -> float:
+    """The ``epoch`` of a line whose ``time`` is ``time`` (rounded as report/records.py does)."""
+    return round((t0 + time) * 1e6) / 1e6
+
+
+def _sentinels(fields: tuple[int, ...], t0: float) -> Values:
+    return {f: (_TIME if f == TIME else _LATENCY if f == LATENCY else _epoch(t0, _TIME) if f == EPOCH
+                else 9_100_000_000_000_000_000 + f) for f in fields}
 
 
 def _cut(line: bytes, values: Values) -> Template | None:
-    """The line cut at each sentinel (each must occur once), as (literal before, field) pieces."""
+    """The line cut at each sentinel (each must occur once as a whole JSON value), as (literal before, field)
+    pieces."""
     found = []
     for field, value in values.items():
         token = repr(value).encode()
-        if line.count(token) != 1:
+        at = [m.start() for m in re.finditer(rb"(?<=:)" + re.escape(token) + rb"(?=[,}])", line)]
+        if len(at) != 1:
             return None
-        found.append((line.index(token), field, len(token)))
+        found.append((at[0], field, len(token)))
     pieces, at = [], 0
     for pos, field, n in sorted(found):
         pieces.append((line[at:pos], field))
@@ -86,11 +96,12 @@ def templates(session: str, phase: str, t0: float) -> tuple[Template, ...] | Non
     """The five templates for one session's lines, or None when one cannot be made or does not check out."""
     out = []
     for make, fields in KINDS:
-        sentinel = _sentinels(fields)
+        sentinel = _sentinels(fields, t0)
         template = _cut(message_json(session, make(phase, sentinel, t0), t0), sentinel)
         if template is None:
             return None
-        sample = {f: (0.25 if f == TIME else 123.4 if f == LATENCY else 4096 + f) for f in fields}
+        sample = {f: (0.25 if f == TIME else 123.4 if f == LATENCY else _epoch(t0, 0.25) if f == EPOCH
+                      else 4096 + f) for f in fields}
         if _fill(template, sample) != message_json(session, make(phase, sample, t0), t0):
             return None
         out.append(template)

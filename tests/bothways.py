@@ -51,11 +51,14 @@ def both(args: list[str]) -> tuple[tuple[int, str], tuple[int, str]]:
     return analyze(args, pure=True), analyze(args, pure=False)
 
 
-def taken(paths: list[str]) -> int:
-    """Messages the compiled path takes in a default analysis of these captures (0 where it cannot run)."""
-    with _pure(False):
+def taken(paths: list[str], *, jsonl: bool = False) -> int:
+    """Messages the compiled path takes in a default analysis of these captures (0 where it cannot run);
+    ``jsonl``: with the JSONL writer attached, whose lines the compiled path then writes itself."""
+    from nbdscope.report.outputs import JsonlLines
+
+    with _pure(False), open(os.devnull, "wb") as sink:
         source = pipeline.FileSource(paths)
-        engine = Engine()
+        engine = Engine([JsonlLines(sink)] if jsonl else [])
         source.accelerate(engine)
         engine.run(source.items())
     return source.native.taken if source.native is not None else 0

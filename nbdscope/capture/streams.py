@@ -112,6 +112,7 @@ def read_captures(paths: Sequence[str], extra_ports: Collection[int] = (),  # no
                 consider = native.consider if native is not None else None
                 while True:
                     if scan is not None and native.adopted and end - pos >= 16:  # type: ignore[union-attr]
+                        native.settle()  # type: ignore[union-attr]
                         pos, taken, when, rest = scan(buf, pos, end, number)
                         if taken != number:
                             number, time = taken, when

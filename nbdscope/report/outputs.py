@@ -83,12 +83,12 @@ class JsonlLines(_Timed):
         self.closing: tuple[Session, ev.Event, str | None] | None = None
 
     def opened(self, session: Session) -> None:
-        self._settle()
+        self.settle()
         self.write(json_line(session_line("SESSION", session, self.engine.t0())))  # type: ignore[union-attr]
 
     def message(self, session: Session, event: ev.Event) -> None:
         if self.closing is not None:
-            self._settle()
+            self.settle()
         cls = type(event)
         build = self.builders.get(cls)
         if build is None:
@@ -106,7 +106,7 @@ class JsonlLines(_Timed):
 
     def unshown(self, session: Session, event: ev.Event) -> None:
         if self.closing is not None:
-            self._settle()
+            self.settle()
         if type(event) in _TURNS:
             self._turn(session, event)
             if self.flush:
@@ -131,7 +131,7 @@ class JsonlLines(_Timed):
         if type(event) is ev.ConnectionEnd:
             self.closing = (session, event, source)
 
-    def _settle(self) -> None:
+    def settle(self) -> None:
         """Write the SESSION_END held back, now that the findings its close brought are counted."""
         if self.closing is not None:
             session, event, source = self.closing
@@ -148,14 +148,14 @@ class JsonlLines(_Timed):
             self._flush()
 
     def input(self, start: InputStart) -> None:
-        self._settle()
+        self.settle()
         if not self.several:
             self.several = True
             self.builders.clear()
         self.write(input_json(start.source))
 
     def ending(self, sessions: list[Session]) -> None:
-        self._settle()
+        self.settle()
 
     def _flush(self) -> None:
         self.out.flush()
@@ -164,7 +164,7 @@ class JsonlLines(_Timed):
             buffer.flush()
 
     def finished(self, result: Result) -> None:
-        self._settle()
+        self.settle()
         inputs = self.inputs if self.inputs is not None else \
             (result.inputs or list(dict.fromkeys(s.source for s in result.sessions)))
         summary = summary_object(result, inputs, self.engine.utc_offset if self.engine is not None else None)

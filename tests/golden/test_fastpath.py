@@ -29,6 +29,7 @@ def test_the_comparison_exercises_the_compiled_path() -> None:
     """Not two pure-Python runs: the fio capture is mostly READ and WRITE traffic the compiled path takes."""
     fio = str(CAPTURES / "fio-iodepth8.pcap")
     assert taken([fio]) > 300
+    assert taken([fio], jsonl=True) > 300  # its JSONL templates match the writer's lines (epoch included)
     assert taken([str(CAPTURES / "ipv6.pcapng")]) == 0  # pcapng: the pure-Python path throughout
 
 
