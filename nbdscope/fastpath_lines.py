@@ -75,10 +75,10 @@ def _cut(line: bytes, values: Values) -> Template | None:
     found = []
     for field, value in values.items():
         token = repr(value).encode()
-        at = [m.start() for m in re.finditer(rb"(?<=:)" + re.escape(token) + rb"(?=[,}])", line)]
-        if len(at) != 1:
+        hits = [m.start() for m in re.finditer(rb"(?<=:)" + re.escape(token) + rb"(?=[,}])", line)]
+        if len(hits) != 1:
             return None
-        found.append((at[0], field, len(token)))
+        found.append((hits[0], field, len(token)))
     pieces, at = [], 0
     for pos, field, n in sorted(found):
         pieces.append((line[at:pos], field))

@@ -3,7 +3,8 @@
 
 Finding lines are ``frame  time  severity  rule.check  blame  session  message``, columns aligned
 across the run, the message cut to the width with an ellipsis (never wrapped: one finding is one
-line). The frame names its file when the run read several."""
+line); then a ``fix`` line per check that fired, saying what to do. The frame names its file when the
+run read several."""
 
 from __future__ import annotations
 
@@ -52,9 +53,25 @@ def _outcome(s: Session) -> str:
                   else f"handshake, disconnect {s.disconnect}")
 
 
-def finding_lines(result: Result, findings: list[Anomaly], width: int, clock: Clock) -> list[str]:
+def finding_lines(result: Result, findings: list[Anomaly], width: int | None, clock: Clock) -> list[str]:
     rows = [[frame_of(a, result), clock.text(a.time + result.t0), a.severity, a.check or a.rule, a.blame,
              a.session or "-", a.message] for a in findings]
+    return _aligned(rows, width)
+
+
+def advice_lines(findings: list[Anomaly], width: int | None) -> list[str]:
+    """One ``fix`` line per check that fired, in order of first appearance: the catalogue's "what to do"
+    for it (``nbdscope rules CHECK`` explains it in full), so the brief answers what to do as well."""
+    from nbdscope.report.ruledoc import check_entries
+
+    entries = check_entries()
+    rows, seen = [], set()
+    for a in findings:
+        entry = entries.get(a.check or "")
+        if entry is None or entry.id in seen or not entry.check.fix:
+            continue
+        seen.add(entry.id)
+        rows.append(["fix", entry.id, entry.check.fix])
     return _aligned(rows, width)
 
 
@@ -81,10 +98,10 @@ def totals_line(result: Result, selection: Selection | None, shown: int | None =
     return line
 
 
-def render(result: Result, out: IO[str], width: int, clock: Clock, selection: Selection | None = None,
+def render(result: Result, out: IO[str], width: int | None, clock: Clock, selection: Selection | None = None,
            findings: list[Anomaly] | None = None) -> None:
-    """``findings``: the ones to list (those -Y kept), when not all of them."""
+    """``findings``: the ones to list (those -Y kept), when not all of them; ``width`` None: never cut."""
     listed = result.anomalies if findings is None else findings
-    lines = [*finding_lines(result, listed, width, clock), *session_lines(result),
+    lines = [*finding_lines(result, listed, width, clock), *advice_lines(listed, width), *session_lines(result),
              totals_line(result, selection, None if findings is None else len(findings))]
     out.write("\n".join(lines) + "\n")

@@ -366,7 +366,10 @@ class TextReport(Addon):
                 self.out.write(text.heading(result, self.inputs) + "\n")
                 self._timeline(result)
             findings = self.shown.of(result.anomalies) if self.shown is not None else None
-            brief.render(result, self.out, width, self.clock, self.selection, findings)
+            # into a pipe or file, with no COLUMNS asked for, lines stay whole: they are for grep and sort there
+            import os
+            fits = bool(os.environ.get("COLUMNS")) or self.out.isatty()
+            brief.render(result, self.out, width if fits else None, self.clock, self.selection, findings)
             return
         console = Console(file=self.out, width=width, highlight=False)
         text.render(result, self.inputs, console, self.selection, clock=self.clock, bits=self.bits,

@@ -162,7 +162,16 @@ def test_brief_is_one_line_per_finding_and_session_matching_the_json() -> None:
     done = run("--brief", str(MIXED), columns=80)
     lines = done.stdout.splitlines()
     n = len(rep["anomalies"])
-    finding_lines, session_lines, totals = lines[:n], lines[n:-1], lines[-1]
+    finding_lines, rest, totals = lines[:n], lines[n:-1], lines[-1]
+    fix_lines = [line for line in rest if line.startswith("fix ")]
+    session_lines = rest[len(fix_lines):]
+    checks = list(dict.fromkeys(a["check"] for a in rep["anomalies"]))  # each check once, in order of appearance
+    assert [line.split()[1] for line in fix_lines] == checks
+    wide = run("--brief", str(MIXED), columns=400).stdout.splitlines()
+    for check in checks:  # what to do, as `nbdscope rules CHECK --format json` gives it
+        fix = json.loads(subprocess.run([sys.executable, "-m", "nbdscope", "rules", check, "--format", "json"],
+                                        capture_output=True, text=True, timeout=60).stdout)["checks"][0]["fix"]
+        assert any(line.startswith("fix ") and line.split(None, 2)[1] == check and line.endswith(fix) for line in wide)
     got = [tuple(line.split()[i] for i in (0, 2, 3, 4, 5)) for line in finding_lines]
     assert got == facts(rep)
     start = {len(re.match(r"^((?:\S+ +){6})", line).group(1)) for line in finding_lines}  # type: ignore[union-attr]
