@@ -13,6 +13,7 @@ import re
 from typing import Any
 
 from nbdscope.analysis.iohist import OFFSET_ZERO, bucket_floor
+from nbdscope.report.plotjson import alignment_series
 
 MAX_MAPS = 6  # I/O maps drawn, one per export group, the groups with most requests first
 COLOURS = {
@@ -210,13 +211,7 @@ def sizes(data: dict[str, Any]) -> str:
 
 def alignments(data: dict[str, Any]) -> str:
     """Requests by the largest power of two dividing their offset."""
-    series: dict[str, dict[int, int]] = {}
-    for name, h in data["sizes"].items():
-        per: dict[int, int] = {}
-        for by_align in h["alignment"].values():
-            for a, n in by_align.items():
-                per[int(a)] = per.get(int(a), 0) + n
-        series[name] = per
+    series = alignment_series(data)
     fig, ax = _figure()
     _bars(ax, series, lambda a: "offset 0" if a == OFFSET_ZERO else human(2 ** a))
     ax.set_xlabel("offset alignment")

@@ -77,3 +77,16 @@ def model_json(model: IoModel, extra: Sequence[tuple[_Flight, int]] = ()) -> dic
                                 for c, per in sorted(model.latencies.items())}},
         "throughput": {**model.throughput.as_json(), "max_bins": MAX_BINS},
     }
+
+
+def alignment_series(data: dict[str, Any]) -> dict[str, dict[int, int]]:
+    """Per command, requests by offset alignment (summed over sizes) from the model's JSON: what both the
+    HTML figure and the TUI's plot draw."""
+    series: dict[str, dict[int, int]] = {}
+    for name, h in data["sizes"].items():
+        per: dict[int, int] = {}
+        for by_align in h["alignment"].values():
+            for a, n in by_align.items():
+                per[int(a)] = per.get(int(a), 0) + n
+        series[name] = per
+    return series

@@ -23,6 +23,7 @@ from textual_plotext import PlotextPlot
 from nbdscope.analysis.iohist import OFFSET_ZERO, bucket_floor
 from nbdscope.analysis.iomap import ERROR, FINDING, RANGED, IoModel
 from nbdscope.decoder import events as ev
+from nbdscope.report.plotjson import alignment_series
 from nbdscope.tui.screens import _Base
 
 if TYPE_CHECKING:
@@ -208,13 +209,7 @@ class PlotsScreen(_Base):
                    lambda c: "0" if c < 0 else str(c))
 
     def _alignment(self, plt: Any, data: dict[str, Any]) -> None:
-        series: dict[str, dict[int, int]] = {}
-        for name, h in data["sizes"].items():
-            per: dict[int, int] = {}
-            for by_align in h["alignment"].values():
-                for a, n in by_align.items():
-                    per[int(a)] = per.get(int(a), 0) + n
-            series[name] = per
+        series = alignment_series(data)
         self._bars(plt, series, lambda a: "off0" if a == OFFSET_ZERO else str(a))
 
     def _throughput(self, plt: Any, data: dict[str, Any]) -> None:
