@@ -773,6 +773,54 @@ fail:
     return NULL;
 }
 
+/* feed(slot, dir, data, frame, time, segment) -> (frame, rest)
+ * The proxy's entry: one direction's relayed bytes of an adopted connection (a tap data record: no
+ * capture or TCP framing, in order, nothing lost), cut into segments of `segment` bytes that are the
+ * frames after `frame`, as the tap reader numbers them. All taken: (the last frame used, None).
+ * Otherwise the connection was given back first and rest is the offset in data where Python goes on,
+ * inside the segment of the frame returned. */
+static PyObject *Scanner_feed(Scanner *self, PyObject *args) {
+    int slot, dir;
+    Py_buffer view;
+    unsigned long long frame;
+    double time;
+    Py_ssize_t segment;
+    if (!PyArg_ParseTuple(args, "iiy*Kdn", &slot, &dir, &view, &frame, &time, &segment)) return NULL;
+    if (slot < 0 || slot >= self->nconns || self->conns[slot] == NULL || !self->conns[slot]->active ||
+        dir < 0 || dir > 1 || segment <= 0) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "no such connection, direction or segment size");
+        return NULL;
+    }
+    Conn *c = self->conns[slot];
+    const uint8_t *p = view.buf;
+    Py_ssize_t n = view.len, at = 0, rest = -1;
+    if (n && c->tally[0].nlat + c->tally[1].nlat >= LAT_FLUSH) { /* the latencies go over now and then */
+        if (give_back(self, slot) < 0) goto fail;
+        rest = 0;
+        frame++;
+    }
+    while (rest < 0 && at < n) {
+        Py_ssize_t len = n - at < segment ? n - at : segment;
+        frame++;
+        Py_ssize_t took = take_payload(self, c, dir, p + at, len, frame, time);
+        if (took < 0) goto fail;
+        if (took < len) {
+            if (give_back(self, slot) < 0) goto fail;
+            rest = at + took;
+        }
+        at += len;
+    }
+    PyBuffer_Release(&view);
+    if (flush_out(self) < 0) return NULL;
+    if (rest < 0) return Py_BuildValue("KO", frame, Py_None);
+    return Py_BuildValue("Kn", frame, rest);
+fail:
+    PyBuffer_Release(&view);
+    self->nout = 0;
+    return NULL;
+}
+
 static PyObject *Scanner_adopted(Scanner *self, PyObject *Py_UNUSED(ignored)) {
     PyObject *out = PyList_New(0);
     for (int i = 0; out != NULL && i < self->nconns; i++)
@@ -788,6 +836,7 @@ static PyMethodDef Scanner_methods[] = {
     {"adopt", (PyCFunction)Scanner_adopt, METH_VARARGS, "Take a connection over; its slot."},
     {"release", (PyCFunction)Scanner_release, METH_O, "Give a connection back: its state."},
     {"scan", (PyCFunction)Scanner_scan, METH_VARARGS, "Take the records of adopted connections."},
+    {"feed", (PyCFunction)Scanner_feed, METH_VARARGS, "Take relayed bytes of an adopted connection."},
     {"adopted", (PyCFunction)Scanner_adopted, METH_NOARGS, "The slots in use."},
     {"output", (PyCFunction)Scanner_output, METH_VARARGS, "Where JSONL lines go."},
     {NULL, NULL, 0, NULL},
