@@ -16,7 +16,8 @@ message is decoded by Python from there. Python stays the reference and the fall
 NBDSCOPE_PURE=1, where the extension did not build, for pcapng, with an output that hears
 every message (jsonl, the TUI, --messages) or raw items (pcapng), with --verify-data or
 --redact, nothing is adopted and nothing changes. tests/golden/test_fastpath.py runs the
-shipped captures both ways and requires identical outputs.
+shipped captures both ways and requires identical outputs. The proxy's watcher drives the same
+Accelerator with the tap's data records (fastpath_tap.py; tests/golden/test_fastpath_proxy.py).
 """
 
 from __future__ import annotations
