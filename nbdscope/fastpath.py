@@ -186,6 +186,8 @@ class Accelerator:
             return False
         lines = None
         if self.jsonl is not None:
+            if self.jsonl.several:
+                return False  # over several files every line names its file, which the templates do not
             if session.id not in self.templates:
                 self.templates[session.id] = templates(session.id, conn.phase, self.engine.t0())
             lines = self.templates[session.id]

@@ -7,6 +7,7 @@ than agreeing with them by construction.
 
 from __future__ import annotations
 
+import socket
 import struct
 
 NBDMAGIC = b"NBDMAGIC"
@@ -97,3 +98,13 @@ def extents_ext(ctx: int, ext: list[tuple[int, int]]) -> bytes:
 def error_payload(err: int, msg: str, offset: int | None = None) -> bytes:
     out = struct.pack(">IH", err, len(msg)) + msg.encode()
     return out + (struct.pack(">Q", offset) if offset is not None else b"")
+
+
+def recv_exactly(sock: socket.socket, n: int) -> bytes:
+    """``n`` bytes from a peer (a plain or TLS socket), failing the test if it closes first."""
+    out = b""
+    while len(out) < n:
+        part = sock.recv(n - len(out))
+        assert part, f"connection closed after {len(out)} of {n} bytes"
+        out += part
+    return out

@@ -345,8 +345,10 @@ class MessagesScreen(_Base):
         bits.append(self.napp.source_state())
         text = " · ".join(b for b in bits if b)
         if text != self._status_text:  # an update re-lays the screen out: only when something changed
-            self._status_text = text
-            self.query_one("#status", Static).update(text)
+            # (a filter worker can finish while the screen is being removed: no status bar left to write)
+            for bar in self.query("#status").results(Static):
+                self._status_text = text
+                bar.update(text)
 
     @on(Input.Changed, "#filter")
     def _filter_changed(self, event: Input.Changed) -> None:

@@ -61,7 +61,7 @@ def test_analyze_reads_a_running_tcpdump_from_stdin(tmp_path: Path) -> None:
     text = (first + out).decode()
     lines = [json.loads(x) for x in text.splitlines() if x.strip()]
     decoded = [(r["type"], r["offset"], r["length"]) for r in lines
-               if r["dir"] == "c2s" and r["type"].startswith("NBD_CMD_") and r["type"] != "NBD_CMD_DISC"]
+               if r.get("dir") == "c2s" and r["type"].startswith("NBD_CMD_") and r["type"] != "NBD_CMD_DISC"]
     logged, _ = nbdkit_log(log)
     want = [(r.command, r.offset, r.length) for reqs in logged.values() for r in reqs]
     assert want and sorted(decoded) == sorted(want)

@@ -17,6 +17,7 @@ from nbdscope.analysis.anomaly import Anomaly
 from tests import nbdwire as w
 from tests.judging import fired
 from tests.live import free_port, process, tcpdump
+from tests.nbdwire import recv_exactly
 from tests.oracles import report
 
 pytestmark = [pytest.mark.interop,
@@ -26,21 +27,14 @@ pytestmark = [pytest.mark.interop,
 ERR_UNSUP = (1 << 31) + 1
 
 
-def _recv(sock: socket.socket, n: int) -> bytes:
-    out = b""
-    while len(out) < n:
-        part = sock.recv(n - len(out))
-        assert part, f"connection closed after {len(out)} of {n} bytes"
-        out += part
-    return out
 
 
 def _option_replies(sock: socket.socket) -> list[tuple[int, bytes]]:
     """Option replies up to and including the final one (ACK or an error)."""
     replies = []
     while True:
-        _magic, _opt, rep, length = struct.unpack(">QIII", _recv(sock, 20))
-        replies.append((rep, _recv(sock, length)))
+        _magic, _opt, rep, length = struct.unpack(">QIII", recv_exactly(sock, 20))
+        replies.append((rep, recv_exactly(sock, length)))
         if rep == 1 or rep & (1 << 31):
             return replies
 
@@ -48,7 +42,7 @@ def _option_replies(sock: socket.socket) -> list[tuple[int, bytes]]:
 def _session(port: int, extended_after_refusal: bool) -> int:
     """Ask for extended headers, then structured replies, GO, one compact read; returns the refusal."""
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-        _recv(sock, 18)
+        recv_exactly(sock, 18)
         sock.sendall(w.client_flags())
         sock.sendall(w.option(11))
         [(refusal, _)] = _option_replies(sock)
@@ -57,8 +51,8 @@ def _session(port: int, extended_after_refusal: bool) -> int:
         sock.sendall(w.option(7, w.opt_go_data("")))
         _option_replies(sock)
         sock.sendall(w.request(0, 1, 0, 512))
-        *_, length = struct.unpack(">IHHQI", _recv(sock, 20))
-        _recv(sock, length)
+        *_, length = struct.unpack(">IHHQI", recv_exactly(sock, 20))
+        recv_exactly(sock, length)
         if extended_after_refusal:
             sock.sendall(w.ext_request(3, 2, 0, 0))  # NBD_CMD_FLUSH in the 32-byte form nbdkit did not agree to
             sock.settimeout(2)
