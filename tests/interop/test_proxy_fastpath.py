@@ -21,8 +21,8 @@ from nbdscope.proxy import tap
 from nbdscope.proxy.addresses import parse_address
 from nbdscope.proxy.run import RelayOptions
 from tests.bothways import built
-from tests.golden.test_fastpath_proxy import watch
 from tests.live import free_port, process, run
+from tests.tapreplay import watch
 
 pytestmark = [pytest.mark.interop,
               pytest.mark.skipif(not built(), reason="the compiled path (nbdscope._fastpath) was not built"),
