@@ -56,8 +56,9 @@ def relay(kind: str, upstream: int, work: Path) -> Iterator[tuple[int, list[int]
         yield upstream, []
         return
     port = free_port()
-    if kind == "nbdscope":
-        cmd = [sys.executable, "-m", "nbdscope", "proxy", "--listen", f"127.0.0.1:{port}", "--upstream",
+    if kind in ("nbdscope", "nbdscope-pure"):
+        pure = ["env", "NBDSCOPE_PURE=1"] if kind == "nbdscope-pure" else []  # (env execs: the same pid)
+        cmd = [*pure, sys.executable, "-m", "nbdscope", "proxy", "--listen", f"127.0.0.1:{port}", "--upstream",
                f"127.0.0.1:{upstream}", "--quiet", "--jsonl", str(work / "proxy.jsonl")]
     else:
         cmd = ["nbdkit", "-f", "-p", str(port), "-i", "127.0.0.1", "nbd", f"uri=nbd://127.0.0.1:{upstream}"]
@@ -111,8 +112,10 @@ def main() -> int:
     p.add_argument("--size", default="1G")
     p.add_argument("--fio-seconds", type=int, default=10)
     p.add_argument("--rounds", type=int, default=3, help="measurements of every relay (median shown)")
+    p.add_argument("--pure", action="store_true", help="also the proxy on the pure-Python path (NBDSCOPE_PURE=1)")
     args = p.parse_args()
-    runs: dict[str, list[dict[str, float]]] = {kind: [] for kind in KINDS}
+    kinds = (*KINDS, "nbdscope-pure") if args.pure else KINDS
+    runs: dict[str, list[dict[str, float]]] = {kind: [] for kind in kinds}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         up = free_port()
@@ -120,7 +123,7 @@ def main() -> int:
             src = work / "src.raw"
             run(["nbdcopy", "--", "[", "nbdkit", "pattern", args.size, "]", str(src)], timeout=600)
             for n in range(max(1, args.rounds)):
-                for kind in KINDS[n % len(KINDS):] + KINDS[:n % len(KINDS)]:  # no relay always goes first
+                for kind in kinds[n % len(kinds):] + kinds[:n % len(kinds)]:  # no relay always goes first
                     with relay(kind, up, work) as (port, pids):
                         r = measure(port, str(src), pids, args.fio_seconds)
                     runs[kind].append(r)
@@ -143,6 +146,15 @@ def main() -> int:
     print(f"\n{'relay CPU seconds per row':<28}{'nbdkit nbd':>22}{'nbdscope':>10}{'nbdscope / nbdkit':>20}")
     for row in ("read", "write", "qd1", "qd16"):
         print(f"{row:<28}{n[row + '_cpu']:>22.2f}{s[row + '_cpu']:>10.2f}{s[row + '_cpu'] / n[row + '_cpu']:>19.2f}x")
+    if args.pure:
+        q = med["nbdscope-pure"]
+        print(f"\n{'pure-Python path':<28}{'nbdscope-pure':>22}{'vs nbdkit':>12}{'CPU vs nbdkit':>16}")
+        for key, label, better_low in ROWS:
+            ratio = n[key] / q[key] if better_low else q[key] / n[key]
+            print(f"{label.format(size=args.size):<28}{q[key]:>10.2f} [{spread('nbdscope-pure', key):>11}]"
+                  f"{ratio:>11.2f}x")
+        for row in ("read", "write", "qd1", "qd16"):
+            print(f"{row + ' CPU s':<28}{q[row + '_cpu']:>10.2f}{'':>26}{q[row + '_cpu'] / n[row + '_cpu']:>15.2f}x")
     met = all(r >= 1.0 for r in ratios)
     print(f"\ntarget (nbdscope proxy at least as fast as the nbdkit nbd plugin on every row, medians): "
           f"{'met' if met else 'NOT met'}")

