@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, Any
@@ -367,7 +368,6 @@ class TextReport(Addon):
                 self._timeline(result)
             findings = self.shown.of(result.anomalies) if self.shown is not None else None
             # into a pipe or file, with no COLUMNS asked for, lines stay whole: they are for grep and sort there
-            import os
             fits = bool(os.environ.get("COLUMNS")) or self.out.isatty()
             brief.render(result, self.out, width if fits else None, self.clock, self.selection, findings)
             return

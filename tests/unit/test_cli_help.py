@@ -121,12 +121,21 @@ def _proxy_stopped() -> int:
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         _wait_stderr(proc, "listening on")
-        proc.send_signal(signal.SIGINT)
-        return proc.wait(timeout=30)
+        return _interrupted(proc)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        _reap(proc)
+
+
+def _interrupted(proc: subprocess.Popen[str]) -> int:
+    """Ctrl-C, as a terminal sends it; the exit status."""
+    proc.send_signal(signal.SIGINT)
+    return proc.wait(timeout=30)
+
+
+def _reap(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
 
 
 def _live(fail_on: str) -> int:
@@ -150,12 +159,9 @@ def _live(fail_on: str) -> int:
                     client.sendall(struct.pack(">I", 0x80000003))
                     time.sleep(0.3)
             time.sleep(2.5)  # tcpdump hands packets over in batches
-            proc.send_signal(signal.SIGINT)
-            return proc.wait(timeout=30)
+            return _interrupted(proc)
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+            _reap(proc)
 
 
 def _tui_quit() -> int:
