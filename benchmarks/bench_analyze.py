@@ -11,7 +11,7 @@ Small messages: fio's nbd engine doing NUMBER_IOS 4k random reads at iodepth 16
 against `nbdkit memory` on loopback, so the cost per message and not per byte
 dominates. nbdkit runs with --no-sr unless --structured-replies: tshark 4.0 does
 not dissect structured replies and would then decode only the requests. Times
-nbdscope (json, jsonl) and tshark (plain -Y nbd, -T fields) over several rounds
+nbdscope (json, jsonl, json --verify-data) and tshark (plain -Y nbd, -T fields) over several rounds
 in rotating order and prints medians, ranges and microseconds per message.
 
 Run as root: python3 benchmarks/bench_analyze.py [--size 1G] [--runs 2] [--rounds 5]
@@ -215,11 +215,13 @@ def _timed(tool: str, capture: Path) -> list[str]:
     nbdscope = [sys.executable, "-m", "nbdscope", "analyze", "--format"]
     return {"nbdscope json": [*nbdscope, "json", str(capture)],
             "nbdscope jsonl": [*nbdscope, "jsonl", str(capture)],
+            # fio's reads only: the shadow disk has nothing a read could contradict, so this should cost nothing
+            "nbdscope verify": [*nbdscope, "json", "--verify-data", str(capture)],
             "tshark -Y nbd": [a.replace("{file}", str(capture)) for a in TSHARK_PLAIN],
             "tshark -T fields": [a.replace("{file}", str(capture)) for a in TSHARK]}[tool]
 
 
-SMALL_TOOLS = ("nbdscope json", "nbdscope jsonl", "tshark -Y nbd", "tshark -T fields")
+SMALL_TOOLS = ("nbdscope json", "nbdscope jsonl", "nbdscope verify", "tshark -Y nbd", "tshark -T fields")
 
 
 def bench_small(capture: Path, rounds: int, number_ios: int) -> dict[str, object]:

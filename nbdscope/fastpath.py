@@ -14,10 +14,13 @@ into the Python objects as the pure-Python path would have left them (TCP halves
 buffers, the in-flight tables, sequence numbers, recent cookies, statistics), and the
 message is decoded by Python from there. Python stays the reference and the fallback: with
 NBDSCOPE_PURE=1, where the extension did not build, for pcapng, with an output that hears
-every message (jsonl, the TUI, --messages) or raw items (pcapng), with --verify-data or
---redact, nothing is adopted and nothing changes. tests/golden/test_fastpath.py runs the
-shipped captures both ways and requires identical outputs. The proxy's watcher drives the same
-Accelerator with the tap's data records (fastpath_tap.py; tests/golden/test_fastpath_proxy.py).
+every message (the TUI, --messages, JSONL over several files) or raw items (pcapng), or with
+--redact, nothing is adopted and nothing changes. With --verify-data the Scanner takes reads
+only while no write to their export has been acknowledged (until then the shadow disk holds
+nothing a read could contradict), and never writes, whose data the shadow disk needs.
+tests/golden/test_fastpath.py runs the shipped captures both ways and requires identical
+outputs (test_fastpath_verify.py the --verify-data hand-back). The proxy's watcher drives the
+same Accelerator with the tap's data records (fastpath_tap.py; tests/golden/test_fastpath_proxy.py).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from nbdscope.analysis.addons import defines
 from nbdscope.analysis.rules.advertised import FlagNotAdvertised, WriteToReadOnly
 from nbdscope.analysis.rules.blocks import PayloadTooLarge, RequestBeyondExport, UnalignedRequest
 from nbdscope.analysis.rules.chunks import BadReplyChunk
+from nbdscope.analysis.rules.data import StaleRead
 from nbdscope.analysis.rules.errors import ErrorValue
 from nbdscope.analysis.rules.extended import ExtendedHeaders
 from nbdscope.analysis.rules.extents import UnalignedExtent
@@ -90,6 +94,9 @@ QUIET: frozenset[type] = frozenset({
     ReadRequest, RequestFields,  # length not 0
     WriteToReadOnly,  # writes only where the export is not read-only
     AdvertisedRefused,  # counts the successful writes it would have counted (its ``quiet_replies``)
+    StaleRead,  # no write to the export acknowledged yet, nothing of its own pending (its ``settled``); with it
+    # the Scanner takes no writes, whose data it would skip, and a first acknowledged write on any connection
+    # of the export brings the connections of that export back (its ``adopting``)
 })
 QUIET_STREAM: frozenset[type] = frozenset({ProxyAction})  # hear raw items, but only the proxy's notes
 WAIT = 16  # data items of a connection after a release before it is considered again
@@ -112,8 +119,8 @@ def for_engine(engine: Engine, *, trace: object = None) -> Accelerator | None:
 def engine_allows(engine: Engine) -> bool:
     """No addon needs what the Scanner does not make: raw items, payloads, headers, payload ranges,
     or the events of messages it takes (beyond the addons of QUIET)."""
-    if engine.keep_data or engine.keep_headers or engine.track_payload:
-        return False
+    if engine.keep_headers or engine.track_payload or any("data" in a.NEEDS for a in engine.addons):
+        return False  # (payloads for the rules that compare them are fine: those rules are in QUIET)
     if any(type(getattr(hook, "__self__", None)) not in QUIET_STREAM and not _silent(hook.__self__)
            for hook in engine._hooks["stream"]):
         return False
@@ -152,6 +159,10 @@ class Accelerator:
         self.jsonl = next((a for a in engine.addons if type(a) is JsonlLines), None)
         self.templates: dict[str, tuple[Any, ...] | None] = {}  # session id -> its JSONL templates
         self.writing = False  # the Scanner knows where JSONL lines go
+        # a rule that compares payloads needs every write's data, which the Scanner skips: writes stay in Python
+        self.writes = not any(getattr(a, "NEEDS_DATA", False) for a in engine.addons)
+        for adopting in _hooks(engine, "adopting"):
+            adopting(self.recheck)
 
     def begin(self, little: bool, nano: bool, layout: FastLayout, tcp: TcpStreams, etype_at: int) -> Any:
         """A Scanner for the next classic pcap file of this link layout: its ``scan``."""
@@ -206,7 +217,7 @@ class Accelerator:
         c, s = conn._c, conn._s
         slot = self.scanner.adopt(cid, (kc, hc.next_seq if hc else 0, hc.offset if hc else 0, c.fed, c.skip),
                                   (ks, hs.next_seq if hs else 0, hs.offset if hs else 0, s.fed, s.skip), seq,
-                                  limits(session), flights, lines)
+                                  limits(session, self.writes), flights, lines)
         self.adopted[slot] = (cid, session, conn, hc, hs)
         self.keys[kc] = self.keys[ks] = slot
         return True
@@ -293,6 +304,13 @@ class Accelerator:
         if slot is not None:
             self.release(slot)
 
+    def recheck(self) -> None:
+        """A rule's state changed for other connections than the one decoded (a first acknowledged write to an
+        export, under --verify-data): the adopted connections it no longer leaves alone come back."""
+        for slot, (_, session, *_rest) in list(self.adopted.items()):
+            if not all(settled(session) for settled in self.settled):
+                self.release(slot)
+
     def release_all(self) -> None:
         for slot in list(self.adopted):
             self.release(slot)
@@ -315,10 +333,11 @@ def _hooks(engine: Engine, name: str) -> list[Any]:
     return [hook for hook in (getattr(a, name, None) for a in engine.addons) if callable(hook)]
 
 
-def limits(session: Session) -> tuple[int, int, int, int, int, int, int, bool, bool]:
+def limits(session: Session, writes: bool = True) -> tuple[int, int, int, int, int, int, int, bool, bool]:
     """The Scanner's limits, by the rules' own early returns: (size or -1, the alignment requests need or 0,
     the longest READ, the longest WRITE, the most data in a quiet chunk, the alignment and longest length of a
-    write a correct server may not refuse, whether replies are structured, whether writes may be taken)."""
+    write a correct server may not refuse, whether replies are structured, whether writes may be taken: not
+    where ``writes`` is false, nor on a read-only export)."""
     size = session.size if session.size is not None else -1
     block = session.min_block
     # unaligned-request, request-beyond-export; payload-too-large (its limit), hard-disconnect (32 MiB)
@@ -331,7 +350,7 @@ def limits(session: Session) -> tuple[int, int, int, int, int, int, int, bool, b
     # refusals.blameless: what advertised-refused counts (quiet_replies)
     bl_align, bl_max = session.min_block or 0, session.max_payload or DEFAULT_MAX_PAYLOAD
     structured = session.structured_replies is True  # (None, a capture begun mid-stream: chunks stay in Python)
-    writes = not session.server_has_flag(TransmissionFlag.READ_ONLY)  # write-to-read-only
+    writes = writes and not session.server_has_flag(TransmissionFlag.READ_ONLY)  # write-to-read-only
     return size, align, maxlen, wmax, chunkmax, bl_align, bl_max, structured, writes
 
 

@@ -51,14 +51,15 @@ def both(args: list[str]) -> tuple[tuple[int, str], tuple[int, str]]:
     return analyze(args, pure=True), analyze(args, pure=False)
 
 
-def taken(paths: list[str], *, jsonl: bool = False) -> int:
+def taken(paths: list[str], *, jsonl: bool = False, verify_data: bool = False) -> int:
     """Messages the compiled path takes in a default analysis of these captures (0 where it cannot run);
-    ``jsonl``: with the JSONL writer attached, whose lines the compiled path then writes itself."""
+    ``jsonl``: with the JSONL writer attached, whose lines the compiled path then writes itself;
+    ``verify_data``: as ``analyze --verify-data``."""
     from nbdscope.report.outputs import JsonlLines
 
     with _pure(False), open(os.devnull, "wb") as sink:
         source = pipeline.FileSource(paths)
-        engine = Engine([JsonlLines(sink)] if jsonl else [])
+        engine = Engine([JsonlLines(sink)] if jsonl else [], verify_data=verify_data)
         source.accelerate(engine)
         engine.run(source.items())
     return source.native.taken if source.native is not None else 0

@@ -145,7 +145,7 @@ def test_generated_sessions_both_ways(seed: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "gen.pcap"
         build(seed, path)
-        for mode in (["--format", "json"], ["--format", "jsonl"], ["--format", "text"]):
+        for mode in (["--format", "json"], ["--format", "jsonl"], ["--format", "text"], ["--verify-data"]):
             pure, native = both([*mode, str(path)])
             assert native == pure
         assert open_state([str(path)], pure=False) == open_state([str(path)], pure=True)

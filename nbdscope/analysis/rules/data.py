@@ -4,6 +4,7 @@ messages and writes", "Transmission flags" NBD_FLAG_CAN_MULTI_CONN)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from nbdscope.analysis.anomaly import Check, RuleInfo
@@ -78,6 +79,20 @@ class StaleRead(Rule):
         self.multi: dict[str, bool] = {}
         self.seq = 0
         self.reported: dict[str, int] = {}
+        self._recheck: Callable[[], None] | None = None  # the compiled path's, while it takes connections
+
+    def adopting(self, recheck: Callable[[], None]) -> None:
+        """The compiled path takes quiet connections over (fastpath.py): ``recheck`` asks it to give back those
+        whose reads this rule must now follow."""
+        self._recheck = recheck
+
+    def settled(self, session: Session) -> bool:
+        """Whether this rule would ignore the connection's reads and their replies: no write to its export has
+        been acknowledged (reads sent before then are not followed) and nothing of its own is pending."""
+        c = self.conns.get(session.id)
+        if c is None:
+            return (str(session.server), session.export_name) not in self.disks
+        return c.export not in self.disks and not (c.writes or c.reads or c.awaiting or c.flushes)
 
     def _conn(self, session: Session) -> _Conn:
         c = self.conns.get(session.id)
@@ -167,7 +182,11 @@ class StaleRead(Rule):
         w = c.writes.pop(reply.cookie, None)
         if w is None:
             return
-        disk = self.disks.setdefault(c.export, ShadowDisk())
+        disk = self.disks.get(c.export)
+        if disk is None:
+            disk = self.disks[c.export] = ShadowDisk()
+            if self._recheck is not None:
+                self._recheck()  # the other connections' reads of this export count from now on
         if not ok or w.command == Cmd.TRIM or (w.command == Cmd.WRITE and w.data is None):
             disk.forget(w.offset, w.length)  # contents now unknown
             return
