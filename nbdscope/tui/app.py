@@ -9,8 +9,11 @@ from textual.app import App
 from textual.binding import Binding, BindingType
 
 from nbdscope.report.clock import TimeMode
+from nbdscope.tui.base import BaseScreen
 from nbdscope.tui.detail import Palette
-from nbdscope.tui.screens import HelpScreen, MessagesScreen, OverviewScreen, _Base
+from nbdscope.tui.help import HelpScreen
+from nbdscope.tui.messages import MessagesScreen
+from nbdscope.tui.overview import OverviewScreen
 from nbdscope.tui.sources import Producer
 from nbdscope.tui.store import NO_ROW, Store
 from nbdscope.tui.times import describe, next_mode
@@ -56,7 +59,7 @@ class NbdscopeApp(App[None]):
         if not self.store.done and self.source is not None and not self.source.live and self._ticks % 4:
             return  # a file is loading: a progress update a second leaves the loader more of the interpreter
         screen = self.screen
-        if isinstance(screen, _Base) and screen.is_mounted:
+        if isinstance(screen, BaseScreen) and screen.is_mounted:
             from textual.css.query import NoMatches
 
             try:
@@ -135,7 +138,7 @@ class NbdscopeApp(App[None]):
         """rel → abs → delta → rel: every screen on the stack redraws its times."""
         self.time_mode = next_mode(self.time_mode)
         for screen in self.screen_stack:
-            if isinstance(screen, _Base) and screen.is_mounted:
+            if isinstance(screen, BaseScreen) and screen.is_mounted:
                 screen.time_changed()
         self.notify(f"times: {self.time_mode} ({describe(self.time_mode)})", timeout=3)
 

@@ -24,7 +24,7 @@ from nbdscope.analysis.iohist import OFFSET_ZERO, bucket_floor
 from nbdscope.analysis.iomap import ERROR, FINDING, RANGED, IoModel
 from nbdscope.decoder import events as ev
 from nbdscope.report.plotjson import alignment_series
-from nbdscope.tui.screens import _Base
+from nbdscope.tui.base import BaseScreen
 
 if TYPE_CHECKING:
     from nbdscope.tui.store import Store
@@ -95,7 +95,7 @@ def _thin(indices: list[int], flags: list[int]) -> list[int]:
     return [i for n, i in enumerate(indices) if not n % step or flags[i] & (ERROR | FINDING)]
 
 
-class PlotsScreen(_Base):
+class PlotsScreen(BaseScreen):
     """What the disk saw, for every session in the store (``e`` steps the I/O map through the exports)."""
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,q", "app.pop_screen", "Back"),

@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 
-from nbdscope.tui.screens import MessagesScreen
+from nbdscope.tui.messages import MessagesScreen
 from tests.tui.helpers import file_app, screen_text, settle
 
 

@@ -14,9 +14,12 @@ from nbdscope.capture import read_captures
 from nbdscope.decoder import events as ev
 from nbdscope.spec import Cmd, ReplyType
 from nbdscope.tui.app import NbdscopeApp
-from nbdscope.tui.screens import HelpScreen, MessagesScreen, OverviewScreen, SummaryScreen
+from nbdscope.tui.help import HelpScreen
+from nbdscope.tui.messages import MessagesScreen
+from nbdscope.tui.overview import OverviewScreen
 from nbdscope.tui.sources import Producer
 from nbdscope.tui.store import NO_ROW, Store
+from nbdscope.tui.summary import SummaryScreen
 from nbdscope.tui.table import MessageTable
 from nbdscope.tui.widgets import FindingsTable, SessionsTable
 from nbdscope.vocab import StreamItem

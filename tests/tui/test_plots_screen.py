@@ -11,8 +11,8 @@ from nbdscope.analysis.engine import Engine
 from nbdscope.analysis.iomap import IoMap
 from nbdscope.capture import read_captures
 from nbdscope.tui.app import NbdscopeApp
+from nbdscope.tui.overview import OverviewScreen
 from nbdscope.tui.plots import PLOTS, TITLES, PlotsScreen, feeder_for
-from nbdscope.tui.screens import OverviewScreen
 from nbdscope.tui.store import Store
 from tests.tui.helpers import CAPTURES, file_app, screen_text, settle
 

@@ -329,6 +329,6 @@ def test_docs_are_generated_from_the_definitions() -> None:
 
 
 def test_tui_help_screen_shows_the_generated_help() -> None:
-    from nbdscope.tui.screens import HELP
+    from nbdscope.tui.help import HELP
 
     assert help_markdown("## Filter language (filter bar and search)") in HELP
