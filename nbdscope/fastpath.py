@@ -62,8 +62,9 @@ from nbdscope.spec.codes import DEFAULT_MAX_PAYLOAD, REQUEST_HEADER
 if TYPE_CHECKING:
     from nbdscope.analysis.engine import Engine
     from nbdscope.analysis.session import Session
+    from nbdscope.capture.halves import Half
     from nbdscope.capture.linklayer import FastLayout
-    from nbdscope.capture.tcp import TcpStreams, _Half
+    from nbdscope.capture.tcp import TcpStreams
     from nbdscope.decoder import Connection
 
 try:
@@ -148,7 +149,7 @@ class Accelerator:
         self.engine = engine
         self.scanner: Any = None
         self.tcp: TcpStreams | None = None
-        self.adopted: dict[int, tuple[int, Session, Connection, _Half | None, _Half | None]] = {}  # slot -> conn
+        self.adopted: dict[int, tuple[int, Session, Connection, Half | None, Half | None]] = {}  # slot -> conn
         self.keys: dict[bytes, int] = {}  # fast_key of an adopted half -> slot
         self.wait: dict[int, int] = {}  # conn id -> data items to let pass before trying again
         self.backoff: dict[int, int] = {}
@@ -175,7 +176,7 @@ class Accelerator:
 
     # ------------------------------------------------------------ adoption
 
-    def consider(self, half: _Half) -> None:
+    def consider(self, half: Half) -> None:
         """After Python decoded data of this connection: adopt it if it is steady."""
         self.consider_id(half.conn_id)
 
@@ -222,7 +223,7 @@ class Accelerator:
         self.keys[kc] = self.keys[ks] = slot
         return True
 
-    def _halves(self, cid: int) -> tuple[tuple[bytes, _Half | None], tuple[bytes, _Half | None]] | None:
+    def _halves(self, cid: int) -> tuple[tuple[bytes, Half | None], tuple[bytes, Half | None]] | None:
         """The connection's two TCP halves (client's first) with their keys, if both are in order."""
         if self.tcp is None:
             return None

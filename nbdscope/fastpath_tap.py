@@ -16,7 +16,7 @@ from nbdscope.spec import magics as M
 
 if TYPE_CHECKING:
     from nbdscope.analysis.engine import Engine
-    from nbdscope.capture.tcp import _Half
+    from nbdscope.capture.halves import Half
 
 
 class TapAccelerator(Accelerator):
@@ -32,7 +32,7 @@ class TapAccelerator(Accelerator):
         """The Scanner's slot of this connection if it is adopted."""
         return self.keys.get(_key(cid, 0))
 
-    def _halves(self, cid: int) -> tuple[tuple[bytes, _Half | None], tuple[bytes, _Half | None]] | None:
+    def _halves(self, cid: int) -> tuple[tuple[bytes, Half | None], tuple[bytes, Half | None]] | None:
         return (_key(cid, 0), None), (_key(cid, 1), None)
 
 

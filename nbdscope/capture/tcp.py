@@ -29,13 +29,12 @@ from __future__ import annotations
 
 import heapq
 import ipaddress
-import struct
 from collections.abc import Collection
-from dataclasses import dataclass, field
-from typing import NamedTuple
 
+from nbdscope.capture.detect import DETECT_SEGMENTS, last_chance, magic_says, peer_says, port_says, search_says
+from nbdscope.capture.halves import FIRST_KEPT, OOO_LIMIT, Half, Origin, TcpConn, fast_key, signed
 from nbdscope.capture.linklayer import ACK, FIN, RST, SYN, Segment
-from nbdscope.capture.sniff import HeaderSearch, client_side
+from nbdscope.capture.sniff import HeaderSearch
 from nbdscope.spec import magics as M
 from nbdscope.vocab import (
     Direction,
@@ -47,73 +46,7 @@ from nbdscope.vocab import (
     StreamOpen,
 )
 
-OOO_LIMIT = 16 << 20  # out-of-order bytes held per direction before the hole is declared lost
-FIRST_KEPT = 16  # first bytes of each direction kept for detection
-_MAX_OPTION = 0xFFFF  # option numbers in use are small; a server's flags then reply magic read as far more
-DETECT_SEGMENTS = 8  # payload segments examined before a connection on an unknown port is dropped (SYN seen)
 RECENTLY_CLOSED = 4096
-_SERVER_FIRST = (M.NBDMAGIC_BYTES, M.OPTION_REPLY_MAGIC_BYTES)
-_SERVER_WORDS = (M.SIMPLE_REPLY_MAGIC_BYTES, M.STRUCTURED_REPLY_MAGIC_BYTES, M.EXTENDED_REPLY_MAGIC_BYTES)
-_CLIENT_WORDS = (M.REQUEST_MAGIC_BYTES, M.EXTENDED_REQUEST_MAGIC_BYTES)
-
-
-class Origin(NamedTuple):
-    """Where ``length`` bytes of a connection's stream lie in the capture: at ``pos`` in
-    frame ``frame``. ``offset`` is their stream offset as the decoder counts it, or -1
-    when they cannot be placed in the stream (whoever redacts must hide them all)."""
-
-    conn: int
-    dir: Direction
-    offset: int
-    length: int
-    frame: int
-    pos: int
-
-
-def _signed(delta: int) -> int:
-    delta &= 0xFFFFFFFF
-    return delta - (1 << 32) if delta & 0x80000000 else delta
-
-
-_PORTS = struct.Struct(">HH")
-
-
-def fast_key(src: bytes, sport: int, dst: bytes, dport: int) -> bytes:
-    """The key of ``TcpStreams.fast`` for segments from (src, sport) to (dst, dport)."""
-    return src + dst + _PORTS.pack(sport, dport)
-
-
-@dataclass(slots=True)
-class _Half:
-    """One direction of a connection (slots: the fast path reads it once per packet)."""
-
-    next_seq: int | None = None
-    offset: int = 0  # stream offset of next_seq (never wraps, unlike sequence numbers)
-    ooo: dict[int, tuple[bytes, int, int, int]] = field(default_factory=dict)  # by stream offset: data, frame, pos,
-    # and the bytes after data that the snapshot length cut off
-    heap: list[int] = field(default_factory=list)  # the keys of ooo, smallest first
-    ooo_bytes: int = 0
-    fin: bool = False
-    first: bytes = b""  # the first payload bytes, for detection
-    unseen: int = 0  # bytes lost before the connection was found to be NBD (the decoder never counts them)
-    search: HeaderSearch | None = None  # looking for headers in a connection the capture joined part-way
-    conn_id: int = -1  # these two once the connection is NBD, for the fast path
-    dir: Direction = "c2s"
-
-
-@dataclass
-class _Conn:
-    key: tuple[bytes, int, bytes, int]  # (a, a_port, b, b_port) as first seen
-    halves: tuple[_Half, _Half] = field(default_factory=lambda: (_Half(), _Half()))
-    client_side: int | None = None  # 0: "a" is the client, 1: "b" is
-    syn_seen: bool = False
-    state: str = "detect"  # detect, nbd, ignored
-    conn_id: int = -1
-    pending: list[tuple[int, bytes | int, int, float, int, int, int]] = field(default_factory=list)
-    # side, data (or the size of a loss after earlier data), frame, time, then where the data came from:
-    # frame, position in it, stream offset
-    closer: int | None = None  # side that sent the first FIN or the RST
-    segments: int = 0
 
 
 class TcpStreams:
@@ -123,12 +56,12 @@ class TcpStreams:
                  trace: list[Origin] | None = None) -> None:
         self.source = source
         self.ports = {M.DEFAULT_PORT, *extra_ports}
-        self.conns: dict[tuple[bytes, int, bytes, int], _Conn] = {}
+        self.conns: dict[tuple[bytes, int, bytes, int], TcpConn] = {}
         self.closed: dict[tuple[bytes, int, bytes, int], int | None] = {}  # the NBD connection's id, if it was one
         self.next_id = first_conn_id
         self.out: list[StreamItem] = []
         self.trace = trace
-        self.fast: dict[bytes, _Half] = {}  # halves of NBD connections by fast_key (see the module's docstring)
+        self.fast: dict[bytes, Half] = {}  # halves of NBD connections by fast_key (see the module's docstring)
         self.servers: set[tuple[bytes, int]] = set()  # server endpoints (address, port) of NBD connections seen
 
     # ------------------------------------------------------------------ input
@@ -175,10 +108,10 @@ class TcpStreams:
                 self.closed.pop(rev, None)
             if not seg.payload and not seg.cut and not flags & SYN:
                 return out
-            conn = self.conns[key] = _Conn(key)
+            conn = self.conns[key] = TcpConn(key)
         elif flags & SYN and not flags & ACK and conn.syn_seen and conn.key == fwd:
             self._close(conn, "fin", frame, time)  # port reuse: a new connection on the same tuple
-            conn = self.conns[fwd] = _Conn(fwd)
+            conn = self.conns[fwd] = TcpConn(fwd)
         if conn.state == "ignored":
             if flags & (FIN | RST):
                 self._forget(conn)
@@ -192,7 +125,7 @@ class TcpStreams:
                 conn.client_side = side
             elif conn.client_side is None:
                 conn.client_side = 1 - side
-            if conn.state == "detect" and self._port_says(conn) is not None:
+            if conn.state == "detect" and port_says(conn, self.ports) is not None:
                 self._open(conn, frame, time)
             elif conn.state == "nbd":
                 self._bind(conn)  # a SYN may have changed which side is the client
@@ -221,7 +154,7 @@ class TcpStreams:
 
     # ------------------------------------------------------------- reassembly
 
-    def _data(self, conn: _Conn, side: int, seq: int, payload: bytes | memoryview, frame: int, time: float,
+    def _data(self, conn: TcpConn, side: int, seq: int, payload: bytes | memoryview, frame: int, time: float,
               pos: int, cut: int = 0) -> None:
         """Place a segment's payload: deliver it when it is next, keep it while a hole is before it.
         ``cut`` bytes follow it that the capture did not keep (snapshot length): they are delivered
@@ -229,7 +162,7 @@ class TcpStreams:
         half = conn.halves[side]
         if half.next_seq is None:
             half.next_seq = seq  # capture began mid-connection
-        delta = _signed(seq - half.next_seq)
+        delta = signed(seq - half.next_seq)
         if delta < 0:
             if self.trace is not None and payload:
                 self._trace_again(conn, side, half.offset + delta, min(-delta, len(payload)), frame, pos)
@@ -250,7 +183,7 @@ class TcpStreams:
         if half.heap:
             self._drain(conn, side, frame, time)
 
-    def _hold(self, conn: _Conn, side: int, key: int, payload: bytes | memoryview, frame: int, time: float,
+    def _hold(self, conn: TcpConn, side: int, key: int, payload: bytes | memoryview, frame: int, time: float,
               pos: int, cut: int) -> None:
         """Keep a segment that lies beyond a hole (at stream offset ``key``) until the hole fills."""
         half = conn.halves[side]
@@ -267,7 +200,7 @@ class TcpStreams:
         if half.ooo_bytes > OOO_LIMIT:
             self._give_up_hole(conn, side, frame, time)
 
-    def _lose(self, conn: _Conn, side: int, missing: int, frame: int, time: float, snapped: bool = False) -> None:
+    def _lose(self, conn: TcpConn, side: int, missing: int, frame: int, time: float, snapped: bool = False) -> None:
         """The next ``missing`` bytes of this half will never be seen: move past them, and tell the
         decoder once the connection is NBD (before that, they are counted as unseen)."""
         half = conn.halves[side]
@@ -281,7 +214,7 @@ class TcpStreams:
         else:
             half.unseen += missing
 
-    def _deliver(self, conn: _Conn, side: int, data: bytes | memoryview, frame: int, time: float, src: int,
+    def _deliver(self, conn: TcpConn, side: int, data: bytes | memoryview, frame: int, time: float, src: int,
                  pos: int) -> None:
         """Hand on ``data``, found at ``pos`` in frame ``src`` (``frame`` is the one that completed it)."""
         half = conn.halves[side]
@@ -304,7 +237,7 @@ class TcpStreams:
             conn.segments += 1
             self._detect(conn, frame, time)
 
-    def _drain(self, conn: _Conn, side: int, frame: int, time: float) -> None:
+    def _drain(self, conn: TcpConn, side: int, frame: int, time: float) -> None:
         """Deliver waiting segments that the stream has now reached, in order."""
         half = conn.halves[side]
         while half.heap and half.heap[0] <= half.offset:
@@ -321,11 +254,11 @@ class TcpStreams:
 
     # ------------------------------------------------------------------ trace
 
-    def _trace_fast(self, conn: _Conn, half: _Half, d: Direction, seg: Segment, frame: int) -> None:
+    def _trace_fast(self, conn: TcpConn, half: Half, d: Direction, seg: Segment, frame: int) -> None:
         n = len(seg.payload)
         self.trace.append(Origin(conn.conn_id, d, half.offset - n - half.unseen, n, frame, seg.offset))  # type: ignore[union-attr]
 
-    def _trace_again(self, conn: _Conn, side: int, offset: int, length: int, frame: int, pos: int) -> None:
+    def _trace_again(self, conn: TcpConn, side: int, offset: int, length: int, frame: int, pos: int) -> None:
         """Bytes of a segment that were delivered before (or will be from another segment)."""
         if conn.state == "nbd" and length > 0:
             half = conn.halves[side]
@@ -338,71 +271,45 @@ class TcpStreams:
         if conn_id is not None:  # a late segment of a closed NBD connection: nowhere to place it
             self.trace.append(Origin(conn_id, "c2s", -1, len(seg.payload), frame, seg.offset))  # type: ignore[union-attr]
 
-    def _give_up_hole(self, conn: _Conn, side: int, frame: int, time: float, upto: int | None = None) -> None:
+    def _give_up_hole(self, conn: TcpConn, side: int, frame: int, time: float, upto: int | None = None) -> None:
         """Declare the bytes before the earliest waiting segment (or before ``upto``) lost."""
         half = conn.halves[side]
         if half.next_seq is None:
             return
         targets = [half.heap[0] - half.offset] if half.heap else []
         if upto is not None:
-            targets.append(_signed(upto - half.next_seq))
+            targets.append(signed(upto - half.next_seq))
         positive = [t for t in targets if t > 0]
         if not positive:
             return
         self._lose(conn, side, min(positive), frame, time)
         self._drain(conn, side, frame, time)
 
-    def _ack_reveals_loss(self, conn: _Conn, side: int, ack: int, frame: int, time: float) -> None:
+    def _ack_reveals_loss(self, conn: TcpConn, side: int, ack: int, frame: int, time: float) -> None:
         """The peer acknowledged bytes we never saw while later bytes already wait:
         the capture, not the network, lost them (no retransmission will come)."""
         half = conn.halves[side]
-        if half.heap and half.next_seq is not None and _signed(ack - half.next_seq) > 0:
+        if half.heap and half.next_seq is not None and signed(ack - half.next_seq) > 0:
             self._give_up_hole(conn, side, frame, time, upto=ack)
 
     # -------------------------------------------------------------- detection
 
-    def _port_says(self, conn: _Conn) -> int | None:
-        """Client side by port, when one end uses an NBD port."""
-        a_port, b_port = conn.key[1], conn.key[3]
-        if conn.client_side is not None and (a_port in self.ports or b_port in self.ports):
-            return conn.client_side
-        if b_port in self.ports and a_port not in self.ports:
-            return 0
-        if a_port in self.ports and b_port not in self.ports:
-            return 1
-        if a_port in self.ports:
-            return 0 if a_port > b_port else 1
-        return None
-
-    def _peer_says(self, conn: _Conn) -> int | None:
-        """Client side when one end is the server of another NBD connection in the input."""
-        if (conn.key[2], conn.key[3]) in self.servers:
-            return 0
-        if (conn.key[0], conn.key[1]) in self.servers:
-            return 1
-        return None
-
-    def _search_says(self, conn: _Conn) -> tuple[int, bool] | None:
-        """Client side and whether the evidence is strong, from the headers found part-way (sniff.py)."""
-        a, b = conn.halves[0].search, conn.halves[1].search
-        return client_side(a or HeaderSearch(), b or HeaderSearch()) if a or b else None
-
-    def _detect(self, conn: _Conn, frame: int, time: float) -> None:
-        verdicts = [self._magic_says(conn, side) for side in (0, 1)]
+    def _detect(self, conn: TcpConn, frame: int, time: float) -> None:
+        verdicts = [magic_says(conn, side) for side in (0, 1)]
         by_magic = next((v for v in verdicts if v is not None), None)
-        by_port = self._port_says(conn)
+        by_port = port_says(conn, self.ports)
         if by_magic is not None:
             if conn.client_side is None:
                 conn.client_side = by_magic
         elif by_port is None:
-            by_port = self._peer_says(conn)
+            by_port = peer_says(conn, self.servers)
         if by_magic is None and by_port is None:
             if conn.syn_seen:  # a connection seen from its start begins with an NBD magic, or is not NBD
                 decided = all(len(h.first) >= 8 or not h.first for h in conn.halves)
                 if decided or conn.segments >= DETECT_SEGMENTS:
                     self._ignore(conn)
                 return
-            found = self._search_says(conn)
+            found = search_says(conn)
             spent = any(h.search is not None and h.search.spent for h in conn.halves)
             if found is None:
                 if spent:
@@ -415,23 +322,13 @@ class TcpStreams:
             conn.client_side = by_port
         self._open(conn, frame, time)
 
-    def _last_chance(self, conn: _Conn) -> int | None:
-        """Client side of a connection still undecided when it closes, if it is NBD at all."""
-        side = self._port_says(conn)
-        if side is None:
-            side = self._peer_says(conn)
-        if side is None and not conn.syn_seen:
-            found = self._search_says(conn)
-            side = found[0] if found else None
-        return side
-
-    def _ignore(self, conn: _Conn) -> None:
+    def _ignore(self, conn: TcpConn) -> None:
         conn.state = "ignored"
         conn.pending.clear()
         for half in conn.halves:
             half.search = None
 
-    def _wake(self, server: tuple[bytes, int]) -> list[_Conn]:
+    def _wake(self, server: tuple[bytes, int]) -> list[TcpConn]:
         """Connections to a server just found to speak NBD that were not recognised yet: those
         still undecided, and (afresh, from their next segment) those given up part-way."""
         found = []
@@ -441,30 +338,11 @@ class TcpStreams:
             if conn.state == "ignored":
                 if conn.syn_seen:
                     continue
-                conn = self.conns[key] = _Conn(key)
+                conn = self.conns[key] = TcpConn(key)
             found.append(conn)
         return found
 
-    @staticmethod
-    def _magic_says(conn: _Conn, side: int) -> int | None:
-        first = conn.halves[side].first
-        if len(first) < 8:
-            return None
-        head = first[:8]
-        if head in _SERVER_FIRST or head[:4] in _SERVER_WORDS:
-            return 1 - side
-        if head == M.IHAVEOPT_BYTES:
-            # a client's option, or the second half of a server's greeting sent on its own (nbd-server does):
-            # an option number follows in the client's case, the handshake flags and then an option reply
-            # magic (0x0003e889...) in the server's
-            if len(first) < FIRST_KEPT:
-                return None
-            return side if int.from_bytes(first[8:12], "big") <= _MAX_OPTION else 1 - side
-        if head[:4] in _CLIENT_WORDS:
-            return side
-        return None
-
-    def _open(self, conn: _Conn, frame: int, time: float) -> None:
+    def _open(self, conn: TcpConn, frame: int, time: float) -> None:
         assert conn.client_side is not None
         conn.state = "nbd"
         conn.conn_id = self.next_id
@@ -495,7 +373,7 @@ class TcpStreams:
                 if other.pending:
                     self._detect(other, frame, time)  # (no bytes yet: the next segment decides)
 
-    def _bind(self, conn: _Conn) -> None:
+    def _bind(self, conn: TcpConn) -> None:
         """List both halves of an NBD connection for the fast path, with their id and direction."""
         a, a_port, b, b_port = conn.key
         for side, key in ((0, fast_key(a, a_port, b, b_port)), (1, fast_key(b, b_port, a, a_port))):
@@ -504,14 +382,14 @@ class TcpStreams:
             self.fast[key] = half
 
     @staticmethod
-    def _dir(conn: _Conn, side: int) -> Direction:
+    def _dir(conn: TcpConn, side: int) -> Direction:
         return "c2s" if side == conn.client_side else "s2c"
 
     # ---------------------------------------------------------------- closing
 
-    def _close(self, conn: _Conn, how: str, frame: int, time: float) -> None:
+    def _close(self, conn: TcpConn, how: str, frame: int, time: float) -> None:
         if conn.state == "detect" and conn.pending:
-            side = self._last_chance(conn)
+            side = last_chance(conn, self.ports, self.servers)
             if side is not None:
                 if conn.client_side is None:
                     conn.client_side = side
@@ -527,7 +405,7 @@ class TcpStreams:
             self.out.append(StreamClose(conn.conn_id, how, frame, time, by))  # type: ignore[arg-type]
         self._forget(conn)
 
-    def _forget(self, conn: _Conn) -> None:
+    def _forget(self, conn: TcpConn) -> None:
         self.conns.pop(conn.key, None)
         if conn.state == "nbd":
             a, a_port, b, b_port = conn.key
