@@ -53,8 +53,8 @@ class Terminated:
     def gap(self, direction: Direction, nbytes: int, frame: int) -> None:
         self.fed[direction] += nbytes
 
-    def finish(self) -> None:
-        pass
+    def finish(self) -> list[Plain]:
+        return []
 
     def track_spans(self) -> None:
         self.spans = {"c2s": [], "s2c": []}
@@ -151,8 +151,7 @@ class TlsLayer:
         """The connection ends: decrypt what is left, and report a session that never got its key."""
         self.drain()
         if self.conn.tls_layer is self:
-            self.decryptor.finish()
-            self._after(self.conn._s, [])
+            self._after(self.conn._s, self.decryptor.finish())
 
     def gap(self, side: ReceiveBuffer, nbytes: int) -> None:
         self.decryptor.gap(side.dir, nbytes, side.frame)

@@ -105,10 +105,20 @@ class Decryptor:
             self._fail(_Failed("undecryptable", f"the capture lost {nbytes} bytes of TLS records (frame {frame})"),
                        frame)
 
-    def finish(self) -> None:
-        """The connection ended: a session still waiting has no key."""
+    def finish(self) -> list[Plain]:
+        """The connection ended: what the key log gained since the last look opens, else the session still
+        waiting has no key (a short connection can end within one RECHECK of its key being written)."""
+        out: list[Plain] = []
         if self.status != "pending":
-            return
+            return out
+        if self.held:
+            try:
+                self._last_look(out)
+            except _Failed as exc:
+                self._fail(exc, 0)
+                return out
+            if self.status != "pending":
+                return out  # (opened now; records held for a later epoch's key stay unread, as before)
         if self.client_random is None:
             why = "the connection ended before a ClientHello"
         elif self.server is None:
@@ -117,6 +127,13 @@ class Decryptor:
             label = self._label(self.held[0][0]) if self.held else "a key"
             why = f"the key log gave no {label} for client random {self._random()} ({self.keys.summary()})"
         self._fail(_Failed("no-key", why), 0)
+        return out
+
+    def _last_look(self, out: list[Plain]) -> None:
+        """Read the growing key log now (not waiting for RECHECK) and open the held records it has keys for."""
+        if self.keys.growing:
+            self.keys.refresh(force=True)
+            self._retry(out)
 
     def track_spans(self) -> None:
         for side in self.sides.values():
@@ -150,6 +167,8 @@ class Decryptor:
         keyless = side.epoch != "plain" and side.protection is None
         if self.held or (keyless and record.type != W.ContentType.CHANGE_CIPHER_SPEC):
             if len(self.held) >= HOLD:  # (held records are at most MAX_CIPHERTEXT bytes each)
+                self._last_look(out)  # (a fast peer fills the hold within one RECHECK of the key being written)
+            if len(self.held) >= HOLD:
                 waiting = self.held[0][0]
                 raise _Failed("no-key", f"the key log gave no {self._label(waiting)} for client random "
                               f"{self._random()} within {HOLD} records ({self.keys.summary()})")

@@ -50,12 +50,19 @@ class _Everything(Addon):
         pass
 
 
+class _Payloads(Addon):
+    """Wants every read and write payload (the decoder then gathers them all; the Scanner skips them)."""
+
+    NEEDS = frozenset({"data"})
+
+
 def test_an_addon_hearing_every_message_keeps_python_on() -> None:
     assert fastpath.engine_allows(Engine())
     with open("/dev/null", "w") as sink:
         assert fastpath.engine_allows(Engine([JsonlLines(sink)]))
     assert not fastpath.engine_allows(Engine([_Everything()]))
-    assert not fastpath.engine_allows(Engine(verify_data=True))
+    assert fastpath.engine_allows(Engine(verify_data=True))  # stale-read is quiet while nothing is written
+    assert not fastpath.engine_allows(Engine([_Payloads()]))  # an addon needing every payload
 
 
 def test_bad_calls_are_refused() -> None:

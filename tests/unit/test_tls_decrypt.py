@@ -183,6 +183,30 @@ def test_a_growing_key_log_releases_held_records(tmp_path: Path) -> None:
     assert go.frame == 15  # held, then decoded with the frame of the packet that carried it
 
 
+@pytest.mark.parametrize("when", ["at-close", "hold-full"])
+def test_a_key_written_within_one_recheck_is_still_read(tmp_path: Path, when: str) -> None:
+    """The proxy's race (seen in CI): the client writes its key a moment after the watcher first looked, and
+    the connection ends (or the hold fills) before RECHECK has passed. The clock stands still here, so only a
+    look forced by the close or by the full hold can find the key."""
+    forge = Forge(0x1301)
+    path = tmp_path / "growing.log"
+    path.write_text("")
+    keys = KeyLog(str(path), growing=True, clock=lambda: 1000.0)  # no RECHECK ever passes
+    many = [("c2s", w.request(0, 10 + i, 0, 512)) for i in range(200)] if when == "hold-full" else []
+    script = STARTTLS + wrap(forge, INSIDE + many)
+    conn = Connection(tls_keys=keys)
+    events: list[ev.Event] = []
+    for frame, (d, data) in enumerate(script, 1):
+        if frame == 7:  # after the first look (at the ServerHello): the key log is written now
+            path.write_text(forge.keylog())
+        events += conn.feed(d, data, frame=frame, time=0.0)  # type: ignore[arg-type]
+    events += conn.close("fin", frame=len(script) + 1, time=1.0)
+    assert {st for st, _ in status(events)} == {"decrypted"}
+    plain = nbd(decode(STARTTLS[:2] + INSIDE, None))[2:]
+    assert nbd(events)[4:4 + len(plain)] == plain
+    assert len(of(events, ev.Request)) == 3 + len(many)
+
+
 def test_without_a_key_log_nothing_changes() -> None:
     forge = Forge(0x1301)
     events = decode(STARTTLS + wrap(forge, INSIDE), None)
