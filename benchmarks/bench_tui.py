@@ -88,7 +88,7 @@ def make_loopback(path: Path) -> None:
 
 async def measure(path: Path) -> dict[str, float]:
     from nbdscope.tui.app import NbdscopeApp
-    from nbdscope.tui.screens import MessagesScreen
+    from nbdscope.tui.messages import MessagesScreen
     from nbdscope.tui.sources import file_producer
     from nbdscope.tui.store import Store
     from nbdscope.tui.table import MessageTable

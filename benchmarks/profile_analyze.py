@@ -41,7 +41,8 @@ from nbdscope.capture.linklayer import tcp_segment
 from nbdscope.capture.pcapio import frames
 from nbdscope.decoder import Connection
 from nbdscope.pipeline import FileSource
-from nbdscope.report.outputs import JsonlLines, json_report
+from nbdscope.report.final import json_report
+from nbdscope.report.outputs import JsonlLines
 
 
 def read_only(path: str) -> int:

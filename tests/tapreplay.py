@@ -8,7 +8,8 @@ import io
 from nbdscope.analysis.engine import Engine
 from nbdscope.proxy import tap
 from nbdscope.proxy.source import TapReader
-from nbdscope.report.outputs import JsonlLines, JsonReport, TimelineLines
+from nbdscope.report.final import JsonReport
+from nbdscope.report.outputs import JsonlLines, TimelineLines
 from tests.bothways import _pure
 
 

@@ -5,7 +5,7 @@ tap.py); decoding, rules and outputs happen there.
 
 Built on asyncio buffered protocols rather than streams: a socket receives
 straight into the tap's ring, the other socket sends from there as it arrives, and
-back-pressure pauses reading from a side while the other side has bytes unsent."""
+back-pressure pauses reading from a side while the other side has bytes unsent (ends.py)."""
 
 from __future__ import annotations
 
@@ -24,14 +24,13 @@ from nbdscope import vocab as it
 from nbdscope.decoder import Connection
 from nbdscope.decoder import events as ev
 from nbdscope.proxy.addresses import Address
+from nbdscope.proxy.ends import OTHER, SocketEnd
 from nbdscope.proxy.rewrite import FlagRewriter
 from nbdscope.proxy.tap import Ring, Tap
 from nbdscope.proxy.terminate import Termination, TlsTerminator
 from nbdscope.spec import COMMANDS
 
 MADE_UP_CLIENT, MADE_UP_SERVER = "192.0.2.1", "192.0.2.2"  # documentation range: not a real host
-OTHER = {"c2s": "s2c", "s2c": "c2s"}
-OWN_BUFFER = 256 << 10  # receive buffer of a session that rewrites or delays
 BACKLOG = 1024  # connections the kernel may complete before the relay accepts them (capped by somaxconn)
 
 
@@ -55,89 +54,10 @@ class RelayStats:
     bytes: dict[str, int] = field(default_factory=lambda: {"c2s": 0, "s2c": 0})
 
 
-class _End(asyncio.BufferedProtocol):
-    """One socket of a session; ``direction`` is the direction of the bytes it receives.
-
-    It receives straight into the tap's ring and the other end sends from there, unless
-    the session changes or holds bytes (flag rewrite, --delay): then into a buffer of its own."""
-
-    def __init__(self, session: _Session, direction: str) -> None:
-        self.session, self.direction = session, direction
-        self.transport: asyncio.Transport | None = None
-        self.holds: set[str] = set()
-        self.into: int | None = None  # ring position of the buffer handed out, if in the ring
-        self.own: bytearray | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        # paused as soon as anything waits to be sent, resumed once all is: the ring space
-        # those bytes sit in is pinned meanwhile (see resume_writing)
-        self.transport.set_write_buffer_limits(high=0)  # type: ignore[union-attr]
-        self.session.made(self)
-        # uvloop starts reading only after connection_made returns, ignoring a pause asked for inside it
-        asyncio.get_running_loop().call_soon(self._pause_if_held)
-
-    def _pause_if_held(self) -> None:
-        t = self.transport
-        if self.holds and t is not None and not t.is_closing():
-            t.pause_reading()
-
-    def get_buffer(self, sizehint: int) -> memoryview | bytearray:
-        if self.session.direct:
-            space = self.session.relay.tap.reserve()
-            if space is not None:
-                self.into, view = space
-                return view
-        self.into = None
-        if self.own is None:
-            self.own = bytearray(OWN_BUFFER)
-        return self.own
-
-    def buffer_updated(self, nbytes: int) -> None:
-        if self.into is not None:
-            self.session.forward_ring(self.direction, self.into, nbytes)
-        else:
-            assert self.own is not None
-            self.session.forward(self.direction, bytes(self.own[:nbytes]))
-
-    def eof_received(self) -> bool:
-        self.session.eof(self.direction)
-        return True  # keep the socket open: the other direction may still be talking
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.session.relay.tap.unpin(self.transport)
-        self.session.lost(self.direction, isinstance(exc, ConnectionResetError))
-
-    def pause_writing(self) -> None:  # bytes wait to be sent: stop reading the other side
-        peer = self.session.ends.get(OTHER[self.direction])
-        if peer is not None:
-            peer.hold("peer", True)
-
-    def resume_writing(self) -> None:  # all sent: the ring space they were in is free again
-        self.session.relay.tap.unpin(self.transport)
-        peer = self.session.ends.get(OTHER[self.direction])
-        if peer is not None:
-            peer.hold("peer", False)
-
-    def hold(self, reason: str, on: bool) -> None:
-        """Stop or restart reading this socket; it reads again only when no reason is left."""
-        if on:
-            self.holds.add(reason)
-        else:
-            self.holds.discard(reason)
-        t = self.transport
-        if t is None or t.is_closing():
-            return
-        if on:
-            t.pause_reading()
-        elif not self.holds:
-            t.resume_reading()
-
-
 class _Session:
     def __init__(self, relay: Relay, conn: int) -> None:
         self.relay, self.conn = relay, conn
-        self.ends: dict[str, _End] = {}
+        self.ends: dict[str, SocketEnd] = {}
         self.rewriter = relay.make_rewriter() if relay.make_rewriter else None
         self.closed_by: str | None = None
         self.reset = False  # the side that closed first reset the connection
@@ -152,7 +72,7 @@ class _Session:
         self.done = asyncio.get_running_loop().create_future()
         self.early: list[bytes] = []  # client bytes that arrived before the upstream connection
 
-    def made(self, end: _End) -> None:
+    def made(self, end: SocketEnd) -> None:
         self.ends[end.direction] = end
         if self.relay.throttled:
             end.hold("watcher", True)
@@ -170,9 +90,9 @@ class _Session:
         relay, loop = self.relay, asyncio.get_running_loop()
         try:
             if relay.upstream.is_unix:
-                await loop.create_unix_connection(lambda: _End(self, "s2c"), relay.upstream.path)
+                await loop.create_unix_connection(lambda: SocketEnd(self, "s2c"), relay.upstream.path)
             else:
-                await loop.create_connection(lambda: _End(self, "s2c"), *relay.upstream.tcp())
+                await loop.create_connection(lambda: SocketEnd(self, "s2c"), *relay.upstream.tcp())
         except OSError as exc:
             relay.stats.upstream_failures += 1
             why = exc.strerror or str(exc)
@@ -368,11 +288,11 @@ class Relay:
         self.server: asyncio.AbstractServer | None = None
         self.next_conn = 0
 
-    def _new_client(self) -> _End:
+    def _new_client(self) -> SocketEnd:
         session = _Session(self, self.next_conn)
         self.next_conn += 1
         self.sessions.add(session)
-        return _End(session, "c2s")
+        return SocketEnd(session, "c2s")
 
     def _throttle(self, on: bool) -> None:
         """The watcher is behind: stop reading every socket until it catches up (nothing is dropped)."""

@@ -13,7 +13,7 @@ from nbdscope.analysis.iohist import OFFSET_ZERO, Throughput, alignment, latency
 from nbdscope.analysis.iomap import ERROR, FINDING, UNANSWERED, IoMap, IoModel
 from nbdscope.analysis.session import Session
 from nbdscope.decoder import events as ev
-from nbdscope.report.outputs import json_report
+from nbdscope.report.final import json_report
 from nbdscope.vocab import Endpoint
 from tests import nbdwire as w
 from tests import wirescripts as ws

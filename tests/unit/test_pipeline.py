@@ -13,7 +13,7 @@ from nbdscope.analysis.addons import Addon
 from nbdscope.analysis.engine import Engine
 from nbdscope.analysis.session import Session
 from nbdscope.capture import read_captures
-from nbdscope.cli import _exit_code
+from nbdscope.cli_common import exit_code as _exit_code
 from nbdscope.decoder import events as ev
 from nbdscope.report.outputs import JsonlLines
 from tests.oracles import CAPTURES, NOT_MESSAGES, messages
