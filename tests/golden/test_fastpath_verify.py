@@ -63,6 +63,26 @@ def test_a_write_on_another_connection_brings_the_reader_back(tmp_path: Path, st
     assert 300 < taken([str(path)], verify_data=True) <= 400 < taken([str(path)])
 
 
+def test_a_plain_write_is_left_to_python(tmp_path: Path) -> None:
+    """One connection, steady on reads (taken natively), then a write with no flags, which the Scanner could
+    take as it takes it without --verify-data: it must not, since the shadow disk needs the written data. A
+    read of the same place then returns zeroes on the same connection: stale-read.same-connection."""
+    a = Flow()
+    packets = a.syn() + [a.c2s(d) if where == "c2s" else a.s2c(d)
+                         for where, d in handshake(MULTI_CONN, structured=False)]
+    script = _reads(1, 200) + [("c2s", w.request(WRITE, 201, 0, 4096, 0, WRITTEN)), ("s2c", w.simple_reply(201)),
+                               ("c2s", w.request(READ, 202, 0, 4096)), ("s2c", w.simple_reply(202, 0, bytes(4096)))]
+    packets += [a.c2s(d) if where == "c2s" else a.s2c(d) for where, d in script + _reads(203, 50)]
+    path = tmp_path / "one.pcap"
+    write_pcap(str(path), [(1.0 + i * 1e-5, frame(1, p)) for i, p in enumerate(packets)])
+    pure, native = both(["--format", "json", "--verify-data", str(path)])
+    assert native == pure
+    found = [(f["check"], f["session"], f["blame"]) for f in json.loads(pure[1])["anomalies"]
+             if f["rule"] == "stale-read"]
+    assert found == [("stale-read.same-connection", "s1", "server")]
+    assert taken([str(path)], verify_data=True) > 300  # the reads before the write went the compiled way
+
+
 def test_no_writes_no_cost(tmp_path: Path) -> None:
     """A capture with no writes: --verify-data leaves the compiled path as much as a plain run does."""
     path = tmp_path / "reads.pcap"
