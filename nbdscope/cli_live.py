@@ -27,14 +27,9 @@ from nbdscope.report.wording import plural
 
 
 def proxy(args: argparse.Namespace) -> int:
-    from nbdscope.cli_proxy import ProxyPlan, run_proxy
+    from nbdscope.cli_proxy import run_proxy
 
-    try:
-        plan = ProxyPlan.from_args(args)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    plan.selection = selection_of(args)
-    plan.tls_keys = key_log(args, growing=True)
+    plan = _proxy_plan(args, selection_of(args), key_log(args, growing=True))
     if args.tui:
         return _run_tui(lambda store, stack: _proxy_producer(plan, store, stack), time_mode=args.time)
     try:
@@ -91,17 +86,22 @@ def tui(args: argparse.Namespace) -> int:
     if args.interface:
         return _run_tui(lambda store, stack: _live_producer(store, args.interface, args.port, args.filter, 65536,
                                                             selection, keys), time_mode=args.time)
-    from nbdscope.cli_proxy import ProxyPlan
-
     if not (args.listen and args.upstream):
         raise UsageError("the proxy needs both --listen and --upstream")
+    plan = _proxy_plan(args, selection, keys)
+    return _run_tui(lambda store, stack: _proxy_producer(plan, store, stack), time_mode=args.time)
+
+
+def _proxy_plan(args: argparse.Namespace, selection: Any, keys: Any) -> Any:
+    """The proxy's options (shared by `proxy` and `tui --listen`), a bad one as a usage error."""
+    from nbdscope.cli_proxy import ProxyPlan
+
     try:
         plan = ProxyPlan.from_args(args)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    plan.selection = selection
-    plan.tls_keys = keys
-    return _run_tui(lambda store, stack: _proxy_producer(plan, store, stack), time_mode=args.time)
+    plan.selection, plan.tls_keys = selection, keys
+    return plan
 
 
 def _live_producer(store: Any, interface: str, ports: list[int], bpf: str, buffer_kib: int,

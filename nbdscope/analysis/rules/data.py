@@ -45,6 +45,11 @@ class _Conn:
     flushes: dict[int, tuple[set[int], int]] = field(default_factory=dict)  # flush cookie -> sectors, frame
 
 
+def _export(session: Session) -> tuple[str, str | None]:
+    """The export a connection reads and writes: its server's endpoint and the export name."""
+    return str(session.server), session.export_name
+
+
 class StaleRead(Rule):
     INFO = RuleInfo("stale-read", "error", "server", "Ordering of messages and writes",
                     "a read (or a block status zero claim) contradicting data the server had acknowledged: on "
@@ -91,13 +96,13 @@ class StaleRead(Rule):
         been acknowledged (reads sent before then are not followed) and nothing of its own is pending."""
         c = self.conns.get(session.id)
         if c is None:
-            return (str(session.server), session.export_name) not in self.disks
+            return _export(session) not in self.disks
         return c.export not in self.disks and not (c.writes or c.reads or c.awaiting or c.flushes)
 
     def _conn(self, session: Session) -> _Conn:
         c = self.conns.get(session.id)
         if c is None:
-            c = self.conns[session.id] = _Conn((str(session.server), session.export_name))
+            c = self.conns[session.id] = _Conn(_export(session))
         return c
 
     def _racing(self, export: tuple[str, str | None]) -> list[tuple[int, int]]:
